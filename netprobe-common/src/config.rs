@@ -1,0 +1,165 @@
+//! Load-time settings handed to the kernel programs as one read-only global, `CONFIG`.
+//!
+//! Nothing about the running kernel is compiled in: tracepoint record offsets come from the
+//! tracefs `format` files and struct member offsets from the kernel's BTF, both read by the
+//! agent at start-up. Because the global lives in `.rodata`, the verifier sees the values as
+//! constants and prunes branches for absent fields and unused filters.
+
+use core::mem::size_of;
+
+/// Marks an offset the running kernel does not have (an older tracepoint without `err`, …).
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// Field offsets inside the `tcp:tcp_retransmit_skb` tracepoint record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetransmitRecordLayout {
+    pub skbaddr: u32,
+    pub skaddr: u32,
+    pub state: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+    /// [`OFFSET_ABSENT`] before Linux 6.17, where only successful retransmits were traced.
+    pub err: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(size_of::<RetransmitRecordLayout>() == 48);
+
+/// Field offsets inside the `skb:kfree_skb` tracepoint record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropRecordLayout {
+    pub skbaddr: u32,
+    pub location: u32,
+    pub protocol: u32,
+    /// [`OFFSET_ABSENT`] before Linux 5.17 (no drop reasons).
+    pub reason: u32,
+    /// [`OFFSET_ABSENT`] before the receiving socket was added to the record.
+    pub rx_sk: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(size_of::<DropRecordLayout>() == 24);
+
+/// Byte offsets of kernel struct members, resolved from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct sk_buff`
+    pub skb_len: u32,
+    pub skb_dev: u32,
+    pub skb_sk: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_cb: u32,
+    /// `struct sock` → `__sk_common.skc_net`
+    pub sk_net: u32,
+    /// `struct net` → `ns.inum`
+    pub net_inum: u32,
+    /// `struct net_device`
+    pub dev_name: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    /// `struct tcp_skb_cb` (lives in `skb->cb`)
+    pub tcb_seq: u32,
+    pub tcb_gso_segs: u32,
+}
+const _: () = assert!(size_of::<KernelLayout>() == 56);
+
+pub const FILTER_PORT: u32 = 1 << 0;
+pub const FILTER_ADDR: u32 = 1 << 1;
+pub const FILTER_NETNS: u32 = 1 << 2;
+pub const FILTER_REASON: u32 = 1 << 3;
+
+/// Filters evaluated in the kernel before anything is counted or queued.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// `FILTER_*` bits: which of the fields below apply.
+    pub flags: u32,
+    /// Matches either end of the flow.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`: how many bytes of `addr` are significant.
+    pub addr_family: u16,
+    pub netns: u32,
+    /// Raw `enum skb_drop_reason` value; applies to drops only.
+    pub reason: u32,
+    /// Matches either end of the flow; network byte order, IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<Filter>() == 32);
+
+/// The whole load-time configuration.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub retransmit: RetransmitRecordLayout,
+    pub drop: DropRecordLayout,
+    pub kernel: KernelLayout,
+    pub filter: Filter,
+}
+const _: () = assert!(size_of::<TraceConfig>() == 160);
+
+impl TraceConfig {
+    /// All offsets absent, no filters: what the kernel object is compiled with. The agent
+    /// always overrides it before loading.
+    pub const UNSET: Self = Self {
+        retransmit: RetransmitRecordLayout {
+            skbaddr: OFFSET_ABSENT,
+            skaddr: OFFSET_ABSENT,
+            state: OFFSET_ABSENT,
+            sport: OFFSET_ABSENT,
+            dport: OFFSET_ABSENT,
+            family: OFFSET_ABSENT,
+            saddr: OFFSET_ABSENT,
+            daddr: OFFSET_ABSENT,
+            saddr_v6: OFFSET_ABSENT,
+            daddr_v6: OFFSET_ABSENT,
+            err: OFFSET_ABSENT,
+            _pad0: 0,
+        },
+        drop: DropRecordLayout {
+            skbaddr: OFFSET_ABSENT,
+            location: OFFSET_ABSENT,
+            protocol: OFFSET_ABSENT,
+            reason: OFFSET_ABSENT,
+            rx_sk: OFFSET_ABSENT,
+            _pad0: 0,
+        },
+        kernel: KernelLayout {
+            skb_len: OFFSET_ABSENT,
+            skb_dev: OFFSET_ABSENT,
+            skb_sk: OFFSET_ABSENT,
+            skb_head: OFFSET_ABSENT,
+            skb_network_header: OFFSET_ABSENT,
+            skb_transport_header: OFFSET_ABSENT,
+            skb_cb: OFFSET_ABSENT,
+            sk_net: OFFSET_ABSENT,
+            net_inum: OFFSET_ABSENT,
+            dev_name: OFFSET_ABSENT,
+            dev_ifindex: OFFSET_ABSENT,
+            dev_nd_net: OFFSET_ABSENT,
+            tcb_seq: OFFSET_ABSENT,
+            tcb_gso_segs: OFFSET_ABSENT,
+        },
+        filter: Filter {
+            flags: 0,
+            port: 0,
+            addr_family: 0,
+            netns: 0,
+            reason: 0,
+            addr: [0; 16],
+        },
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] plain-old-data without implicit padding (size asserts above).
+    unsafe impl aya::Pod for super::TraceConfig {}
+}

@@ -1,0 +1,29 @@
+//! Indices of the per-CPU `COUNTERS` array kept by the kernel programs.
+//!
+//! Every hook counts what it saw *before* trying to queue an event, and counts separately
+//! what it could not queue, so the agent can always report exact totals and exact loss.
+
+/// Retransmit events that passed the filters.
+pub const COUNTER_RETRANSMIT_SEEN: u32 = 0;
+/// Retransmit events that could not be queued (ring buffer full).
+pub const COUNTER_RETRANSMIT_LOST: u32 = 1;
+/// Drop events that passed the filters.
+pub const COUNTER_DROP_SEEN: u32 = 2;
+/// Drop events that could not be queued (ring buffer full).
+pub const COUNTER_DROP_LOST: u32 = 3;
+/// Retransmits whose flow could not be added to the per-flow table (table full).
+pub const COUNTER_FLOW_TABLE_FULL: u32 = 4;
+/// Drops whose reason could not be added to the per-reason table (table full).
+pub const COUNTER_REASON_TABLE_FULL: u32 = 5;
+/// Size of the array; leave room for later counters without changing the map.
+pub const COUNTER_SLOTS: u32 = 16;
+
+/// Human-readable names, indexed like the counters (for reports and tests).
+pub const COUNTER_NAMES: [(u32, &str); 6] = [
+    (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
+    (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
+    (COUNTER_DROP_SEEN, "drop_seen"),
+    (COUNTER_DROP_LOST, "drop_lost"),
+    (COUNTER_FLOW_TABLE_FULL, "flow_table_full"),
+    (COUNTER_REASON_TABLE_FULL, "reason_table_full"),
+];

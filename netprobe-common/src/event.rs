@@ -1,0 +1,154 @@
+//! Events written by the kernel programs into the ring buffer, and the keys and values of the
+//! kernel-side aggregation maps.
+
+use core::mem::size_of;
+
+/// Fixed event-kind IDs. Never renumber, never reuse a retired ID.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `tcp:tcp_retransmit_skb`: one skb retransmitted (or an attempt that failed).
+    Retransmit = 1,
+    /// `skb:kfree_skb`: one packet dropped, with the kernel's drop reason.
+    Drop = 2,
+}
+
+impl EventKind {
+    pub const fn id(self) -> u16 {
+        self as u16
+    }
+}
+
+impl TryFrom<u16> for EventKind {
+    type Error = u16;
+
+    fn try_from(id: u16) -> Result<Self, u16> {
+        match id {
+            1 => Ok(Self::Retransmit),
+            2 => Ok(Self::Drop),
+            other => Err(other),
+        }
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Common prefix of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] ID.
+    pub kind: u16,
+    pub _pad0: u16,
+    /// CPU the program ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds since boot.
+    pub ts_ns: u64,
+}
+const _: () = assert!(size_of::<EventHeader>() == 16);
+
+/// A flow as seen from the packet or socket: addresses are in network byte order; IPv4
+/// addresses occupy the first four bytes and the rest is zero. Ports are host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    /// `AF_INET`, `AF_INET6`, or 0 when the packet carried no parsable IP header.
+    pub family: u16,
+    pub _pad0: u16,
+}
+const _: () = assert!(size_of::<Flow>() == 40);
+
+/// `tcp:tcp_retransmit_skb`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitEvent {
+    pub header: EventHeader,
+    /// Local address/port first (the socket's view).
+    pub flow: Flow,
+    /// Inode of the socket's network namespace.
+    pub netns: u32,
+    /// 0 when the segment was sent, a negative errno when the attempt failed (e.g. -EBUSY).
+    pub err: i32,
+    /// `TCP_SKB_CB(skb)->seq`.
+    pub seq: u32,
+    /// `skb->len`: payload bytes in the retransmitted skb.
+    pub bytes: u32,
+    /// `tcp_skb_pcount(skb)`: segments in the skb, what RetransSegs adds on success.
+    pub segs: u16,
+    /// TCP state (`TCP_ESTABLISHED` = 1 …).
+    pub state: u8,
+    pub _pad0: u8,
+    pub _pad1: u32,
+}
+const _: () = assert!(size_of::<RetransmitEvent>() == 80);
+
+/// The drop event carried a parsable IP (and maybe TCP/UDP) header.
+pub const DROP_HAS_FLOW: u8 = 1 << 0;
+/// `skb->dev` was set: `ifindex` and `ifname` are valid.
+pub const DROP_HAS_DEV: u8 = 1 << 1;
+/// A socket was attached (`skb->sk` or the tracepoint's `rx_sk`): the netns came from it.
+pub const DROP_HAS_SOCK: u8 = 1 << 2;
+/// Ports in `flow` are valid (TCP or UDP header found).
+pub const DROP_HAS_PORTS: u8 = 1 << 3;
+
+/// `skb:kfree_skb`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    /// From the packet's own headers (source → destination as on the wire).
+    pub flow: Flow,
+    /// Kernel text address that freed the skb (resolved to `symbol+offset` in userspace).
+    pub location: u64,
+    /// Inode of the network namespace (socket's, else device's), 0 when unknown.
+    pub netns: u32,
+    /// Raw `enum skb_drop_reason` value, subsystem in the upper 16 bits.
+    pub reason: u32,
+    pub ifindex: u32,
+    /// Ethertype in host order (`0x0800` IPv4, `0x86dd` IPv6, …).
+    pub protocol: u16,
+    /// IP protocol number (6 TCP, 17 UDP, …) when [`DROP_HAS_FLOW`].
+    pub ip_proto: u8,
+    /// `DROP_HAS_*` bits.
+    pub flags: u8,
+    /// `skb->dev->name`, NUL-padded.
+    pub ifname: [u8; 16],
+}
+const _: () = assert!(size_of::<DropEvent>() == 96);
+
+/// Key of the per-flow retransmit table kept in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub flow: Flow,
+    pub netns: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(size_of::<FlowKey>() == 48);
+
+/// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitTotals {
+    /// skbs retransmitted successfully (`err == 0`).
+    pub sent: u64,
+    /// Attempts that failed (`err != 0`).
+    pub failed: u64,
+    /// Segments in successfully retransmitted skbs: comparable to `RetransSegs`.
+    pub segs: u64,
+    /// Payload bytes in successfully retransmitted skbs.
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<RetransmitTotals>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, #[repr(C)], no implicit padding (checked by the size asserts).
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::RetransmitTotals {}
+}

@@ -1,0 +1,23 @@
+//! The event ABI shared by netprobe's kernel programs and its userspace agent.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so that the kernel side (compiled for
+//! `bpfel-unknown-none`) and the agent (x86_64/aarch64 Linux, both little-endian) agree on every
+//! byte. Each type carries a compile-time size assertion; the agent decodes records with checked
+//! [`TryFrom`] implementations (feature `user`), never by transmuting ring-buffer bytes.
+//!
+//! Event-kind IDs are fixed forever: a retired kind keeps its number and is never reused.
+#![no_std]
+
+#[cfg(feature = "user")]
+extern crate std;
+
+pub mod config;
+pub mod counters;
+pub mod event;
+
+#[cfg(feature = "user")]
+pub mod decode;
+
+pub use config::*;
+pub use counters::*;
+pub use event::*;

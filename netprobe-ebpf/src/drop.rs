@@ -1,0 +1,184 @@
+//! `skb:kfree_skb`: every packet the kernel drops, with its drop reason.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use netprobe_common::{
+    DropEvent, EventHeader, EventKind, Flow, AF_INET, AF_INET6, COUNTER_DROP_LOST,
+    COUNTER_DROP_SEEN, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS,
+    DROP_HAS_SOCK, FILTER_REASON, OFFSET_ABSENT,
+};
+
+use crate::kernel::{dev_netns, flow_matches, netns_matches, read, sock_netns};
+use crate::maps::{bump, setting, DROP_REASONS, EVENTS};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_UDPLITE: u8 = 136;
+const IPPROTO_SCTP: u8 = 132;
+/// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
+const HEADER_UNSET: u16 = 0xffff;
+
+#[tracepoint]
+pub fn netprobe_drop(ctx: TracePointContext) -> u32 {
+    let _ = try_drop(&ctx);
+    0
+}
+
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
+    if offset == OFFSET_ABSENT {
+        return Err(-1);
+    }
+    unsafe { ctx.read_at::<T>(offset as usize) }
+}
+
+fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
+    // Before drop reasons existed every drop is reported as reason 0 ("unknown").
+    let reason: u32 = field(ctx, setting!(drop.reason)).unwrap_or(0);
+    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
+        return Ok(());
+    }
+    let skb: u64 = field(ctx, setting!(drop.skbaddr))?;
+    let mut flags = 0u8;
+
+    // The socket, if any, names the namespace best: skb->sk on the way out, the record's
+    // rx_sk on the way in; otherwise the device's namespace.
+    let mut sk: u64 = read(skb, setting!(kernel.skb_sk)).unwrap_or(0);
+    if sk == 0 {
+        sk = field(ctx, setting!(drop.rx_sk)).unwrap_or(0);
+    }
+    let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
+    let netns = if sk != 0 {
+        flags |= DROP_HAS_SOCK;
+        sock_netns(sk)
+    } else if dev != 0 {
+        dev_netns(dev)
+    } else {
+        0
+    };
+    if !netns_matches(netns) {
+        return Ok(());
+    }
+
+    let protocol: u16 = field(ctx, setting!(drop.protocol)).unwrap_or(0);
+    let (flow, ip_proto, header_flags) = parse_headers(skb, protocol);
+    flags |= header_flags;
+    if !flow_matches(&flow, flags & DROP_HAS_PORTS != 0) {
+        return Ok(());
+    }
+
+    bump(COUNTER_DROP_SEEN);
+    count_reason(reason);
+
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        bump(COUNTER_DROP_LOST);
+        return Ok(());
+    };
+    let mut ifindex = 0u32;
+    let mut ifname = [0u8; 16];
+    if dev != 0 {
+        flags |= DROP_HAS_DEV;
+        ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+        ifname = read(dev, setting!(kernel.dev_name)).unwrap_or([0u8; 16]);
+    }
+    entry.write(DropEvent {
+        header: EventHeader {
+            kind: EventKind::Drop.id(),
+            _pad0: 0,
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        flow,
+        location: field(ctx, setting!(drop.location)).unwrap_or(0),
+        netns,
+        reason,
+        ifindex,
+        protocol,
+        ip_proto,
+        flags,
+        ifname,
+    });
+    entry.submit(0);
+    Ok(())
+}
+
+/// Exact per-CPU count for this reason.
+#[inline(always)]
+fn count_reason(reason: u32) {
+    if let Some(count) = DROP_REASONS.get_ptr_mut(&reason) {
+        // This CPU's slot; tracepoint programs do not nest on a CPU.
+        unsafe { *count += 1 };
+    } else if DROP_REASONS.insert(&reason, &1, 0).is_err() {
+        bump(COUNTER_REASON_TABLE_FULL);
+    }
+}
+
+/// Parses the IPv4/IPv6 header at `skb->head + skb->network_header` and the TCP/UDP ports
+/// after it. Returns the flow, the IP protocol and `DROP_HAS_*` bits for what was found.
+#[inline(always)]
+fn parse_headers(skb: u64, protocol: u16) -> (Flow, u8, u8) {
+    let mut flow = Flow::default();
+    let Ok(head) = read::<u64>(skb, setting!(kernel.skb_head)) else {
+        return (flow, 0, 0);
+    };
+    let Ok(network) = read::<u16>(skb, setting!(kernel.skb_network_header)) else {
+        return (flow, 0, 0);
+    };
+    if head == 0 || network == HEADER_UNSET {
+        return (flow, 0, 0);
+    }
+    let ip = head + network as u64;
+    let (ip_proto, transport) = match protocol {
+        ETH_P_IP => {
+            let Ok(hdr) = read::<[u8; 20]>(ip, 0) else {
+                return (flow, 0, 0);
+            };
+            if hdr[0] >> 4 != 4 {
+                return (flow, 0, 0);
+            }
+            flow.family = AF_INET;
+            flow.saddr[..4].copy_from_slice(&hdr[12..16]);
+            flow.daddr[..4].copy_from_slice(&hdr[16..20]);
+            // Only the first fragment carries the transport header.
+            let fragment_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+            let transport = if fragment_offset == 0 {
+                ip + ((hdr[0] & 0x0f) as u64) * 4
+            } else {
+                0
+            };
+            (hdr[9], transport)
+        }
+        ETH_P_IPV6 => {
+            let Ok(hdr) = read::<[u8; 40]>(ip, 0) else {
+                return (flow, 0, 0);
+            };
+            if hdr[0] >> 4 != 6 {
+                return (flow, 0, 0);
+            }
+            flow.family = AF_INET6;
+            flow.saddr.copy_from_slice(&hdr[8..24]);
+            flow.daddr.copy_from_slice(&hdr[24..40]);
+            // Extension headers are not walked: ports stay unknown behind them.
+            (hdr[6], ip + 40)
+        }
+        _ => return (flow, 0, 0),
+    };
+    let mut flags = DROP_HAS_FLOW;
+    let has_ports = matches!(
+        ip_proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP
+    );
+    if has_ports && transport != 0 {
+        if let Ok(ports) = read::<[u8; 4]>(transport, 0) {
+            flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
+            flags |= DROP_HAS_PORTS;
+        }
+    }
+    (flow, ip_proto, flags)
+}

@@ -1,0 +1,82 @@
+//! Reading kernel objects through offsets resolved from BTF at load time, and the in-kernel
+//! filters shared by every hook.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use netprobe_common::{Flow, AF_INET, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, OFFSET_ABSENT};
+
+use crate::maps::setting;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    if base == 0 || offset == OFFSET_ABSENT {
+        return Err(-1);
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+}
+
+/// Inode of the network namespace `net` (a `struct net *`).
+#[inline(always)]
+fn net_inum(net: u64) -> u32 {
+    read::<u32>(net, setting!(kernel.net_inum)).unwrap_or(0)
+}
+
+/// Network namespace inode of a socket (`struct sock *`, or any `sock_common` prefix).
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    match read::<u64>(sk, setting!(kernel.sk_net)) {
+        Ok(net) => net_inum(net),
+        Err(_) => 0,
+    }
+}
+
+/// Network namespace inode of a `struct net_device *`.
+#[inline(always)]
+pub fn dev_netns(dev: u64) -> u32 {
+    match read::<u64>(dev, setting!(kernel.dev_nd_net)) {
+        Ok(net) => net_inum(net),
+        Err(_) => 0,
+    }
+}
+
+/// True when the event passes the netns filter.
+#[inline(always)]
+pub fn netns_matches(netns: u32) -> bool {
+    setting!(filter.flags) & FILTER_NETNS == 0 || setting!(filter.netns) == netns
+}
+
+/// True when the flow passes the port and address filters. `has_ports` is false for packets
+/// without a TCP/UDP header: they never match a port filter.
+#[inline(always)]
+pub fn flow_matches(flow: &Flow, has_ports: bool) -> bool {
+    let flags = setting!(filter.flags);
+    if flags & FILTER_PORT != 0 {
+        let port = setting!(filter.port);
+        if !has_ports || (flow.sport != port && flow.dport != port) {
+            return false;
+        }
+    }
+    if flags & FILTER_ADDR != 0 {
+        if flow.family != setting!(filter.addr_family) {
+            return false;
+        }
+        let want = setting!(filter.addr);
+        let len = if flow.family == AF_INET { 4 } else { 16 };
+        if !prefix_eq(&flow.saddr, &want, len) && !prefix_eq(&flow.daddr, &want, len) {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn prefix_eq(a: &[u8; 16], b: &[u8; 16], len: usize) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if i < len && a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}

@@ -1,0 +1,611 @@
+//! What the running kernel's BTF tells us: struct member offsets for the kernel programs and
+//! the names of drop reasons. Nothing about kernel layouts is compiled in.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use btf_rs::{Btf, BtfType, Type};
+use fallible_iterator::FallibleIterator;
+use netprobe_common::KernelLayout;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// Upper 16 bits of a drop reason name the subsystem (`SKB_DROP_REASON_SUBSYS_SHIFT`).
+const SUBSYS_SHIFT: u32 = 16;
+const REASON_PREFIX: &str = "SKB_DROP_REASON_";
+const SUBSYS_PREFIX: &str = "SKB_DROP_REASON_SUBSYS_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("no kernel BTF at {path}: netprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    Missing { path: PathBuf },
+    #[error("cannot parse BTF at {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {strukt} has no member `{member}`")]
+    NoMember { strukt: String, member: String },
+    #[error("kernel BTF: `{0}` is a bitfield or not byte-aligned")]
+    Unaligned(String),
+    #[error("kernel BTF: {0}")]
+    Other(String),
+}
+
+fn other(e: impl std::fmt::Display) -> BtfError {
+    BtfError::Other(e.to_string())
+}
+
+/// The kernel's type information.
+pub struct KernelBtf {
+    btf: Btf,
+    path: PathBuf,
+}
+
+impl KernelBtf {
+    /// Loads BTF from `path` (normally [`VMLINUX_BTF`]).
+    pub fn load(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let btf = Btf::from_file(path).map_err(|e| BtfError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            btf,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Parses BTF from bytes (tests and fixtures).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
+        let btf = Btf::from_bytes(bytes).map_err(|e| BtfError::Parse {
+            path: PathBuf::from("<bytes>"),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            btf,
+            path: PathBuf::from("<bytes>"),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn struct_named(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| BtfError::NoStruct(name.to_string()))?;
+        types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    }
+
+    /// Follows typedefs and qualifiers to a struct or union, if the type is one.
+    fn aggregate_of(&self, type_id: u32) -> Result<Option<btf_rs::Struct>, BtfError> {
+        let mut ty = self.btf.resolve_type_by_id(type_id).map_err(other)?;
+        loop {
+            match ty {
+                Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    let inner = ty.as_btf_type().expect("qualifier is a BTF type");
+                    ty = self.btf.resolve_chained_type(inner).map_err(other)?;
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Finds `name` among the members of `s`, looking inside anonymous structs and unions.
+    /// Returns (bit offset, member type id).
+    fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+        for member in &s.members {
+            let member_name = self.btf.resolve_name(member).unwrap_or_default();
+            let type_id = member.get_type_id().unwrap_or(0);
+            if member_name == name {
+                if member.bitfield_size().unwrap_or(0) != 0 {
+                    return Err(BtfError::Unaligned(name.to_string()));
+                }
+                return Ok(Some((member.bit_offset(), type_id)));
+            }
+            if member_name.is_empty() {
+                if let Some(inner) = self.aggregate_of(type_id)? {
+                    if let Some((bits, id)) = self.find_member(&inner, name)? {
+                        return Ok(Some((member.bit_offset() + bits, id)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Byte offset of a member path inside a struct, e.g. `("sock", "__sk_common.skc_net.net")`.
+    pub fn offset_of(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let mut current = self.struct_named(strukt)?;
+        let mut bits = 0u32;
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let (offset, type_id) =
+                self.find_member(&current, part)?
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: strukt.to_string(),
+                        member: parts[..=i].join("."),
+                    })?;
+            bits += offset;
+            if i + 1 < parts.len() {
+                current = self
+                    .aggregate_of(type_id)?
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: strukt.to_string(),
+                        member: parts[..=i + 1].join("."),
+                    })?;
+            }
+        }
+        if bits % 8 != 0 {
+            return Err(BtfError::Unaligned(format!("{strukt}.{path}")));
+        }
+        Ok(bits / 8)
+    }
+
+    /// Every offset the kernel programs read.
+    pub fn kernel_layout(&self) -> Result<KernelLayout, BtfError> {
+        Ok(KernelLayout {
+            skb_len: self.offset_of("sk_buff", "len")?,
+            skb_dev: self.offset_of("sk_buff", "dev")?,
+            skb_sk: self.offset_of("sk_buff", "sk")?,
+            skb_head: self.offset_of("sk_buff", "head")?,
+            skb_network_header: self.offset_of("sk_buff", "network_header")?,
+            skb_transport_header: self.offset_of("sk_buff", "transport_header")?,
+            skb_cb: self.offset_of("sk_buff", "cb")?,
+            sk_net: self.offset_of("sock", "__sk_common.skc_net.net")?,
+            net_inum: self.offset_of("net", "ns.inum")?,
+            dev_name: self.offset_of("net_device", "name")?,
+            dev_ifindex: self.offset_of("net_device", "ifindex")?,
+            dev_nd_net: self.offset_of("net_device", "nd_net.net")?,
+            tcb_seq: self.offset_of("tcp_skb_cb", "seq")?,
+            tcb_gso_segs: self.offset_of("tcp_skb_cb", "tcp_gso_segs")?,
+        })
+    }
+
+    /// Members of the enum `name` as (name, value), whether it is an ENUM or ENUM64.
+    pub fn enum_members(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        for ty in types {
+            let members = match &ty {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .map(|m| Ok((self.btf.resolve_name(m).map_err(other)?, m.val() as u64)))
+                    .collect::<Result<Vec<_>, BtfError>>()?,
+                Type::Enum64(e) => e
+                    .members
+                    .iter()
+                    .map(|m| Ok((self.btf.resolve_name(m).map_err(other)?, m.val())))
+                    .collect::<Result<Vec<_>, BtfError>>()?,
+                _ => continue,
+            };
+            return Ok(members);
+        }
+        Err(BtfError::Other(format!("no enum {name}")))
+    }
+}
+
+/// Drop-reason names of the running kernel (`enum skb_drop_reason`), with the subsystem
+/// encoding of the upper 16 bits (`enum skb_drop_reason_subsys`).
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons {
+    /// Raw value → short name (`NETFILTER_DROP`).
+    names: BTreeMap<u32, String>,
+    /// Subsystem id → short name (`MAC80211_UNUSABLE`).
+    subsystems: BTreeMap<u32, String>,
+}
+
+impl DropReasons {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Self, BtfError> {
+        let mut reasons = Self::default();
+        for (name, value) in btf.enum_members("skb_drop_reason")? {
+            let short = name.strip_prefix(REASON_PREFIX).unwrap_or(&name);
+            reasons.names.insert(value as u32, short.to_string());
+        }
+        // Older kernels have no subsystems: then every reason is a core reason.
+        if let Ok(subsystems) = btf.enum_members("skb_drop_reason_subsys") {
+            for (name, value) in subsystems {
+                let short = name.strip_prefix(SUBSYS_PREFIX).unwrap_or(&name);
+                reasons.subsystems.insert(value as u32, short.to_string());
+            }
+        }
+        // Subsystem reasons live in their own enums (mac80211_drop_reason, ovs_drop_reason…),
+        // in vmlinux or module BTF; collect whatever is there.
+        for (name, value) in btf.subsystem_reason_members() {
+            reasons.names.entry(value).or_insert(name);
+        }
+        Ok(reasons)
+    }
+
+    /// The name of a raw reason value. Unknown core reasons print as `UNKNOWN_<n>`, unknown
+    /// subsystem reasons as `<SUBSYS>:<n>`.
+    pub fn name(&self, raw: u32) -> String {
+        if let Some(name) = self.names.get(&raw) {
+            return name.clone();
+        }
+        let subsystem = raw >> SUBSYS_SHIFT;
+        let code = raw & ((1 << SUBSYS_SHIFT) - 1);
+        if subsystem == 0 {
+            return format!("UNKNOWN_{code}");
+        }
+        match self.subsystems.get(&subsystem) {
+            Some(sub) => format!("{sub}:{code}"),
+            None => format!("SUBSYS_{subsystem}:{code}"),
+        }
+    }
+
+    /// The raw value of a reason given by name (`NETFILTER_DROP`, any case, with or without
+    /// the `SKB_DROP_REASON_` prefix), or a number.
+    pub fn value(&self, name: &str) -> Option<u32> {
+        if let Ok(raw) = name.parse::<u32>() {
+            return Some(raw);
+        }
+        let upper = name.to_ascii_uppercase();
+        let short = upper.strip_prefix(REASON_PREFIX).unwrap_or(&upper);
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == short)
+            .map(|(v, _)| *v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.names.iter().map(|(v, n)| (*v, n.as_str()))
+    }
+
+    #[cfg(test)]
+    pub fn from_pairs(names: &[(u32, &str)], subsystems: &[(u32, &str)]) -> Self {
+        Self {
+            names: names.iter().map(|(v, n)| (*v, n.to_string())).collect(),
+            subsystems: subsystems
+                .iter()
+                .map(|(v, n)| (*v, n.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl KernelBtf {
+    /// Members with a nonzero subsystem in the upper bits from any `*_drop_reason` enum other
+    /// than the core one.
+    fn subsystem_reason_members(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(ty)) = types.next() {
+            let Type::Enum(e) = &ty else { continue };
+            let Ok(name) = self.btf.resolve_name(e) else {
+                continue;
+            };
+            if !name.ends_with("_drop_reason") || name == "skb_drop_reason" {
+                continue;
+            }
+            for m in &e.members {
+                if m.val() >> SUBSYS_SHIFT != 0 {
+                    if let Ok(member) = self.btf.resolve_name(m) {
+                        out.push((member, m.val()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_btf {
+    //! A minimal BTF writer, so that unit tests run on hand-made type information with the
+    //! shapes the kernel uses (anonymous unions, typedef'd structs, enums).
+
+    pub const KIND_INT: u32 = 1;
+    pub const KIND_PTR: u32 = 2;
+    pub const KIND_STRUCT: u32 = 4;
+    pub const KIND_UNION: u32 = 5;
+    pub const KIND_ENUM: u32 = 6;
+    pub const KIND_TYPEDEF: u32 = 8;
+
+    #[derive(Default)]
+    pub struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl Builder {
+        pub fn new() -> Self {
+            Self {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: 1,
+            }
+        }
+        fn string(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+        fn header(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32) -> u32 {
+            let name_off = self.string(name);
+            for word in [name_off, (kind << 24) | vlen, size_or_type] {
+                self.types.extend_from_slice(&word.to_le_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+        pub fn int(&mut self, name: &str, size: u32) -> u32 {
+            let id = self.header(name, KIND_INT, 0, size);
+            self.types.extend_from_slice(&(size * 8).to_le_bytes());
+            id
+        }
+        pub fn ptr(&mut self, to: u32) -> u32 {
+            self.header("", KIND_PTR, 0, to)
+        }
+        pub fn typedef(&mut self, name: &str, to: u32) -> u32 {
+            self.header(name, KIND_TYPEDEF, 0, to)
+        }
+        /// `members`: (name, type id, byte offset).
+        pub fn aggregate(
+            &mut self,
+            kind: u32,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32)],
+        ) -> u32 {
+            let id = self.header(name, kind, members.len() as u32, size);
+            for (member, ty, offset) in members {
+                let name_off = self.string(member);
+                for word in [name_off, *ty, offset * 8] {
+                    self.types.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+            id
+        }
+        pub fn enumeration(&mut self, name: &str, members: &[(&str, u32)]) -> u32 {
+            let id = self.header(name, KIND_ENUM, members.len() as u32, 4);
+            for (member, value) in members {
+                let name_off = self.string(member);
+                self.types.extend_from_slice(&name_off.to_le_bytes());
+                self.types.extend_from_slice(&value.to_le_bytes());
+            }
+            id
+        }
+        pub fn build(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+            out.push(1); // version
+            out.push(0); // flags
+            let words = [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ];
+            for w in words {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_btf::*;
+    use super::*;
+
+    /// Kernel-shaped types: members behind anonymous unions/structs, a typedef'd struct
+    /// (`possible_net_t`), nested named structs.
+    fn kernel_shaped() -> KernelBtf {
+        let mut b = Builder::new();
+        let u8_t = b.int("unsigned char", 1);
+        let u16_t = b.int("__u16", 2);
+        let u32_t = b.int("unsigned int", 4);
+        let int_t = b.int("int", 4);
+        let ns_common = b.aggregate(
+            KIND_STRUCT,
+            "ns_common",
+            16,
+            &[("stashed", u32_t, 0), ("inum", u32_t, 8)],
+        );
+        let net = b.aggregate(
+            KIND_STRUCT,
+            "net",
+            200,
+            &[("passive", u32_t, 0), ("ns", ns_common, 120)],
+        );
+        let net_ptr = b.ptr(net);
+        let possible_net = b.aggregate(KIND_STRUCT, "", 8, &[("net", net_ptr, 0)]);
+        let possible_net_t = b.typedef("possible_net_t", possible_net);
+        let sock_common = b.aggregate(
+            KIND_STRUCT,
+            "sock_common",
+            136,
+            &[("skc_family", u16_t, 16), ("skc_net", possible_net_t, 48)],
+        );
+        let _sock = b.aggregate(KIND_STRUCT, "sock", 800, &[("__sk_common", sock_common, 0)]);
+        let char_arr = b.int("char", 1);
+        let dev_ptr = b.ptr(u8_t);
+        let dev_union = b.aggregate(
+            KIND_UNION,
+            "",
+            8,
+            &[("dev", dev_ptr, 0), ("dev_scratch", u32_t, 0)],
+        );
+        let dev_struct = b.aggregate(
+            KIND_STRUCT,
+            "",
+            24,
+            &[
+                ("next", dev_ptr, 0),
+                ("prev", dev_ptr, 8),
+                ("", dev_union, 16),
+            ],
+        );
+        let outer_union = b.aggregate(
+            KIND_UNION,
+            "",
+            24,
+            &[("", dev_struct, 0), ("rbnode", dev_ptr, 0)],
+        );
+        let headers = b.aggregate(
+            KIND_STRUCT,
+            "",
+            8,
+            &[("transport_header", u16_t, 0), ("network_header", u16_t, 2)],
+        );
+        let _skb = b.aggregate(
+            KIND_STRUCT,
+            "sk_buff",
+            232,
+            &[
+                ("", outer_union, 0),
+                ("sk", dev_ptr, 24),
+                ("cb", char_arr, 40),
+                ("len", u32_t, 112),
+                ("", headers, 180),
+                ("head", dev_ptr, 200),
+            ],
+        );
+        let _ndev = b.aggregate(
+            KIND_STRUCT,
+            "net_device",
+            2000,
+            &[
+                ("name", char_arr, 300),
+                ("ifindex", int_t, 224),
+                ("nd_net", possible_net_t, 1184),
+            ],
+        );
+        let gso = b.aggregate(
+            KIND_STRUCT,
+            "",
+            4,
+            &[("tcp_gso_segs", u16_t, 0), ("tcp_gso_size", u16_t, 2)],
+        );
+        let gso_union = b.aggregate(KIND_UNION, "", 4, &[("", gso, 0)]);
+        let _tcb = b.aggregate(
+            KIND_STRUCT,
+            "tcp_skb_cb",
+            48,
+            &[("seq", u32_t, 0), ("end_seq", u32_t, 4), ("", gso_union, 8)],
+        );
+        b.enumeration(
+            "skb_drop_reason",
+            &[
+                ("SKB_DROP_REASON_NOT_DROPPED_YET", 0),
+                ("SKB_DROP_REASON_NO_SOCKET", 3),
+                ("SKB_DROP_REASON_NETFILTER_DROP", 12),
+            ],
+        );
+        b.enumeration(
+            "skb_drop_reason_subsys",
+            &[
+                ("SKB_DROP_REASON_SUBSYS_CORE", 0),
+                ("SKB_DROP_REASON_SUBSYS_MAC80211_UNUSABLE", 1),
+                ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 3),
+            ],
+        );
+        b.enumeration(
+            "ovs_drop_reason",
+            &[
+                ("OVS_DROP_LAST_ACTION", 3 << 16),
+                ("OVS_DROP_ACTION_ERROR", (3 << 16) | 1),
+            ],
+        );
+        KernelBtf::from_bytes(&b.build()).unwrap()
+    }
+
+    #[test]
+    fn offsets_through_anonymous_members_and_typedefs() {
+        let btf = kernel_shaped();
+        let layout = btf.kernel_layout().unwrap();
+        assert_eq!(layout.skb_dev, 16);
+        assert_eq!(layout.skb_sk, 24);
+        assert_eq!(layout.skb_cb, 40);
+        assert_eq!(layout.skb_len, 112);
+        assert_eq!(layout.skb_transport_header, 180);
+        assert_eq!(layout.skb_network_header, 182);
+        assert_eq!(layout.skb_head, 200);
+        assert_eq!(layout.sk_net, 48);
+        assert_eq!(layout.net_inum, 128);
+        assert_eq!(layout.dev_name, 300);
+        assert_eq!(layout.dev_ifindex, 224);
+        assert_eq!(layout.dev_nd_net, 1184);
+        assert_eq!(layout.tcb_seq, 0);
+        assert_eq!(layout.tcb_gso_segs, 8);
+    }
+
+    #[test]
+    fn missing_structs_and_members_are_named() {
+        let btf = kernel_shaped();
+        assert!(matches!(btf.offset_of("nope", "x"), Err(BtfError::NoStruct(s)) if s == "nope"));
+        match btf.offset_of("sock", "__sk_common.skc_nope") {
+            Err(BtfError::NoMember { strukt, member }) => {
+                assert_eq!(
+                    (strukt.as_str(), member.as_str()),
+                    ("sock", "__sk_common.skc_nope")
+                )
+            }
+            other => panic!("{:?}", other.map_err(|e| e.to_string())),
+        }
+        assert!(matches!(
+            KernelBtf::load(Path::new("/nonexistent/vmlinux")),
+            Err(BtfError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn drop_reason_names_with_subsystems() {
+        let reasons = DropReasons::from_btf(&kernel_shaped()).unwrap();
+        assert_eq!(reasons.name(12), "NETFILTER_DROP");
+        assert_eq!(reasons.name(3), "NO_SOCKET");
+        assert_eq!(reasons.name(999), "UNKNOWN_999");
+        // Found in a subsystem enum.
+        assert_eq!(reasons.name((3 << 16) | 1), "OVS_DROP_ACTION_ERROR");
+        // Subsystem known, code not.
+        assert_eq!(reasons.name((1 << 16) | 7), "MAC80211_UNUSABLE:7");
+        assert_eq!(reasons.name((9 << 16) | 2), "SUBSYS_9:2");
+
+        assert_eq!(reasons.value("NETFILTER_DROP"), Some(12));
+        assert_eq!(reasons.value("skb_drop_reason_no_socket"), Some(3));
+        assert_eq!(reasons.value("no_socket"), Some(3));
+        assert_eq!(reasons.value("17"), Some(17));
+        assert_eq!(reasons.value("NO_SUCH_REASON"), None);
+    }
+
+    /// The running kernel's BTF (netprobe requires it): the layout resolves completely and the
+    /// reasons netprobe's tests rely on are present.
+    #[test]
+    fn running_kernel_btf_resolves() {
+        let path = Path::new(VMLINUX_BTF);
+        let btf = KernelBtf::load(path).unwrap();
+        let layout = btf.kernel_layout().unwrap();
+        assert!(layout.skb_cb > 0 && layout.skb_cb < 256);
+        let reasons = DropReasons::from_btf(&btf).unwrap();
+        assert!(reasons.value("NETFILTER_DROP").is_some());
+        assert!(reasons.value("NO_SOCKET").is_some());
+    }
+}

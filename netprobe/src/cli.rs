@@ -1,0 +1,57 @@
+//! Command line.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{btf::VMLINUX_BTF, filter};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netprobe",
+    version,
+    about = "Where are packets lost? TCP retransmits and kernel packet drops, per flow, from eBPF."
+)]
+pub struct Cli {
+    /// Kernel BTF to read layouts and drop-reason names from.
+    #[arg(long, global = true, default_value = VMLINUX_BTF, value_name = "PATH")]
+    pub btf: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream retransmits and drops until Ctrl-C, SIGTERM or --duration; then print a summary.
+    Trace(TraceArgs),
+    /// List the drop reasons of the running kernel (names usable with --reason).
+    Reasons,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Stop after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// NDJSON output: one object per line, ending with a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Only flows with this port at either end.
+    #[arg(long, value_parser = filter::parse_port)]
+    pub port: Option<u16>,
+    /// Only flows with this IPv4 or IPv6 address at either end.
+    #[arg(long, value_parser = filter::parse_addr)]
+    pub addr: Option<IpAddr>,
+    /// Only this network namespace: an inode number, a name under /var/run/netns, or a path.
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
+    /// Only drops with this reason (e.g. NETFILTER_DROP); retransmits are not affected.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<String>,
+    /// Ring buffer size in bytes (a power of two ≥ 4096).
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub ring_size: u32,
+    /// Flows and reasons shown in the text summary.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}

@@ -1,0 +1,102 @@
+//! Kernel text addresses to `symbol+0xoffset`, from /proc/kallsyms.
+
+use std::{fs, io, path::Path};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KallsymsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+}
+
+/// Sorted text symbols of the kernel and loaded modules.
+#[derive(Debug, Default)]
+pub struct Symbolizer {
+    /// (address, name, module) sorted by address.
+    symbols: Vec<(u64, String, Option<String>)>,
+}
+
+impl Symbolizer {
+    pub fn load(path: &Path) -> Result<Self, KallsymsError> {
+        let text = fs::read_to_string(path).map_err(|source| KallsymsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::parse(&text))
+    }
+
+    /// Parses kallsyms text. Addresses shown as zero (kptr_restrict) are left out, so lookups
+    /// then fall back to hex addresses rather than naming the wrong symbol.
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<_> = text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let kind = parts.next()?;
+                let name = parts.next()?;
+                let module = parts
+                    .next()
+                    .map(|m| m.trim_matches(|c| c == '[' || c == ']').to_string());
+                let is_text = matches!(kind, "t" | "T" | "w" | "W");
+                (addr != 0 && is_text).then(|| (addr, name.to_string(), module))
+            })
+            .collect();
+        symbols.sort_by_key(|(addr, _, _)| *addr);
+        Self { symbols }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+
+    /// `name+0xoff` (`name+0xoff [module]` for module code), or `0x<addr>` when unknown.
+    pub fn resolve(&self, addr: u64) -> String {
+        let index = self.symbols.partition_point(|(a, _, _)| *a <= addr);
+        if addr == 0 || index == 0 {
+            return format!("{addr:#x}");
+        }
+        let (start, name, module) = &self.symbols[index - 1];
+        match module {
+            Some(m) => format!("{name}+{:#x} [{m}]", addr - start),
+            None => format!("{name}+{:#x}", addr - start),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _text
+ffffffff81000000 T startup_64
+ffffffff81234560 t nf_hook_slow
+ffffffff81234700 T ip_rcv
+ffffffff812a0000 D some_data
+ffffffffc0001000 t nft_do_chain\t[nf_tables]
+ffffffffc0002000 t nft_other\t[nf_tables]
+";
+
+    #[test]
+    fn resolves_to_symbol_and_offset() {
+        let s = Symbolizer::parse(KALLSYMS);
+        assert_eq!(s.resolve(0xffffffff8123459a), "nf_hook_slow+0x3a");
+        assert_eq!(s.resolve(0xffffffff81234700), "ip_rcv+0x0");
+        assert_eq!(
+            s.resolve(0xffffffffc0001010),
+            "nft_do_chain+0x10 [nf_tables]"
+        );
+        // Data symbols are not code: an address past ip_rcv stays with ip_rcv.
+        assert_eq!(s.resolve(0xffffffff812a0004), "ip_rcv+0x6b904");
+        // Below every symbol.
+        assert_eq!(s.resolve(0x1000), "0x1000");
+        assert_eq!(s.resolve(0), "0x0");
+    }
+
+    #[test]
+    fn hidden_addresses_give_hex() {
+        let s = Symbolizer::parse("0000000000000000 T _text\n0000000000000000 t nf_hook_slow\n");
+        assert!(s.is_empty());
+        assert_eq!(s.resolve(0xffffffff81234567), "0xffffffff81234567");
+    }
+}

@@ -1,0 +1,12 @@
+//! netprobe: where packets are lost, from eBPF events and the kernel's own counters.
+
+pub mod btf;
+pub mod cli;
+pub mod filter;
+pub mod kallsyms;
+pub mod loader;
+pub mod output;
+pub mod reader;
+pub mod summary;
+pub mod trace;
+pub mod tracefs;

@@ -1,0 +1,313 @@
+//! Loads the kernel programs with the running kernel's layouts and attaches them, recording for
+//! every hook whether it is active and why.
+
+use std::path::Path;
+
+use aya::{
+    maps::{Map, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{trace_point::TracePointLinkId, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use netprobe_common::{
+    Filter, FlowKey, RetransmitTotals, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS,
+};
+use serde::Serialize;
+
+use crate::{
+    btf::{BtfError, KernelBtf},
+    tracefs::{self, TracefsError},
+};
+
+/// The kernel object, built by build.rs from `netprobe-ebpf`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("--ring-size {0}: must be a power of two of at least 4096 bytes")]
+    RingSize(u32),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("no hook could be attached: {0}")]
+    NoHooks(String),
+    #[error("reading kernel map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+/// A hook netprobe knows about.
+struct HookSpec {
+    category: &'static str,
+    name: &'static str,
+    program: &'static str,
+}
+
+const RETRANSMIT_HOOK: HookSpec = HookSpec {
+    category: "tcp",
+    name: "tcp_retransmit_skb",
+    program: "netprobe_rtx",
+};
+const DROP_HOOK: HookSpec = HookSpec {
+    category: "skb",
+    name: "kfree_skb",
+    program: "netprobe_drop",
+};
+
+/// What happened to one hook, as reported to the user.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HookStatus {
+    /// `category:name` of the tracepoint.
+    pub hook: String,
+    /// How it is attached.
+    pub attach: &'static str,
+    /// BPF program name (as `bpftool prog` shows it).
+    pub program: &'static str,
+    pub active: bool,
+    /// Why this hook and attach type, or why it is inactive.
+    pub detail: String,
+}
+
+pub struct LoadOptions<'a> {
+    pub btf_path: &'a Path,
+    pub filter: Filter,
+    pub ring_size: u32,
+}
+
+/// Loaded and attached programs, and the maps they fill.
+pub struct Probe {
+    ebpf: Ebpf,
+    links: Vec<(&'static str, TracePointLinkId)>,
+    pub hooks: Vec<HookStatus>,
+    pub mounted_tracefs: bool,
+}
+
+/// Exact totals kept in kernel maps.
+#[derive(Debug, Clone, Default)]
+pub struct KernelTotals {
+    /// `COUNTER_*` sums over CPUs.
+    pub counters: Vec<(u32, &'static str, u64)>,
+    pub flows: Vec<(FlowKey, RetransmitTotals)>,
+    /// (raw reason, count per CPU).
+    pub reasons: Vec<(u32, Vec<u64>)>,
+}
+
+impl KernelTotals {
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    }
+}
+
+fn describe_attach(err_field: bool, what: &str) -> String {
+    // Why a classic tracepoint: it is stable ABI with a self-describing record (offsets from
+    // tracefs), it exists on every kernel netprobe supports, and its record already carries
+    // the fields we need. kprobe/fentry would see the same call sites but are not available
+    // on every kernel (and not on this one's configuration when they fail to attach).
+    format!(
+        "classic tracepoint, record offsets from tracefs format{}; {what}",
+        if err_field {
+            ""
+        } else {
+            " (no `err` field: only successful retransmits are traced by this kernel)"
+        }
+    )
+}
+
+pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
+    if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
+        return Err(LoadError::RingSize(options.ring_size));
+    }
+    let btf = KernelBtf::load(options.btf_path)?;
+    let (tracefs, mounted_tracefs) = tracefs::ensure_mounted()?;
+
+    let mut config = TraceConfig::UNSET;
+    config.kernel = btf.kernel_layout()?;
+    config.filter = options.filter;
+
+    let mut hooks = Vec::new();
+    let mut wanted = Vec::new();
+    // A hook whose tracepoint is missing or unexpected is reported and skipped; the others
+    // carry on.
+    match tracefs::read_format(&tracefs, RETRANSMIT_HOOK.category, RETRANSMIT_HOOK.name)
+        .and_then(|f| f.retransmit_layout())
+    {
+        Ok(layout) => {
+            config.retransmit = layout;
+            let detail = describe_attach(
+                layout.err != netprobe_common::OFFSET_ABSENT,
+                "segments and sequence from skb->cb via BTF offsets",
+            );
+            wanted.push((&RETRANSMIT_HOOK, detail));
+        }
+        Err(e) => hooks.push(inactive(&RETRANSMIT_HOOK, e.to_string())),
+    }
+    match tracefs::read_format(&tracefs, DROP_HOOK.category, DROP_HOOK.name)
+        .and_then(|f| f.drop_layout())
+    {
+        Ok(layout) => {
+            config.drop = layout;
+            let mut detail =
+                describe_attach(true, "flow parsed from the packet headers via BTF offsets");
+            if layout.reason == netprobe_common::OFFSET_ABSENT {
+                detail.push_str("; this kernel records no drop reasons");
+            }
+            wanted.push((&DROP_HOOK, detail));
+        }
+        Err(e) => hooks.push(inactive(&DROP_HOOK, e.to_string())),
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("EVENTS", options.ring_size)
+        .load(BPF_OBJECT)
+        .map_err(LoadError::Load)?;
+
+    let mut links = Vec::new();
+    for (spec, detail) in wanted {
+        match attach(&mut ebpf, spec) {
+            Ok(link) => {
+                links.push((spec.program, link));
+                hooks.push(HookStatus {
+                    hook: format!("{}:{}", spec.category, spec.name),
+                    attach: "tracepoint",
+                    program: spec.program,
+                    active: true,
+                    detail,
+                });
+            }
+            Err(e) => hooks.push(inactive(spec, e)),
+        }
+    }
+    if links.is_empty() {
+        let why: Vec<String> = hooks
+            .iter()
+            .map(|h| format!("{}: {}", h.hook, h.detail))
+            .collect();
+        return Err(LoadError::NoHooks(why.join("; ")));
+    }
+    Ok(Probe {
+        ebpf,
+        links,
+        hooks,
+        mounted_tracefs,
+    })
+}
+
+fn inactive(spec: &HookSpec, why: String) -> HookStatus {
+    HookStatus {
+        hook: format!("{}:{}", spec.category, spec.name),
+        attach: "tracepoint",
+        program: spec.program,
+        active: false,
+        detail: why,
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<TracePointLinkId, String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| format!("program {} missing from the object", spec.program))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program
+        .load()
+        .map_err(|e| format!("verifier rejected {}: {e:#}", spec.program))?;
+    program
+        .attach(spec.category, spec.name)
+        .map_err(|e| format!("attach failed: {e}"))
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |e| LoadError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+impl Probe {
+    /// Takes the ring buffer out of the object for the reader.
+    pub fn take_events(&mut self) -> Option<Map> {
+        self.ebpf.take_map("EVENTS")
+    }
+
+    /// Detaches every program: no new events after this returns.
+    pub fn detach(&mut self) {
+        for (name, link) in self.links.drain(..) {
+            if let Some(program) = self.ebpf.program_mut(name) {
+                if let Ok(tp) = <&mut TracePoint>::try_from(program) {
+                    let _ = tp.detach(link);
+                }
+            }
+        }
+    }
+
+    /// (program name, run count, run time ns) from the kernel's BPF stats; zero unless
+    /// `kernel.bpf_stats_enabled` is on.
+    pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        [RETRANSMIT_HOOK.program, DROP_HOOK.program]
+            .into_iter()
+            .filter_map(|name| {
+                let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
+                let info = program.info().ok()?;
+                Some((name, info.run_count(), info.run_time().as_nanos() as u64))
+            })
+            .collect()
+    }
+
+    /// Reads the exact totals from the kernel maps.
+    pub fn kernel_totals(&self) -> Result<KernelTotals, LoadError> {
+        let counters_map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").ok_or(LoadError::Map {
+                map: "COUNTERS",
+                message: "missing".into(),
+            })?)
+            .map_err(map_error("COUNTERS"))?;
+        let mut counters = Vec::new();
+        for (index, name) in COUNTER_NAMES {
+            debug_assert!(index < COUNTER_SLOTS);
+            let per_cpu = counters_map.get(&index, 0).map_err(map_error("COUNTERS"))?;
+            counters.push((index, name, per_cpu.iter().sum()));
+        }
+
+        let flows_map: PerCpuHashMap<&MapData, FlowKey, RetransmitTotals> =
+            PerCpuHashMap::try_from(self.ebpf.map("RETRANSMIT_FLOWS").ok_or(LoadError::Map {
+                map: "RETRANSMIT_FLOWS",
+                message: "missing".into(),
+            })?)
+            .map_err(map_error("RETRANSMIT_FLOWS"))?;
+        let mut flows = Vec::new();
+        for entry in flows_map.iter() {
+            let (key, per_cpu) = entry.map_err(map_error("RETRANSMIT_FLOWS"))?;
+            let mut total = RetransmitTotals::default();
+            for v in per_cpu.iter() {
+                total.sent += v.sent;
+                total.failed += v.failed;
+                total.segs += v.segs;
+                total.bytes += v.bytes;
+            }
+            flows.push((key, total));
+        }
+
+        let reasons_map: PerCpuHashMap<&MapData, u32, u64> =
+            PerCpuHashMap::try_from(self.ebpf.map("DROP_REASONS").ok_or(LoadError::Map {
+                map: "DROP_REASONS",
+                message: "missing".into(),
+            })?)
+            .map_err(map_error("DROP_REASONS"))?;
+        let mut reasons = Vec::new();
+        for entry in reasons_map.iter() {
+            let (reason, per_cpu) = entry.map_err(map_error("DROP_REASONS"))?;
+            reasons.push((reason, per_cpu.iter().copied().collect()));
+        }
+        Ok(KernelTotals {
+            counters,
+            flows,
+            reasons,
+        })
+    }
+}

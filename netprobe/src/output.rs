@@ -1,0 +1,411 @@
+//! What `netprobe trace` prints: NDJSON objects (serde types built from the ABI types, never
+//! the ABI types themselves) and one-line text renderings for people.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netprobe_common::{
+    decode::Event, DropEvent, Flow, RetransmitEvent, AF_INET, AF_INET6, DROP_HAS_DEV,
+    DROP_HAS_FLOW, DROP_HAS_PORTS,
+};
+use serde::Serialize;
+
+use crate::{btf::DropReasons, kallsyms::Symbolizer, loader::HookStatus};
+
+/// `{"type":"hooks"}`: first line of the stream, once every hook is attached or known absent.
+#[derive(Debug, Serialize)]
+pub struct HooksJson<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub hooks: &'a [HookStatus],
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RetransmitJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub netns: u32,
+    pub family: &'static str,
+    pub saddr: String,
+    pub sport: u16,
+    pub daddr: String,
+    pub dport: u16,
+    pub state: &'static str,
+    pub err: i32,
+    pub segs: u16,
+    pub bytes: u32,
+    pub seq: u32,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DropJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    /// 0 when the packet had neither a socket nor a device.
+    pub netns: u32,
+    /// `null` when the packet carried no parsable IP header.
+    pub family: Option<&'static str>,
+    pub saddr: Option<String>,
+    pub sport: Option<u16>,
+    pub daddr: Option<String>,
+    pub dport: Option<u16>,
+    pub reason: String,
+    pub reason_code: u32,
+    pub location: String,
+    /// Ethertype: `ipv4`, `ipv6`, `arp` or `0x....`.
+    pub protocol: String,
+    /// IP protocol (`tcp`, `udp`, `icmp`, … or the number) when the IP header was parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_proto: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+}
+
+pub fn family_name(family: u16) -> Option<&'static str> {
+    match family {
+        AF_INET => Some("ipv4"),
+        AF_INET6 => Some("ipv6"),
+        _ => None,
+    }
+}
+
+pub fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+/// `TCP_ESTABLISHED` … from include/net/tcp_states.h (a stable user-visible ABI).
+pub fn tcp_state(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+pub fn ethertype(protocol: u16) -> String {
+    match protocol {
+        0x0800 => "ipv4".into(),
+        0x86dd => "ipv6".into(),
+        0x0806 => "arp".into(),
+        other => format!("{other:#06x}"),
+    }
+}
+
+pub fn ip_proto(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        other => other.to_string(),
+    }
+}
+
+fn ifname(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn errno_name(err: i32) -> String {
+    let name = match -err {
+        0 => return "sent".into(),
+        libc::EBUSY => "EBUSY",
+        libc::ENOMEM => "ENOMEM",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EPERM => "EPERM",
+        _ => return format!("error {err}"),
+    };
+    format!("failed {name}")
+}
+
+/// Turns events into JSON objects or text lines.
+pub struct Renderer {
+    pub reasons: DropReasons,
+    pub symbols: Symbolizer,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start-up, for wall-clock text timestamps.
+    pub realtime_offset_ns: i128,
+}
+
+impl Renderer {
+    pub fn retransmit_json(&self, e: &RetransmitEvent) -> RetransmitJson {
+        RetransmitJson {
+            kind: "retransmit",
+            ts_ns: e.header.ts_ns,
+            cpu: e.header.cpu,
+            netns: e.netns,
+            family: family_name(e.flow.family).unwrap_or("unknown"),
+            saddr: addr(e.flow.family, &e.flow.saddr).to_string(),
+            sport: e.flow.sport,
+            daddr: addr(e.flow.family, &e.flow.daddr).to_string(),
+            dport: e.flow.dport,
+            state: tcp_state(e.state),
+            err: e.err,
+            segs: e.segs,
+            bytes: e.bytes,
+            seq: e.seq,
+        }
+    }
+
+    pub fn drop_json(&self, e: &DropEvent) -> DropJson {
+        let has_flow = e.flags & DROP_HAS_FLOW != 0;
+        let has_ports = e.flags & DROP_HAS_PORTS != 0;
+        let has_dev = e.flags & DROP_HAS_DEV != 0;
+        let flow_addr = |bytes: &[u8; 16]| has_flow.then(|| addr(e.flow.family, bytes).to_string());
+        DropJson {
+            kind: "drop",
+            ts_ns: e.header.ts_ns,
+            cpu: e.header.cpu,
+            netns: e.netns,
+            family: if has_flow {
+                family_name(e.flow.family)
+            } else {
+                None
+            },
+            saddr: flow_addr(&e.flow.saddr),
+            sport: has_ports.then_some(e.flow.sport),
+            daddr: flow_addr(&e.flow.daddr),
+            dport: has_ports.then_some(e.flow.dport),
+            reason: self.reasons.name(e.reason),
+            reason_code: e.reason,
+            location: self.symbols.resolve(e.location),
+            protocol: ethertype(e.protocol),
+            ip_proto: has_flow.then(|| ip_proto(e.ip_proto)),
+            ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
+            ifindex: has_dev.then_some(e.ifindex),
+        }
+    }
+
+    pub fn json_line(&self, event: &Event) -> String {
+        let value = match event {
+            Event::Retransmit(e) => serde_json::to_string(&self.retransmit_json(e)),
+            Event::Drop(e) => serde_json::to_string(&self.drop_json(e)),
+        };
+        value.expect("event JSON serializes")
+    }
+
+    pub fn text_line(&self, event: &Event) -> String {
+        match event {
+            Event::Retransmit(e) => format!(
+                "{} cpu{:<3} RETRANS {} {} segs={} bytes={} seq={} {} netns={}",
+                self.wall_clock(e.header.ts_ns),
+                e.header.cpu,
+                flow_text(&e.flow, true),
+                tcp_state(e.state),
+                e.segs,
+                e.bytes,
+                e.seq,
+                errno_name(e.err),
+                e.netns
+            ),
+            Event::Drop(e) => {
+                let j = self.drop_json(e);
+                let what = match (&j.ip_proto, e.flags & DROP_HAS_FLOW != 0) {
+                    (Some(p), true) => {
+                        format!("{p} {}", flow_text(&e.flow, e.flags & DROP_HAS_PORTS != 0))
+                    }
+                    _ => j.protocol.clone(),
+                };
+                let dev = j
+                    .ifname
+                    .as_deref()
+                    .map(|d| format!(" dev={d}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} cpu{:<3} DROP    {} {what}{dev} at {} netns={}",
+                    self.wall_clock(e.header.ts_ns),
+                    e.header.cpu,
+                    j.reason,
+                    j.location,
+                    e.netns
+                )
+            }
+        }
+    }
+
+    /// Local wall-clock time `HH:MM:SS.micros` of a monotonic timestamp.
+    pub fn wall_clock(&self, ts_ns: u64) -> String {
+        let real = ts_ns as i128 + self.realtime_offset_ns;
+        let secs = (real / 1_000_000_000) as libc::time_t;
+        let micros = (real % 1_000_000_000) / 1000;
+        // SAFETY: localtime_r writes into the tm we own.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        unsafe { libc::localtime_r(&secs, &mut tm) };
+        format!(
+            "{:02}:{:02}:{:02}.{:06}",
+            tm.tm_hour, tm.tm_min, tm.tm_sec, micros
+        )
+    }
+}
+
+pub fn flow_text(flow: &Flow, with_ports: bool) -> String {
+    let s = addr(flow.family, &flow.saddr);
+    let d = addr(flow.family, &flow.daddr);
+    if !with_ports {
+        return format!("{s} > {d}");
+    }
+    match (s, d) {
+        (IpAddr::V6(_), IpAddr::V6(_)) => format!("[{s}]:{} > [{d}]:{}", flow.sport, flow.dport),
+        _ => format!("{s}:{} > {d}:{}", flow.sport, flow.dport),
+    }
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC now.
+pub fn realtime_offset_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid clock id and out-pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netprobe_common::{EventHeader, DROP_HAS_SOCK};
+
+    fn renderer() -> Renderer {
+        Renderer {
+            reasons: DropReasons::from_pairs(&[(12, "NETFILTER_DROP")], &[]),
+            symbols: Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n"),
+            realtime_offset_ns: 0,
+        }
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..4].copy_from_slice(&a);
+        out
+    }
+
+    #[test]
+    fn retransmit_json_contract() {
+        let e = RetransmitEvent {
+            header: EventHeader {
+                kind: 1,
+                _pad0: 0,
+                cpu: 1,
+                ts_ns: 5,
+            },
+            flow: Flow {
+                saddr: v4([198, 18, 0, 1]),
+                daddr: v4([198, 18, 0, 2]),
+                sport: 40000,
+                dport: 5001,
+                family: AF_INET,
+                _pad0: 0,
+            },
+            netns: 99,
+            err: -16,
+            seq: 7,
+            bytes: 1448,
+            segs: 1,
+            state: 1,
+            ..Default::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&renderer().json_line(&Event::Retransmit(e))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"retransmit","ts_ns":5,"cpu":1,"netns":99,"family":"ipv4",
+                "saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":5001,
+                "state":"ESTABLISHED","err":-16,"segs":1,"bytes":1448,"seq":7})
+        );
+        let text = renderer().text_line(&Event::Retransmit(e));
+        assert!(
+            text.contains("RETRANS 198.18.0.1:40000 > 198.18.0.2:5001 ESTABLISHED segs=1"),
+            "{text}"
+        );
+        assert!(text.contains("failed EBUSY"), "{text}");
+    }
+
+    #[test]
+    fn drop_json_contract_with_and_without_flow() {
+        let mut ifname = [0u8; 16];
+        ifname[..5].copy_from_slice(b"veth0");
+        let mut daddr = [0u8; 16];
+        daddr[..2].copy_from_slice(&[0x20, 0x01]);
+        daddr[2..4].copy_from_slice(&[0x0d, 0xb8]);
+        daddr[15] = 2;
+        let e = DropEvent {
+            header: EventHeader {
+                kind: 2,
+                _pad0: 0,
+                cpu: 0,
+                ts_ns: 9,
+            },
+            flow: Flow {
+                saddr: daddr,
+                daddr,
+                sport: 1,
+                dport: 5001,
+                family: AF_INET6,
+                _pad0: 0,
+            },
+            location: 0xffffffff8123459a,
+            netns: 3,
+            reason: 12,
+            ifindex: 4,
+            protocol: 0x86dd,
+            ip_proto: 6,
+            flags: DROP_HAS_FLOW | DROP_HAS_PORTS | DROP_HAS_DEV | DROP_HAS_SOCK,
+            ifname,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&renderer().json_line(&Event::Drop(e))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"drop","ts_ns":9,"cpu":0,"netns":3,"family":"ipv6",
+                "saddr":"2001:db8::2","sport":1,"daddr":"2001:db8::2","dport":5001,
+                "reason":"NETFILTER_DROP","reason_code":12,"location":"nf_hook_slow+0x3a",
+                "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4})
+        );
+
+        let bare = DropEvent {
+            flags: 0,
+            reason: 77,
+            protocol: 0x0806,
+            ..e
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&renderer().json_line(&Event::Drop(bare))).unwrap();
+        assert_eq!(v["family"], serde_json::Value::Null);
+        assert_eq!(v["sport"], serde_json::Value::Null);
+        assert_eq!(v["reason"], "UNKNOWN_77");
+        assert_eq!(v["protocol"], "arp");
+        assert!(v.get("ifname").is_none());
+        let text = renderer().text_line(&Event::Drop(bare));
+        assert!(
+            text.contains("DROP    UNKNOWN_77 arp at nf_hook_slow+0x3a"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! `netprobe trace`: load, stream, detach, drain, summarize.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use netprobe_common::decode::Event;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    btf::{BtfError, DropReasons, KernelBtf},
+    cli::TraceArgs,
+    filter::{FilterError, FilterSpec},
+    kallsyms::Symbolizer,
+    loader::{self, LoadError, LoadOptions},
+    output::{realtime_offset_ns, HooksJson, Renderer},
+    reader::{EventReader, ReaderError},
+    summary::{self, Streamed},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("netprobe trace must run as root: it loads eBPF programs into the kernel")]
+    NotRoot,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Reader(#[from] ReaderError),
+    #[error("--duration {0}: must be a positive number of seconds")]
+    Duration(f64),
+    #[error("the ring buffer map is missing from the eBPF object")]
+    NoRing,
+    #[error("signal handling: {0}")]
+    Signal(io::Error),
+    #[error("reading events: {0}")]
+    Io(io::Error),
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
+    if !is_root() {
+        return Err(TraceError::NotRoot);
+    }
+    let duration = match args.duration {
+        Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+        Some(d) => return Err(TraceError::Duration(d)),
+        None => None,
+    };
+    let btf = KernelBtf::load(btf_path)?;
+    let reasons = DropReasons::from_btf(&btf)?;
+    drop(btf);
+    let filter = FilterSpec {
+        port: args.port,
+        addr: args.addr,
+        netns: args.netns.clone(),
+        reason: args.reason.clone(),
+    }
+    .resolve(&reasons)?;
+    // Without kallsyms, locations print as hex addresses; that is worth a warning, not a stop.
+    let symbols = Symbolizer::load(Path::new("/proc/kallsyms")).unwrap_or_else(|e| {
+        eprintln!("netprobe: {e}; drop locations will be hex addresses");
+        Symbolizer::default()
+    });
+
+    // Signal handlers first, so that a signal during loading still ends in a clean detach.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(TraceError::Signal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(TraceError::Signal)?;
+
+    let mut probe = loader::load(&LoadOptions {
+        btf_path,
+        filter,
+        ring_size: args.ring_size,
+    })?;
+    let started = Instant::now();
+    let renderer = Renderer {
+        reasons,
+        symbols,
+        realtime_offset_ns: realtime_offset_ns(),
+    };
+
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    if probe.mounted_tracefs {
+        eprintln!("netprobe: mounted tracefs at /sys/kernel/tracing");
+    }
+    if args.json {
+        let hooks = HooksJson {
+            kind: "hooks",
+            hooks: &probe.hooks,
+        };
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&hooks).expect("hooks serialize")
+        );
+        let _ = out.flush();
+    }
+    for hook in &probe.hooks {
+        let state = if hook.active { "active" } else { "INACTIVE" };
+        eprintln!(
+            "netprobe: {} {} ({}): {}",
+            hook.hook, state, hook.attach, hook.detail
+        );
+    }
+
+    let mut reader = EventReader::new(probe.take_events().ok_or(TraceError::NoRing)?)?;
+    let mut streamed = Streamed::default();
+    let mut batch = Vec::new();
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut output_closed = false;
+
+    let result = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = &mut deadline, if duration.is_some() => break Ok(()),
+            read = reader.read_batch(&mut batch) => {
+                if let Err(e) = read {
+                    break Err(TraceError::Io(e));
+                }
+                if !emit(&mut out, &renderer, &mut batch, &mut streamed, args.json) {
+                    output_closed = true;
+                    break Ok(());
+                }
+            }
+        }
+    };
+
+    // Detach first, then drain: every event the programs queued is then either streamed or
+    // counted as lost, and the kernel totals are final.
+    probe.detach();
+    reader.drain(&mut batch);
+    if !output_closed {
+        emit(&mut out, &renderer, &mut batch, &mut streamed, args.json);
+    }
+    streamed.decode_errors = reader.decode_errors;
+    if let Some(e) = &reader.last_decode_error {
+        eprintln!(
+            "netprobe: {} records did not decode, last: {e}",
+            reader.decode_errors
+        );
+    }
+    let totals = probe.kernel_totals()?;
+    let summary = summary::build(
+        &totals,
+        streamed,
+        probe.hooks.clone(),
+        &renderer.reasons,
+        started.elapsed().as_millis() as u64,
+    );
+    if !output_closed {
+        if args.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&summary).expect("summary serializes")
+            );
+        } else {
+            let _ = write!(out, "{}", summary.text(args.top));
+        }
+        let _ = out.flush();
+    }
+    result
+}
+
+/// Writes a batch; false when stdout is gone (e.g. `| head`).
+fn emit(
+    out: &mut impl Write,
+    renderer: &Renderer,
+    batch: &mut Vec<Event>,
+    streamed: &mut Streamed,
+    json: bool,
+) -> bool {
+    let mut ok = true;
+    for event in batch.drain(..) {
+        match event {
+            Event::Retransmit(_) => streamed.retransmits += 1,
+            Event::Drop(_) => streamed.drops += 1,
+        }
+        if ok {
+            let line = if json {
+                renderer.json_line(&event)
+            } else {
+                renderer.text_line(&event)
+            };
+            ok = writeln!(out, "{line}").is_ok();
+        }
+    }
+    ok && out.flush().is_ok()
+}
