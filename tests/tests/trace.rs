@@ -1,0 +1,255 @@
+//! `netprobe trace` against the real kernel: real programs, real loss, real counters.
+//! Run as root with `--test-threads=1` (`cargo xtask test` does): the leftover-program checks
+//! look at the whole kernel.
+
+use std::{net::SocketAddr, time::Duration};
+
+use netprobe_integration::*;
+use serde_json::Value;
+
+const PORT: u16 = 5001;
+const OTHER_PORT: u16 = 5999;
+/// Enough data over a 3% lossy path to produce dozens of retransmits in a couple of seconds.
+const BYTES: u64 = 24 << 20;
+
+/// Random loss of data segments on their way *into* the receiver. (A drop in the sender's own
+/// OUTPUT hook is not path loss: the error reaches TCP synchronously and it sends the data
+/// again as new data, so RetransSegs does not move.)
+fn loss_ruleset(table: &str, percent: u32) -> String {
+    format!(
+        "table inet {table} {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    \
+         tcp dport {PORT} numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+    )
+}
+
+fn sum_u64(events: &[&Value], field: &str) -> u64 {
+    events.iter().map(|e| e[field].as_u64().unwrap()).sum()
+}
+
+/// One lossy transfer a → b (data lost entering b), traced three ways at once: by port, by
+/// a's namespace, and by another port. Checks every number against the kernel's counters.
+fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
+    let link = Link::new(if v6 { "l6" } else { "l4" }, subnet);
+    nft_in(&link.b.name, &loss_ruleset("netprobe_test", 3));
+    let netns = link.a.inode();
+    let receiver_netns = link.b.inode();
+
+    let traced = Tracer::start(&["--port", &PORT.to_string()]);
+    let sender_only = Tracer::start(&["--netns", &link.a.name]);
+    let other_port = Tracer::start(&["--port", &OTHER_PORT.to_string()]);
+
+    let retrans_before = link.a.snmp("Tcp", "RetransSegs");
+    let server = SocketAddr::new(link.addr(2, v6), PORT);
+    let transfer = bulk_transfer(&link.a, &link.b, server, BYTES);
+    // Let any in-flight event reach the ring before the window closes.
+    std::thread::sleep(Duration::from_millis(200));
+    let retrans_after = link.a.snmp("Tcp", "RetransSegs");
+    let nft_dropped = nft_counter_packets(&link.b.name, "netprobe_test");
+
+    let out = traced.stop();
+    let sender = sender_only.stop();
+    let filtered = other_port.stop();
+    assert!(out.success, "netprobe failed: {}", out.stderr);
+    assert!(filtered.success, "netprobe --port failed: {}", filtered.stderr);
+
+    // --- retransmits: exactly this flow, this namespace, and RetransSegs to the segment.
+    let retransmits = out.of_type("retransmit");
+    let family = if v6 { "ipv6" } else { "ipv4" };
+    assert!(
+        !retransmits.is_empty(),
+        "3% loss over {BYTES} bytes must retransmit: RetransSegs {retrans_before}->{retrans_after}, nft dropped {nft_dropped}, summary {}",
+        out.summary()
+    );
+    for r in &retransmits {
+        assert_eq!(r["netns"].as_u64(), Some(netns), "{r}");
+        assert_eq!(r["family"], family, "{r}");
+        assert_eq!(r["saddr"], transfer.local.ip().to_string(), "{r}");
+        assert_eq!(r["sport"].as_u64(), Some(transfer.local.port() as u64), "{r}");
+        assert_eq!(r["daddr"], server.ip().to_string(), "{r}");
+        assert_eq!(r["dport"].as_u64(), Some(PORT as u64), "{r}");
+        assert!(r["segs"].as_u64().unwrap() >= 1, "{r}");
+    }
+    let sent: Vec<&Value> = retransmits.iter().copied().filter(|r| r["err"] == 0).collect();
+    let kernel_retrans_segs = retrans_after - retrans_before;
+    assert_eq!(
+        sum_u64(&sent, "segs"),
+        kernel_retrans_segs,
+        "sum of segs over sent retransmits vs RetransSegs delta"
+    );
+
+    // --- drops: one NETFILTER_DROP event per packet the nft rule counted.
+    let drops = out.of_type("drop");
+    let nf_drops: Vec<&Value> = drops.iter().copied().filter(|d| d["reason"] == "NETFILTER_DROP").collect();
+    assert!(nft_dropped > 0);
+    assert_eq!(nf_drops.len() as u64, nft_dropped, "NETFILTER_DROP events vs nft counter");
+    for d in &nf_drops {
+        assert_eq!(d["netns"].as_u64(), Some(receiver_netns), "{d}");
+        assert_eq!(d["dport"].as_u64(), Some(PORT as u64), "{d}");
+        assert_eq!(d["saddr"], transfer.local.ip().to_string(), "{d}");
+        assert_eq!(d["ifname"], "veth0", "{d}");
+        assert_eq!(d["ip_proto"], "tcp", "{d}");
+        assert_eq!(d["protocol"], family, "{d}");
+        // Symbolized (the exact function varies by kernel: nf_hook_slow, nft_do_chain…).
+        assert!(d["location"].as_str().unwrap().contains("+0x"), "{d}");
+    }
+
+    // --- summary: kernel-side totals agree with the stream and with the kernel counters.
+    let summary = out.summary();
+    assert_eq!(summary["events_lost"], 0, "{summary}");
+    for kind in ["retransmit", "drop"] {
+        let acc = &summary["events"][kind];
+        assert_eq!(acc["counted"], acc["streamed"], "{kind}: {summary}");
+    }
+    assert_eq!(summary["retransmits"]["segs"].as_u64(), Some(kernel_retrans_segs));
+    let flows = summary["retransmits"]["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "one flow retransmitted: {summary}");
+    assert_eq!(flows[0]["sport"].as_u64(), Some(transfer.local.port() as u64));
+    assert_eq!(flows[0]["sent"].as_u64(), Some(sent.len() as u64));
+    let by_reason = summary["drops"]["by_reason"].as_array().unwrap();
+    let nf = by_reason.iter().find(|r| r["reason"] == "NETFILTER_DROP").expect("reason row");
+    assert_eq!(nf["count"].as_u64(), Some(nft_dropped));
+    let by_cpu_total: u64 = summary["drops"]["by_cpu"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    assert_eq!(by_cpu_total, summary["drops"]["total"].as_u64().unwrap());
+
+    // --- the sender-namespace tracer saw the same retransmits and none of b's drops.
+    let sender_retransmits = sender.of_type("retransmit");
+    assert_eq!(sender_retransmits.len(), retransmits.len(), "stderr: {}", sender.stderr);
+    assert!(sender_retransmits.iter().all(|r| r["netns"].as_u64() == Some(netns)));
+    assert!(sender.of_type("drop").iter().all(|d| d["netns"].as_u64() == Some(netns)));
+    assert!(!sender.of_type("drop").iter().any(|d| d["reason"] == "NETFILTER_DROP"));
+
+    // --- the other-port tracer ran the whole time and saw nothing of this flow.
+    assert_eq!(filtered.of_type("hooks").len(), 1);
+    let s = filtered.summary();
+    assert_eq!(s["events"]["retransmit"]["counted"], 0, "{s}");
+    assert_eq!(s["events"]["drop"]["counted"], 0, "{s}");
+    assert!(filtered.of_type("retransmit").is_empty() && filtered.of_type("drop").is_empty());
+
+    eprintln!(
+        "{family}: {} retransmit events ({} sent), sum(segs) {} = RetransSegs delta {}; \
+         NETFILTER_DROP events {} = nft counter {}",
+        retransmits.len(),
+        sent.len(),
+        sum_u64(&sent, "segs"),
+        kernel_retrans_segs,
+        nf_drops.len(),
+        nft_dropped
+    );
+
+    // --- nothing of netprobe stays in the kernel.
+    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+}
+
+#[test]
+fn lossy_tcp_ipv4_matches_retranssegs_and_nft_counter() {
+    lossy_transfer_matches_kernel_counters(false, 11);
+}
+
+#[test]
+fn lossy_tcp_ipv6_matches_retranssegs_and_nft_counter() {
+    lossy_transfer_matches_kernel_counters(true, 12);
+}
+
+/// A port and a reason filter select exactly the matching drops (UDP to closed ports).
+#[test]
+fn port_and_reason_filters_select_in_kernel() {
+    let link = Link::new("flt", 13);
+    let send_udp = |port: u16, count: usize| {
+        let to = SocketAddr::new(link.addr(2, false), port);
+        link.a.run(move || {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..count {
+                sock.send_to(b"probe", to).unwrap();
+            }
+        });
+    };
+    let by_port = Tracer::start(&["--netns", &link.b.name, "--port", "7001"]);
+    let by_reason = Tracer::start(&["--netns", &link.b.name, "--reason", "no_socket"]);
+    let by_other_reason = Tracer::start(&["--netns", &link.b.name, "--reason", "NETFILTER_DROP"]);
+    send_udp(7001, 30);
+    send_udp(7002, 20);
+    std::thread::sleep(Duration::from_millis(200));
+    let (by_port, by_reason, by_other_reason) = (by_port.stop(), by_reason.stop(), by_other_reason.stop());
+
+    let port_drops = by_port.of_type("drop");
+    assert_eq!(port_drops.len(), 30, "stderr: {}", by_port.stderr);
+    assert!(port_drops.iter().all(|d| d["dport"] == 7001 && d["reason"] == "NO_SOCKET" && d["ip_proto"] == "udp"));
+    assert!(port_drops.iter().all(|d| d["ifname"] == "veth0"));
+
+    let reason_drops = by_reason.of_type("drop");
+    assert_eq!(reason_drops.len(), 50);
+    assert!(by_other_reason.of_type("drop").is_empty());
+    assert_eq!(by_other_reason.summary()["drops"]["total"], 0);
+}
+
+/// Killed with SIGKILL, netprobe cannot clean up: the kernel must drop its programs because
+/// every attachment is tied to a file descriptor of the process.
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    let tracer = Tracer::start(&[]);
+    let loaded = loaded_netprobe_programs();
+    assert!(loaded.contains(&"netprobe_rtx".to_string()), "{loaded:?}");
+    assert!(loaded.contains(&"netprobe_drop".to_string()), "{loaded:?}");
+    tracer.kill();
+    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+}
+
+/// SIGTERM and --duration end with a summary and a clean detach.
+#[test]
+fn sigterm_and_duration_exit_cleanly() {
+    let mut tracer = Tracer::start(&[]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.pid(), libc::SIGTERM) };
+    let out = tracer.wait();
+    assert!(out.success, "{}", out.stderr);
+    out.summary();
+    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+
+    let mut timed = Tracer::start(&["--duration", "0.5"]);
+    let out = timed.wait();
+    assert!(out.success, "{}", out.stderr);
+    let ms = out.summary()["duration_ms"].as_u64().unwrap();
+    assert!((400..5000).contains(&ms), "duration_ms {ms}");
+    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+}
+
+fn assert_one_line_failure(args: &[&str], needle: &str) {
+    let (ok, stdout, stderr) = netprobe_once(args);
+    assert!(!ok, "{args:?} should fail");
+    assert!(stdout.is_empty(), "{args:?} printed to stdout: {stdout}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains(needle)),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+}
+
+/// Bad input and a missing BTF: one clear line, non-zero exit, nothing attached.
+#[test]
+fn clear_failures() {
+    assert_one_line_failure(&["trace", "--btf", "/nonexistent/vmlinux"], "no kernel BTF at /nonexistent/vmlinux");
+    assert_one_line_failure(&["trace", "--port", "0"], "not a port number");
+    assert_one_line_failure(&["trace", "--port", "http"], "not a port number");
+    assert_one_line_failure(&["trace", "--addr", "198.18.0.300"], "not an IPv4 or IPv6 address");
+    assert_one_line_failure(&["trace", "--netns", "np-no-such-namespace"], "no network namespace");
+    assert_one_line_failure(&["trace", "--reason", "NOT_A_REASON"], "no drop reason");
+    assert_one_line_failure(&["trace", "--duration", "0"], "positive number");
+    assert_one_line_failure(&["trace", "--ring-size", "5000"], "power of two");
+    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+}
+
+/// Not root: refused with one line, before touching the kernel.
+#[test]
+fn refuses_without_root() {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(netprobe_bin())
+        .args(["trace", "--duration", "1"])
+        .output()
+        .expect("setpriv");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must run as root"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
