@@ -94,6 +94,18 @@ pub struct Filter {
 }
 const _: () = assert!(size_of::<Filter>() == 32);
 
+/// When the kernel wakes the agent. Waking the reader on every event costs microseconds per
+/// event (an irq_work self-IPI, dear in VMs); the programs instead wake it when `wakeup_bytes`
+/// are pending or `wakeup_interval_ns` have passed since the last wakeup. At low event rates
+/// every event still wakes the reader at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub wakeup_bytes: u32,
+    pub wakeup_interval_ns: u32,
+}
+const _: () = assert!(size_of::<StreamConfig>() == 8);
+
 /// The whole load-time configuration.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +114,9 @@ pub struct TraceConfig {
     pub drop: DropRecordLayout,
     pub kernel: KernelLayout,
     pub filter: Filter,
+    pub stream: StreamConfig,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 160);
+const _: () = assert!(size_of::<TraceConfig>() == 168);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -154,6 +167,10 @@ impl TraceConfig {
             netns: 0,
             reason: 0,
             addr: [0; 16],
+        },
+        stream: StreamConfig {
+            wakeup_bytes: 0,
+            wakeup_interval_ns: 0,
         },
     };
 }

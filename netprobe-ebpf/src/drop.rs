@@ -12,7 +12,7 @@ use netprobe_common::{
 };
 
 use crate::kernel::{dev_netns, flow_matches, netns_matches, read, sock_netns};
-use crate::maps::{bump, setting, DROP_REASONS, EVENTS};
+use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -75,6 +75,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
     bump(COUNTER_DROP_SEEN);
     count_reason(reason);
 
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         bump(COUNTER_DROP_LOST);
         return Ok(());
@@ -91,7 +92,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
             kind: EventKind::Drop.id(),
             _pad0: 0,
             cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns,
         },
         flow,
         location: field(ctx, setting!(drop.location)).unwrap_or(0),
@@ -103,7 +104,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         flags,
         ifname,
     });
-    entry.submit(0);
+    entry.submit(submit_flags(ts_ns));
     Ok(())
 }
 

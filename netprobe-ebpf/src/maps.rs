@@ -1,8 +1,9 @@
 //! Maps shared by all programs, and the load-time configuration global.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netprobe_common::{FlowKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS};
 
@@ -37,6 +38,28 @@ pub static RETRANSMIT_FLOWS: PerCpuHashMap<FlowKey, RetransmitTotals> =
 /// Exact drop counts by raw reason value; per-CPU, so the agent also gets drops by CPU.
 #[map]
 pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Time of the last reader wakeup (shared; a lost race only means one extra wakeup).
+#[map]
+pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Flags for `bpf_ringbuf_submit`: wake the reader only when enough bytes are pending or
+/// enough time has passed since the last wakeup (see `StreamConfig`).
+#[inline(always)]
+pub fn submit_flags(now_ns: u64) -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting!(stream.wakeup_bytes) as u64 {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    if let Some(last) = LAST_WAKEUP.get_ptr_mut(0) {
+        unsafe {
+            if now_ns.wrapping_sub(*last) >= setting!(stream.wakeup_interval_ns) as u64 {
+                *last = now_ns;
+                return BPF_RB_FORCE_WAKEUP as u64;
+            }
+        }
+    }
+    BPF_RB_NO_WAKEUP as u64
+}
 
 /// Adds one to a per-CPU counter. Tracepoint programs do not nest on a CPU (the kernel's
 /// bpf_prog_active guard), so a plain increment of this CPU's slot is exact.

@@ -11,7 +11,7 @@ use netprobe_common::{
 };
 
 use crate::kernel::{flow_matches, netns_matches, read, sock_netns};
-use crate::maps::{bump, setting, EVENTS, RETRANSMIT_FLOWS};
+use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
 
 #[tracepoint]
 pub fn netprobe_rtx(ctx: TracePointContext) -> u32 {
@@ -72,6 +72,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
         bytes,
     );
 
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     match EVENTS.reserve::<RetransmitEvent>(0) {
         Some(mut entry) => {
             entry.write(RetransmitEvent {
@@ -79,7 +80,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
                     kind: EventKind::Retransmit.id(),
                     _pad0: 0,
                     cpu: unsafe { bpf_get_smp_processor_id() },
-                    ts_ns: unsafe { bpf_ktime_get_ns() },
+                    ts_ns,
                 },
                 flow,
                 netns,
@@ -91,7 +92,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
                 _pad0: 0,
                 _pad1: 0,
             });
-            entry.submit(0);
+            entry.submit(submit_flags(ts_ns));
         }
         None => bump(COUNTER_RETRANSMIT_LOST),
     }

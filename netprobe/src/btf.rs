@@ -154,7 +154,7 @@ impl KernelBtf {
                     })?;
             }
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(BtfError::Unaligned(format!("{strukt}.{path}")));
         }
         Ok(bits / 8)

@@ -9,7 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{
-    Filter, FlowKey, RetransmitTotals, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS,
+    DropRecordLayout, Filter, FlowKey, RetransmitRecordLayout, RetransmitTotals, StreamConfig,
+    TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
 };
 use serde::Serialize;
 
@@ -17,6 +18,10 @@ use crate::{
     btf::{BtfError, KernelBtf},
     tracefs::{self, TracefsError},
 };
+
+/// At most one reader wakeup per this interval while events keep coming (plus one whenever a
+/// quarter of the ring is pending). See `StreamConfig`.
+pub const WAKEUP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The kernel object, built by build.rs from `netprobe-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
@@ -118,6 +123,54 @@ fn describe_attach(err_field: bool, what: &str) -> String {
     )
 }
 
+/// Which hooks this kernel offers, with their record layouts. A hook whose tracepoint is
+/// missing or has an unexpected layout is reported inactive; the others carry on.
+pub struct HookPlan {
+    pub retransmit: Option<RetransmitRecordLayout>,
+    pub drop: Option<DropRecordLayout>,
+    /// Hooks to attach, with the detail to report once attached.
+    wanted: Vec<(&'static HookSpec, String)>,
+    /// Hooks already known to be unavailable.
+    pub hooks: Vec<HookStatus>,
+}
+
+pub fn plan_hooks(tracefs: &Path) -> HookPlan {
+    let mut plan = HookPlan {
+        retransmit: None,
+        drop: None,
+        wanted: Vec::new(),
+        hooks: Vec::new(),
+    };
+    match tracefs::read_format(tracefs, RETRANSMIT_HOOK.category, RETRANSMIT_HOOK.name)
+        .and_then(|f| f.retransmit_layout())
+    {
+        Ok(layout) => {
+            plan.retransmit = Some(layout);
+            let detail = describe_attach(
+                layout.err != OFFSET_ABSENT,
+                "segments and sequence from skb->cb via BTF offsets",
+            );
+            plan.wanted.push((&RETRANSMIT_HOOK, detail));
+        }
+        Err(e) => plan.hooks.push(inactive(&RETRANSMIT_HOOK, e.to_string())),
+    }
+    match tracefs::read_format(tracefs, DROP_HOOK.category, DROP_HOOK.name)
+        .and_then(|f| f.drop_layout())
+    {
+        Ok(layout) => {
+            plan.drop = Some(layout);
+            let mut detail =
+                describe_attach(true, "flow parsed from the packet headers via BTF offsets");
+            if layout.reason == OFFSET_ABSENT {
+                detail.push_str("; this kernel records no drop reasons");
+            }
+            plan.wanted.push((&DROP_HOOK, detail));
+        }
+        Err(e) => plan.hooks.push(inactive(&DROP_HOOK, e.to_string())),
+    }
+    plan
+}
+
 pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
         return Err(LoadError::RingSize(options.ring_size));
@@ -128,37 +181,23 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     let mut config = TraceConfig::UNSET;
     config.kernel = btf.kernel_layout()?;
     config.filter = options.filter;
+    config.stream = StreamConfig {
+        // A quarter of the ring pending: wake now, well before it can fill.
+        wakeup_bytes: options.ring_size / 4,
+        wakeup_interval_ns: WAKEUP_INTERVAL.as_nanos() as u32,
+    };
 
-    let mut hooks = Vec::new();
-    let mut wanted = Vec::new();
-    // A hook whose tracepoint is missing or unexpected is reported and skipped; the others
-    // carry on.
-    match tracefs::read_format(&tracefs, RETRANSMIT_HOOK.category, RETRANSMIT_HOOK.name)
-        .and_then(|f| f.retransmit_layout())
-    {
-        Ok(layout) => {
-            config.retransmit = layout;
-            let detail = describe_attach(
-                layout.err != netprobe_common::OFFSET_ABSENT,
-                "segments and sequence from skb->cb via BTF offsets",
-            );
-            wanted.push((&RETRANSMIT_HOOK, detail));
-        }
-        Err(e) => hooks.push(inactive(&RETRANSMIT_HOOK, e.to_string())),
+    let HookPlan {
+        retransmit,
+        drop,
+        wanted,
+        mut hooks,
+    } = plan_hooks(&tracefs);
+    if let Some(layout) = retransmit {
+        config.retransmit = layout;
     }
-    match tracefs::read_format(&tracefs, DROP_HOOK.category, DROP_HOOK.name)
-        .and_then(|f| f.drop_layout())
-    {
-        Ok(layout) => {
-            config.drop = layout;
-            let mut detail =
-                describe_attach(true, "flow parsed from the packet headers via BTF offsets");
-            if layout.reason == netprobe_common::OFFSET_ABSENT {
-                detail.push_str("; this kernel records no drop reasons");
-            }
-            wanted.push((&DROP_HOOK, detail));
-        }
-        Err(e) => hooks.push(inactive(&DROP_HOOK, e.to_string())),
+    if let Some(layout) = drop {
+        config.drop = layout;
     }
 
     let mut ebpf = EbpfLoader::new()
@@ -309,5 +348,70 @@ impl Probe {
             flows,
             reasons,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracefs tree with only the given format files.
+    fn fake_tracefs(files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!(
+            "netprobe-tracefs-{}-{}",
+            std::process::id(),
+            files.len()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        for (tracepoint, text) in files {
+            let dir = root.join("events").join(tracepoint);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("format"), text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_missing_tracepoint_is_reported_and_the_rest_carry_on() {
+        let root = fake_tracefs(&[(
+            "tcp/tcp_retransmit_skb",
+            include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15"),
+        )]);
+        let plan = plan_hooks(&root);
+        assert_eq!(plan.wanted.len(), 1);
+        assert_eq!(plan.wanted[0].0.name, "tcp_retransmit_skb");
+        assert!(plan.wanted[0].1.contains("only successful retransmits"));
+        assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
+        assert!(plan.drop.is_none());
+        assert_eq!(plan.hooks.len(), 1);
+        let missing = &plan.hooks[0];
+        assert_eq!(missing.hook, "skb:kfree_skb");
+        assert!(!missing.active);
+        assert!(
+            missing.detail.contains("not available on this kernel"),
+            "{}",
+            missing.detail
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn old_kernels_without_drop_reasons_say_so() {
+        let root = fake_tracefs(&[
+            (
+                "skb/kfree_skb",
+                include_str!("../fixtures/tracefs/kfree_skb.5.10"),
+            ),
+            (
+                "tcp/tcp_retransmit_skb",
+                include_str!("../fixtures/tracefs/tcp_retransmit_skb.6.18"),
+            ),
+        ]);
+        let plan = plan_hooks(&root);
+        assert_eq!(plan.wanted.len(), 2);
+        assert!(plan.hooks.is_empty());
+        assert!(plan.wanted[1].1.contains("no drop reasons"));
+        assert_eq!(plan.drop.unwrap().reason, OFFSET_ABSENT);
+        let _ = std::fs::remove_dir_all(root);
     }
 }

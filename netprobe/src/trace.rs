@@ -42,6 +42,9 @@ pub enum TraceError {
     Io(io::Error),
 }
 
+/// Longest time an event can sit in the ring after a burst before it is printed.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -119,12 +122,23 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
     let mut output_closed = false;
+    // The kernel batches wakeups (at most one per WAKEUP_INTERVAL under load), so the last
+    // events of a burst may wait for the next event's wakeup; this tick bounds that wait.
+    let mut flush = tokio::time::interval(FLUSH_INTERVAL);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let result = loop {
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = &mut deadline, if duration.is_some() => break Ok(()),
+            _ = flush.tick() => {
+                reader.drain(&mut batch);
+                if !emit(&mut out, &renderer, &mut batch, &mut streamed, args.json) {
+                    output_closed = true;
+                    break Ok(());
+                }
+            }
             read = reader.read_batch(&mut batch) => {
                 if let Err(e) = read {
                     break Err(TraceError::Io(e));

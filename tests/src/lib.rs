@@ -38,13 +38,37 @@ pub fn nft_in(ns: &str, ruleset: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("nft");
-    child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "nft ruleset failed:\n{ruleset}");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "nft ruleset failed:\n{ruleset}"
+    );
+}
+
+/// A ruleset dropping `percent`% of TCP segments to `port` at random on their way *into* the
+/// host, counted by the rule's own counter. (A drop in the sender's own OUTPUT hook is not path
+/// loss: the error reaches TCP synchronously and it sends the data again as new data, so
+/// RetransSegs does not move.)
+pub fn input_loss_ruleset(table: &str, port: u16, percent: u32) -> String {
+    format!(
+        "table inet {table} {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    \
+         tcp dport {port} numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+    )
 }
 
 /// Packets counted by the first `counter` in `table inet <table>` in a namespace.
 pub fn nft_counter_packets(ns: &str, table: &str) -> u64 {
-    let json = sh("ip", &["netns", "exec", ns, "nft", "-j", "list", "table", "inet", table]);
+    let json = sh(
+        "ip",
+        &[
+            "netns", "exec", ns, "nft", "-j", "list", "table", "inet", table,
+        ],
+    );
     let v: Value = serde_json::from_str(&json).expect("nft json");
     for item in v["nftables"].as_array().expect("nftables array") {
         if let Some(exprs) = item["rule"]["expr"].as_array() {
@@ -82,7 +106,10 @@ impl Netns {
     }
 
     /// Runs `f` on a new thread that has joined this namespace: sockets it creates live there.
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
         let path = self.path();
         thread::spawn(move || {
             enter(&path);
@@ -107,7 +134,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -141,12 +170,21 @@ impl Link {
     pub fn new(tag: &str, subnet: u8) -> Self {
         let a = Netns::new(&format!("{tag}a"));
         let b = Netns::new(&format!("{tag}b"));
-        sh("ip", &["-n", &a.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", &b.name]);
+        sh(
+            "ip",
+            &[
+                "-n", &a.name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0",
+                "netns", &b.name,
+            ],
+        );
         for (ns, host) in [(&a, 1), (&b, 2)] {
             let v4 = format!("198.18.{subnet}.{host}/24");
             let v6 = format!("2001:db8:{subnet}::{host}/64");
             sh("ip", &["-n", &ns.name, "addr", "add", &v4, "dev", "veth0"]);
-            sh("ip", &["-n", &ns.name, "addr", "add", &v6, "dev", "veth0", "nodad"]);
+            sh(
+                "ip",
+                &["-n", &ns.name, "addr", "add", &v6, "dev", "veth0", "nodad"],
+            );
             sh("ip", &["-n", &ns.name, "link", "set", "veth0", "up"]);
         }
         Self { a, b, subnet }
@@ -173,7 +211,11 @@ pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64)
     let (ready_tx, ready_rx) = mpsc::channel();
     let sink = server.spawn(move || {
         let listener = TcpListener::bind(SocketAddr::new(
-            if to.is_ipv6() { "::".parse().unwrap() } else { "0.0.0.0".parse().unwrap() },
+            if to.is_ipv6() {
+                "::".parse().unwrap()
+            } else {
+                "0.0.0.0".parse().unwrap()
+            },
             to.port(),
         ))
         .expect("bind sink");
@@ -190,7 +232,9 @@ pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64)
         }
         total
     });
-    ready_rx.recv_timeout(Duration::from_secs(5)).expect("sink ready");
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("sink ready");
     let sender = client.spawn(move || {
         let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(20)).expect("connect");
         let local = conn.local_addr().unwrap();
@@ -286,7 +330,7 @@ impl Tracer {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        let mut tracer = Self {
+        let tracer = Self {
             child,
             lines,
             reader: Some(reader),
@@ -365,7 +409,10 @@ pub fn wait_no_programs(timeout: Duration) -> Vec<String> {
 
 /// Runs the netprobe binary to completion with `args`; returns (exit ok, stdout, stderr).
 pub fn netprobe_once(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(netprobe_bin()).args(args).output().expect("netprobe");
+    let out = Command::new(netprobe_bin())
+        .args(args)
+        .output()
+        .expect("netprobe");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -12,16 +12,6 @@ const OTHER_PORT: u16 = 5999;
 /// Enough data over a 3% lossy path to produce dozens of retransmits in a couple of seconds.
 const BYTES: u64 = 24 << 20;
 
-/// Random loss of data segments on their way *into* the receiver. (A drop in the sender's own
-/// OUTPUT hook is not path loss: the error reaches TCP synchronously and it sends the data
-/// again as new data, so RetransSegs does not move.)
-fn loss_ruleset(table: &str, percent: u32) -> String {
-    format!(
-        "table inet {table} {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    \
-         tcp dport {PORT} numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
-    )
-}
-
 fn sum_u64(events: &[&Value], field: &str) -> u64 {
     events.iter().map(|e| e[field].as_u64().unwrap()).sum()
 }
@@ -30,7 +20,7 @@ fn sum_u64(events: &[&Value], field: &str) -> u64 {
 /// a's namespace, and by another port. Checks every number against the kernel's counters.
 fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
     let link = Link::new(if v6 { "l6" } else { "l4" }, subnet);
-    nft_in(&link.b.name, &loss_ruleset("netprobe_test", 3));
+    nft_in(&link.b.name, &input_loss_ruleset("netprobe_test", PORT, 3));
     let netns = link.a.inode();
     let receiver_netns = link.b.inode();
 
@@ -50,7 +40,11 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
     let sender = sender_only.stop();
     let filtered = other_port.stop();
     assert!(out.success, "netprobe failed: {}", out.stderr);
-    assert!(filtered.success, "netprobe --port failed: {}", filtered.stderr);
+    assert!(
+        filtered.success,
+        "netprobe --port failed: {}",
+        filtered.stderr
+    );
 
     // --- retransmits: exactly this flow, this namespace, and RetransSegs to the segment.
     let retransmits = out.of_type("retransmit");
@@ -64,12 +58,20 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
         assert_eq!(r["netns"].as_u64(), Some(netns), "{r}");
         assert_eq!(r["family"], family, "{r}");
         assert_eq!(r["saddr"], transfer.local.ip().to_string(), "{r}");
-        assert_eq!(r["sport"].as_u64(), Some(transfer.local.port() as u64), "{r}");
+        assert_eq!(
+            r["sport"].as_u64(),
+            Some(transfer.local.port() as u64),
+            "{r}"
+        );
         assert_eq!(r["daddr"], server.ip().to_string(), "{r}");
         assert_eq!(r["dport"].as_u64(), Some(PORT as u64), "{r}");
         assert!(r["segs"].as_u64().unwrap() >= 1, "{r}");
     }
-    let sent: Vec<&Value> = retransmits.iter().copied().filter(|r| r["err"] == 0).collect();
+    let sent: Vec<&Value> = retransmits
+        .iter()
+        .copied()
+        .filter(|r| r["err"] == 0)
+        .collect();
     let kernel_retrans_segs = retrans_after - retrans_before;
     assert_eq!(
         sum_u64(&sent, "segs"),
@@ -79,9 +81,17 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
 
     // --- drops: one NETFILTER_DROP event per packet the nft rule counted.
     let drops = out.of_type("drop");
-    let nf_drops: Vec<&Value> = drops.iter().copied().filter(|d| d["reason"] == "NETFILTER_DROP").collect();
+    let nf_drops: Vec<&Value> = drops
+        .iter()
+        .copied()
+        .filter(|d| d["reason"] == "NETFILTER_DROP")
+        .collect();
     assert!(nft_dropped > 0);
-    assert_eq!(nf_drops.len() as u64, nft_dropped, "NETFILTER_DROP events vs nft counter");
+    assert_eq!(
+        nf_drops.len() as u64,
+        nft_dropped,
+        "NETFILTER_DROP events vs nft counter"
+    );
     for d in &nf_drops {
         assert_eq!(d["netns"].as_u64(), Some(receiver_netns), "{d}");
         assert_eq!(d["dport"].as_u64(), Some(PORT as u64), "{d}");
@@ -100,23 +110,50 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
         let acc = &summary["events"][kind];
         assert_eq!(acc["counted"], acc["streamed"], "{kind}: {summary}");
     }
-    assert_eq!(summary["retransmits"]["segs"].as_u64(), Some(kernel_retrans_segs));
+    assert_eq!(
+        summary["retransmits"]["segs"].as_u64(),
+        Some(kernel_retrans_segs)
+    );
     let flows = summary["retransmits"]["flows"].as_array().unwrap();
     assert_eq!(flows.len(), 1, "one flow retransmitted: {summary}");
-    assert_eq!(flows[0]["sport"].as_u64(), Some(transfer.local.port() as u64));
+    assert_eq!(
+        flows[0]["sport"].as_u64(),
+        Some(transfer.local.port() as u64)
+    );
     assert_eq!(flows[0]["sent"].as_u64(), Some(sent.len() as u64));
     let by_reason = summary["drops"]["by_reason"].as_array().unwrap();
-    let nf = by_reason.iter().find(|r| r["reason"] == "NETFILTER_DROP").expect("reason row");
+    let nf = by_reason
+        .iter()
+        .find(|r| r["reason"] == "NETFILTER_DROP")
+        .expect("reason row");
     assert_eq!(nf["count"].as_u64(), Some(nft_dropped));
-    let by_cpu_total: u64 = summary["drops"]["by_cpu"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
+    let by_cpu_total: u64 = summary["drops"]["by_cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(by_cpu_total, summary["drops"]["total"].as_u64().unwrap());
 
     // --- the sender-namespace tracer saw the same retransmits and none of b's drops.
     let sender_retransmits = sender.of_type("retransmit");
-    assert_eq!(sender_retransmits.len(), retransmits.len(), "stderr: {}", sender.stderr);
-    assert!(sender_retransmits.iter().all(|r| r["netns"].as_u64() == Some(netns)));
-    assert!(sender.of_type("drop").iter().all(|d| d["netns"].as_u64() == Some(netns)));
-    assert!(!sender.of_type("drop").iter().any(|d| d["reason"] == "NETFILTER_DROP"));
+    assert_eq!(
+        sender_retransmits.len(),
+        retransmits.len(),
+        "stderr: {}",
+        sender.stderr
+    );
+    assert!(sender_retransmits
+        .iter()
+        .all(|r| r["netns"].as_u64() == Some(netns)));
+    assert!(sender
+        .of_type("drop")
+        .iter()
+        .all(|d| d["netns"].as_u64() == Some(netns)));
+    assert!(!sender
+        .of_type("drop")
+        .iter()
+        .any(|d| d["reason"] == "NETFILTER_DROP"));
 
     // --- the other-port tracer ran the whole time and saw nothing of this flow.
     assert_eq!(filtered.of_type("hooks").len(), 1);
@@ -137,7 +174,10 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
     );
 
     // --- nothing of netprobe stays in the kernel.
-    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -169,11 +209,14 @@ fn port_and_reason_filters_select_in_kernel() {
     send_udp(7001, 30);
     send_udp(7002, 20);
     std::thread::sleep(Duration::from_millis(200));
-    let (by_port, by_reason, by_other_reason) = (by_port.stop(), by_reason.stop(), by_other_reason.stop());
+    let (by_port, by_reason, by_other_reason) =
+        (by_port.stop(), by_reason.stop(), by_other_reason.stop());
 
     let port_drops = by_port.of_type("drop");
     assert_eq!(port_drops.len(), 30, "stderr: {}", by_port.stderr);
-    assert!(port_drops.iter().all(|d| d["dport"] == 7001 && d["reason"] == "NO_SOCKET" && d["ip_proto"] == "udp"));
+    assert!(port_drops
+        .iter()
+        .all(|d| d["dport"] == 7001 && d["reason"] == "NO_SOCKET" && d["ip_proto"] == "udp"));
     assert!(port_drops.iter().all(|d| d["ifname"] == "veth0"));
 
     let reason_drops = by_reason.of_type("drop");
@@ -191,7 +234,10 @@ fn sigkill_leaves_nothing_attached() {
     assert!(loaded.contains(&"netprobe_rtx".to_string()), "{loaded:?}");
     assert!(loaded.contains(&"netprobe_drop".to_string()), "{loaded:?}");
     tracer.kill();
-    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
 }
 
 /// SIGTERM and --duration end with a summary and a clean detach.
@@ -203,14 +249,20 @@ fn sigterm_and_duration_exit_cleanly() {
     let out = tracer.wait();
     assert!(out.success, "{}", out.stderr);
     out.summary();
-    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
 
     let mut timed = Tracer::start(&["--duration", "0.5"]);
     let out = timed.wait();
     assert!(out.success, "{}", out.stderr);
     let ms = out.summary()["duration_ms"].as_u64().unwrap();
     assert!((400..5000).contains(&ms), "duration_ms {ms}");
-    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
 }
 
 fn assert_one_line_failure(args: &[&str], needle: &str) {
@@ -228,22 +280,39 @@ fn assert_one_line_failure(args: &[&str], needle: &str) {
 /// Bad input and a missing BTF: one clear line, non-zero exit, nothing attached.
 #[test]
 fn clear_failures() {
-    assert_one_line_failure(&["trace", "--btf", "/nonexistent/vmlinux"], "no kernel BTF at /nonexistent/vmlinux");
+    assert_one_line_failure(
+        &["trace", "--btf", "/nonexistent/vmlinux"],
+        "no kernel BTF at /nonexistent/vmlinux",
+    );
     assert_one_line_failure(&["trace", "--port", "0"], "not a port number");
     assert_one_line_failure(&["trace", "--port", "http"], "not a port number");
-    assert_one_line_failure(&["trace", "--addr", "198.18.0.300"], "not an IPv4 or IPv6 address");
-    assert_one_line_failure(&["trace", "--netns", "np-no-such-namespace"], "no network namespace");
+    assert_one_line_failure(
+        &["trace", "--addr", "198.18.0.300"],
+        "not an IPv4 or IPv6 address",
+    );
+    assert_one_line_failure(
+        &["trace", "--netns", "np-no-such-namespace"],
+        "no network namespace",
+    );
     assert_one_line_failure(&["trace", "--reason", "NOT_A_REASON"], "no drop reason");
     assert_one_line_failure(&["trace", "--duration", "0"], "positive number");
     assert_one_line_failure(&["trace", "--ring-size", "5000"], "power of two");
-    assert_eq!(wait_no_programs(Duration::from_secs(5)), Vec::<String>::new());
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
 }
 
 /// Not root: refused with one line, before touching the kernel.
 #[test]
 fn refuses_without_root() {
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(netprobe_bin())
         .args(["trace", "--duration", "1"])
         .output()
@@ -252,4 +321,58 @@ fn refuses_without_root() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("must run as root"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The stream overflows (reader frozen with SIGSTOP, 4 KiB ring): the kernel-side totals stay
+/// exact against the kernel's own Udp NoPorts counter, and every missing event is counted.
+#[test]
+fn overflow_keeps_exact_counts_and_reports_loss() {
+    const DATAGRAMS: u64 = 5000;
+    let link = Link::new("ovf", 14);
+    let tracer = Tracer::start(&[
+        "--netns",
+        &link.b.name,
+        "--port",
+        "7100",
+        "--ring-size",
+        "4096",
+    ]);
+    let no_ports_before = link.b.snmp("Udp", "NoPorts");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.pid(), libc::SIGSTOP) };
+    let to = SocketAddr::new(link.addr(2, false), 7100);
+    link.a.run(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..DATAGRAMS {
+            sock.send_to(b"overflow", to).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let no_ports = link.b.snmp("Udp", "NoPorts") - no_ports_before;
+    unsafe { libc::kill(tracer.pid(), libc::SIGCONT) };
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+
+    let s = out.summary();
+    let acc = &s["events"]["drop"];
+    let counted = acc["counted"].as_u64().unwrap();
+    let streamed = acc["streamed"].as_u64().unwrap();
+    let lost = acc["lost"].as_u64().unwrap();
+    eprintln!("overflow: {DATAGRAMS} datagrams, NoPorts +{no_ports}, counted {counted}, streamed {streamed}, lost {lost}");
+    assert_eq!(no_ports, DATAGRAMS, "every datagram hit a closed port");
+    assert_eq!(
+        counted, no_ports,
+        "kernel count exact despite overflow: {s}"
+    );
+    assert!(lost > 0, "a 4 KiB ring cannot hold {DATAGRAMS} events: {s}");
+    assert_eq!(streamed + lost, counted, "{s}");
+    assert_eq!(out.of_type("drop").len() as u64, streamed);
+    assert_eq!(s["events_lost"].as_u64(), Some(lost));
+    let no_socket = s["drops"]["by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "NO_SOCKET")
+        .unwrap();
+    assert_eq!(no_socket["count"].as_u64(), Some(DATAGRAMS));
 }

@@ -1,0 +1,327 @@
+//! The demo behind `cargo xtask run`, and the benchmarks behind `cargo xtask bench`.
+//!
+//! Kernel-side cost is measured by the kernel itself: with `kernel.bpf_stats_enabled=1` every
+//! program accumulates `run_time_ns` and `run_cnt`, read with bpftool. netprobe and a
+//! bpftrace one-liner counting the same events are run over the same workloads, one after the
+//! other, in the same run.
+
+use std::{
+    collections::HashSet,
+    fs,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, UdpSocket},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use netprobe_integration::{
+    bulk_transfer, input_loss_ruleset, loaded_netprobe_programs, nft_in, sh, Link,
+};
+use serde_json::Value;
+
+use crate::{run, workspace_root};
+
+const PORT: u16 = 5001;
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+fn netprobe() -> Command {
+    Command::new(workspace_root().join("target/release/netprobe"))
+}
+
+fn lossy_link(tag: &str, subnet: u8, percent: u32) -> Link {
+    let link = Link::new(tag, subnet);
+    nft_in(&link.b.name, &input_loss_ruleset("lossy", PORT, percent));
+    link
+}
+
+fn wait_attached(expected: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let loaded = loaded_netprobe_programs();
+        if expected.iter().all(|p| loaded.iter().any(|l| l == p)) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("netprobe did not attach within 20 s")
+}
+
+/// `cargo xtask run`: a real TCP transfer over a path with 2% loss, traced live.
+pub fn demo() -> Result<()> {
+    let link = lossy_link("demo", 200, 2);
+    let server = SocketAddr::new(link.addr(2, false), PORT);
+    eprintln!(
+        "demo: 198.18.200.1 -> {server} in two test namespaces, 2% of data segments dropped by \
+         nftables on the way into the receiver; tracing with `netprobe trace --port {PORT} --duration 6`"
+    );
+    let mut child = netprobe()
+        .args(["trace", "--port", &PORT.to_string(), "--duration", "6"])
+        .spawn()
+        .context("starting netprobe")?;
+    wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
+    for _ in 0..3 {
+        bulk_transfer(&link.a, &link.b, server, 16 << 20);
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("netprobe exited with {status}");
+    }
+    Ok(())
+}
+
+/// Restores `kernel.bpf_stats_enabled` when dropped.
+struct StatsEnabled {
+    previous: String,
+}
+
+impl StatsEnabled {
+    fn enable() -> Result<Self> {
+        let previous = fs::read_to_string(BPF_STATS)
+            .context(BPF_STATS)?
+            .trim()
+            .to_string();
+        fs::write(BPF_STATS, "1").context("enabling bpf_stats")?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for StatsEnabled {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, &self.previous);
+    }
+}
+
+/// (name, id, run_cnt, run_time_ns) of every tracepoint program loaded now.
+fn tracepoint_programs() -> Vec<(String, u64, u64, u64)> {
+    let json = sh("bpftool", &["prog", "show", "-j"]);
+    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["type"] == "tracepoint")
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap_or("").to_string(),
+                        p["id"].as_u64().unwrap_or(0),
+                        p["run_cnt"].as_u64().unwrap_or(0),
+                        p["run_time_ns"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the workloads produced.
+#[derive(Default, Clone, Copy)]
+struct Workload {
+    udp_sent: u64,
+    udp_secs: f64,
+    tcp_secs: f64,
+}
+
+const STORM: Duration = Duration::from_secs(3);
+const TCP_BYTES: u64 = 64 << 20;
+
+/// A drop storm (UDP to a closed port) and a lossy TCP transfer.
+fn workload(link: &Link) -> Workload {
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    let start = Instant::now();
+    let udp_sent = link.a.run(move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let begin = Instant::now();
+        let mut sent = 0u64;
+        while begin.elapsed() < STORM {
+            for _ in 0..256 {
+                if sock.send_to(b"storm", to).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+    let udp_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    bulk_transfer(
+        &link.a,
+        &link.b,
+        SocketAddr::new(link.addr(2, false), PORT),
+        TCP_BYTES,
+    );
+    Workload {
+        udp_sent,
+        udp_secs,
+        tcp_secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+struct Measured {
+    tool: &'static str,
+    /// (hook, runs, ns total)
+    hooks: Vec<(&'static str, u64, u64)>,
+    work: Workload,
+    note: String,
+}
+
+fn measure_netprobe(link: &Link) -> Result<Measured> {
+    let mut child = netprobe()
+        .args(["trace", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut lines = 0u64;
+        let mut last = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines += 1;
+            last = line;
+        }
+        (lines, last)
+    });
+    wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
+    let work = workload(link);
+    let programs = tracepoint_programs();
+    let stat = |name: &str| {
+        programs
+            .iter()
+            .find(|p| p.0 == name)
+            .map(|p| (p.2, p.3))
+            .unwrap_or((0, 0))
+    };
+    let (rtx, drop) = (stat("netprobe_rtx"), stat("netprobe_drop"));
+    stop(&mut child);
+    let (lines, last) = reader.join().unwrap();
+    let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+    Ok(Measured {
+        tool: "netprobe",
+        hooks: vec![
+            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
+            ("skb:kfree_skb", drop.0, drop.1),
+        ],
+        work,
+        note: format!(
+            "{lines} NDJSON lines streamed, events_lost={}",
+            summary["events_lost"]
+        ),
+    })
+}
+
+fn measure_bpftrace(link: &Link) -> Result<Measured> {
+    let before: HashSet<u64> = tracepoint_programs().iter().map(|p| p.1).collect();
+    let mut child = Command::new("bpftrace")
+        .args([
+            "-e",
+            "tracepoint:skb:kfree_skb { @drops[args->reason] = count(); } \
+             tracepoint:tcp:tcp_retransmit_skb { @rtx[args->sport, args->dport] = count(); }",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting bpftrace")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_programs = || -> Vec<(String, u64, u64, u64)> {
+        tracepoint_programs()
+            .into_iter()
+            .filter(|p| !before.contains(&p.1))
+            .collect()
+    };
+    while new_programs().len() < 2 {
+        if Instant::now() > deadline {
+            stop(&mut child);
+            bail!("bpftrace did not attach");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let work = workload(link);
+    let programs = new_programs();
+    let stat = |prefix: &str| {
+        programs
+            .iter()
+            .find(|p| p.0.starts_with(prefix))
+            .map(|p| (p.2, p.3))
+            .unwrap_or((0, 0))
+    };
+    let (rtx, drop) = (stat("tcp_retransmit"), stat("kfree_skb"));
+    stop(&mut child);
+    Ok(Measured {
+        tool: "bpftrace",
+        hooks: vec![
+            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
+            ("skb:kfree_skb", drop.0, drop.1),
+        ],
+        work,
+        note: "counts in BPF maps only, nothing streamed".into(),
+    })
+}
+
+fn stop(child: &mut Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+}
+
+fn per_event(runs: u64, ns: u64) -> String {
+    if runs == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}", ns as f64 / runs as f64)
+    }
+}
+
+pub fn run_all() -> Result<()> {
+    println!("== userspace: decode + render per event ==");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "bench",
+            "-p",
+            "netprobe",
+            "--bench",
+            "userspace",
+        ]),
+    )?;
+
+    println!("\n== kernel: ns per event (kernel.bpf_stats_enabled), same workloads ==");
+    let _stats = StatsEnabled::enable()?;
+    let link = lossy_link("bench", 201, 5);
+    let baseline = workload(&link);
+    let netprobe = measure_netprobe(&link)?;
+    let bpftrace = measure_bpftrace(&link)?;
+
+    println!(
+        "workload: UDP drop storm {:.1} s to a closed port + {} MiB TCP over 5% loss",
+        STORM.as_secs_f64(),
+        TCP_BYTES >> 20
+    );
+    println!(
+        "{:<24} {:>12} {:>14} {:>12} {:>14}",
+        "hook", "netprobe ns", "netprobe runs", "bpftrace ns", "bpftrace runs"
+    );
+    for i in 0..netprobe.hooks.len() {
+        let (hook, n_runs, n_ns) = netprobe.hooks[i];
+        let (_, b_runs, b_ns) = bpftrace.hooks[i];
+        println!(
+            "{hook:<24} {:>12} {n_runs:>14} {:>12} {b_runs:>14}",
+            per_event(n_runs, n_ns),
+            per_event(b_runs, b_ns)
+        );
+    }
+    println!(
+        "\n{:<10} {:>14} {:>12}  note",
+        "tracer", "UDP pkts/s", "TCP s"
+    );
+    for (tool, w, note) in [
+        ("none", baseline, String::new()),
+        (netprobe.tool, netprobe.work, netprobe.note.clone()),
+        (bpftrace.tool, bpftrace.work, bpftrace.note.clone()),
+    ] {
+        println!(
+            "{tool:<10} {:>14.0} {:>12.2}  {note}",
+            w.udp_sent as f64 / w.udp_secs,
+            w.tcp_secs
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Project tasks: `cargo xtask setup | build | run | test | bench | lint`.
+//!
+//! `run` and `test` are the README's two fresh-machine commands: each installs what is
+//! missing (Debian's BPF-capable rustc, LLVM 22, bpf-linker, bpftool, nftables…), builds, and
+//! then runs. Everything is checked first, so a second run is quick.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages and bpf-linker.
+    Setup,
+    /// Setup, then build target/release/netprobe (kernel object included).
+    Build,
+    /// Setup, build, then trace a real lossy TCP transfer between two test namespaces (or run
+    /// netprobe with the arguments given after `--`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, then the whole test suite: unit tests and privileged integration tests.
+    Test,
+    /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode.
+    Bench,
+    /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate's formatting.
+    Lint,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build() -> Result<()> {
+    setup::ensure()?;
+    run(cargo().args(["build", "--release", "-p", "netprobe"]))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure(),
+        Task::Build => build(),
+        Task::Run { args } => {
+            build()?;
+            if args.is_empty() {
+                bench::demo()
+            } else {
+                run(Command::new(workspace_root().join("target/release/netprobe")).args(args))
+            }
+        }
+        Task::Test => {
+            build()?;
+            // Unit tests in parallel; privileged tests one at a time (they check the whole
+            // kernel for leftover programs).
+            run(cargo().args([
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "netprobe-integration",
+            ]))?;
+            run(cargo().args([
+                "test",
+                "--release",
+                "-p",
+                "netprobe-integration",
+                "--",
+                "--test-threads=1",
+            ]))
+        }
+        Task::Bench => {
+            build()?;
+            bench::run_all()
+        }
+        Task::Lint => {
+            run(cargo().args(["fmt", "--all", "--check"]))?;
+            run(cargo().args([
+                "fmt",
+                "--check",
+                "--manifest-path",
+                "netprobe-ebpf/Cargo.toml",
+            ]))?;
+            setup::ensure()?;
+            run(cargo().args([
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
+    }
+}

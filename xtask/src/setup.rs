@@ -1,0 +1,77 @@
+//! Installs what a fresh machine lacks. Checks first, so that it is quick when all is there.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::run;
+
+/// Debian packages, from shared/TOOLCHAIN.md: a rustc with a prebuilt BPF core, LLVM 22 for
+/// bpf-linker, and the tools the tests and benchmarks drive.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "bpftool",
+    "bpftrace",
+    "nftables",
+    "iproute2",
+    "util-linux",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false)
+}
+
+pub fn ensure() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}; run this as root (it runs apt-get)");
+        }
+        eprintln!("xtask: installing {missing:?}");
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !bpf_linker_ok() {
+        eprintln!(
+            "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"
+        );
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features", "llvm-22", "--force"])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )
+        .context("installing bpf-linker")?;
+        if !bpf_linker_ok() {
+            bail!("bpf-linker {BPF_LINKER_VERSION} installed but not on PATH (is ~/.cargo/bin on PATH?)");
+        }
+    }
+    Ok(())
+}
