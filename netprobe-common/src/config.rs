@@ -59,6 +59,8 @@ pub struct KernelLayout {
     pub skb_cb: u32,
     /// `struct sock` → `__sk_common.skc_net`
     pub sk_net: u32,
+    /// `struct sock` → `__sk_common.skc_state`
+    pub sk_state: u32,
     /// `struct net` → `ns.inum`
     pub net_inum: u32,
     /// `struct net_device`
@@ -68,8 +70,9 @@ pub struct KernelLayout {
     /// `struct tcp_skb_cb` (lives in `skb->cb`)
     pub tcb_seq: u32,
     pub tcb_gso_segs: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 56);
+const _: () = assert!(size_of::<KernelLayout>() == 64);
 
 pub const FILTER_PORT: u32 = 1 << 0;
 pub const FILTER_ADDR: u32 = 1 << 1;
@@ -116,7 +119,7 @@ pub struct TraceConfig {
     pub filter: Filter,
     pub stream: StreamConfig,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 168);
+const _: () = assert!(size_of::<TraceConfig>() == 176);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -153,12 +156,14 @@ impl TraceConfig {
             skb_transport_header: OFFSET_ABSENT,
             skb_cb: OFFSET_ABSENT,
             sk_net: OFFSET_ABSENT,
+            sk_state: OFFSET_ABSENT,
             net_inum: OFFSET_ABSENT,
             dev_name: OFFSET_ABSENT,
             dev_ifindex: OFFSET_ABSENT,
             dev_nd_net: OFFSET_ABSENT,
             tcb_seq: OFFSET_ABSENT,
             tcb_gso_segs: OFFSET_ABSENT,
+            _pad0: 0,
         },
         filter: Filter {
             flags: 0,

@@ -140,6 +140,8 @@ impl TryFrom<&[u8]> for DropEvent {
             ip_proto: r.u8(),
             flags: r.u8(),
             ifname: r.array(),
+            sk_state: r.u8(),
+            _pad0: r.array(),
         })
     }
 }
@@ -196,6 +198,8 @@ impl Encode for DropEvent {
         out.push(self.ip_proto);
         out.push(self.flags);
         out.extend_from_slice(&self.ifname);
+        out.push(self.sk_state);
+        out.extend_from_slice(&self._pad0);
         out
     }
 }
@@ -290,6 +294,8 @@ mod tests {
             ip_proto: 17,
             flags: DROP_HAS_FLOW | DROP_HAS_DEV | DROP_HAS_PORTS,
             ifname,
+            sk_state: 10,
+            _pad0: [0; 7],
         };
         let mut golden = vec![2, 0, 0, 0, 3, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0];
         golden.extend_from_slice(&saddr);
@@ -299,7 +305,8 @@ mod tests {
         golden.extend_from_slice(&[7, 0, 0, 0, 2, 0, 1, 0, 5, 0, 0, 0]);
         golden.extend_from_slice(&[0xdd, 0x86, 17, 0b1011]);
         golden.extend_from_slice(&ifname);
-        assert_eq!(golden.len(), 96);
+        golden.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(golden.len(), 104);
         assert_eq!(event.encode(), golden);
         assert_eq!(Event::try_from(&golden[..]), Ok(Event::Drop(event)));
     }
@@ -325,7 +332,7 @@ mod tests {
         truncated[0] = 2;
         assert!(matches!(
             Event::try_from(&truncated[..]),
-            Err(DecodeError::Short { need: 96, .. })
+            Err(DecodeError::Short { need: 104, .. })
         ));
     }
 }

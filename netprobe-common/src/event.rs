@@ -118,8 +118,11 @@ pub struct DropEvent {
     pub flags: u8,
     /// `skb->dev->name`, NUL-padded.
     pub ifname: [u8; 16],
+    /// TCP/socket state of the attached socket when [`DROP_HAS_SOCK`], else 0.
+    pub sk_state: u8,
+    pub _pad0: [u8; 7],
 }
-const _: () = assert!(size_of::<DropEvent>() == 96);
+const _: () = assert!(size_of::<DropEvent>() == 104);
 
 /// Key of the per-flow retransmit table kept in the kernel.
 #[repr(C)]

@@ -53,8 +53,10 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         sk = field(ctx, setting!(drop.rx_sk)).unwrap_or(0);
     }
     let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
+    let mut sk_state = 0u8;
     let netns = if sk != 0 {
         flags |= DROP_HAS_SOCK;
+        sk_state = read(sk, setting!(kernel.sk_state)).unwrap_or(0);
         sock_netns(sk)
     } else if dev != 0 {
         dev_netns(dev)
@@ -103,6 +105,8 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         ip_proto,
         flags,
         ifname,
+        sk_state,
+        _pad0: [0; 7],
     });
     entry.submit(submit_flags(ts_ns));
     Ok(())

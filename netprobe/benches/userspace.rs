@@ -97,6 +97,8 @@ fn main() {
         ip_proto: 6,
         flags: DROP_HAS_FLOW | DROP_HAS_PORTS | DROP_HAS_DEV,
         ifname,
+        sk_state: 0,
+        _pad0: [0; 7],
     }
     .encode();
     measure("retransmit (json)", &retransmit, &renderer, true);

@@ -171,12 +171,14 @@ impl KernelBtf {
             skb_transport_header: self.offset_of("sk_buff", "transport_header")?,
             skb_cb: self.offset_of("sk_buff", "cb")?,
             sk_net: self.offset_of("sock", "__sk_common.skc_net.net")?,
+            sk_state: self.offset_of("sock", "__sk_common.skc_state")?,
             net_inum: self.offset_of("net", "ns.inum")?,
             dev_name: self.offset_of("net_device", "name")?,
             dev_ifindex: self.offset_of("net_device", "ifindex")?,
             dev_nd_net: self.offset_of("net_device", "nd_net.net")?,
             tcb_seq: self.offset_of("tcp_skb_cb", "seq")?,
             tcb_gso_segs: self.offset_of("tcp_skb_cb", "tcp_gso_segs")?,
+            _pad0: 0,
         })
     }
 
@@ -443,7 +445,11 @@ mod tests {
             KIND_STRUCT,
             "sock_common",
             136,
-            &[("skc_family", u16_t, 16), ("skc_net", possible_net_t, 48)],
+            &[
+                ("skc_family", u16_t, 16),
+                ("skc_state", u8_t, 18),
+                ("skc_net", possible_net_t, 48),
+            ],
         );
         let _sock = b.aggregate(KIND_STRUCT, "sock", 800, &[("__sk_common", sock_common, 0)]);
         let char_arr = b.int("char", 1);
@@ -550,6 +556,7 @@ mod tests {
         assert_eq!(layout.skb_network_header, 182);
         assert_eq!(layout.skb_head, 200);
         assert_eq!(layout.sk_net, 48);
+        assert_eq!(layout.sk_state, 18);
         assert_eq!(layout.net_inum, 128);
         assert_eq!(layout.dev_name, 300);
         assert_eq!(layout.dev_ifindex, 224);

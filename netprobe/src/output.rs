@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_common::{
     decode::Event, DropEvent, Flow, RetransmitEvent, AF_INET, AF_INET6, DROP_HAS_DEV,
-    DROP_HAS_FLOW, DROP_HAS_PORTS,
+    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK,
 };
 use serde::Serialize;
 
@@ -64,6 +64,9 @@ pub struct DropJson {
     pub ifname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifindex: Option<u32>,
+    /// State of the socket the packet belonged to, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 pub fn family_name(family: u16) -> Option<&'static str> {
@@ -196,6 +199,7 @@ impl Renderer {
             ip_proto: has_flow.then(|| ip_proto(e.ip_proto)),
             ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
             ifindex: has_dev.then_some(e.ifindex),
+            state: (e.flags & DROP_HAS_SOCK != 0).then(|| tcp_state(e.sk_state)),
         }
     }
 
@@ -290,7 +294,7 @@ pub fn realtime_offset_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netprobe_common::{EventHeader, DROP_HAS_SOCK};
+    use netprobe_common::EventHeader;
 
     fn renderer() -> Renderer {
         Renderer {
@@ -378,6 +382,8 @@ mod tests {
             ip_proto: 6,
             flags: DROP_HAS_FLOW | DROP_HAS_PORTS | DROP_HAS_DEV | DROP_HAS_SOCK,
             ifname,
+            sk_state: 1,
+            _pad0: [0; 7],
         };
         let v: serde_json::Value =
             serde_json::from_str(&renderer().json_line(&Event::Drop(e))).unwrap();
@@ -386,7 +392,7 @@ mod tests {
             serde_json::json!({"type":"drop","ts_ns":9,"cpu":0,"netns":3,"family":"ipv6",
                 "saddr":"2001:db8::2","sport":1,"daddr":"2001:db8::2","dport":5001,
                 "reason":"NETFILTER_DROP","reason_code":12,"location":"nf_hook_slow+0x3a",
-                "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4})
+                "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4,"state":"ESTABLISHED"})
         );
 
         let bare = DropEvent {
@@ -402,6 +408,7 @@ mod tests {
         assert_eq!(v["reason"], "UNKNOWN_77");
         assert_eq!(v["protocol"], "arp");
         assert!(v.get("ifname").is_none());
+        assert!(v.get("state").is_none());
         let text = renderer().text_line(&Event::Drop(bare));
         assert!(
             text.contains("DROP    UNKNOWN_77 arp at nf_hook_slow+0x3a"),

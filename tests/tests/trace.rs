@@ -97,6 +97,11 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
         assert_eq!(d["dport"].as_u64(), Some(PORT as u64), "{d}");
         assert_eq!(d["saddr"], transfer.local.ip().to_string(), "{d}");
         assert_eq!(d["ifname"], "veth0", "{d}");
+        // Early demux may already have attached the receiving socket; its state must then
+        // read as the established connection it is.
+        if let Some(state) = d.get("state") {
+            assert_eq!(state, "ESTABLISHED", "{d}");
+        }
         assert_eq!(d["ip_proto"], "tcp", "{d}");
         assert_eq!(d["protocol"], family, "{d}");
         // Symbolized (the exact function varies by kernel: nf_hook_slow, nft_do_chain…).
@@ -164,13 +169,14 @@ fn lossy_transfer_matches_kernel_counters(v6: bool, subnet: u8) {
 
     eprintln!(
         "{family}: {} retransmit events ({} sent), sum(segs) {} = RetransSegs delta {}; \
-         NETFILTER_DROP events {} = nft counter {}",
+         NETFILTER_DROP events {} = nft counter {} ({} with the receiving socket's state)",
         retransmits.len(),
         sent.len(),
         sum_u64(&sent, "segs"),
         kernel_retrans_segs,
         nf_drops.len(),
-        nft_dropped
+        nft_dropped,
+        nf_drops.iter().filter(|d| d.get("state").is_some()).count()
     );
 
     // --- nothing of netprobe stays in the kernel.
