@@ -24,8 +24,24 @@ pub struct Cli {
 pub enum Command {
     /// Stream retransmits and drops until Ctrl-C, SIGTERM or --duration; then print a summary.
     Trace(TraceArgs),
+    /// Sample every loss counter twice (--interval apart) and report findings with fixes.
+    /// Works without root; what it cannot read is listed as skipped.
+    Report(ReportArgs),
     /// List the drop reasons of the running kernel (names usable with --reason).
     Reasons,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Seconds between the two samples; rates are per second over this window.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// One JSON document instead of text (schema: docs/report.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Only this interface (NIC, ring, qdisc and IRQ sections).
+    #[arg(long, value_name = "IFNAME")]
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ pub mod kallsyms;
 pub mod loader;
 pub mod output;
 pub mod reader;
+pub mod report;
 pub mod summary;
 pub mod trace;
 pub mod tracefs;

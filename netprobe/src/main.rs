@@ -4,7 +4,7 @@ use clap::Parser;
 use netprobe::{
     btf::{DropReasons, KernelBtf},
     cli::{Cli, Command},
-    trace,
+    report, trace,
 };
 
 fn main() -> ExitCode {
@@ -26,6 +26,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(trace::run(&args, &cli.btf))?;
+        }
+        Command::Report(args) => {
+            let report = report::run(&report::ReportOptions {
+                interval: args.interval,
+                interface: args.interface.clone(),
+            })?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report::render::text(&report, &report::render::Style::for_stdout()));
+            }
         }
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;

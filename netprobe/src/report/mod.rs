@@ -1,0 +1,91 @@
+//! `netprobe report`: every kernel counter that says where packets are lost, sampled twice
+//! for rates, judged by rules; each finding with its evidence and the exact fix.
+//! Works without root: what cannot be read is listed in `skipped` with the reason.
+
+pub mod ethtool;
+pub mod model;
+pub mod netlink;
+pub mod procfs;
+pub mod render;
+pub mod rules;
+pub mod sample;
+pub mod sockets;
+pub mod sysfs;
+
+use std::{path::Path, thread, time::Duration};
+
+use model::Report;
+use sample::{Scope, Skipped};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("--interval {0}: must be a positive number of seconds (at most 3600)")]
+    Interval(f64),
+    #[error("--interface {0}: no such interface in this network namespace")]
+    UnknownInterface(String),
+}
+
+pub struct ReportOptions {
+    pub interval: f64,
+    pub interface: Option<String>,
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Samples, waits, samples again, and judges.
+pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
+    if !(options.interval.is_finite() && options.interval > 0.0 && options.interval <= 3600.0) {
+        return Err(ReportError::Interval(options.interval));
+    }
+    if let Some(name) = &options.interface {
+        if name.contains('/') || !Path::new(sample::SYS_CLASS_NET).join(name).exists() {
+            return Err(ReportError::UnknownInterface(name.clone()));
+        }
+    }
+    let scope = Scope {
+        interface: options.interface.clone(),
+    };
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let first = sample::take(&scope, &mut skipped);
+    thread::sleep(Duration::from_secs_f64(options.interval));
+    let mut second_skips = Vec::new();
+    let second = sample::take(&scope, &mut second_skips);
+    skipped.extend(second_skips);
+
+    let mut report = model::build(&first, &second, kernel_release());
+    report.sysctls = sample::sysctls(&mut skipped);
+    match netlink::inet_sockets() {
+        Ok(list) => {
+            let (owners, complete) = sockets::socket_owners();
+            if !complete {
+                skipped.push(Skipped {
+                    source: "socket owners".into(),
+                    reason: "not every process's /proc/<pid>/fd is readable (not root): owners may be missing".into(),
+                });
+            }
+            report.sockets = Some(sockets::summarize(&list, &owners, complete));
+        }
+        Err(e) => skipped.push(Skipped {
+            source: "sock_diag socket dump".into(),
+            reason: e.to_string(),
+        }),
+    }
+    if report.conntrack.is_none() {
+        skipped.push(Skipped {
+            source: "conntrack".into(),
+            reason: "nf_conntrack is not loaded in this namespace".into(),
+        });
+    }
+    skipped.sort();
+    skipped.dedup();
+    report.skipped = skipped;
+    report.findings = rules::evaluate(&report);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;

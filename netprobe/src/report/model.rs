@@ -1,0 +1,384 @@
+//! The report document: raw values from the second snapshot, per-second rates over the
+//! interval, and the findings. Serialized as-is for `--json` (schema in docs/report.md).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    ethtool::{classify, NicInfo, Rings},
+    netlink::Qdisc,
+    sample::{ConntrackSample, Skipped, Snapshot},
+    sockets::SocketReport,
+    sysfs::InterfaceInfo,
+};
+
+/// A counter's value at the end of the window and its rate over the window.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Counter {
+    pub value: i64,
+    /// Per second over the window; counters that went backwards (reset) read 0.
+    pub rate: f64,
+}
+
+fn rate(before: u64, after: u64, secs: f64) -> f64 {
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    after.saturating_sub(before) as f64 / secs
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceReport {
+    #[serde(flatten)]
+    pub info: InterfaceInfo,
+    /// /proc/net/dev and statistics/ counters with rates, by name (`rx_errors`, …).
+    pub counters: BTreeMap<String, Counter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NicLoss {
+    pub name: String,
+    pub direction: &'static str,
+    pub queue: Option<u32>,
+    pub value: u64,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NicReport {
+    pub ifname: String,
+    pub driver: String,
+    pub version: String,
+    pub firmware: String,
+    pub bus: String,
+    pub rings: Option<Rings>,
+    /// Drop/miss/discard/error statistics, singled out, per queue where the driver says.
+    pub loss: Vec<NicLoss>,
+    /// Every statistic with its rate.
+    pub stats: BTreeMap<String, Counter>,
+}
+
+impl NicReport {
+    /// Rate of receive-side loss, from the driver's totals (not also its per-queue
+    /// breakdown, which would count the same packets twice); per-queue sums when there are
+    /// no totals.
+    pub fn rx_loss_rate(&self) -> f64 {
+        let rx: Vec<&NicLoss> = self.loss.iter().filter(|l| l.direction == "rx").collect();
+        let totals: f64 = rx.iter().filter(|l| l.queue.is_none()).map(|l| l.rate).sum();
+        if rx.iter().any(|l| l.queue.is_none()) {
+            totals
+        } else {
+            rx.iter().map(|l| l.rate).sum()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QdiscReport {
+    #[serde(flatten)]
+    pub qdisc: Qdisc,
+    pub drops_rate: f64,
+    pub overlimits_rate: f64,
+    pub requeues_rate: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuReport {
+    pub cpu: usize,
+    pub processed: u64,
+    pub dropped: u64,
+    pub time_squeeze: u64,
+    pub received_rps: u64,
+    pub flow_limit_count: u64,
+    pub backlog_len: Option<u64>,
+    pub processed_rate: f64,
+    pub dropped_rate: f64,
+    pub time_squeeze_rate: f64,
+    pub received_rps_rate: f64,
+    pub flow_limit_rate: f64,
+    pub net_rx_rate: f64,
+    pub net_tx_rate: f64,
+    /// NIC interrupts per second on this CPU (all NIC IRQ lines).
+    pub nic_irq_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IrqReport {
+    pub irq: String,
+    pub ifname: String,
+    pub name: String,
+    pub per_cpu_rate: Vec<f64>,
+}
+
+/// Busiest CPU against the mean, for NET_RX softirqs and NIC interrupts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Imbalance {
+    pub net_rx_busiest_cpu: Option<usize>,
+    pub net_rx_busiest_rate: f64,
+    pub net_rx_mean_rate: f64,
+    /// busiest / mean; 0 when there is no NET_RX work.
+    pub net_rx_ratio: f64,
+    pub nic_irq_busiest_cpu: Option<usize>,
+    pub nic_irq_ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConntrackReport {
+    pub count: u64,
+    pub max: u64,
+    pub usage_pct: f64,
+    /// Per-CPU stat columns summed, with rates (`drop`, `insert_failed`, `early_drop`, …).
+    pub stats: BTreeMap<String, Counter>,
+}
+
+/// One finding of a rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    pub id: &'static str,
+    /// `warning` or `critical`.
+    pub severity: &'static str,
+    /// `nic`, `driver`, `cpu`, `ip`, `tcp`, `udp`, `sockets`, `conntrack`, `qdisc`.
+    pub layer: &'static str,
+    pub summary: String,
+    pub evidence: serde_json::Map<String, serde_json::Value>,
+    pub explanation: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub interval_s: f64,
+    pub kernel: String,
+    pub findings: Vec<Finding>,
+    pub interfaces: Vec<InterfaceReport>,
+    pub nics: Vec<NicReport>,
+    pub qdiscs: Vec<QdiscReport>,
+    pub cpus: Vec<CpuReport>,
+    pub imbalance: Imbalance,
+    pub irqs: Vec<IrqReport>,
+    /// snmp (Ip, Icmp, Tcp, Udp, UdpLite…), netstat (TcpExt, IpExt, MPTcpExt) and snmp6, every
+    /// field by name.
+    pub protocols: BTreeMap<String, BTreeMap<String, Counter>>,
+    pub sockets: Option<SocketReport>,
+    pub conntrack: Option<ConntrackReport>,
+    pub sysctls: BTreeMap<String, String>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Report {
+    pub fn counter(&self, group: &str, field: &str) -> Counter {
+        self.protocols
+            .get(group)
+            .and_then(|g| g.get(field))
+            .copied()
+            .unwrap_or(Counter { value: 0, rate: 0.0 })
+    }
+
+    pub fn sysctl_number(&self, name: &str) -> Option<u64> {
+        self.sysctls.get(name)?.split_whitespace().next()?.parse().ok()
+    }
+}
+
+fn interface_counters(a: &Snapshot, b: &Snapshot, info: &InterfaceInfo, secs: f64) -> BTreeMap<String, Counter> {
+    let mut out = BTreeMap::new();
+    let dev = |s: &Snapshot| s.net_dev.iter().find(|d| d.name == info.name).cloned();
+    if let (Some(before), Some(after)) = (dev(a), dev(b)) {
+        let pairs = [
+            ("rx_bytes", before.rx.bytes, after.rx.bytes),
+            ("rx_packets", before.rx.packets, after.rx.packets),
+            ("rx_errs", before.rx.errs, after.rx.errs),
+            ("rx_drop", before.rx.drop, after.rx.drop),
+            ("rx_fifo", before.rx.fifo, after.rx.fifo),
+            ("rx_frame", before.rx.frame_or_colls, after.rx.frame_or_colls),
+            ("tx_bytes", before.tx.bytes, after.tx.bytes),
+            ("tx_packets", before.tx.packets, after.tx.packets),
+            ("tx_errs", before.tx.errs, after.tx.errs),
+            ("tx_drop", before.tx.drop, after.tx.drop),
+            ("tx_fifo", before.tx.fifo, after.tx.fifo),
+            ("tx_colls", before.tx.frame_or_colls, after.tx.frame_or_colls),
+            ("tx_carrier", before.tx.other, after.tx.other),
+        ];
+        for (name, x, y) in pairs {
+            out.insert(name.to_string(), Counter { value: y as i64, rate: rate(x, y, secs) });
+        }
+    }
+    // statistics/ has rx_missed_errors and friends that /proc/net/dev folds away.
+    let before = a.interfaces.iter().find(|i| i.name == info.name);
+    for (name, value) in &info.statistics {
+        let old = before.and_then(|i| i.statistics.get(name)).copied().unwrap_or(*value);
+        out.insert(format!("statistics.{name}"), Counter { value: *value as i64, rate: rate(old, *value, secs) });
+    }
+    out
+}
+
+fn nic_report(ifname: &str, before: Option<&NicInfo>, after: &NicInfo, secs: f64) -> NicReport {
+    let mut stats = BTreeMap::new();
+    let mut loss = Vec::new();
+    for s in &after.stats {
+        let old = before
+            .and_then(|b| b.stats.iter().find(|x| x.name == s.name))
+            .map(|x| x.value)
+            .unwrap_or(s.value);
+        let r = rate(old, s.value, secs);
+        stats.insert(s.name.clone(), Counter { value: s.value as i64, rate: r });
+        if let Some(c) = classify(&s.name) {
+            loss.push(NicLoss { name: c.name, direction: c.direction, queue: c.queue, value: s.value, rate: r });
+        }
+    }
+    NicReport {
+        ifname: ifname.to_string(),
+        driver: after.driver.clone(),
+        version: after.version.clone(),
+        firmware: after.firmware.clone(),
+        bus: after.bus.clone(),
+        rings: after.rings,
+        loss,
+        stats,
+    }
+}
+
+fn conntrack_report(a: Option<&ConntrackSample>, b: &ConntrackSample, secs: f64) -> ConntrackReport {
+    let stats = b
+        .stats
+        .iter()
+        .map(|(name, v)| {
+            let old = a.and_then(|a| a.stats.get(name)).copied().unwrap_or(*v);
+            let r = if name == "entries" { 0.0 } else { rate(old, *v, secs) };
+            (name.clone(), Counter { value: *v as i64, rate: r })
+        })
+        .collect();
+    ConntrackReport {
+        count: b.count,
+        max: b.max,
+        usage_pct: if b.max > 0 { b.count as f64 * 100.0 / b.max as f64 } else { 0.0 },
+        stats,
+    }
+}
+
+fn busiest(rates: &[(usize, f64)]) -> (Option<usize>, f64, f64, f64) {
+    if rates.is_empty() {
+        return (None, 0.0, 0.0, 0.0);
+    }
+    let mean = rates.iter().map(|r| r.1).sum::<f64>() / rates.len() as f64;
+    let (cpu, max) = rates.iter().copied().fold((0, f64::MIN), |acc, r| if r.1 > acc.1 { r } else { acc });
+    let ratio = if mean > 0.0 { max / mean } else { 0.0 };
+    (Some(cpu), max, mean, ratio)
+}
+
+/// Builds everything but the findings and the once-only sections.
+pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+
+    let interfaces = b
+        .interfaces
+        .iter()
+        .map(|info| InterfaceReport { counters: interface_counters(a, b, info, secs), info: info.clone() })
+        .collect();
+    let nics = b.nics.iter().map(|(name, nic)| nic_report(name, a.nics.get(name), nic, secs)).collect();
+    let qdiscs = b
+        .qdiscs
+        .iter()
+        .map(|q| {
+            let old = a
+                .qdiscs
+                .iter()
+                .find(|o| o.ifindex == q.ifindex && o.handle == q.handle && o.parent == q.parent)
+                .unwrap_or(q);
+            QdiscReport {
+                qdisc: q.clone(),
+                drops_rate: rate(old.drops, q.drops, secs),
+                overlimits_rate: rate(old.overlimits, q.overlimits, secs),
+                requeues_rate: rate(old.requeues, q.requeues, secs),
+            }
+        })
+        .collect();
+
+    let mut protocols: BTreeMap<String, BTreeMap<String, Counter>> = BTreeMap::new();
+    for (group, fields) in &b.counters {
+        let out = protocols.entry(group.clone()).or_default();
+        for (name, value) in fields {
+            let old = a.counters.get(group).and_then(|g| g.get(name)).copied().unwrap_or(*value);
+            // Gauges such as Tcp CurrEstab can go down; a counter that does has been reset.
+            let r = if value >= &old { (value - old) as f64 / secs.max(f64::EPSILON) } else { 0.0 };
+            out.insert(name.clone(), Counter { value: *value, rate: r });
+        }
+    }
+
+    // Per CPU: softnet by CPU id, softirqs and NIC IRQs by column.
+    let mut cpus: BTreeMap<usize, CpuReport> = BTreeMap::new();
+    for s in &b.softnet {
+        let old = a.softnet.iter().find(|o| o.cpu == s.cpu).unwrap_or(s);
+        cpus.insert(
+            s.cpu,
+            CpuReport {
+                cpu: s.cpu,
+                processed: s.processed,
+                dropped: s.dropped,
+                time_squeeze: s.time_squeeze,
+                received_rps: s.received_rps,
+                flow_limit_count: s.flow_limit_count,
+                backlog_len: s.backlog_len,
+                processed_rate: rate(old.processed, s.processed, secs),
+                dropped_rate: rate(old.dropped, s.dropped, secs),
+                time_squeeze_rate: rate(old.time_squeeze, s.time_squeeze, secs),
+                received_rps_rate: rate(old.received_rps, s.received_rps, secs),
+                flow_limit_rate: rate(old.flow_limit_count, s.flow_limit_count, secs),
+                ..Default::default()
+            },
+        );
+    }
+    for (i, cpu) in b.softirq_cpus.iter().enumerate() {
+        let entry = cpus.entry(*cpu).or_insert_with(|| CpuReport { cpu: *cpu, ..Default::default() });
+        let at = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
+        entry.net_rx_rate = rate(at(&a.net_rx), at(&b.net_rx), secs);
+        entry.net_tx_rate = rate(at(&a.net_tx), at(&b.net_tx), secs);
+    }
+    let mut irqs = Vec::new();
+    for irq in &b.irqs {
+        let old = a.irqs.iter().find(|o| o.irq == irq.irq).unwrap_or(irq);
+        let per_cpu_rate: Vec<f64> = irq
+            .per_cpu
+            .iter()
+            .enumerate()
+            .map(|(i, v)| rate(old.per_cpu.get(i).copied().unwrap_or(*v), *v, secs))
+            .collect();
+        for (i, r) in per_cpu_rate.iter().enumerate() {
+            if let Some(cpu) = b.irq_cpus.get(i) {
+                cpus.entry(*cpu).or_insert_with(|| CpuReport { cpu: *cpu, ..Default::default() }).nic_irq_rate += r;
+            }
+        }
+        irqs.push(IrqReport { irq: irq.irq.clone(), ifname: irq.ifname.clone(), name: irq.name.clone(), per_cpu_rate });
+    }
+    let cpus: Vec<CpuReport> = cpus.into_values().collect();
+    let (rx_cpu, rx_max, rx_mean, rx_ratio) = busiest(&cpus.iter().map(|c| (c.cpu, c.net_rx_rate)).collect::<Vec<_>>());
+    let irq_rates: Vec<(usize, f64)> = if irqs.is_empty() { Vec::new() } else { cpus.iter().map(|c| (c.cpu, c.nic_irq_rate)).collect() };
+    let (irq_cpu, _, _, irq_ratio) = busiest(&irq_rates);
+
+    Report {
+        kind: "report",
+        interval_s: secs,
+        kernel,
+        findings: Vec::new(),
+        interfaces,
+        nics,
+        qdiscs,
+        cpus,
+        imbalance: Imbalance {
+            net_rx_busiest_cpu: rx_cpu,
+            net_rx_busiest_rate: rx_max,
+            net_rx_mean_rate: rx_mean,
+            net_rx_ratio: rx_ratio,
+            nic_irq_busiest_cpu: irq_cpu,
+            nic_irq_ratio: irq_ratio,
+        },
+        irqs,
+        protocols,
+        sockets: None,
+        conntrack: b.conntrack.as_ref().map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
+        sysctls: BTreeMap::new(),
+        skipped: Vec::new(),
+    }
+}

@@ -1,0 +1,305 @@
+//! One snapshot of every counter source. Two snapshots an interval apart give the rates.
+//! A source that cannot be read is recorded in `skipped` with the reason, never fatal.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::Path,
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use super::{
+    ethtool::{self, NicInfo},
+    netlink::{self, Qdisc},
+    procfs::{self, Counters, CpuRow, NetDev, Softnet},
+    sysfs::{self, InterfaceInfo},
+};
+
+pub const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// A source the report could not read, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    pub source: String,
+    pub reason: String,
+}
+
+/// Which interfaces to look at.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// `None`: every interface of the namespace.
+    pub interface: Option<String>,
+}
+
+impl Scope {
+    pub fn includes(&self, ifname: &str) -> bool {
+        self.interface.as_deref().is_none_or(|i| i == ifname)
+    }
+}
+
+/// An IRQ line that belongs to a NIC.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NicIrq {
+    pub irq: String,
+    pub ifname: String,
+    pub name: String,
+    pub per_cpu: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ConntrackSample {
+    pub count: u64,
+    pub max: u64,
+    /// /proc/net/stat/nf_conntrack summed over CPUs, by column name.
+    pub stats: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub net_dev: Vec<NetDev>,
+    pub interfaces: Vec<InterfaceInfo>,
+    pub nics: BTreeMap<String, NicInfo>,
+    pub qdiscs: Vec<Qdisc>,
+    /// snmp, netstat and snmp6 (as group `Snmp6`).
+    pub counters: Counters,
+    pub softnet: Vec<Softnet>,
+    /// CPU ids of /proc/softirqs columns.
+    pub softirq_cpus: Vec<usize>,
+    pub net_rx: Vec<u64>,
+    pub net_tx: Vec<u64>,
+    pub irq_cpus: Vec<usize>,
+    pub irqs: Vec<NicIrq>,
+    pub conntrack: Option<ConntrackSample>,
+}
+
+fn read(path: &str, skipped: &mut Vec<Skipped>) -> Option<String> {
+    match fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            skipped.push(Skipped {
+                source: path.to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// /proc/net/snmp6: one `Name value` per line; kept as group `Snmp6`.
+fn parse_snmp6(text: &str, into: &mut Counters) {
+    let group = into.entry("Snmp6".to_string()).or_default();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+            if let Ok(v) = value.parse() {
+                group.insert(name.to_string(), v);
+            }
+        }
+    }
+}
+
+fn softirq_row(rows: &[CpuRow], label: &str) -> Vec<u64> {
+    rows.iter().find(|r| r.label == label).map(|r| r.per_cpu.clone()).unwrap_or_default()
+}
+
+/// IRQ lines belonging to the interfaces: MSI vectors listed in sysfs, or a line whose device
+/// name mentions the interface or its bus device (`eth0-TxRx-0`, `virtio0-input.0`).
+fn nic_irqs(rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
+    let root = Path::new(SYS_CLASS_NET);
+    let mut out = Vec::new();
+    for info in interfaces {
+        if info.name == "lo" {
+            continue;
+        }
+        let msi: Vec<String> = sysfs::msi_irqs(root, &info.name).iter().map(|i| i.to_string()).collect();
+        let device = sysfs::device_name(root, &info.name);
+        for row in rows {
+            let name = row.description.split_whitespace().last().unwrap_or("");
+            let by_name = row.description.split_whitespace().any(|w| {
+                w.starts_with(&format!("{}-", info.name))
+                    || w == info.name
+                    || device.as_deref().is_some_and(|d| w.starts_with(&format!("{d}-")))
+            });
+            if msi.contains(&row.label) || by_name {
+                // Config/control vectors carry no packets.
+                if name.ends_with("-config") || name.contains("-ctrl") {
+                    continue;
+                }
+                out.push(NicIrq {
+                    irq: row.label.clone(),
+                    ifname: info.name.clone(),
+                    name: name.to_string(),
+                    per_cpu: row.per_cpu.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
+    let net_dev: Vec<NetDev> = read("/proc/net/dev", skipped)
+        .map(|t| procfs::parse_net_dev(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| scope.includes(&d.name))
+        .collect();
+    let root = Path::new(SYS_CLASS_NET);
+    let interfaces: Vec<InterfaceInfo> = net_dev.iter().map(|d| sysfs::read_interface(root, &d.name)).collect();
+
+    let mut nics = BTreeMap::new();
+    for info in &interfaces {
+        if info.name == "lo" {
+            continue;
+        }
+        match ethtool::read_nic(&info.name) {
+            Ok(nic) => {
+                nics.insert(info.name.clone(), nic);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) => skipped.push(Skipped {
+                source: format!("ethtool {}", info.name),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    let qdiscs = match netlink::qdiscs() {
+        Ok(mut qdiscs) => {
+            let names: BTreeMap<i32, &str> = interfaces
+                .iter()
+                .filter_map(|i| Some((i.ifindex? as i32, i.name.as_str())))
+                .collect();
+            qdiscs.retain_mut(|q| match names.get(&q.ifindex) {
+                Some(name) => {
+                    q.ifname = name.to_string();
+                    true
+                }
+                None => false,
+            });
+            qdiscs
+        }
+        Err(e) => {
+            skipped.push(Skipped {
+                source: "rtnetlink qdisc dump".into(),
+                reason: e.to_string(),
+            });
+            Vec::new()
+        }
+    };
+
+    let mut counters = Counters::new();
+    for path in ["/proc/net/snmp", "/proc/net/netstat"] {
+        if let Some(text) = read(path, skipped) {
+            procfs::parse_snmp(&text, &mut counters);
+        }
+    }
+    if let Ok(text) = fs::read_to_string("/proc/net/snmp6") {
+        parse_snmp6(&text, &mut counters);
+    }
+
+    let softnet = read("/proc/net/softnet_stat", skipped)
+        .map(|t| procfs::parse_softnet(&t))
+        .unwrap_or_default();
+    let (softirq_cpus, rows) = read("/proc/softirqs", skipped)
+        .map(|t| procfs::parse_cpu_table(&t))
+        .unwrap_or_default();
+    let (irq_cpus, irq_rows) = read("/proc/interrupts", skipped)
+        .map(|t| procfs::parse_cpu_table(&t))
+        .unwrap_or_default();
+
+    let conntrack = match fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count") {
+        Ok(count) => Some(ConntrackSample {
+            count: count.trim().parse().unwrap_or(0),
+            max: fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+                .ok()
+                .and_then(|m| m.trim().parse().ok())
+                .unwrap_or(0),
+            stats: fs::read_to_string("/proc/net/stat/nf_conntrack")
+                .map(|t| procfs::parse_conntrack_stat(&t))
+                .unwrap_or_default(),
+        }),
+        Err(_) => None,
+    };
+
+    Snapshot {
+        at: Instant::now(),
+        irqs: nic_irqs(&irq_rows, &interfaces),
+        net_dev,
+        interfaces,
+        nics,
+        qdiscs,
+        counters,
+        softnet,
+        net_rx: softirq_row(&rows, "NET_RX"),
+        net_tx: softirq_row(&rows, "NET_TX"),
+        softirq_cpus,
+        irq_cpus,
+        conntrack,
+    }
+}
+
+/// The sysctls a network engineer checks first, as the running kernel has them.
+pub const SYSCTLS: &[&str] = &[
+    "net.ipv4.tcp_congestion_control",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+    "net.ipv4.tcp_mem",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.core.netdev_max_backlog",
+    "net.core.netdev_budget",
+    "net.core.netdev_budget_usecs",
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.core.rmem_default",
+    "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_keepalive_time",
+    "net.netfilter.nf_conntrack_max",
+];
+
+pub fn sysctls(skipped: &mut Vec<Skipped>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for name in SYSCTLS {
+        let path = format!("/proc/sys/{}", name.replace('.', "/"));
+        match fs::read_to_string(&path) {
+            Ok(v) => {
+                out.insert(name.to_string(), v.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            Err(e) => skipped.push(Skipped {
+                source: format!("sysctl {name}"),
+                reason: if e.kind() == std::io::ErrorKind::NotFound {
+                    "not present on this kernel (module not loaded?)".into()
+                } else {
+                    e.to_string()
+                },
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snmp6_lines() {
+        let mut c = Counters::new();
+        parse_snmp6("Ip6InReceives 10\nUdp6RcvbufErrors 4\nUdp6InErrors 4\n", &mut c);
+        assert_eq!(c["Snmp6"]["Udp6RcvbufErrors"], 4);
+    }
+
+    #[test]
+    fn nic_irq_lines_by_name_not_config() {
+        let (_, rows) = procfs::parse_cpu_table(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/procfs/interrupts.4cpu")).unwrap());
+        let eth0 = InterfaceInfo { name: "eth0".into(), ..Default::default() };
+        let irqs = nic_irqs(&rows, &[eth0]);
+        assert_eq!(irqs.iter().map(|i| i.irq.as_str()).collect::<Vec<_>>(), vec!["45", "46"]);
+        assert_eq!(irqs[0].name, "eth0-TxRx-0");
+    }
+}

@@ -1,0 +1,247 @@
+//! The socket section: TCP states, TIME_WAIT and CLOSE_WAIT holders, listeners with their
+//! accept-queue fill, UDP sockets with data waiting, each with the owning process.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+};
+
+use serde::Serialize;
+
+use super::netlink::InetSocket;
+use crate::output::tcp_state;
+
+const IPPROTO_TCP: u8 = 6;
+const TCP_LISTEN: u8 = 10;
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TOP: usize = 10;
+
+/// A process holding sockets.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Socket inode → owning processes, from /proc/<pid>/fd. Only root sees every process; the
+/// second value says whether the scan was complete.
+pub fn socket_owners() -> (HashMap<u32, Vec<Owner>>, bool) {
+    let mut owners: HashMap<u32, Vec<Owner>> = HashMap::new();
+    let mut complete = true;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return (owners, false);
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            complete = false;
+            continue;
+        };
+        let comm = fs::read_to_string(entry.path().join("comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let target = target.to_string_lossy();
+            if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                if let Ok(inode) = inode.parse::<u32>() {
+                    let list = owners.entry(inode).or_default();
+                    if !list.iter().any(|o| o.pid == pid) {
+                        list.push(Owner { pid, comm: comm.clone() });
+                    }
+                }
+            }
+        }
+    }
+    (owners, complete)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PortCount {
+    pub port: u16,
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OwnerCount {
+    pub pid: u32,
+    pub comm: String,
+    pub count: usize,
+    /// Local ports of the sockets it holds (up to 10).
+    pub local_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: String,
+    pub port: u16,
+    /// Connections waiting in the accept queue.
+    pub accept_queue: u32,
+    /// The accept queue's limit: min(listen backlog, net.core.somaxconn).
+    pub accept_queue_max: u32,
+    pub owners: Vec<Owner>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UdpBacklog {
+    pub addr: String,
+    pub port: u16,
+    pub recv_queue_bytes: u32,
+    pub owners: Vec<Owner>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SocketReport {
+    pub tcp_states: BTreeMap<String, usize>,
+    pub tcp_total: usize,
+    pub udp_total: usize,
+    pub time_wait: usize,
+    /// TIME_WAIT sockets per local port, most first.
+    pub time_wait_ports: Vec<PortCount>,
+    pub close_wait: usize,
+    /// Who holds the CLOSE_WAIT sockets, most first.
+    pub close_wait_owners: Vec<OwnerCount>,
+    pub listeners: Vec<Listener>,
+    /// UDP sockets with unread data, fullest first.
+    pub udp_backlogs: Vec<UdpBacklog>,
+    /// False when not every process's file descriptors could be read (not root).
+    pub owners_complete: bool,
+}
+
+pub fn summarize(sockets: &[InetSocket], owners: &HashMap<u32, Vec<Owner>>, owners_complete: bool) -> SocketReport {
+    let mut r = SocketReport {
+        owners_complete,
+        ..Default::default()
+    };
+    let owners_of = |inode: u32| owners.get(&inode).cloned().unwrap_or_default();
+    let mut tw_ports: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut cw: BTreeMap<(u32, String), (usize, Vec<u16>)> = BTreeMap::new();
+    for s in sockets {
+        if s.protocol != IPPROTO_TCP {
+            r.udp_total += 1;
+            if s.recv_queue > 0 {
+                r.udp_backlogs.push(UdpBacklog {
+                    addr: s.local.to_string(),
+                    port: s.local_port,
+                    recv_queue_bytes: s.recv_queue,
+                    owners: owners_of(s.inode),
+                });
+            }
+            continue;
+        }
+        r.tcp_total += 1;
+        *r.tcp_states.entry(tcp_state(s.state).to_string()).or_default() += 1;
+        match s.state {
+            TCP_TIME_WAIT => {
+                r.time_wait += 1;
+                *tw_ports.entry(s.local_port).or_default() += 1;
+            }
+            TCP_CLOSE_WAIT => {
+                r.close_wait += 1;
+                let holders = owners_of(s.inode);
+                let key = holders
+                    .first()
+                    .map(|o| (o.pid, o.comm.clone()))
+                    .unwrap_or((0, "unknown".into()));
+                let entry = cw.entry(key).or_default();
+                entry.0 += 1;
+                if entry.1.len() < TOP && !entry.1.contains(&s.local_port) {
+                    entry.1.push(s.local_port);
+                }
+            }
+            TCP_LISTEN => r.listeners.push(Listener {
+                addr: s.local.to_string(),
+                port: s.local_port,
+                accept_queue: s.recv_queue,
+                accept_queue_max: s.send_queue,
+                owners: owners_of(s.inode),
+            }),
+            _ => {}
+        }
+    }
+    let mut ports: Vec<PortCount> = tw_ports.into_iter().map(|(port, count)| PortCount { port, count }).collect();
+    ports.sort_by(|a, b| b.count.cmp(&a.count).then(a.port.cmp(&b.port)));
+    ports.truncate(TOP);
+    r.time_wait_ports = ports;
+    let mut holders: Vec<OwnerCount> = cw
+        .into_iter()
+        .map(|((pid, comm), (count, local_ports))| OwnerCount { pid, comm, count, local_ports })
+        .collect();
+    holders.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+    r.close_wait_owners = holders;
+    r.listeners.sort_by(|a, b| {
+        let fill = |l: &Listener| l.accept_queue as u64 * 1000 / l.accept_queue_max.max(1) as u64;
+        fill(b).cmp(&fill(a)).then(a.port.cmp(&b.port))
+    });
+    r.udp_backlogs.sort_by(|a, b| b.recv_queue_bytes.cmp(&a.recv_queue_bytes));
+    r.udp_backlogs.truncate(TOP);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sock(protocol: u8, state: u8, port: u16, rq: u32, wq: u32, inode: u32) -> InetSocket {
+        InetSocket {
+            protocol,
+            state,
+            local: "198.18.0.1".parse().unwrap(),
+            local_port: port,
+            remote: "198.18.0.2".parse().unwrap(),
+            remote_port: 40000,
+            recv_queue: rq,
+            send_queue: wq,
+            uid: 0,
+            inode,
+        }
+    }
+
+    #[test]
+    fn states_holders_and_listeners() {
+        let sockets = vec![
+            sock(6, TCP_LISTEN, 80, 128, 128, 1),
+            sock(6, TCP_LISTEN, 22, 0, 128, 2),
+            sock(6, TCP_CLOSE_WAIT, 80, 0, 0, 3),
+            sock(6, TCP_CLOSE_WAIT, 80, 0, 0, 4),
+            sock(6, TCP_CLOSE_WAIT, 81, 0, 0, 5),
+            sock(6, TCP_TIME_WAIT, 443, 0, 0, 0),
+            sock(6, TCP_TIME_WAIT, 443, 0, 0, 0),
+            sock(6, TCP_TIME_WAIT, 80, 0, 0, 0),
+            sock(6, 1, 80, 0, 0, 6),
+            sock(17, 7, 53, 4096, 0, 7),
+            sock(17, 7, 54, 0, 0, 8),
+        ];
+        let app = Owner { pid: 42, comm: "leaky".into() };
+        let owners: HashMap<u32, Vec<Owner>> = [(3, vec![app.clone()]), (4, vec![app.clone()]), (1, vec![Owner { pid: 7, comm: "nginx".into() }])].into();
+        let r = summarize(&sockets, &owners, true);
+        assert_eq!(r.tcp_total, 9);
+        assert_eq!(r.udp_total, 2);
+        assert_eq!(r.tcp_states["CLOSE_WAIT"], 3);
+        assert_eq!(r.time_wait, 3);
+        assert_eq!(r.time_wait_ports[0], PortCount { port: 443, count: 2 });
+        assert_eq!(r.close_wait, 3);
+        assert_eq!(r.close_wait_owners[0].comm, "leaky");
+        assert_eq!(r.close_wait_owners[0].count, 2);
+        assert_eq!(r.close_wait_owners[0].local_ports, vec![80]);
+        assert_eq!(r.close_wait_owners[1].comm, "unknown");
+        assert_eq!(r.listeners[0].port, 80, "fullest listener first");
+        assert_eq!(r.listeners[0].owners[0].comm, "nginx");
+        assert_eq!(r.udp_backlogs.len(), 1);
+        assert_eq!(r.udp_backlogs[0].port, 53);
+    }
+
+    #[test]
+    fn finds_our_own_sockets_owner() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sockets = super::super::netlink::inet_sockets().unwrap();
+        let (owners, _) = socket_owners();
+        let ours = sockets.iter().find(|s| s.local_port == port && s.state == TCP_LISTEN).unwrap();
+        let who = &owners[&ours.inode];
+        assert!(who.iter().any(|o| o.pid == std::process::id()), "{who:?}");
+    }
+}
