@@ -35,7 +35,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", report::render::text(&report, &report::render::Style::for_stdout()));
+                print!(
+                    "{}",
+                    report::render::text(&report, &report::render::Style::for_stdout())
+                );
             }
         }
         Command::Reasons => {

@@ -82,9 +82,10 @@ pub fn nft_counter_packets(ns: &str, table: &str) -> u64 {
     panic!("no counter in table {table}: {json}");
 }
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop by its owner.
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -93,7 +94,15 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         sh("ip", &["netns", "add", &name]);
         sh("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Self { name }
+        Self { name, owned: true }
+    }
+
+    /// A handle to the same namespace that does not delete it (to move into threads).
+    pub fn shared(&self) -> Netns {
+        Netns {
+            name: self.name.clone(),
+            owned: false,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -124,9 +133,23 @@ impl Netns {
 
     /// A counter from /proc/net/snmp (e.g. `Tcp`, `RetransSegs`) as this namespace sees it.
     pub fn snmp(&self, group: &'static str, field: &'static str) -> u64 {
+        self.proc_net_counter("snmp", group, field)
+    }
+
+    /// A counter from /proc/net/netstat (e.g. `TcpExt`, `ListenOverflows`).
+    pub fn netstat(&self, group: &'static str, field: &'static str) -> u64 {
+        self.proc_net_counter("netstat", group, field)
+    }
+
+    fn proc_net_counter(
+        &self,
+        file: &'static str,
+        group: &'static str,
+        field: &'static str,
+    ) -> u64 {
         self.run(move || {
             // /proc/thread-self/net follows this thread's namespace, /proc/self/net would not.
-            let text = fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+            let text = fs::read_to_string(format!("/proc/thread-self/net/{file}")).expect(file);
             snmp_value(&text, group, field).unwrap_or_else(|| panic!("no {group}:{field}"))
         })
     }
@@ -134,9 +157,11 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        if self.owned {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output();
+        }
     }
 }
 
@@ -256,6 +281,78 @@ pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64)
     let received = sink.join().expect("sink");
     assert_eq!(received, bytes, "sink received everything");
     Transfer { local, bytes }
+}
+
+/// A helper process inside a namespace (see `np-holder`), killed on drop.
+pub struct Holder {
+    child: Child,
+}
+
+impl Holder {
+    /// Starts `bin args…` inside `ns` and waits for its "ready" line.
+    pub fn start(ns: &Netns, bin: &str, args: &[&str]) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, bin])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "holder {args:?} did not start");
+        Self { child }
+    }
+
+    /// `ip netns exec` execs the program: this is the holder's own pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `netprobe report --json` inside a namespace while `during` runs; returns the document.
+pub fn report_in<T: Send + 'static>(
+    ns: &Netns,
+    interval: &str,
+    during: impl FnOnce() -> T + Send + 'static,
+) -> (Value, T) {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(netprobe_bin())
+        .args(["report", "--json", "--interval", interval])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netprobe report");
+    // Give the first sample a moment so that the activity falls inside the window.
+    thread::sleep(Duration::from_millis(150));
+    let result = during();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "report failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    (doc, result)
+}
+
+/// The findings of a report with the given id.
+pub fn findings<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == id)
+        .collect()
 }
 
 /// Path of the netprobe binary under test.

@@ -92,7 +92,9 @@ pub struct LossStat {
 /// Classifies a driver statistic name: drop/miss/discard/error/no-buffer counters are loss.
 pub fn classify(name: &str) -> Option<LossStat> {
     let lower = name.to_ascii_lowercase();
-    const LOSS: [&str; 8] = ["drop", "miss", "discard", "err", "fifo", "no_buf", "nobuf", "overrun"];
+    const LOSS: [&str; 8] = [
+        "drop", "miss", "discard", "err", "fifo", "no_buf", "nobuf", "overrun",
+    ];
     if !LOSS.iter().any(|k| lower.contains(k)) || lower.contains("xdp_redirect") {
         return None;
     }
@@ -187,7 +189,10 @@ pub fn read_nic(ifname: &str) -> io::Result<NicInfo> {
         cmd: ETHTOOL_GRINGPARAM,
         ..Default::default()
     };
-    if sock.call(ifname, &mut ring as *mut _ as *mut c_void).is_ok() {
+    if sock
+        .call(ifname, &mut ring as *mut _ as *mut c_void)
+        .is_ok()
+    {
         info.rings = Some(Rings {
             rx: ring.rx_pending,
             rx_max: ring.rx_max_pending,
@@ -206,13 +211,21 @@ pub fn read_nic(ifname: &str) -> io::Result<NicInfo> {
         // struct ethtool_stats { u32 cmd, n_stats; u64 data[n_stats]; }
         let mut values = vec![0u64; 1 + n];
         values[0] = ETHTOOL_GSTATS as u64 | ((n as u64) << 32);
-        if sock.call(ifname, strings.as_mut_ptr() as *mut c_void).is_ok()
-            && sock.call(ifname, values.as_mut_ptr() as *mut c_void).is_ok()
+        if sock
+            .call(ifname, strings.as_mut_ptr() as *mut c_void)
+            .is_ok()
+            && sock
+                .call(ifname, values.as_mut_ptr() as *mut c_void)
+                .is_ok()
         {
             let returned = (u32::from_ne_bytes(strings[8..12].try_into().unwrap()) as usize).min(n);
             for i in 0..returned {
-                let name = c_string(&strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN]);
-                info.stats.push(NicStat { name, value: values[1 + i] });
+                let name =
+                    c_string(&strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN]);
+                info.stats.push(NicStat {
+                    name,
+                    value: values[1 + i],
+                });
             }
         }
     }

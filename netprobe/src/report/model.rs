@@ -65,7 +65,11 @@ impl NicReport {
     /// no totals.
     pub fn rx_loss_rate(&self) -> f64 {
         let rx: Vec<&NicLoss> = self.loss.iter().filter(|l| l.direction == "rx").collect();
-        let totals: f64 = rx.iter().filter(|l| l.queue.is_none()).map(|l| l.rate).sum();
+        let totals: f64 = rx
+            .iter()
+            .filter(|l| l.queue.is_none())
+            .map(|l| l.rate)
+            .sum();
         if rx.iter().any(|l| l.queue.is_none()) {
             totals
         } else {
@@ -174,15 +178,28 @@ impl Report {
             .get(group)
             .and_then(|g| g.get(field))
             .copied()
-            .unwrap_or(Counter { value: 0, rate: 0.0 })
+            .unwrap_or(Counter {
+                value: 0,
+                rate: 0.0,
+            })
     }
 
     pub fn sysctl_number(&self, name: &str) -> Option<u64> {
-        self.sysctls.get(name)?.split_whitespace().next()?.parse().ok()
+        self.sysctls
+            .get(name)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 }
 
-fn interface_counters(a: &Snapshot, b: &Snapshot, info: &InterfaceInfo, secs: f64) -> BTreeMap<String, Counter> {
+fn interface_counters(
+    a: &Snapshot,
+    b: &Snapshot,
+    info: &InterfaceInfo,
+    secs: f64,
+) -> BTreeMap<String, Counter> {
     let mut out = BTreeMap::new();
     let dev = |s: &Snapshot| s.net_dev.iter().find(|d| d.name == info.name).cloned();
     if let (Some(before), Some(after)) = (dev(a), dev(b)) {
@@ -192,24 +209,47 @@ fn interface_counters(a: &Snapshot, b: &Snapshot, info: &InterfaceInfo, secs: f6
             ("rx_errs", before.rx.errs, after.rx.errs),
             ("rx_drop", before.rx.drop, after.rx.drop),
             ("rx_fifo", before.rx.fifo, after.rx.fifo),
-            ("rx_frame", before.rx.frame_or_colls, after.rx.frame_or_colls),
+            (
+                "rx_frame",
+                before.rx.frame_or_colls,
+                after.rx.frame_or_colls,
+            ),
             ("tx_bytes", before.tx.bytes, after.tx.bytes),
             ("tx_packets", before.tx.packets, after.tx.packets),
             ("tx_errs", before.tx.errs, after.tx.errs),
             ("tx_drop", before.tx.drop, after.tx.drop),
             ("tx_fifo", before.tx.fifo, after.tx.fifo),
-            ("tx_colls", before.tx.frame_or_colls, after.tx.frame_or_colls),
+            (
+                "tx_colls",
+                before.tx.frame_or_colls,
+                after.tx.frame_or_colls,
+            ),
             ("tx_carrier", before.tx.other, after.tx.other),
         ];
         for (name, x, y) in pairs {
-            out.insert(name.to_string(), Counter { value: y as i64, rate: rate(x, y, secs) });
+            out.insert(
+                name.to_string(),
+                Counter {
+                    value: y as i64,
+                    rate: rate(x, y, secs),
+                },
+            );
         }
     }
     // statistics/ has rx_missed_errors and friends that /proc/net/dev folds away.
     let before = a.interfaces.iter().find(|i| i.name == info.name);
     for (name, value) in &info.statistics {
-        let old = before.and_then(|i| i.statistics.get(name)).copied().unwrap_or(*value);
-        out.insert(format!("statistics.{name}"), Counter { value: *value as i64, rate: rate(old, *value, secs) });
+        let old = before
+            .and_then(|i| i.statistics.get(name))
+            .copied()
+            .unwrap_or(*value);
+        out.insert(
+            format!("statistics.{name}"),
+            Counter {
+                value: *value as i64,
+                rate: rate(old, *value, secs),
+            },
+        );
     }
     out
 }
@@ -223,9 +263,21 @@ fn nic_report(ifname: &str, before: Option<&NicInfo>, after: &NicInfo, secs: f64
             .map(|x| x.value)
             .unwrap_or(s.value);
         let r = rate(old, s.value, secs);
-        stats.insert(s.name.clone(), Counter { value: s.value as i64, rate: r });
+        stats.insert(
+            s.name.clone(),
+            Counter {
+                value: s.value as i64,
+                rate: r,
+            },
+        );
         if let Some(c) = classify(&s.name) {
-            loss.push(NicLoss { name: c.name, direction: c.direction, queue: c.queue, value: s.value, rate: r });
+            loss.push(NicLoss {
+                name: c.name,
+                direction: c.direction,
+                queue: c.queue,
+                value: s.value,
+                rate: r,
+            });
         }
     }
     NicReport {
@@ -240,20 +292,38 @@ fn nic_report(ifname: &str, before: Option<&NicInfo>, after: &NicInfo, secs: f64
     }
 }
 
-fn conntrack_report(a: Option<&ConntrackSample>, b: &ConntrackSample, secs: f64) -> ConntrackReport {
+fn conntrack_report(
+    a: Option<&ConntrackSample>,
+    b: &ConntrackSample,
+    secs: f64,
+) -> ConntrackReport {
     let stats = b
         .stats
         .iter()
         .map(|(name, v)| {
             let old = a.and_then(|a| a.stats.get(name)).copied().unwrap_or(*v);
-            let r = if name == "entries" { 0.0 } else { rate(old, *v, secs) };
-            (name.clone(), Counter { value: *v as i64, rate: r })
+            let r = if name == "entries" {
+                0.0
+            } else {
+                rate(old, *v, secs)
+            };
+            (
+                name.clone(),
+                Counter {
+                    value: *v as i64,
+                    rate: r,
+                },
+            )
         })
         .collect();
     ConntrackReport {
         count: b.count,
         max: b.max,
-        usage_pct: if b.max > 0 { b.count as f64 * 100.0 / b.max as f64 } else { 0.0 },
+        usage_pct: if b.max > 0 {
+            b.count as f64 * 100.0 / b.max as f64
+        } else {
+            0.0
+        },
         stats,
     }
 }
@@ -263,7 +333,10 @@ fn busiest(rates: &[(usize, f64)]) -> (Option<usize>, f64, f64, f64) {
         return (None, 0.0, 0.0, 0.0);
     }
     let mean = rates.iter().map(|r| r.1).sum::<f64>() / rates.len() as f64;
-    let (cpu, max) = rates.iter().copied().fold((0, f64::MIN), |acc, r| if r.1 > acc.1 { r } else { acc });
+    let (cpu, max) = rates
+        .iter()
+        .copied()
+        .fold((0, f64::MIN), |acc, r| if r.1 > acc.1 { r } else { acc });
     let ratio = if mean > 0.0 { max / mean } else { 0.0 };
     (Some(cpu), max, mean, ratio)
 }
@@ -275,9 +348,16 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
     let interfaces = b
         .interfaces
         .iter()
-        .map(|info| InterfaceReport { counters: interface_counters(a, b, info, secs), info: info.clone() })
+        .map(|info| InterfaceReport {
+            counters: interface_counters(a, b, info, secs),
+            info: info.clone(),
+        })
         .collect();
-    let nics = b.nics.iter().map(|(name, nic)| nic_report(name, a.nics.get(name), nic, secs)).collect();
+    let nics = b
+        .nics
+        .iter()
+        .map(|(name, nic)| nic_report(name, a.nics.get(name), nic, secs))
+        .collect();
     let qdiscs = b
         .qdiscs
         .iter()
@@ -300,10 +380,25 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
     for (group, fields) in &b.counters {
         let out = protocols.entry(group.clone()).or_default();
         for (name, value) in fields {
-            let old = a.counters.get(group).and_then(|g| g.get(name)).copied().unwrap_or(*value);
+            let old = a
+                .counters
+                .get(group)
+                .and_then(|g| g.get(name))
+                .copied()
+                .unwrap_or(*value);
             // Gauges such as Tcp CurrEstab can go down; a counter that does has been reset.
-            let r = if value >= &old { (value - old) as f64 / secs.max(f64::EPSILON) } else { 0.0 };
-            out.insert(name.clone(), Counter { value: *value, rate: r });
+            let r = if value >= &old {
+                (value - old) as f64 / secs.max(f64::EPSILON)
+            } else {
+                0.0
+            };
+            out.insert(
+                name.clone(),
+                Counter {
+                    value: *value,
+                    rate: r,
+                },
+            );
         }
     }
 
@@ -331,7 +426,10 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
         );
     }
     for (i, cpu) in b.softirq_cpus.iter().enumerate() {
-        let entry = cpus.entry(*cpu).or_insert_with(|| CpuReport { cpu: *cpu, ..Default::default() });
+        let entry = cpus.entry(*cpu).or_insert_with(|| CpuReport {
+            cpu: *cpu,
+            ..Default::default()
+        });
         let at = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
         entry.net_rx_rate = rate(at(&a.net_rx), at(&b.net_rx), secs);
         entry.net_tx_rate = rate(at(&a.net_tx), at(&b.net_tx), secs);
@@ -347,14 +445,33 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
             .collect();
         for (i, r) in per_cpu_rate.iter().enumerate() {
             if let Some(cpu) = b.irq_cpus.get(i) {
-                cpus.entry(*cpu).or_insert_with(|| CpuReport { cpu: *cpu, ..Default::default() }).nic_irq_rate += r;
+                cpus.entry(*cpu)
+                    .or_insert_with(|| CpuReport {
+                        cpu: *cpu,
+                        ..Default::default()
+                    })
+                    .nic_irq_rate += r;
             }
         }
-        irqs.push(IrqReport { irq: irq.irq.clone(), ifname: irq.ifname.clone(), name: irq.name.clone(), per_cpu_rate });
+        irqs.push(IrqReport {
+            irq: irq.irq.clone(),
+            ifname: irq.ifname.clone(),
+            name: irq.name.clone(),
+            per_cpu_rate,
+        });
     }
     let cpus: Vec<CpuReport> = cpus.into_values().collect();
-    let (rx_cpu, rx_max, rx_mean, rx_ratio) = busiest(&cpus.iter().map(|c| (c.cpu, c.net_rx_rate)).collect::<Vec<_>>());
-    let irq_rates: Vec<(usize, f64)> = if irqs.is_empty() { Vec::new() } else { cpus.iter().map(|c| (c.cpu, c.nic_irq_rate)).collect() };
+    let (rx_cpu, rx_max, rx_mean, rx_ratio) = busiest(
+        &cpus
+            .iter()
+            .map(|c| (c.cpu, c.net_rx_rate))
+            .collect::<Vec<_>>(),
+    );
+    let irq_rates: Vec<(usize, f64)> = if irqs.is_empty() {
+        Vec::new()
+    } else {
+        cpus.iter().map(|c| (c.cpu, c.nic_irq_rate)).collect()
+    };
     let (irq_cpu, _, _, irq_ratio) = busiest(&irq_rates);
 
     Report {
@@ -377,7 +494,10 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
         irqs,
         protocols,
         sockets: None,
-        conntrack: b.conntrack.as_ref().map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
+        conntrack: b
+            .conntrack
+            .as_ref()
+            .map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
         sysctls: BTreeMap::new(),
         skipped: Vec::new(),
     }

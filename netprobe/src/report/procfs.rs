@@ -59,7 +59,10 @@ pub fn parse_net_dev(text: &str) -> Vec<NetDev> {
     text.lines()
         .filter_map(|line| {
             let (name, rest) = line.split_once(':')?;
-            let v: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if v.len() < 16 {
                 return None;
             }
@@ -119,7 +122,11 @@ pub fn parse_softnet(text: &str) -> Vec<Softnet> {
             }
             let col = |i: usize| cols.get(i).copied().unwrap_or(0);
             Some(Softnet {
-                cpu: if cols.len() >= 13 { col(12) as usize } else { index },
+                cpu: if cols.len() >= 13 {
+                    col(12) as usize
+                } else {
+                    index
+                },
                 processed: col(0),
                 dropped: col(1),
                 time_squeeze: col(2),
@@ -191,7 +198,11 @@ pub fn parse_conntrack_stat(text: &str) -> BTreeMap<String, u64> {
     // `entries` is the same global count repeated on every line, not a per-CPU counter.
     if let Some(first) = text.lines().nth(1) {
         if let Some(pos) = names.iter().position(|n| *n == "entries") {
-            if let Some(v) = first.split_whitespace().nth(pos).and_then(|v| u64::from_str_radix(v, 16).ok()) {
+            if let Some(v) = first
+                .split_whitespace()
+                .nth(pos)
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+            {
                 sums.insert("entries".into(), v);
             }
         }
@@ -221,7 +232,10 @@ mod tests {
         assert!(c.contains_key("IpExt") && c.contains_key("MPTcpExt"));
         // A field this netprobe has never heard of is kept by name.
         let mut future = Counters::new();
-        parse_snmp("TcpExt: SyncookiesSent TCPBrandNewCounter\nTcpExt: 1 77\n", &mut future);
+        parse_snmp(
+            "TcpExt: SyncookiesSent TCPBrandNewCounter\nTcpExt: 1 77\n",
+            &mut future,
+        );
         assert_eq!(future["TcpExt"]["TCPBrandNewCounter"], 77);
     }
 
@@ -239,9 +253,15 @@ mod tests {
         let devs = parse_net_dev(&fixture("net_dev.many"));
         assert_eq!(devs.len(), 6);
         let eth = devs.iter().find(|d| d.name == "eth0").unwrap();
-        assert_eq!((eth.rx.bytes, eth.rx.packets, eth.rx.errs, eth.rx.drop), (1213371651, 1020390, 2, 17));
+        assert_eq!(
+            (eth.rx.bytes, eth.rx.packets, eth.rx.errs, eth.rx.drop),
+            (1213371651, 1020390, 2, 17)
+        );
         assert_eq!((eth.rx.fifo, eth.rx.frame_or_colls), (3, 4));
-        assert_eq!((eth.tx.bytes, eth.tx.packets, eth.tx.errs, eth.tx.drop), (42793232, 447036, 5, 6));
+        assert_eq!(
+            (eth.tx.bytes, eth.tx.packets, eth.tx.errs, eth.tx.drop),
+            (42793232, 447036, 5, 6)
+        );
         assert!(devs.iter().any(|d| d.name == "bond0.100"));
     }
 
@@ -257,13 +277,23 @@ mod tests {
         assert_eq!(old[0].backlog_len, None);
         // 6.x: 13 columns with the CPU id (here CPUs 2 and 3 offline: ids jump).
         let new = parse_softnet(&fixture("softnet_stat.6.18.offline"));
-        assert_eq!(new.iter().map(|s| s.cpu).collect::<Vec<_>>(), vec![0, 1, 4, 5]);
+        assert_eq!(
+            new.iter().map(|s| s.cpu).collect::<Vec<_>>(),
+            vec![0, 1, 4, 5]
+        );
         assert_eq!(new[2].dropped, 0x1f4);
         assert_eq!(new[2].received_rps, 0x3e8);
         assert_eq!(new[0].backlog_len, Some(0));
         // 2.6-era 10 columns still parse the first three.
         let ancient = parse_softnet("0000a000 00000001 00000002 00000000 00000000 00000000 00000000 00000000 00000000 00000000\n");
-        assert_eq!((ancient[0].processed, ancient[0].dropped, ancient[0].time_squeeze), (0xa000, 1, 2));
+        assert_eq!(
+            (
+                ancient[0].processed,
+                ancient[0].dropped,
+                ancient[0].time_squeeze
+            ),
+            (0xa000, 1, 2)
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ impl Style {
     pub fn for_stdout() -> Self {
         use std::io::IsTerminal;
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: !no_color && std::io::stdout().is_terminal() }
+        Self {
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
     }
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color {
@@ -34,18 +36,42 @@ impl Style {
 }
 
 fn nonzero_rates<'a>(items: impl Iterator<Item = (&'a String, f64)>) -> Vec<String> {
-    items.filter(|(_, r)| *r > 0.0).map(|(n, r)| format!("{n} {r:.1}/s")).collect()
+    items
+        .filter(|(_, r)| *r > 0.0)
+        .map(|(n, r)| format!("{n} {r:.1}/s"))
+        .collect()
 }
 
 pub fn text(report: &Report, style: &Style) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "{}", style.heading(&format!("netprobe report — {:.1} s window, kernel {}", report.interval_s, report.kernel)));
+    let _ = writeln!(
+        o,
+        "{}",
+        style.heading(&format!(
+            "netprobe report — {:.1} s window, kernel {}",
+            report.interval_s, report.kernel
+        ))
+    );
     if report.findings.is_empty() {
-        let _ = writeln!(o, "\nNo findings: no rule crossed its threshold over this window.");
+        let _ = writeln!(
+            o,
+            "\nNo findings: no rule crossed its threshold over this window."
+        );
     } else {
-        let _ = writeln!(o, "\n{}", style.heading(&format!("Findings ({})", report.findings.len())));
+        let _ = writeln!(
+            o,
+            "\n{}",
+            style.heading(&format!("Findings ({})", report.findings.len()))
+        );
         for f in &report.findings {
-            let _ = writeln!(o, "{} [{}] {}: {}", style.severity(f.severity), f.layer, f.id, f.summary);
+            let _ = writeln!(
+                o,
+                "{} [{}] {}: {}",
+                style.severity(f.severity),
+                f.layer,
+                f.id,
+                f.summary
+            );
             let _ = writeln!(o, "         why: {}", f.explanation);
             let _ = writeln!(o, "         fix: {}", f.fix);
         }
@@ -72,7 +98,12 @@ pub fn text(report: &Report, style: &Style) -> String {
         let errs = nonzero_rates(
             i.counters
                 .iter()
-                .filter(|(n, _)| n.contains("err") || n.contains("drop") || n.contains("missed") || n.contains("fifo"))
+                .filter(|(n, _)| {
+                    n.contains("err")
+                        || n.contains("drop")
+                        || n.contains("missed")
+                        || n.contains("fifo")
+                })
                 .map(|(n, c)| (n, c.rate)),
         );
         if !errs.is_empty() {
@@ -87,9 +118,22 @@ pub fn text(report: &Report, style: &Style) -> String {
     for n in &report.nics {
         let rings = n
             .rings
-            .map(|r| format!("rx ring {}/{} tx ring {}/{}", r.rx, r.rx_max, r.tx, r.tx_max))
+            .map(|r| {
+                format!(
+                    "rx ring {}/{} tx ring {}/{}",
+                    r.rx, r.rx_max, r.tx, r.tx_max
+                )
+            })
             .unwrap_or_else(|| "no ring parameters".into());
-        let _ = writeln!(o, "  {:<14} driver {} {}  {}  {} stats", n.ifname, n.driver, n.version, rings, n.stats.len());
+        let _ = writeln!(
+            o,
+            "  {:<14} driver {} {}  {}  {} stats",
+            n.ifname,
+            n.driver,
+            n.version,
+            rings,
+            n.stats.len()
+        );
         let loss: Vec<String> = n
             .loss
             .iter()
@@ -120,15 +164,30 @@ pub fn text(report: &Report, style: &Style) -> String {
         );
     }
     let im = &report.imbalance;
-    let _ = writeln!(o, "  NET_RX busiest/mean {:.1}×, NIC IRQ busiest/mean {:.1}×", im.net_rx_ratio, im.nic_irq_ratio);
+    let _ = writeln!(
+        o,
+        "  NET_RX busiest/mean {:.1}×, NIC IRQ busiest/mean {:.1}×",
+        im.net_rx_ratio, im.nic_irq_ratio
+    );
     for i in &report.interfaces {
         if !i.info.rps_cpus.is_empty() {
-            let masks: Vec<String> = i.info.rps_cpus.iter().map(|(q, m)| format!("{q}={m}")).collect();
+            let masks: Vec<String> = i
+                .info
+                .rps_cpus
+                .iter()
+                .map(|(q, m)| format!("{q}={m}"))
+                .collect();
             let _ = writeln!(o, "  RPS {}: {}", i.info.name, masks.join(" "));
         }
     }
 
-    for (title, groups) in [("IP", &["Ip", "IpExt", "Icmp"][..]), ("TCP / UDP", &["Tcp", "TcpExt", "Udp", "UdpLite", "MPTcpExt"][..])] {
+    for (title, groups) in [
+        ("IP", &["Ip", "IpExt", "Icmp"][..]),
+        (
+            "TCP / UDP",
+            &["Tcp", "TcpExt", "Udp", "UdpLite", "MPTcpExt"][..],
+        ),
+    ] {
         let _ = writeln!(o, "\n{}", style.heading(title));
         for g in groups {
             if let Some(fields) = report.protocols.get(*g) {
@@ -143,19 +202,49 @@ pub fn text(report: &Report, style: &Style) -> String {
     let _ = writeln!(o, "\n{}", style.heading("Sockets"));
     match &report.sockets {
         Some(s) => {
-            let states: Vec<String> = s.tcp_states.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(o, "  tcp {} ({}), udp {}", s.tcp_total, states.join(", "), s.udp_total);
+            let states: Vec<String> = s
+                .tcp_states
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                o,
+                "  tcp {} ({}), udp {}",
+                s.tcp_total,
+                states.join(", "),
+                s.udp_total
+            );
             if s.close_wait > 0 {
                 for h in &s.close_wait_owners {
-                    let _ = writeln!(o, "  CLOSE_WAIT {} held by {} (pid {}) on ports {:?}", h.count, h.comm, h.pid, h.local_ports);
+                    let _ = writeln!(
+                        o,
+                        "  CLOSE_WAIT {} held by {} (pid {}) on ports {:?}",
+                        h.count, h.comm, h.pid, h.local_ports
+                    );
                 }
             }
             for l in s.listeners.iter().take(10) {
-                let owners: Vec<String> = l.owners.iter().map(|o| format!("{}({})", o.comm, o.pid)).collect();
-                let _ = writeln!(o, "  listen {}:{} accept queue {}/{} {}", l.addr, l.port, l.accept_queue, l.accept_queue_max, owners.join(","));
+                let owners: Vec<String> = l
+                    .owners
+                    .iter()
+                    .map(|o| format!("{}({})", o.comm, o.pid))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "  listen {}:{} accept queue {}/{} {}",
+                    l.addr,
+                    l.port,
+                    l.accept_queue,
+                    l.accept_queue_max,
+                    owners.join(",")
+                );
             }
             for u in &s.udp_backlogs {
-                let _ = writeln!(o, "  udp {}:{} {} bytes unread", u.addr, u.port, u.recv_queue_bytes);
+                let _ = writeln!(
+                    o,
+                    "  udp {}:{} {} bytes unread",
+                    u.addr, u.port, u.recv_queue_bytes
+                );
             }
         }
         None => {
@@ -167,7 +256,14 @@ pub fn text(report: &Report, style: &Style) -> String {
     match &report.conntrack {
         Some(c) => {
             let rates = nonzero_rates(c.stats.iter().map(|(n, v)| (n, v.rate)));
-            let _ = writeln!(o, "  {}/{} ({:.1}%) {}", c.count, c.max, c.usage_pct, rates.join(", "));
+            let _ = writeln!(
+                o,
+                "  {}/{} ({:.1}%) {}",
+                c.count,
+                c.max,
+                c.usage_pct,
+                rates.join(", ")
+            );
         }
         None => {
             let _ = writeln!(o, "  not loaded");

@@ -16,22 +16,102 @@ pub struct Threshold {
 }
 
 pub const THRESHOLDS: &[Threshold] = &[
-    Threshold { id: "tcp_retransmits", warning: 10.0, critical: 50.0, unit: "segments/s" },
-    Threshold { id: "tcp_timewait", warning: 5000.0, critical: 20000.0, unit: "sockets" },
-    Threshold { id: "tcp_closewait", warning: 1.0, critical: 100.0, unit: "sockets" },
-    Threshold { id: "network_errors", warning: 1.0, critical: 100.0, unit: "errors+drops/s per interface" },
-    Threshold { id: "conntrack_usage", warning: 70.0, critical: 90.0, unit: "% of nf_conntrack_max" },
-    Threshold { id: "conntrack_drops", warning: 1.0, critical: 100.0, unit: "drops/s" },
-    Threshold { id: "softnet_dropped", warning: 1.0, critical: 10.0, unit: "drops/s per CPU" },
-    Threshold { id: "softnet_time_squeeze", warning: 10.0, critical: 100.0, unit: "squeezes/s per CPU" },
-    Threshold { id: "irq_imbalance", warning: 5.0, critical: 20.0, unit: "busiest CPU / mean" },
-    Threshold { id: "listen_overflows", warning: 1.0, critical: 100.0, unit: "overflows/s" },
-    Threshold { id: "nic_rx_discards", warning: 100.0, critical: 10000.0, unit: "discards/s per NIC" },
-    Threshold { id: "nic_ring_undersized", warning: 1.0, critical: 10000.0, unit: "rx loss/s with ring below max" },
-    Threshold { id: "udp_rcvbuf_errors", warning: 1.0, critical: 100.0, unit: "errors/s" },
-    Threshold { id: "tcp_rcvbuf_pruned", warning: 1.0, critical: 100.0, unit: "pruned/s" },
-    Threshold { id: "qdisc_drops", warning: 1.0, critical: 100.0, unit: "drops/s per qdisc" },
-    Threshold { id: "accept_queue_full", warning: 80.0, critical: 100.0, unit: "% of accept-queue limit" },
+    Threshold {
+        id: "tcp_retransmits",
+        warning: 10.0,
+        critical: 50.0,
+        unit: "segments/s",
+    },
+    Threshold {
+        id: "tcp_timewait",
+        warning: 5000.0,
+        critical: 20000.0,
+        unit: "sockets",
+    },
+    Threshold {
+        id: "tcp_closewait",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "sockets",
+    },
+    Threshold {
+        id: "network_errors",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "errors+drops/s per interface",
+    },
+    Threshold {
+        id: "conntrack_usage",
+        warning: 70.0,
+        critical: 90.0,
+        unit: "% of nf_conntrack_max",
+    },
+    Threshold {
+        id: "conntrack_drops",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "drops/s",
+    },
+    Threshold {
+        id: "softnet_dropped",
+        warning: 1.0,
+        critical: 10.0,
+        unit: "drops/s per CPU",
+    },
+    Threshold {
+        id: "softnet_time_squeeze",
+        warning: 10.0,
+        critical: 100.0,
+        unit: "squeezes/s per CPU",
+    },
+    Threshold {
+        id: "irq_imbalance",
+        warning: 5.0,
+        critical: 20.0,
+        unit: "busiest CPU / mean",
+    },
+    Threshold {
+        id: "listen_overflows",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "overflows/s",
+    },
+    Threshold {
+        id: "nic_rx_discards",
+        warning: 100.0,
+        critical: 10000.0,
+        unit: "discards/s per NIC",
+    },
+    Threshold {
+        id: "nic_ring_undersized",
+        warning: 1.0,
+        critical: 10000.0,
+        unit: "rx loss/s with ring below max",
+    },
+    Threshold {
+        id: "udp_rcvbuf_errors",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "errors/s",
+    },
+    Threshold {
+        id: "tcp_rcvbuf_pruned",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "pruned/s",
+    },
+    Threshold {
+        id: "qdisc_drops",
+        warning: 1.0,
+        critical: 100.0,
+        unit: "drops/s per qdisc",
+    },
+    Threshold {
+        id: "accept_queue_full",
+        warning: 80.0,
+        critical: 100.0,
+        unit: "% of accept-queue limit",
+    },
 ];
 
 /// NET_RX softirqs per second on the busiest CPU below which imbalance is not judged: an idle
@@ -39,7 +119,10 @@ pub const THRESHOLDS: &[Threshold] = &[
 pub const IMBALANCE_MIN_RATE: f64 = 1000.0;
 
 pub fn threshold(id: &str) -> Threshold {
-    *THRESHOLDS.iter().find(|t| t.id == id).expect("every rule has thresholds")
+    *THRESHOLDS
+        .iter()
+        .find(|t| t.id == id)
+        .expect("every rule has thresholds")
 }
 
 fn severity(id: &str, value: f64) -> Option<&'static str> {
@@ -72,15 +155,35 @@ struct Rule<'a> {
 
 impl Rule<'_> {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, id: &'static str, layer: &'static str, value: f64, summary: String, evidence: Map<String, Value>, explanation: &str, fix: String) {
+    fn push(
+        &mut self,
+        id: &'static str,
+        layer: &'static str,
+        value: f64,
+        summary: String,
+        evidence: Map<String, Value>,
+        explanation: &str,
+        fix: String,
+    ) {
         if let Some(severity) = severity(id, value) {
-            self.out.push(Finding { id, severity, layer, summary, evidence, explanation: explanation.to_string(), fix });
+            self.out.push(Finding {
+                id,
+                severity,
+                layer,
+                summary,
+                evidence,
+                explanation: explanation.to_string(),
+                fix,
+            });
         }
     }
 }
 
 pub fn evaluate(report: &Report) -> Vec<Finding> {
-    let mut r = Rule { report, out: Vec::new() };
+    let mut r = Rule {
+        report,
+        out: Vec::new(),
+    };
     nic_rules(&mut r);
     interface_errors(&mut r);
     qdisc_drops(&mut r);
@@ -96,10 +199,20 @@ pub fn evaluate(report: &Report) -> Vec<Finding> {
 
 /// NIC → driver/ring → softirq/CPU → IP → TCP/UDP → sockets → conntrack.
 pub fn layer_order(layer: &str) -> usize {
-    ["nic", "driver", "qdisc", "cpu", "ip", "tcp", "udp", "sockets", "conntrack"]
-        .iter()
-        .position(|l| *l == layer)
-        .unwrap_or(99)
+    [
+        "nic",
+        "driver",
+        "qdisc",
+        "cpu",
+        "ip",
+        "tcp",
+        "udp",
+        "sockets",
+        "conntrack",
+    ]
+    .iter()
+    .position(|l| *l == layer)
+    .unwrap_or(99)
 }
 
 fn nic_rules(r: &mut Rule) {
@@ -110,7 +223,13 @@ fn nic_rules(r: &mut Rule) {
             .interfaces
             .iter()
             .find(|i| i.info.name == nic.ifname)
-            .map(|i| i.counters.get("statistics.rx_missed_errors").map(|c| c.rate).unwrap_or(0.0) + i.counters.get("rx_fifo").map(|c| c.rate).unwrap_or(0.0))
+            .map(|i| {
+                i.counters
+                    .get("statistics.rx_missed_errors")
+                    .map(|c| c.rate)
+                    .unwrap_or(0.0)
+                    + i.counters.get("rx_fifo").map(|c| c.rate).unwrap_or(0.0)
+            })
             .unwrap_or(0.0);
         let top: Vec<Value> = nic
             .loss
@@ -164,9 +283,16 @@ fn interface_errors(r: &mut Rule) {
             ("tx_fifo", c("tx_fifo")),
         ];
         let total: f64 = parts.iter().map(|p| p.1).sum();
-        let (worst, _) = parts.iter().copied().fold(("", 0.0), |a, p| if p.1 > a.1 { p } else { a });
+        let (worst, _) = parts
+            .iter()
+            .copied()
+            .fold(("", 0.0), |a, p| if p.1 > a.1 { p } else { a });
         let name = &iface.info.name;
         let fix = match worst {
+            "tx_drop" | "tx_fifo" if iface.info.carrier == Some(false) => format!(
+                "{name} has no carrier (operstate {}): it drops what it is asked to send; bring the link or its peer up (ip link set dev <peer> up) and check cabling",
+                iface.info.operstate.as_deref().unwrap_or("unknown")
+            ),
             "tx_drop" | "tx_fifo" => match iface.info.txqueuelen {
                 Some(q) if q > 0 => format!("ip link set dev {name} txqueuelen {}", q * 2),
                 _ => format!("{name} drops on transmit: check that its peer/lower device is up (ip link show {name})"),
@@ -175,7 +301,11 @@ fn interface_errors(r: &mut Rule) {
             "rx_drop" => format!("packets reached {name} but no protocol took them (unknown ethertype, VLAN without interface, backlog full): run netprobe trace --netns <ns> to see the drop reasons"),
             _ => format!("ethtool -S {name}: hardware errors — check cabling, optics and duplex"),
         };
-        let ev: Map<String, Value> = parts.iter().map(|(k, v)| (format!("{k}_per_s"), json!(round(*v)))).chain([("interface".to_string(), json!(name))]).collect();
+        let ev: Map<String, Value> = parts
+            .iter()
+            .map(|(k, v)| (format!("{k}_per_s"), json!(round(*v))))
+            .chain([("interface".to_string(), json!(name))])
+            .collect();
         r.push(
             "network_errors",
             "nic",
@@ -190,7 +320,11 @@ fn interface_errors(r: &mut Rule) {
 
 fn qdisc_drops(r: &mut Rule) {
     for q in &r.report.qdiscs {
-        let iface = r.report.interfaces.iter().find(|i| i.info.name == q.qdisc.ifname);
+        let iface = r
+            .report
+            .interfaces
+            .iter()
+            .find(|i| i.info.name == q.qdisc.ifname);
         let fix = match q.qdisc.kind.as_str() {
             "pfifo_fast" | "pfifo" | "noqueue" => match iface.and_then(|i| i.info.txqueuelen) {
                 Some(len) => format!("ip link set dev {} txqueuelen {}", q.qdisc.ifname, len.max(1) * 2),
@@ -264,7 +398,9 @@ fn cpu_rules(r: &mut Rule) {
             .iter()
             .filter(|i| i.info.name != "lo")
             .max_by(|a, b| {
-                let rate = |i: &super::model::InterfaceReport| i.counters.get("rx_packets").map(|c| c.rate).unwrap_or(0.0);
+                let rate = |i: &super::model::InterfaceReport| {
+                    i.counters.get("rx_packets").map(|c| c.rate).unwrap_or(0.0)
+                };
                 rate(a).total_cmp(&rate(b))
             });
         let ncpu = r.report.cpus.len().max(1);
@@ -307,7 +443,11 @@ pub fn cpu_mask(n: usize) -> String {
     let mut left = n;
     while left > 0 {
         let bits = left.min(32);
-        let word: u64 = if bits == 32 { 0xffff_ffff } else { (1u64 << bits) - 1 };
+        let word: u64 = if bits == 32 {
+            0xffff_ffff
+        } else {
+            (1u64 << bits) - 1
+        };
         groups.push(format!("{word:x}"));
         left -= bits;
     }
@@ -358,11 +498,23 @@ fn tcp_rules(r: &mut Rule) {
         ),
     );
     let pruned = rep.counter("TcpExt", "RcvPruned").rate + rep.counter("TcpExt", "OfoPruned").rate;
-    let rmem = rep.sysctls.get("net.ipv4.tcp_rmem").cloned().unwrap_or_default();
+    let rmem = rep
+        .sysctls
+        .get("net.ipv4.tcp_rmem")
+        .cloned()
+        .unwrap_or_default();
     let rmem_fix = {
-        let v: Vec<u64> = rmem.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = rmem
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         if v.len() == 3 {
-            format!("sysctl -w net.ipv4.tcp_rmem=\"{} {} {}\"", v[0], v[1], v[2] * 2)
+            format!(
+                "sysctl -w net.ipv4.tcp_rmem=\"{} {} {}\"",
+                v[0],
+                v[1],
+                v[2] * 2
+            )
         } else {
             "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 <2×max>\"".into()
         }
@@ -394,7 +546,9 @@ fn udp_rcvbuf(r: &mut Rule) {
         .iter()
         .flat_map(|s| s.udp_backlogs.iter())
         .take(5)
-        .map(|b| json!({"port": b.port, "recv_queue_bytes": b.recv_queue_bytes, "owners": b.owners}))
+        .map(
+            |b| json!({"port": b.port, "recv_queue_bytes": b.recv_queue_bytes, "owners": b.owners}),
+        )
         .collect();
     r.push(
         "udp_rcvbuf_errors",
@@ -452,7 +606,11 @@ fn socket_rules(r: &mut Rule) {
             continue;
         }
         let fill = l.accept_queue as f64 * 100.0 / l.accept_queue_max as f64;
-        let owner = l.owners.first().map(|o| format!("{} (pid {})", o.comm, o.pid)).unwrap_or_else(|| "its owner".into());
+        let owner = l
+            .owners
+            .first()
+            .map(|o| format!("{} (pid {})", o.comm, o.pid))
+            .unwrap_or_else(|| "its owner".into());
         r.push(
             "accept_queue_full",
             "sockets",
@@ -470,7 +628,9 @@ fn socket_rules(r: &mut Rule) {
 }
 
 fn conntrack_rules(r: &mut Rule) {
-    let Some(ct) = &r.report.conntrack else { return };
+    let Some(ct) = &r.report.conntrack else {
+        return;
+    };
     let doubled = (ct.max.max(1)) * 2;
     r.push(
         "conntrack_usage",

@@ -1,12 +1,7 @@
 //! One snapshot of every counter source. Two snapshots an interval apart give the rates.
 //! A source that cannot be read is recorded in `skipped` with the reason, never fatal.
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::Path,
-    time::Instant,
-};
+use std::{collections::BTreeMap, fs, path::Path, time::Instant};
 
 use serde::Serialize;
 
@@ -102,7 +97,10 @@ fn parse_snmp6(text: &str, into: &mut Counters) {
 }
 
 fn softirq_row(rows: &[CpuRow], label: &str) -> Vec<u64> {
-    rows.iter().find(|r| r.label == label).map(|r| r.per_cpu.clone()).unwrap_or_default()
+    rows.iter()
+        .find(|r| r.label == label)
+        .map(|r| r.per_cpu.clone())
+        .unwrap_or_default()
 }
 
 /// IRQ lines belonging to the interfaces: MSI vectors listed in sysfs, or a line whose device
@@ -114,14 +112,19 @@ fn nic_irqs(rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
         if info.name == "lo" {
             continue;
         }
-        let msi: Vec<String> = sysfs::msi_irqs(root, &info.name).iter().map(|i| i.to_string()).collect();
+        let msi: Vec<String> = sysfs::msi_irqs(root, &info.name)
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
         let device = sysfs::device_name(root, &info.name);
         for row in rows {
             let name = row.description.split_whitespace().last().unwrap_or("");
             let by_name = row.description.split_whitespace().any(|w| {
                 w.starts_with(&format!("{}-", info.name))
                     || w == info.name
-                    || device.as_deref().is_some_and(|d| w.starts_with(&format!("{d}-")))
+                    || device
+                        .as_deref()
+                        .is_some_and(|d| w.starts_with(&format!("{d}-")))
             });
             if msi.contains(&row.label) || by_name {
                 // Config/control vectors carry no packets.
@@ -148,7 +151,10 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
         .filter(|d| scope.includes(&d.name))
         .collect();
     let root = Path::new(SYS_CLASS_NET);
-    let interfaces: Vec<InterfaceInfo> = net_dev.iter().map(|d| sysfs::read_interface(root, &d.name)).collect();
+    let interfaces: Vec<InterfaceInfo> = net_dev
+        .iter()
+        .map(|d| sysfs::read_interface(root, &d.name))
+        .collect();
 
     let mut nics = BTreeMap::new();
     for info in &interfaces {
@@ -273,7 +279,7 @@ pub fn sysctls(skipped: &mut Vec<Skipped>) -> BTreeMap<String, String> {
             Err(e) => skipped.push(Skipped {
                 source: format!("sysctl {name}"),
                 reason: if e.kind() == std::io::ErrorKind::NotFound {
-                    "not present on this kernel (module not loaded?)".into()
+                    "not present here: a global sysctl shown only in the initial network namespace, or its module is not loaded".into()
                 } else {
                     e.to_string()
                 },
@@ -290,16 +296,31 @@ mod tests {
     #[test]
     fn snmp6_lines() {
         let mut c = Counters::new();
-        parse_snmp6("Ip6InReceives 10\nUdp6RcvbufErrors 4\nUdp6InErrors 4\n", &mut c);
+        parse_snmp6(
+            "Ip6InReceives 10\nUdp6RcvbufErrors 4\nUdp6InErrors 4\n",
+            &mut c,
+        );
         assert_eq!(c["Snmp6"]["Udp6RcvbufErrors"], 4);
     }
 
     #[test]
     fn nic_irq_lines_by_name_not_config() {
-        let (_, rows) = procfs::parse_cpu_table(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/procfs/interrupts.4cpu")).unwrap());
-        let eth0 = InterfaceInfo { name: "eth0".into(), ..Default::default() };
+        let (_, rows) = procfs::parse_cpu_table(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/procfs/interrupts.4cpu"
+            ))
+            .unwrap(),
+        );
+        let eth0 = InterfaceInfo {
+            name: "eth0".into(),
+            ..Default::default()
+        };
         let irqs = nic_irqs(&rows, &[eth0]);
-        assert_eq!(irqs.iter().map(|i| i.irq.as_str()).collect::<Vec<_>>(), vec!["45", "46"]);
+        assert_eq!(
+            irqs.iter().map(|i| i.irq.as_str()).collect::<Vec<_>>(),
+            vec!["45", "46"]
+        );
         assert_eq!(irqs[0].name, "eth0-TxRx-0");
     }
 }

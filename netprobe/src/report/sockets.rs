@@ -44,13 +44,21 @@ pub fn socket_owners() -> (HashMap<u32, Vec<Owner>>, bool) {
             .map(|c| c.trim().to_string())
             .unwrap_or_default();
         for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
             let target = target.to_string_lossy();
-            if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+            {
                 if let Ok(inode) = inode.parse::<u32>() {
                     let list = owners.entry(inode).or_default();
                     if !list.iter().any(|o| o.pid == pid) {
-                        list.push(Owner { pid, comm: comm.clone() });
+                        list.push(Owner {
+                            pid,
+                            comm: comm.clone(),
+                        });
                     }
                 }
             }
@@ -111,7 +119,11 @@ pub struct SocketReport {
     pub owners_complete: bool,
 }
 
-pub fn summarize(sockets: &[InetSocket], owners: &HashMap<u32, Vec<Owner>>, owners_complete: bool) -> SocketReport {
+pub fn summarize(
+    sockets: &[InetSocket],
+    owners: &HashMap<u32, Vec<Owner>>,
+    owners_complete: bool,
+) -> SocketReport {
     let mut r = SocketReport {
         owners_complete,
         ..Default::default()
@@ -133,7 +145,9 @@ pub fn summarize(sockets: &[InetSocket], owners: &HashMap<u32, Vec<Owner>>, owne
             continue;
         }
         r.tcp_total += 1;
-        *r.tcp_states.entry(tcp_state(s.state).to_string()).or_default() += 1;
+        *r.tcp_states
+            .entry(tcp_state(s.state).to_string())
+            .or_default() += 1;
         match s.state {
             TCP_TIME_WAIT => {
                 r.time_wait += 1;
@@ -162,13 +176,21 @@ pub fn summarize(sockets: &[InetSocket], owners: &HashMap<u32, Vec<Owner>>, owne
             _ => {}
         }
     }
-    let mut ports: Vec<PortCount> = tw_ports.into_iter().map(|(port, count)| PortCount { port, count }).collect();
+    let mut ports: Vec<PortCount> = tw_ports
+        .into_iter()
+        .map(|(port, count)| PortCount { port, count })
+        .collect();
     ports.sort_by(|a, b| b.count.cmp(&a.count).then(a.port.cmp(&b.port)));
     ports.truncate(TOP);
     r.time_wait_ports = ports;
     let mut holders: Vec<OwnerCount> = cw
         .into_iter()
-        .map(|((pid, comm), (count, local_ports))| OwnerCount { pid, comm, count, local_ports })
+        .map(|((pid, comm), (count, local_ports))| OwnerCount {
+            pid,
+            comm,
+            count,
+            local_ports,
+        })
         .collect();
     holders.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
     r.close_wait_owners = holders;
@@ -176,7 +198,8 @@ pub fn summarize(sockets: &[InetSocket], owners: &HashMap<u32, Vec<Owner>>, owne
         let fill = |l: &Listener| l.accept_queue as u64 * 1000 / l.accept_queue_max.max(1) as u64;
         fill(b).cmp(&fill(a)).then(a.port.cmp(&b.port))
     });
-    r.udp_backlogs.sort_by(|a, b| b.recv_queue_bytes.cmp(&a.recv_queue_bytes));
+    r.udp_backlogs
+        .sort_by_key(|b| std::cmp::Reverse(b.recv_queue_bytes));
     r.udp_backlogs.truncate(TOP);
     r
 }
@@ -215,14 +238,34 @@ mod tests {
             sock(17, 7, 53, 4096, 0, 7),
             sock(17, 7, 54, 0, 0, 8),
         ];
-        let app = Owner { pid: 42, comm: "leaky".into() };
-        let owners: HashMap<u32, Vec<Owner>> = [(3, vec![app.clone()]), (4, vec![app.clone()]), (1, vec![Owner { pid: 7, comm: "nginx".into() }])].into();
+        let app = Owner {
+            pid: 42,
+            comm: "leaky".into(),
+        };
+        let owners: HashMap<u32, Vec<Owner>> = [
+            (3, vec![app.clone()]),
+            (4, vec![app.clone()]),
+            (
+                1,
+                vec![Owner {
+                    pid: 7,
+                    comm: "nginx".into(),
+                }],
+            ),
+        ]
+        .into();
         let r = summarize(&sockets, &owners, true);
         assert_eq!(r.tcp_total, 9);
         assert_eq!(r.udp_total, 2);
         assert_eq!(r.tcp_states["CLOSE_WAIT"], 3);
         assert_eq!(r.time_wait, 3);
-        assert_eq!(r.time_wait_ports[0], PortCount { port: 443, count: 2 });
+        assert_eq!(
+            r.time_wait_ports[0],
+            PortCount {
+                port: 443,
+                count: 2
+            }
+        );
         assert_eq!(r.close_wait, 3);
         assert_eq!(r.close_wait_owners[0].comm, "leaky");
         assert_eq!(r.close_wait_owners[0].count, 2);
@@ -240,7 +283,10 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let sockets = super::super::netlink::inet_sockets().unwrap();
         let (owners, _) = socket_owners();
-        let ours = sockets.iter().find(|s| s.local_port == port && s.state == TCP_LISTEN).unwrap();
+        let ours = sockets
+            .iter()
+            .find(|s| s.local_port == port && s.state == TCP_LISTEN)
+            .unwrap();
         let who = &owners[&ours.inode];
         assert!(who.iter().any(|o| o.pid == std::process::id()), "{who:?}");
     }

@@ -11,6 +11,8 @@ pub struct InterfaceInfo {
     pub name: String,
     pub ifindex: Option<u32>,
     pub operstate: Option<String>,
+    /// Link carrier (`carrier` in sysfs); `None` when the interface is administratively down.
+    pub carrier: Option<bool>,
     /// Mbit/s; `None` when the driver does not say (virtual devices, link down).
     pub speed_mbps: Option<u64>,
     pub mtu: Option<u64>,
@@ -38,7 +40,10 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 fn read_number(path: &Path) -> Option<u64> {
-    read_trimmed(path)?.parse::<i64>().ok().and_then(|v| u64::try_from(v).ok())
+    read_trimmed(path)?
+        .parse::<i64>()
+        .ok()
+        .and_then(|v| u64::try_from(v).ok())
 }
 
 /// A CPU mask is "set" unless it is all zeros (commas separate 32-bit groups).
@@ -53,6 +58,7 @@ pub fn read_interface(root: &Path, name: &str) -> InterfaceInfo {
         name: name.to_string(),
         ifindex: read_number(&dir.join("ifindex")).map(|v| v as u32),
         operstate: read_trimmed(&dir.join("operstate")),
+        carrier: read_number(&dir.join("carrier")).map(|c| c == 1),
         // speed is -1 or EINVAL for links without one.
         speed_mbps: read_number(&dir.join("speed")).filter(|s| *s > 0 && *s < u32::MAX as u64),
         mtu: read_number(&dir.join("mtu")),
@@ -60,17 +66,24 @@ pub fn read_interface(root: &Path, name: &str) -> InterfaceInfo {
         ..Default::default()
     };
     if let Ok(entries) = fs::read_dir(dir.join("queues")) {
-        let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         for queue in names {
             if queue.starts_with("rx-") {
                 info.rx_queues += 1;
-                if let Some(mask) = read_trimmed(&dir.join("queues").join(&queue).join("rps_cpus")).filter(|m| mask_is_set(m)) {
+                if let Some(mask) = read_trimmed(&dir.join("queues").join(&queue).join("rps_cpus"))
+                    .filter(|m| mask_is_set(m))
+                {
                     info.rps_cpus.insert(queue, mask);
                 }
             } else if queue.starts_with("tx-") {
                 info.tx_queues += 1;
-                if let Some(mask) = read_trimmed(&dir.join("queues").join(&queue).join("xps_cpus")).filter(|m| mask_is_set(m)) {
+                if let Some(mask) = read_trimmed(&dir.join("queues").join(&queue).join("xps_cpus"))
+                    .filter(|m| mask_is_set(m))
+                {
                     info.xps_cpus.insert(queue, mask);
                 }
             }
@@ -96,7 +109,8 @@ pub fn read_interface(root: &Path, name: &str) -> InterfaceInfo {
     if let Ok(entries) = fs::read_dir(dir.join("statistics")) {
         for e in entries.flatten() {
             if let Some(v) = read_number(&e.path()) {
-                info.statistics.insert(e.file_name().to_string_lossy().into_owned(), v);
+                info.statistics
+                    .insert(e.file_name().to_string_lossy().into_owned(), v);
             }
         }
     }
@@ -108,7 +122,10 @@ pub fn msi_irqs(root: &Path, name: &str) -> Vec<u32> {
     let device = root.join(name).join("device");
     for dir in [device.join("msi_irqs"), device.join("../msi_irqs")] {
         if let Ok(entries) = fs::read_dir(&dir) {
-            let mut irqs: Vec<u32> = entries.flatten().filter_map(|e| e.file_name().to_string_lossy().parse().ok()).collect();
+            let mut irqs: Vec<u32> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                .collect();
             irqs.sort_unstable();
             if !irqs.is_empty() {
                 return irqs;

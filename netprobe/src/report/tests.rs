@@ -20,22 +20,53 @@ fn snapshot(at: Instant) -> Snapshot {
     counters.insert(
         "Tcp".to_string(),
         // Big values since boot: must not trigger anything by themselves.
-        [("RetransSegs".to_string(), 9_000_000i64), ("OutSegs".to_string(), 90_000_000)].into(),
+        [
+            ("RetransSegs".to_string(), 9_000_000i64),
+            ("OutSegs".to_string(), 90_000_000),
+        ]
+        .into(),
     );
     Snapshot {
         at,
         net_dev: vec![NetDev {
             name: "eth0".into(),
-            rx: DirCounters { packets: 1_000_000, drop: 5_000, ..Default::default() },
-            tx: DirCounters { packets: 1_000_000, ..Default::default() },
+            rx: DirCounters {
+                packets: 1_000_000,
+                drop: 5_000,
+                ..Default::default()
+            },
+            tx: DirCounters {
+                packets: 1_000_000,
+                ..Default::default()
+            },
         }],
-        interfaces: vec![InterfaceInfo { name: "eth0".into(), ifindex: Some(2), txqueuelen: Some(1000), rx_queues: 1, ..Default::default() }],
+        interfaces: vec![InterfaceInfo {
+            name: "eth0".into(),
+            ifindex: Some(2),
+            txqueuelen: Some(1000),
+            rx_queues: 1,
+            ..Default::default()
+        }],
         nics: [(
             "eth0".to_string(),
             NicInfo {
                 driver: "ixgbe".into(),
-                rings: Some(Rings { rx: 512, rx_max: 4096, tx: 512, tx_max: 4096 }),
-                stats: vec![NicStat { name: "rx_missed_errors".into(), value: 70_000 }, NicStat { name: "rx_packets".into(), value: 1 }],
+                rings: Some(Rings {
+                    rx: 512,
+                    rx_max: 4096,
+                    tx: 512,
+                    tx_max: 4096,
+                }),
+                stats: vec![
+                    NicStat {
+                        name: "rx_missed_errors".into(),
+                        value: 70_000,
+                    },
+                    NicStat {
+                        name: "rx_packets".into(),
+                        value: 1,
+                    },
+                ],
                 ..Default::default()
             },
         )]
@@ -43,25 +74,47 @@ fn snapshot(at: Instant) -> Snapshot {
         qdiscs: Vec::new(),
         counters,
         softnet: vec![
-            Softnet { cpu: 0, processed: 100, ..Default::default() },
-            Softnet { cpu: 1, processed: 100, dropped: 7, ..Default::default() },
+            Softnet {
+                cpu: 0,
+                processed: 100,
+                ..Default::default()
+            },
+            Softnet {
+                cpu: 1,
+                processed: 100,
+                dropped: 7,
+                ..Default::default()
+            },
         ],
         softirq_cpus: vec![0, 1],
         net_rx: vec![10, 10],
         net_tx: vec![0, 0],
         irq_cpus: vec![0, 1],
         irqs: Vec::new(),
-        conntrack: Some(ConntrackSample { count: 100, max: 1000, stats: BTreeMap::new() }),
+        conntrack: Some(ConntrackSample {
+            count: 100,
+            max: 1000,
+            stats: BTreeMap::new(),
+        }),
     }
 }
 
 fn judged(a: &Snapshot, b: &Snapshot, sockets: Option<SocketReport>) -> Report {
     let mut report = model::build(a, b, "test".into());
     report.sysctls = [
-        ("net.core.netdev_max_backlog".to_string(), "1000".to_string()),
-        ("net.netfilter.nf_conntrack_max".to_string(), "1000".to_string()),
+        (
+            "net.core.netdev_max_backlog".to_string(),
+            "1000".to_string(),
+        ),
+        (
+            "net.netfilter.nf_conntrack_max".to_string(),
+            "1000".to_string(),
+        ),
         ("net.core.netdev_budget".to_string(), "300".to_string()),
-        ("net.core.netdev_budget_usecs".to_string(), "2000".to_string()),
+        (
+            "net.core.netdev_budget_usecs".to_string(),
+            "2000".to_string(),
+        ),
     ]
     .into();
     report.sockets = sockets;
@@ -91,31 +144,60 @@ fn rates_over_the_window_trigger_with_exact_fixes() {
     let a = snapshot(t);
     let mut b = snapshot(t + Duration::from_secs(2));
     // 120 retransmits in 2 s = 60/s: critical.
-    b.counters.get_mut("Tcp").unwrap().insert("RetransSegs".into(), 9_000_120);
-    b.counters.get_mut("Tcp").unwrap().insert("OutSegs".into(), 90_010_000);
+    b.counters
+        .get_mut("Tcp")
+        .unwrap()
+        .insert("RetransSegs".into(), 9_000_120);
+    b.counters
+        .get_mut("Tcp")
+        .unwrap()
+        .insert("OutSegs".into(), 90_010_000);
     // CPU 1's backlog drops 30 in 2 s = 15/s: critical.
     b.softnet[1].dropped += 30;
     // The NIC misses 1000 packets in 2 s = 500/s: warning, and its ring is below max.
     b.nics.get_mut("eth0").unwrap().stats[0].value += 1000;
-    b.interfaces[0].statistics.insert("rx_missed_errors".into(), 1000);
+    b.interfaces[0]
+        .statistics
+        .insert("rx_missed_errors".into(), 1000);
     // Conntrack at 95%.
     b.conntrack.as_mut().unwrap().count = 950;
 
     let report = judged(&a, &b, None);
     let found = ids(&report);
-    assert!(found.contains(&("tcp_retransmits", "critical")), "{found:?}");
-    assert!(found.contains(&("softnet_dropped", "critical")), "{found:?}");
+    assert!(
+        found.contains(&("tcp_retransmits", "critical")),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("softnet_dropped", "critical")),
+        "{found:?}"
+    );
     assert!(found.contains(&("nic_rx_discards", "warning")), "{found:?}");
-    assert!(found.contains(&("nic_ring_undersized", "warning")), "{found:?}");
-    assert!(found.contains(&("conntrack_usage", "critical")), "{found:?}");
+    assert!(
+        found.contains(&("nic_ring_undersized", "warning")),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("conntrack_usage", "critical")),
+        "{found:?}"
+    );
 
     let by_id = |id: &str| report.findings.iter().find(|f| f.id == id).unwrap();
     assert_eq!(by_id("nic_ring_undersized").fix, "ethtool -G eth0 rx 4096");
     assert_eq!(by_id("nic_rx_discards").fix, "ethtool -G eth0 rx 4096");
-    assert_eq!(by_id("softnet_dropped").fix, "sysctl -w net.core.netdev_max_backlog=2000");
+    assert_eq!(
+        by_id("softnet_dropped").fix,
+        "sysctl -w net.core.netdev_max_backlog=2000"
+    );
     assert_eq!(by_id("softnet_dropped").evidence["cpu"], 1);
-    assert_eq!(by_id("conntrack_usage").fix, "sysctl -w net.netfilter.nf_conntrack_max=2000");
-    assert_eq!(by_id("tcp_retransmits").evidence["retrans_segs_per_s"], 60.0);
+    assert_eq!(
+        by_id("conntrack_usage").fix,
+        "sysctl -w net.netfilter.nf_conntrack_max=2000"
+    );
+    assert_eq!(
+        by_id("tcp_retransmits").evidence["retrans_segs_per_s"],
+        60.0
+    );
     // Critical findings first, then by layer.
     assert_eq!(report.findings[0].severity, "critical");
 }
@@ -129,17 +211,29 @@ fn close_wait_names_the_owner_and_imbalance_needs_real_work() {
     b.net_rx = vec![5010, 10];
     let sockets = SocketReport {
         close_wait: 3,
-        close_wait_owners: vec![OwnerCount { pid: 4242, comm: "leaky".into(), count: 3, local_ports: vec![8080] }],
+        close_wait_owners: vec![OwnerCount {
+            pid: 4242,
+            comm: "leaky".into(),
+            count: 3,
+            local_ports: vec![8080],
+        }],
         ..Default::default()
     };
     let report = judged(&a, &b, Some(sockets));
-    let cw = report.findings.iter().find(|f| f.id == "tcp_closewait").expect("close-wait finding");
+    let cw = report
+        .findings
+        .iter()
+        .find(|f| f.id == "tcp_closewait")
+        .expect("close-wait finding");
     assert_eq!(cw.severity, "warning");
     assert!(cw.summary.contains("leaky (pid 4242)"), "{}", cw.summary);
     assert!(cw.fix.contains("leaky (pid 4242)"), "{}", cw.fix);
     // Ratio 2 < 5: no imbalance finding, even though the busy CPU is above the floor.
     assert!(!ids(&report).iter().any(|(id, _)| *id == "irq_imbalance"));
-    let _ = Owner { pid: 1, comm: String::new() };
+    let _ = Owner {
+        pid: 1,
+        comm: String::new(),
+    };
 }
 
 #[test]
@@ -154,10 +248,18 @@ fn imbalance_on_many_cpus_points_at_rps() {
     b.net_rx[3] = 20_000;
     b.net_dev[0].rx.packets += 20_000;
     let report = judged(&a, &b, None);
-    let f = report.findings.iter().find(|f| f.id == "irq_imbalance").expect("imbalance");
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.id == "irq_imbalance")
+        .expect("imbalance");
     assert_eq!(f.severity, "warning", "{:?}", f.evidence);
     assert_eq!(f.evidence["busiest_cpu"], 3);
     assert_eq!(f.evidence["rps"], "off");
-    assert!(f.fix.contains("/sys/class/net/eth0/queues/rx-*/rps_cpus"), "{}", f.fix);
+    assert!(
+        f.fix.contains("/sys/class/net/eth0/queues/rx-*/rps_cpus"),
+        "{}",
+        f.fix
+    );
     assert!(f.fix.contains("echo ffff "), "{}", f.fix);
 }

@@ -1,0 +1,338 @@
+//! `netprobe report` scenarios: each creates one real condition in its own namespaces and
+//! checks that the report names it with the right id, severity, evidence and fix.
+
+use std::{
+    net::{SocketAddr, TcpStream, UdpSocket},
+    thread,
+    time::Duration,
+};
+
+use netprobe_integration::*;
+use serde_json::Value;
+
+const HOLDER: &str = env!("CARGO_BIN_EXE_np-holder");
+
+fn ids(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["id"].as_str().unwrap(),
+                f["severity"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A namespace where nothing is wrong: traffic flows, nothing is lost, nothing is found.
+#[test]
+fn clean_namespace_has_no_findings() {
+    let link = Link::new("rclean", 21);
+    let server = SocketAddr::new(link.addr(2, false), 7000);
+    let (a, b) = (link.a.shared(), link.b.shared());
+    let (report, _) = report_in(&link.a, "1", move || bulk_transfer(&a, &b, server, 4 << 20));
+    assert_eq!(
+        ids(&report),
+        Vec::<String>::new(),
+        "{:#}",
+        report["findings"]
+    );
+    // The transfer is visible: the report did sample this namespace's counters.
+    assert!(
+        report["protocols"]["Tcp"]["OutSegs"]["rate"]
+            .as_f64()
+            .unwrap()
+            > 100.0
+    );
+    let veth = report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "veth0")
+        .unwrap_or_else(|| panic!("no veth0: {:#}", report["interfaces"]));
+    assert!(veth["counters"]["tx_bytes"]["rate"].as_f64().unwrap() > 1e6);
+}
+
+/// A server that never closes: CLOSE_WAIT sockets, owner named.
+#[test]
+fn close_wait_leak_names_the_process() {
+    let link = Link::new("rcw", 22);
+    let server = SocketAddr::new(link.addr(2, false), 7000);
+    let holder = Holder::start(&link.b, HOLDER, &["close-wait", &server.to_string(), "5"]);
+    link.a.run(move || {
+        for _ in 0..5 {
+            let s = TcpStream::connect(server).unwrap();
+            drop(s); // FIN: the holder's end goes to CLOSE_WAIT and stays there.
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
+    let (report, _) = report_in(&link.b, "0.3", || ());
+    let f = findings(&report, "tcp_closewait");
+    assert_eq!(f.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(f[0]["severity"], "warning");
+    assert_eq!(f[0]["evidence"]["close_wait"], 5);
+    let holder_row = &f[0]["evidence"]["holders"][0];
+    assert_eq!(holder_row["comm"], "np-holder");
+    assert_eq!(holder_row["pid"].as_u64(), Some(holder.pid() as u64));
+    assert_eq!(holder_row["local_ports"], serde_json::json!([7000]));
+    assert!(f[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("np-holder (pid {})", holder.pid())));
+    assert_eq!(report["sockets"]["tcp_states"]["CLOSE_WAIT"], 5);
+}
+
+/// A listener that never accepts: its accept queue fills and handshakes overflow.
+#[test]
+fn accept_queue_overflow() {
+    let link = Link::new("racc", 23);
+    let server = SocketAddr::new(link.addr(2, false), 7001);
+    let holder = Holder::start(&link.b, HOLDER, &["no-accept", &server.to_string(), "4"]);
+    let ns = link.a.shared();
+    let overflows_before = link.b.netstat("TcpExt", "ListenOverflows");
+    let (report, _) = report_in(&link.b, "1.5", move || {
+        // Many clients at once: the first five fill the queue (backlog 4 allows 5), the rest
+        // are refused at the SYN and counted as ListenOverflows.
+        let clients: Vec<_> = (0..40)
+            .map(|_| {
+                ns.spawn(move || {
+                    TcpStream::connect_timeout(&server, Duration::from_millis(1200)).ok()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let overflows_after = link.b.netstat("TcpExt", "ListenOverflows");
+    let full = findings(&report, "accept_queue_full");
+    assert_eq!(full.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(full[0]["severity"], "critical");
+    assert_eq!(full[0]["evidence"]["port"], 7001);
+    assert_eq!(full[0]["evidence"]["accept_queue_max"], 4);
+    assert_eq!(
+        full[0]["evidence"]["owners"][0]["pid"].as_u64(),
+        Some(holder.pid() as u64)
+    );
+    let overflows = findings(&report, "listen_overflows");
+    assert_eq!(overflows.len(), 1, "{:#}", report["findings"]);
+    assert!(
+        overflows[0]["evidence"]["listen_overflows_per_s"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+    // The report's end value lies between the kernel's counter before and after the run.
+    let reported = report["protocols"]["TcpExt"]["ListenOverflows"]["value"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        reported > overflows_before && reported <= overflows_after,
+        "{overflows_before} < {reported} <= {overflows_after}"
+    );
+}
+
+/// A UDP socket nobody reads: receive-buffer errors, critical at this rate, socket named.
+#[test]
+fn udp_receive_buffer_errors() {
+    let link = Link::new("rudp", 24);
+    let sink = SocketAddr::new(link.addr(2, false), 7002);
+    let holder = Holder::start(&link.b, HOLDER, &["udp-sink", &sink.to_string(), "4096"]);
+    let ns = link.a.shared();
+    let before = link.b.snmp("Udp", "RcvbufErrors");
+    let (report, _) = report_in(&link.b, "1", move || {
+        ns.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..3000 {
+                let _ = s.send_to(&[0u8; 512], sink);
+            }
+        });
+    });
+    let after = link.b.snmp("Udp", "RcvbufErrors");
+    let f = findings(&report, "udp_rcvbuf_errors");
+    assert_eq!(f.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(f[0]["severity"], "critical");
+    let rate = f[0]["evidence"]["udp_rcvbuf_errors_per_s"]
+        .as_f64()
+        .unwrap();
+    let window = report["interval_s"].as_f64().unwrap();
+    // The report's count over its window is what the kernel counted (all sent inside it).
+    assert!(
+        (rate * window - (after - before) as f64).abs() < 1.0,
+        "rate {rate} × {window} vs delta {}",
+        after - before
+    );
+    let fullest = &f[0]["evidence"]["fullest_sockets"][0];
+    assert_eq!(fullest["port"], 7002);
+    assert_eq!(
+        fullest["owners"][0]["pid"].as_u64(),
+        Some(holder.pid() as u64)
+    );
+    assert!(f[0]["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("sysctl -w net.core.rmem_max="));
+}
+
+/// A tiny tbf shaper: qdisc drops on the sender's veth, with the qdisc named.
+#[test]
+fn qdisc_drops_from_a_tiny_tbf() {
+    let link = Link::new("rtbf", 25);
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &link.a.name,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "veth0",
+            "root",
+            "tbf",
+            "rate",
+            "1mbit",
+            "burst",
+            "2kb",
+            "limit",
+            "3kb",
+        ],
+    );
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    let ns = link.a.shared();
+    let (report, _) = report_in(&link.a, "1", move || {
+        ns.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..2000 {
+                let _ = s.send_to(&[0u8; 1000], to);
+            }
+        });
+    });
+    let f = findings(&report, "qdisc_drops");
+    assert_eq!(f.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(f[0]["severity"], "critical");
+    assert_eq!(f[0]["evidence"]["interface"], "veth0");
+    assert_eq!(f[0]["evidence"]["qdisc"], "tbf");
+    assert!(f[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("tc qdisc change dev veth0 root tbf"));
+    let q = report["qdiscs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["kind"] == "tbf")
+        .unwrap();
+    assert!(q["drops"].as_u64().unwrap() > 100);
+    assert_eq!(q["parent"], "root");
+}
+
+/// NIC level on veth: driver facts from the ethtool ioctl, and transmit drops when the peer
+/// is down, reported as network errors with the right advice.
+#[test]
+fn veth_nic_counters_and_tx_drops() {
+    let link = Link::new("rnic", 26);
+    // Static neighbour so packets reach the device even with the peer down.
+    let mac = sh("ip", &["-n", &link.b.name, "-j", "link", "show", "veth0"]);
+    let mac: Value = serde_json::from_str(&mac).unwrap();
+    let mac = mac[0]["address"].as_str().unwrap().to_string();
+    let peer_ip = link.addr(2, false).to_string();
+    sh(
+        "ip",
+        &[
+            "-n",
+            &link.a.name,
+            "neigh",
+            "replace",
+            &peer_ip,
+            "lladdr",
+            &mac,
+            "dev",
+            "veth0",
+            "nud",
+            "permanent",
+        ],
+    );
+    sh("ip", &["-n", &link.b.name, "link", "set", "veth0", "down"]);
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    let ns = link.a.shared();
+    let (report, _) = report_in(&link.a, "1", move || {
+        ns.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..500 {
+                let _ = s.send_to(b"x", to);
+            }
+        });
+    });
+    let nic = report["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["ifname"] == "veth0")
+        .expect("veth0 answered ethtool");
+    assert_eq!(nic["driver"], "veth");
+    assert!(nic["stats"].get("peer_ifindex").is_some(), "{nic:#}");
+    let f = findings(&report, "network_errors");
+    assert_eq!(f.len(), 1, "{:#}", report["findings"]);
+    assert_eq!(f[0]["evidence"]["interface"], "veth0");
+    assert!(
+        f[0]["evidence"]["tx_drop_per_s"].as_f64().unwrap() >= 100.0,
+        "{:#}",
+        f[0]
+    );
+    assert_eq!(f[0]["severity"], "critical");
+    assert!(
+        f[0]["fix"].as_str().unwrap().contains("no carrier"),
+        "{}",
+        f[0]["fix"]
+    );
+}
+
+/// Unprivileged: the same binary succeeds and says what it skipped.
+#[test]
+fn unprivileged_report_lists_what_it_skipped() {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netprobe_bin())
+        .args(["report", "--json", "--interval", "0.2"])
+        .output()
+        .expect("setpriv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped = report["skipped"].as_array().unwrap();
+    assert!(
+        skipped.iter().any(|s| s["source"] == "socket owners"),
+        "{skipped:#?}"
+    );
+    // What is readable is still there.
+    assert!(report["protocols"]["Tcp"].is_object());
+    assert!(!report["cpus"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn unknown_interface_is_one_clear_line() {
+    let (ok, stdout, stderr) = netprobe_once(&["report", "--interface", "np-nope0"]);
+    assert!(!ok);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("--interface np-nope0: no such interface"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let (ok, _, stderr) = netprobe_once(&["report", "--interval", "0"]);
+    assert!(!ok && stderr.contains("--interval 0"), "{stderr}");
+}
