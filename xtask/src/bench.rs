@@ -283,6 +283,12 @@ pub fn run_all() -> Result<()> {
         ]),
     )?;
 
+    println!("\n== report: one full sample vs the shell tools ==");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["bench", "-p", "netprobe", "--bench", "report"]),
+    )?;
+
     println!("\n== kernel: ns per event (kernel.bpf_stats_enabled), same workloads ==");
     let _stats = StatsEnabled::enable()?;
     let link = lossy_link("bench", 201, 5);

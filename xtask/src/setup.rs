@@ -21,6 +21,9 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
     "util-linux",
+    // Baselines for `cargo xtask bench`: the shell tools `netprobe report` replaces.
+    "net-tools",
+    "ethtool",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

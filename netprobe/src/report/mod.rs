@@ -60,7 +60,7 @@ pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
     report.sysctls = sample::sysctls(&mut skipped);
     match netlink::inet_sockets() {
         Ok(list) => {
-            let (owners, complete) = sockets::socket_owners();
+            let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&list));
             if !complete {
                 skipped.push(Skipped {
                     source: "socket owners".into(),

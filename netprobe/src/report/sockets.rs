@@ -2,7 +2,7 @@
 //! accept-queue fill, UDP sockets with data waiting, each with the owning process.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fs,
 };
 
@@ -24,11 +24,32 @@ pub struct Owner {
     pub comm: String,
 }
 
-/// Socket inode → owning processes, from /proc/<pid>/fd. Only root sees every process; the
+/// The sockets whose owners the report names: CLOSE_WAIT holders, listeners, and UDP
+/// sockets with unread data.
+pub fn inodes_of_interest(sockets: &[InetSocket]) -> HashSet<u32> {
+    sockets
+        .iter()
+        .filter(|s| {
+            s.inode != 0
+                && if s.protocol == IPPROTO_TCP {
+                    s.state == TCP_CLOSE_WAIT || s.state == TCP_LISTEN
+                } else {
+                    s.recv_queue > 0
+                }
+        })
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// Socket inode → owning processes, from /proc/<pid>/fd, for the `wanted` inodes only
+/// (a process's name is read only when it holds one). Only root sees every process; the
 /// second value says whether the scan was complete.
-pub fn socket_owners() -> (HashMap<u32, Vec<Owner>>, bool) {
+pub fn socket_owners(wanted: &HashSet<u32>) -> (HashMap<u32, Vec<Owner>>, bool) {
     let mut owners: HashMap<u32, Vec<Owner>> = HashMap::new();
     let mut complete = true;
+    if wanted.is_empty() {
+        return (owners, complete);
+    }
     let Ok(procs) = fs::read_dir("/proc") else {
         return (owners, false);
     };
@@ -40,27 +61,33 @@ pub fn socket_owners() -> (HashMap<u32, Vec<Owner>>, bool) {
             complete = false;
             continue;
         };
-        let comm = fs::read_to_string(entry.path().join("comm"))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_default();
+        let mut comm: Option<String> = None;
         for fd in fds.flatten() {
             let Ok(target) = fs::read_link(fd.path()) else {
                 continue;
             };
             let target = target.to_string_lossy();
-            if let Some(inode) = target
+            let Some(inode) = target
                 .strip_prefix("socket:[")
                 .and_then(|s| s.strip_suffix(']'))
-            {
-                if let Ok(inode) = inode.parse::<u32>() {
-                    let list = owners.entry(inode).or_default();
-                    if !list.iter().any(|o| o.pid == pid) {
-                        list.push(Owner {
-                            pid,
-                            comm: comm.clone(),
-                        });
-                    }
-                }
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !wanted.contains(&inode) {
+                continue;
+            }
+            let comm = comm.get_or_insert_with(|| {
+                fs::read_to_string(entry.path().join("comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_default()
+            });
+            let list = owners.entry(inode).or_default();
+            if !list.iter().any(|o| o.pid == pid) {
+                list.push(Owner {
+                    pid,
+                    comm: comm.clone(),
+                });
             }
         }
     }
@@ -282,7 +309,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let sockets = super::super::netlink::inet_sockets().unwrap();
-        let (owners, _) = socket_owners();
+        let (owners, _) = socket_owners(&inodes_of_interest(&sockets));
         let ours = sockets
             .iter()
             .find(|s| s.local_port == port && s.state == TCP_LISTEN)
