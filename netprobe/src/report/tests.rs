@@ -263,3 +263,42 @@ fn imbalance_on_many_cpus_points_at_rps() {
     );
     assert!(f.fix.contains("echo ffff "), "{}", f.fix);
 }
+
+#[test]
+fn text_puts_findings_first_and_colours_only_when_asked() {
+    use super::render::{text, Style};
+    let t = Instant::now();
+    let a = snapshot(t);
+    let mut b = snapshot(t + Duration::from_secs(1));
+    b.softnet[1].dropped += 50;
+    let report = judged(&a, &b, None);
+    let plain = text(&report, &Style { color: false });
+    assert!(!plain.contains('\x1b'), "no escape codes without colour");
+    let findings_at = plain.find("Findings").unwrap();
+    assert!(findings_at < plain.find("\nNIC").unwrap());
+    assert!(
+        plain.contains("CRITICAL [cpu] softnet_dropped: CPU 1"),
+        "{plain}"
+    );
+    assert!(
+        plain.contains("fix: sysctl -w net.core.netdev_max_backlog=2000"),
+        "{plain}"
+    );
+    // Layers in order, from the wire up.
+    let order = [
+        "\nNIC",
+        "\nDriver / rings",
+        "\nSoftirq / CPU",
+        "\nIP",
+        "\nTCP / UDP",
+        "\nSockets",
+        "\nConntrack",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|h| plain.find(h).unwrap_or_else(|| panic!("{h}")))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let coloured = text(&report, &Style { color: true });
+    assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"));
+}
