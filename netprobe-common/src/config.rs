@@ -55,7 +55,6 @@ pub struct KernelLayout {
     pub skb_sk: u32,
     pub skb_head: u32,
     pub skb_network_header: u32,
-    pub skb_transport_header: u32,
     pub skb_cb: u32,
     /// `struct sock` → `__sk_common.skc_net`
     pub sk_net: u32,
@@ -70,9 +69,8 @@ pub struct KernelLayout {
     /// `struct tcp_skb_cb` (lives in `skb->cb`)
     pub tcb_seq: u32,
     pub tcb_gso_segs: u32,
-    pub _pad0: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 64);
+const _: () = assert!(size_of::<KernelLayout>() == 56);
 
 pub const FILTER_PORT: u32 = 1 << 0;
 pub const FILTER_ADDR: u32 = 1 << 1;
@@ -119,7 +117,7 @@ pub struct TraceConfig {
     pub filter: Filter,
     pub stream: StreamConfig,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 176);
+const _: () = assert!(size_of::<TraceConfig>() == 168);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -153,7 +151,6 @@ impl TraceConfig {
             skb_sk: OFFSET_ABSENT,
             skb_head: OFFSET_ABSENT,
             skb_network_header: OFFSET_ABSENT,
-            skb_transport_header: OFFSET_ABSENT,
             skb_cb: OFFSET_ABSENT,
             sk_net: OFFSET_ABSENT,
             sk_state: OFFSET_ABSENT,
@@ -163,7 +160,6 @@ impl TraceConfig {
             dev_nd_net: OFFSET_ABSENT,
             tcb_seq: OFFSET_ABSENT,
             tcb_gso_segs: OFFSET_ABSENT,
-            _pad0: 0,
         },
         filter: Filter {
             flags: 0,

@@ -168,7 +168,6 @@ impl KernelBtf {
             skb_sk: self.offset_of("sk_buff", "sk")?,
             skb_head: self.offset_of("sk_buff", "head")?,
             skb_network_header: self.offset_of("sk_buff", "network_header")?,
-            skb_transport_header: self.offset_of("sk_buff", "transport_header")?,
             skb_cb: self.offset_of("sk_buff", "cb")?,
             sk_net: self.offset_of("sock", "__sk_common.skc_net.net")?,
             sk_state: self.offset_of("sock", "__sk_common.skc_state")?,
@@ -178,7 +177,6 @@ impl KernelBtf {
             dev_nd_net: self.offset_of("net_device", "nd_net.net")?,
             tcb_seq: self.offset_of("tcp_skb_cb", "seq")?,
             tcb_gso_segs: self.offset_of("tcp_skb_cb", "tcp_gso_segs")?,
-            _pad0: 0,
         })
     }
 
@@ -552,7 +550,6 @@ mod tests {
         assert_eq!(layout.skb_sk, 24);
         assert_eq!(layout.skb_cb, 40);
         assert_eq!(layout.skb_len, 112);
-        assert_eq!(layout.skb_transport_header, 180);
         assert_eq!(layout.skb_network_header, 182);
         assert_eq!(layout.skb_head, 200);
         assert_eq!(layout.sk_net, 48);

@@ -109,10 +109,10 @@ impl KernelTotals {
 }
 
 fn describe_attach(err_field: bool, what: &str) -> String {
-    // Why a classic tracepoint: it is stable ABI with a self-describing record (offsets from
-    // tracefs), it exists on every kernel netprobe supports, and its record already carries
-    // the fields we need. kprobe/fentry would see the same call sites but are not available
-    // on every kernel (and not on this one's configuration when they fail to attach).
+    // Why a classic tracepoint: a stable ABI with a self-describing record (offsets from
+    // tracefs), present on every kernel netprobe supports, already carrying most fields we
+    // need. kprobes and fentry would reach the same call sites but are not available
+    // everywhere (this kernel has no kprobes and refuses fentry).
     format!(
         "classic tracepoint, record offsets from tracefs format{}; {what}",
         if err_field {

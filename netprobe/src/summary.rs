@@ -204,10 +204,22 @@ impl SummaryJson {
             r.flows.len()
         );
         for f in r.flows.iter().take(top) {
+            let endpoint = |addr: &str, port: u16| {
+                if addr.contains(':') {
+                    format!("[{addr}]:{port}")
+                } else {
+                    format!("{addr}:{port}")
+                }
+            };
             let _ = writeln!(
                 out,
-                "  {:>8} sent {:>6} failed {:>8} segs  {}:{} > {}:{}  netns={}",
-                f.sent, f.failed, f.segs, f.saddr, f.sport, f.daddr, f.dport, f.netns
+                "  {:>8} sent {:>6} failed {:>8} segs  {} > {}  netns={}",
+                f.sent,
+                f.failed,
+                f.segs,
+                endpoint(&f.saddr, f.sport),
+                endpoint(&f.daddr, f.dport),
+                f.netns
             );
         }
         let _ = writeln!(out, "drops: {}", self.drops.total);

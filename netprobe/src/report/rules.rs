@@ -273,9 +273,11 @@ fn nic_rules(r: &mut Rule) {
 fn interface_errors(r: &mut Rule) {
     for iface in &r.report.interfaces {
         let c = |name: &str| iface.counters.get(name).map(|c| c.rate).unwrap_or(0.0);
+        // rx_drop is evidence, not part of the metric: it also rises for benign reasons
+        // (unknown protocols, inactive bond slaves), and backlog drops are softnet_dropped's.
+        let rx_drop = c("rx_drop");
         let parts = [
             ("rx_errs", c("rx_errs")),
-            ("rx_drop", c("rx_drop")),
             ("rx_missed", c("statistics.rx_missed_errors")),
             ("rx_fifo", c("rx_fifo")),
             ("tx_errs", c("tx_errs")),
@@ -298,13 +300,15 @@ fn interface_errors(r: &mut Rule) {
                 _ => format!("{name} drops on transmit: check that its peer/lower device is up (ip link show {name})"),
             },
             "rx_missed" | "rx_fifo" => format!("ethtool -G {name} rx <max from ethtool -g {name}>"),
-            "rx_drop" => format!("packets reached {name} but no protocol took them (unknown ethertype, VLAN without interface, backlog full): run netprobe trace --netns <ns> to see the drop reasons"),
             _ => format!("ethtool -S {name}: hardware errors — check cabling, optics and duplex"),
         };
         let ev: Map<String, Value> = parts
             .iter()
             .map(|(k, v)| (format!("{k}_per_s"), json!(round(*v))))
-            .chain([("interface".to_string(), json!(name))])
+            .chain([
+                ("interface".to_string(), json!(name)),
+                ("rx_drop_per_s".to_string(), json!(round(rx_drop))),
+            ])
             .collect();
         r.push(
             "network_errors",
