@@ -8,10 +8,10 @@ use aya_ebpf::{
 use netprobe_common::{
     DropEvent, EventHeader, EventKind, Flow, AF_INET, AF_INET6, COUNTER_DROP_LOST,
     COUNTER_DROP_SEEN, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS,
-    DROP_HAS_SOCK, FILTER_REASON, OFFSET_ABSENT,
+    DROP_HAS_SOCK, FILTER_REASON,
 };
 
-use crate::kernel::{dev_netns, flow_matches, netns_matches, read, sock_netns};
+use crate::kernel::{dev_netns, field, flow_matches, netns_matches, read, sock_netns};
 use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -27,14 +27,6 @@ const HEADER_UNSET: u16 = 0xffff;
 pub fn netprobe_drop(ctx: TracePointContext) -> u32 {
     let _ = try_drop(&ctx);
     0
-}
-
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
-    if offset == OFFSET_ABSENT {
-        return Err(-1);
-    }
-    unsafe { ctx.read_at::<T>(offset as usize) }
 }
 
 fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {

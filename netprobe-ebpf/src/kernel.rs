@@ -1,7 +1,7 @@
 //! Reading kernel objects through offsets resolved from BTF at load time, and the in-kernel
 //! filters shared by every hook.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
 use netprobe_common::{Flow, AF_INET, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, OFFSET_ABSENT};
 
 use crate::maps::setting;
@@ -13,6 +13,15 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
         return Err(-1);
     }
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+}
+
+/// Reads a field of the tracepoint record at an offset taken from its tracefs `format`.
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
+    if offset == OFFSET_ABSENT {
+        return Err(-1);
+    }
+    unsafe { ctx.read_at::<T>(offset as usize) }
 }
 
 /// Inode of the network namespace `net` (a `struct net *`).

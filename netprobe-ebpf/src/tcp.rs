@@ -10,22 +10,13 @@ use netprobe_common::{
     COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN, OFFSET_ABSENT,
 };
 
-use crate::kernel::{flow_matches, netns_matches, read, sock_netns};
+use crate::kernel::{field, flow_matches, netns_matches, read, sock_netns};
 use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
 
 #[tracepoint]
 pub fn netprobe_rtx(ctx: TracePointContext) -> u32 {
     let _ = try_retransmit(&ctx);
     0
-}
-
-/// Reads a field of the tracepoint record at an offset taken from its tracefs `format`.
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
-    if offset == OFFSET_ABSENT {
-        return Err(-1);
-    }
-    unsafe { ctx.read_at::<T>(offset as usize) }
 }
 
 fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {

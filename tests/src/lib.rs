@@ -504,6 +504,21 @@ pub fn wait_no_programs(timeout: Duration) -> Vec<String> {
     }
 }
 
+/// Runs the netprobe binary as an unprivileged user (nobody, no capabilities).
+pub fn netprobe_unprivileged(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netprobe_bin())
+        .args(args)
+        .output()
+        .expect("setpriv")
+}
+
 /// Runs the netprobe binary to completion with `args`; returns (exit ok, stdout, stderr).
 pub fn netprobe_once(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(netprobe_bin())

@@ -296,17 +296,7 @@ fn veth_nic_counters_and_tx_drops() {
 /// Unprivileged: the same binary succeeds and says what it skipped.
 #[test]
 fn unprivileged_report_lists_what_it_skipped() {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netprobe_bin())
-        .args(["report", "--json", "--interval", "0.2"])
-        .output()
-        .expect("setpriv");
+    let out = netprobe_unprivileged(&["report", "--json", "--interval", "0.2"]);
     assert!(
         out.status.success(),
         "{}",

@@ -312,17 +312,7 @@ fn clear_failures() {
 /// Not root: refused with one line, before touching the kernel.
 #[test]
 fn refuses_without_root() {
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netprobe_bin())
-        .args(["trace", "--duration", "1"])
-        .output()
-        .expect("setpriv");
+    let out = netprobe_unprivileged(&["trace", "--duration", "1"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("must run as root"), "{stderr}");

@@ -114,6 +114,15 @@ fn tracepoint_programs() -> Vec<(String, u64, u64, u64)> {
         .unwrap_or_default()
 }
 
+/// (run_cnt, run_time_ns) of the first program whose name starts with `prefix`.
+fn run_stats(programs: &[(String, u64, u64, u64)], prefix: &str) -> (u64, u64) {
+    programs
+        .iter()
+        .find(|p| p.0.starts_with(prefix))
+        .map(|p| (p.2, p.3))
+        .unwrap_or((0, 0))
+}
+
 /// What the workloads produced.
 #[derive(Default, Clone, Copy)]
 struct Workload {
@@ -184,14 +193,10 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
     wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
     let work = workload(link);
     let programs = tracepoint_programs();
-    let stat = |name: &str| {
-        programs
-            .iter()
-            .find(|p| p.0 == name)
-            .map(|p| (p.2, p.3))
-            .unwrap_or((0, 0))
-    };
-    let (rtx, drop) = (stat("netprobe_rtx"), stat("netprobe_drop"));
+    let (rtx, drop) = (
+        run_stats(&programs, "netprobe_rtx"),
+        run_stats(&programs, "netprobe_drop"),
+    );
     stop(&mut child);
     let (lines, last) = reader.join().unwrap();
     let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
@@ -237,14 +242,11 @@ fn measure_bpftrace(link: &Link) -> Result<Measured> {
     }
     let work = workload(link);
     let programs = new_programs();
-    let stat = |prefix: &str| {
-        programs
-            .iter()
-            .find(|p| p.0.starts_with(prefix))
-            .map(|p| (p.2, p.3))
-            .unwrap_or((0, 0))
-    };
-    let (rtx, drop) = (stat("tcp_retransmit"), stat("kfree_skb"));
+    // bpftool shows names cut to 15 bytes ("tcp_retransmit_").
+    let (rtx, drop) = (
+        run_stats(&programs, "tcp_retransmit"),
+        run_stats(&programs, "kfree_skb"),
+    );
     stop(&mut child);
     Ok(Measured {
         tool: "bpftrace",
