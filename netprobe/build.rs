@@ -10,6 +10,10 @@ use std::{
     process::Command,
 };
 
+/// Keep BTF in the object (bpftool shows types; aya relocates with it), and deny warnings in
+/// our own kernel-side crates (host clippy never compiles them; cargo caps registry crates).
+const BPF_RUSTFLAGS: &str = "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Dwarnings";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().unwrap();
@@ -51,12 +55,7 @@ fn main() {
         .arg(&target_dir)
         .env("RUSTC", &rustc)
         // aya-ebpf uses #![feature(asm_experimental_arch)]; Debian's stable rustc needs this.
-        .env("RUSTC_BOOTSTRAP", "1")
-        // Keep BTF in the object (bpftool shows types; aya relocates with it).
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
-        );
+        .env("RUSTC_BOOTSTRAP", "1");
     // Nothing of the outer (host, possibly clippy) build may leak into the BPF build.
     for var in [
         "RUSTC_WORKSPACE_WRAPPER",
@@ -71,10 +70,7 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
-    );
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", BPF_RUSTFLAGS);
     let status = cmd.status().expect("failed to run the BPF cargo");
     if !status.success() {
         panic!("building netprobe-ebpf for bpfel-unknown-none failed ({status})");

@@ -56,6 +56,7 @@ pub struct KernelLayout {
     pub skb_head: u32,
     pub skb_network_header: u32,
     pub skb_cb: u32,
+    pub skb_iif: u32,
     /// `struct sock` → `__sk_common.skc_net`
     pub sk_net: u32,
     /// `struct sock` → `__sk_common.skc_state`
@@ -70,7 +71,7 @@ pub struct KernelLayout {
     pub tcb_seq: u32,
     pub tcb_gso_segs: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 56);
+const _: () = assert!(size_of::<KernelLayout>() == 60);
 
 pub const FILTER_PORT: u32 = 1 << 0;
 pub const FILTER_ADDR: u32 = 1 << 1;
@@ -117,7 +118,7 @@ pub struct TraceConfig {
     pub filter: Filter,
     pub stream: StreamConfig,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 168);
+const _: () = assert!(size_of::<TraceConfig>() == 172);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -152,6 +153,7 @@ impl TraceConfig {
             skb_head: OFFSET_ABSENT,
             skb_network_header: OFFSET_ABSENT,
             skb_cb: OFFSET_ABSENT,
+            skb_iif: OFFSET_ABSENT,
             sk_net: OFFSET_ABSENT,
             sk_state: OFFSET_ABSENT,
             net_inum: OFFSET_ABSENT,

@@ -142,6 +142,7 @@ impl TryFrom<&[u8]> for DropEvent {
             ifname: r.array(),
             sk_state: r.u8(),
             _pad0: r.array(),
+            skb_iif: r.u32(),
         })
     }
 }
@@ -200,6 +201,7 @@ impl Encode for DropEvent {
         out.extend_from_slice(&self.ifname);
         out.push(self.sk_state);
         out.extend_from_slice(&self._pad0);
+        out.extend_from_slice(&self.skb_iif.to_le_bytes());
         out
     }
 }
@@ -295,7 +297,8 @@ mod tests {
             flags: DROP_HAS_FLOW | DROP_HAS_DEV | DROP_HAS_PORTS,
             ifname,
             sk_state: 10,
-            _pad0: [0; 7],
+            _pad0: [0; 3],
+            skb_iif: 0x0102_0304,
         };
         let mut golden = vec![2, 0, 0, 0, 3, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0];
         golden.extend_from_slice(&saddr);
@@ -305,7 +308,7 @@ mod tests {
         golden.extend_from_slice(&[7, 0, 0, 0, 2, 0, 1, 0, 5, 0, 0, 0]);
         golden.extend_from_slice(&[0xdd, 0x86, 17, 0b1011]);
         golden.extend_from_slice(&ifname);
-        golden.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0]);
+        golden.extend_from_slice(&[10, 0, 0, 0, 4, 3, 2, 1]);
         assert_eq!(golden.len(), 104);
         assert_eq!(event.encode(), golden);
         assert_eq!(Event::try_from(&golden[..]), Ok(Event::Drop(event)));

@@ -120,7 +120,9 @@ pub struct DropEvent {
     pub ifname: [u8; 16],
     /// TCP/socket state of the attached socket when [`DROP_HAS_SOCK`], else 0.
     pub sk_state: u8,
-    pub _pad0: [u8; 7],
+    pub _pad0: [u8; 3],
+    /// `skb->skb_iif`: the interface the packet arrived on; 0 for locally generated packets.
+    pub skb_iif: u32,
 }
 const _: () = assert!(size_of::<DropEvent>() == 104);
 

@@ -1,7 +1,7 @@
 //! `skb:kfree_skb`: every packet the kernel drops, with its drop reason.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -74,32 +74,37 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         bump(COUNTER_DROP_LOST);
         return Ok(());
     };
-    let mut ifindex = 0u32;
-    let mut ifname = [0u8; 16];
-    if dev != 0 {
-        flags |= DROP_HAS_DEV;
-        ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
-        ifname = read(dev, setting!(kernel.dev_name)).unwrap_or([0u8; 16]);
-    }
-    entry.write(DropEvent {
-        header: EventHeader {
+    // Fill the reserved slot in place: a whole DropEvent built on the stack first would
+    // not fit the 512-byte BPF stack beside the header buffers.
+    let event = entry.as_mut_ptr();
+    unsafe {
+        (*event).header = EventHeader {
             kind: EventKind::Drop.id(),
             _pad0: 0,
-            cpu: unsafe { bpf_get_smp_processor_id() },
+            cpu: bpf_get_smp_processor_id(),
             ts_ns,
-        },
-        flow,
-        location: field(ctx, setting!(drop.location)).unwrap_or(0),
-        netns,
-        reason,
-        ifindex,
-        protocol,
-        ip_proto,
-        flags,
-        ifname,
-        sk_state,
-        _pad0: [0; 7],
-    });
+        };
+        (*event).flow = flow;
+        (*event).location = field(ctx, setting!(drop.location)).unwrap_or(0);
+        (*event).netns = netns;
+        (*event).reason = reason;
+        (*event).protocol = protocol;
+        (*event).ip_proto = ip_proto;
+        (*event).sk_state = sk_state;
+        (*event)._pad0 = [0; 3];
+        (*event).skb_iif = read(skb, setting!(kernel.skb_iif)).unwrap_or(0);
+        (*event).ifindex = 0;
+        (*event).ifname = [0; 16];
+        if dev != 0 {
+            flags |= DROP_HAS_DEV;
+            (*event).ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+            let _ = bpf_probe_read_kernel_buf(
+                (dev + setting!(kernel.dev_name) as u64) as *const u8,
+                &mut (*event).ifname,
+            );
+        }
+        (*event).flags = flags;
+    }
     entry.submit(submit_flags(ts_ns));
     Ok(())
 }

@@ -15,9 +15,12 @@ pub static CONFIG: TraceConfig = TraceConfig::UNSET;
 /// Reads one field of [`CONFIG`]. The volatile read stops the compiler from folding in the
 /// compiled-in placeholder values.
 macro_rules! setting {
-    ($($field:ident).+) => {
-        unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$($field).+) }
-    };
+    ($($field:ident).+) => {{
+        // Also used inside unsafe blocks, where this one is redundant.
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$($field).+) };
+        value
+    }};
 }
 pub(crate) use setting;
 

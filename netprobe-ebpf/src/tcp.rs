@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use netprobe_common::{
     EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals, AF_INET,
-    COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN, OFFSET_ABSENT,
+    COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
 use crate::kernel::{field, flow_matches, netns_matches, read, sock_netns};

@@ -98,7 +98,8 @@ fn main() {
         flags: DROP_HAS_FLOW | DROP_HAS_PORTS | DROP_HAS_DEV,
         ifname,
         sk_state: 0,
-        _pad0: [0; 7],
+        _pad0: [0; 3],
+        skb_iif: 0,
     }
     .encode();
     measure("retransmit (json)", &retransmit, &renderer, true);

@@ -169,6 +169,7 @@ impl KernelBtf {
             skb_head: self.offset_of("sk_buff", "head")?,
             skb_network_header: self.offset_of("sk_buff", "network_header")?,
             skb_cb: self.offset_of("sk_buff", "cb")?,
+            skb_iif: self.offset_of("sk_buff", "skb_iif")?,
             sk_net: self.offset_of("sock", "__sk_common.skc_net.net")?,
             sk_state: self.offset_of("sock", "__sk_common.skc_state")?,
             net_inum: self.offset_of("net", "ns.inum")?,
@@ -489,6 +490,7 @@ mod tests {
                 ("sk", dev_ptr, 24),
                 ("cb", char_arr, 40),
                 ("len", u32_t, 112),
+                ("skb_iif", int_t, 144),
                 ("", headers, 180),
                 ("head", dev_ptr, 200),
             ],
@@ -550,6 +552,7 @@ mod tests {
         assert_eq!(layout.skb_sk, 24);
         assert_eq!(layout.skb_cb, 40);
         assert_eq!(layout.skb_len, 112);
+        assert_eq!(layout.skb_iif, 144);
         assert_eq!(layout.skb_network_header, 182);
         assert_eq!(layout.skb_head, 200);
         assert_eq!(layout.sk_net, 48);

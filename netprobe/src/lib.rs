@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod cli;
+pub mod dropclass;
 pub mod filter;
 pub mod kallsyms;
 pub mod loader;

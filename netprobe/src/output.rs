@@ -9,7 +9,12 @@ use netprobe_common::{
 };
 use serde::Serialize;
 
-use crate::{btf::DropReasons, kallsyms::Symbolizer, loader::HookStatus};
+use crate::{
+    btf::DropReasons,
+    dropclass::{classify, Direction, DropContext, Layer},
+    kallsyms::Symbolizer,
+    loader::HookStatus,
+};
 
 /// `{"type":"hooks"}`: first line of the stream, once every hook is attached or known absent.
 #[derive(Debug, Serialize)]
@@ -54,6 +59,10 @@ pub struct DropJson {
     pub dport: Option<u16>,
     pub reason: String,
     pub reason_code: u32,
+    /// `ingress`, `egress`, `local` or `unknown` (see `dropclass`).
+    pub direction: Direction,
+    /// `nic`, `qdisc`, `backlog`, `netfilter`, `ip`, `tcp`, `udp`, `socket` or `unknown`.
+    pub layer: Layer,
     pub location: String,
     /// Ethertype: `ipv4`, `ipv6`, `arp` or `0x....`.
     pub protocol: String,
@@ -178,6 +187,17 @@ impl Renderer {
         let has_ports = e.flags & DROP_HAS_PORTS != 0;
         let has_dev = e.flags & DROP_HAS_DEV != 0;
         let flow_addr = |bytes: &[u8; 16]| has_flow.then(|| addr(e.flow.family, bytes).to_string());
+        let reason = self.reasons.name(e.reason);
+        let location = self.symbols.resolve(e.location);
+        let (direction, layer) = classify(
+            &reason,
+            DropContext {
+                location: &location,
+                skb_iif: e.skb_iif,
+                ifindex: has_dev.then_some(e.ifindex),
+                has_socket: e.flags & DROP_HAS_SOCK != 0,
+            },
+        );
         DropJson {
             kind: "drop",
             ts_ns: e.header.ts_ns,
@@ -192,9 +212,11 @@ impl Renderer {
             sport: has_ports.then_some(e.flow.sport),
             daddr: flow_addr(&e.flow.daddr),
             dport: has_ports.then_some(e.flow.dport),
-            reason: self.reasons.name(e.reason),
+            reason,
             reason_code: e.reason,
-            location: self.symbols.resolve(e.location),
+            direction,
+            layer,
+            location,
             protocol: ethertype(e.protocol),
             ip_proto: has_flow.then(|| ip_proto(e.ip_proto)),
             ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
@@ -239,10 +261,18 @@ impl Renderer {
                     .map(|d| format!(" dev={d}"))
                     .unwrap_or_default();
                 format!(
-                    "{} cpu{:<3} DROP    {} {what}{dev} at {} netns={}",
+                    "{} cpu{:<3} DROP    {} {what}{dev} {}/{} at {} netns={}",
                     self.wall_clock(e.header.ts_ns),
                     e.header.cpu,
                     j.reason,
+                    serde_json::to_value(j.direction)
+                        .expect("enum serializes")
+                        .as_str()
+                        .unwrap_or("?"),
+                    serde_json::to_value(j.layer)
+                        .expect("enum serializes")
+                        .as_str()
+                        .unwrap_or("?"),
                     j.location,
                     e.netns
                 )
@@ -383,7 +413,8 @@ mod tests {
             flags: DROP_HAS_FLOW | DROP_HAS_PORTS | DROP_HAS_DEV | DROP_HAS_SOCK,
             ifname,
             sk_state: 1,
-            _pad0: [0; 7],
+            _pad0: [0; 3],
+            skb_iif: 0,
         };
         let v: serde_json::Value =
             serde_json::from_str(&renderer().json_line(&Event::Drop(e))).unwrap();
@@ -391,7 +422,8 @@ mod tests {
             v,
             serde_json::json!({"type":"drop","ts_ns":9,"cpu":0,"netns":3,"family":"ipv6",
                 "saddr":"2001:db8::2","sport":1,"daddr":"2001:db8::2","dport":5001,
-                "reason":"NETFILTER_DROP","reason_code":12,"location":"nf_hook_slow+0x3a",
+                "reason":"NETFILTER_DROP","reason_code":12,"direction":"egress","layer":"netfilter",
+                "location":"nf_hook_slow+0x3a",
                 "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4,"state":"ESTABLISHED"})
         );
 
@@ -409,9 +441,17 @@ mod tests {
         assert_eq!(v["protocol"], "arp");
         assert!(v.get("ifname").is_none());
         assert!(v.get("state").is_none());
+        assert_eq!(
+            v["direction"], "unknown",
+            "no socket, no device, no input interface"
+        );
+        assert_eq!(
+            v["layer"], "netfilter",
+            "unknown reason: the freeing function's layer"
+        );
         let text = renderer().text_line(&Event::Drop(bare));
         assert!(
-            text.contains("DROP    UNKNOWN_77 arp at nf_hook_slow+0x3a"),
+            text.contains("DROP    UNKNOWN_77 arp unknown/netfilter at nf_hook_slow+0x3a"),
             "{text}"
         );
     }

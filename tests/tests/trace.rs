@@ -372,3 +372,121 @@ fn overflow_keeps_exact_counts_and_reports_loss() {
         .unwrap();
     assert_eq!(no_socket["count"].as_u64(), Some(DATAGRAMS));
 }
+
+/// Every drop names its direction and layer, from real drops at both ends of a link:
+/// a's own OUTPUT filter (egress/netfilter), b's INPUT filter (ingress/netfilter), a tiny tbf on
+/// a (egress/qdisc), UDP to a closed port on b (ingress/socket) and on a's loopback
+/// (local/socket).
+#[test]
+fn drops_carry_direction_and_layer() {
+    let link = Link::new("dir", 15);
+    nft_in(
+        &link.a.name,
+        "table inet np_out {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp dport 6001 drop\n  }\n}\n",
+    );
+    nft_in(
+        &link.b.name,
+        "table inet np_in {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    tcp dport 6002 drop\n  }\n}\n",
+    );
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &link.a.name,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "veth0",
+            "root",
+            "tbf",
+            "rate",
+            "1mbit",
+            "burst",
+            "2kb",
+            "limit",
+            "3kb",
+        ],
+    );
+    let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
+
+    let tracer = Tracer::start(&[]);
+    let peer = link.addr(2, false);
+    link.a.run(move || {
+        for port in [6001, 6002] {
+            let _ = std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(peer, port),
+                Duration::from_millis(300),
+            );
+        }
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..300 {
+            let _ = udp.send_to(&[0u8; 1000], SocketAddr::new(peer, 7));
+        }
+        for _ in 0..5 {
+            let _ = udp.send_to(b"lo", "127.0.0.1:7");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+
+    let drops = out.of_type("drop");
+    let find = |what: &str, pick: &dyn Fn(&Value) -> bool| -> Vec<(String, String)> {
+        let found: Vec<(String, String)> = drops
+            .iter()
+            .filter(|d| pick(d))
+            .map(|d| {
+                (
+                    d["direction"].as_str().unwrap().to_string(),
+                    d["layer"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(!found.is_empty(), "no drop for {what}");
+        found
+    };
+    let all_are = |found: Vec<(String, String)>, direction: &str, layer: &str| {
+        assert!(
+            found.iter().all(|(d, l)| d == direction && l == layer),
+            "expected {direction}/{layer}: {found:?}"
+        );
+    };
+    let in_ns = |d: &Value, ns: u64| d["netns"].as_u64() == Some(ns);
+    all_are(
+        find("a's OUTPUT filter", &|d| {
+            in_ns(d, a_ns) && d["reason"] == "NETFILTER_DROP" && d["dport"] == 6001
+        }),
+        "egress",
+        "netfilter",
+    );
+    all_are(
+        find("b's INPUT filter", &|d| {
+            in_ns(d, b_ns) && d["reason"] == "NETFILTER_DROP" && d["dport"] == 6002
+        }),
+        "ingress",
+        "netfilter",
+    );
+    all_are(
+        find("a's tbf", &|d| {
+            in_ns(d, a_ns) && d["reason"].as_str().unwrap().starts_with("QDISC")
+        }),
+        "egress",
+        "qdisc",
+    );
+    all_are(
+        find("closed port on b", &|d| {
+            in_ns(d, b_ns) && d["reason"] == "NO_SOCKET" && d["dport"] == 7
+        }),
+        "ingress",
+        "socket",
+    );
+    all_are(
+        find("closed port on a's loopback", &|d| {
+            in_ns(d, a_ns) && d["reason"] == "NO_SOCKET" && d["ifname"] == "lo"
+        }),
+        "local",
+        "socket",
+    );
+}
