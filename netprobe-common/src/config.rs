@@ -45,6 +45,23 @@ pub struct DropRecordLayout {
 }
 const _: () = assert!(size_of::<DropRecordLayout>() == 24);
 
+/// Field offsets of the per-CPU hooks' records (`irq:softirq_entry`/`exit`, `napi:napi_poll`),
+/// and the NET_RX softirq vector number (from BTF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuRecordLayout {
+    /// `vec` of softirq_entry/softirq_exit (the same offset in both, checked by the agent).
+    pub softirq_vec: u32,
+    /// `NET_RX_SOFTIRQ` in the kernel's softirq enum.
+    pub net_rx_vec: u32,
+    /// `__data_loc char[] dev_name` of napi_poll: a u32 of (length << 16 | offset).
+    pub napi_dev_name: u32,
+    pub napi_work: u32,
+    pub napi_budget: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(size_of::<CpuRecordLayout>() == 24);
+
 /// Byte offsets of kernel struct members, resolved from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +134,9 @@ pub struct TraceConfig {
     pub kernel: KernelLayout,
     pub filter: Filter,
     pub stream: StreamConfig,
+    pub cpu: CpuRecordLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 172);
+const _: () = assert!(size_of::<TraceConfig>() == 196);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -174,6 +192,14 @@ impl TraceConfig {
         stream: StreamConfig {
             wakeup_bytes: 0,
             wakeup_interval_ns: 0,
+        },
+        cpu: CpuRecordLayout {
+            softirq_vec: OFFSET_ABSENT,
+            net_rx_vec: u32::MAX,
+            napi_dev_name: OFFSET_ABSENT,
+            napi_work: OFFSET_ABSENT,
+            napi_budget: OFFSET_ABSENT,
+            _pad0: 0,
         },
     };
 }

@@ -15,15 +15,18 @@ pub const COUNTER_DROP_LOST: u32 = 3;
 pub const COUNTER_FLOW_TABLE_FULL: u32 = 4;
 /// Drops whose reason could not be added to the per-reason table (table full).
 pub const COUNTER_REASON_TABLE_FULL: u32 = 5;
+/// NAPI polls of a device that could not be added to the per-device table (table full).
+pub const COUNTER_NAPI_TABLE_FULL: u32 = 6;
 /// Size of the array; leave room for later counters without changing the map.
 pub const COUNTER_SLOTS: u32 = 16;
 
 /// Human-readable names, indexed like the counters (for reports and tests).
-pub const COUNTER_NAMES: [(u32, &str); 6] = [
+pub const COUNTER_NAMES: [(u32, &str); 7] = [
     (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
     (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
     (COUNTER_DROP_SEEN, "drop_seen"),
     (COUNTER_DROP_LOST, "drop_lost"),
     (COUNTER_FLOW_TABLE_FULL, "flow_table_full"),
     (COUNTER_REASON_TABLE_FULL, "reason_table_full"),
+    (COUNTER_NAPI_TABLE_FULL, "napi_table_full"),
 ];

@@ -151,9 +151,43 @@ pub struct RetransmitTotals {
 }
 const _: () = assert!(size_of::<RetransmitTotals>() == 32);
 
+/// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRxTotals {
+    pub runs: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+const _: () = assert!(size_of::<NetRxTotals>() == 24);
+
+/// Key of the per-CPU NAPI table: the device name as the tracepoint gives it (NUL-padded;
+/// `(no_device)` for the per-CPU backlog).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NapiKey {
+    pub dev: [u8; 16],
+}
+const _: () = assert!(size_of::<NapiKey>() == 16);
+
+/// Per-CPU NAPI poll totals for one device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NapiTotals {
+    pub polls: u64,
+    /// Polls that used their whole budget (`work == budget`): more was waiting.
+    pub full_budget: u64,
+    /// Packets processed.
+    pub work: u64,
+}
+const _: () = assert!(size_of::<NapiTotals>() == 24);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data, #[repr(C)], no implicit padding (checked by the size asserts).
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::RetransmitTotals {}
+    unsafe impl aya::Pod for super::NetRxTotals {}
+    unsafe impl aya::Pod for super::NapiKey {}
+    unsafe impl aya::Pod for super::NapiTotals {}
 }

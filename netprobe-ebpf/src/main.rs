@@ -6,6 +6,7 @@
 mod drop;
 mod kernel;
 mod maps;
+mod softirq;
 mod tcp;
 
 #[cfg(not(test))]

@@ -284,6 +284,32 @@ impl DropReasons {
 }
 
 impl KernelBtf {
+    /// The value of an enumerator by name, in any enum (named or anonymous), e.g.
+    /// `NET_RX_SOFTIRQ`.
+    pub fn enumerator(&self, name: &str) -> Option<u64> {
+        let mut types = self.btf.type_iter();
+        while let Ok(Some(ty)) = types.next() {
+            match &ty {
+                Type::Enum(e) => {
+                    for m in &e.members {
+                        if self.btf.resolve_name(m).ok().as_deref() == Some(name) {
+                            return Some(m.val() as u64);
+                        }
+                    }
+                }
+                Type::Enum64(e) => {
+                    for m in &e.members {
+                        if self.btf.resolve_name(m).ok().as_deref() == Some(name) {
+                            return Some(m.val());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Members with a nonzero subsystem in the upper bits from any `*_drop_reason` enum other
     /// than the core one.
     fn subsystem_reason_members(&self) -> Vec<(String, u32)> {
@@ -534,6 +560,16 @@ mod tests {
                 ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 3),
             ],
         );
+        // The softirq vectors are an anonymous enum in the kernel.
+        b.enumeration(
+            "",
+            &[
+                ("HI_SOFTIRQ", 0),
+                ("TIMER_SOFTIRQ", 1),
+                ("NET_TX_SOFTIRQ", 2),
+                ("NET_RX_SOFTIRQ", 3),
+            ],
+        );
         b.enumeration(
             "ovs_drop_reason",
             &[
@@ -585,6 +621,14 @@ mod tests {
     }
 
     #[test]
+    fn enumerators_of_anonymous_enums() {
+        let btf = kernel_shaped();
+        assert_eq!(btf.enumerator("NET_RX_SOFTIRQ"), Some(3));
+        assert_eq!(btf.enumerator("SKB_DROP_REASON_NETFILTER_DROP"), Some(12));
+        assert_eq!(btf.enumerator("NO_SUCH_ENUMERATOR"), None);
+    }
+
+    #[test]
     fn drop_reason_names_with_subsystems() {
         let reasons = DropReasons::from_btf(&kernel_shaped()).unwrap();
         assert_eq!(reasons.name(12), "NETFILTER_DROP");
@@ -611,6 +655,7 @@ mod tests {
         let btf = KernelBtf::load(path).unwrap();
         let layout = btf.kernel_layout().unwrap();
         assert!(layout.skb_cb > 0 && layout.skb_cb < 256);
+        assert!(btf.enumerator("NET_RX_SOFTIRQ").is_some());
         let reasons = DropReasons::from_btf(&btf).unwrap();
         assert!(reasons.value("NETFILTER_DROP").is_some());
         assert!(reasons.value("NO_SOCKET").is_some());

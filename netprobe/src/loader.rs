@@ -9,8 +9,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{
-    DropRecordLayout, Filter, FlowKey, RetransmitRecordLayout, RetransmitTotals, StreamConfig,
-    TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
+    CpuRecordLayout, DropRecordLayout, Filter, FlowKey, NapiKey, NapiTotals, NetRxTotals,
+    RetransmitRecordLayout, RetransmitTotals, StreamConfig, TraceConfig, COUNTER_NAMES,
+    COUNTER_SLOTS, OFFSET_ABSENT,
 };
 use serde::Serialize;
 
@@ -59,6 +60,21 @@ const DROP_HOOK: HookSpec = HookSpec {
     name: "kfree_skb",
     program: "netprobe_drop",
 };
+const SOFTIRQ_ENTRY_HOOK: HookSpec = HookSpec {
+    category: "irq",
+    name: "softirq_entry",
+    program: "netprobe_sirq_in",
+};
+const SOFTIRQ_EXIT_HOOK: HookSpec = HookSpec {
+    category: "irq",
+    name: "softirq_exit",
+    program: "netprobe_sirq_out",
+};
+const NAPI_HOOK: HookSpec = HookSpec {
+    category: "napi",
+    name: "napi_poll",
+    program: "netprobe_napi",
+};
 
 /// What happened to one hook, as reported to the user.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -96,6 +112,10 @@ pub struct KernelTotals {
     pub flows: Vec<(FlowKey, RetransmitTotals)>,
     /// (raw reason, count per CPU).
     pub reasons: Vec<(u32, Vec<u64>)>,
+    /// NET_RX softirq totals, indexed by CPU (empty when the hooks are inactive).
+    pub net_rx: Vec<NetRxTotals>,
+    /// (device, totals per CPU) of NAPI polls.
+    pub napi: Vec<(String, Vec<NapiTotals>)>,
 }
 
 impl KernelTotals {
@@ -128,16 +148,19 @@ fn describe_attach(err_field: bool, what: &str) -> String {
 pub struct HookPlan {
     pub retransmit: Option<RetransmitRecordLayout>,
     pub drop: Option<DropRecordLayout>,
+    pub cpu: CpuRecordLayout,
     /// Hooks to attach, with the detail to report once attached.
     wanted: Vec<(&'static HookSpec, String)>,
     /// Hooks already known to be unavailable.
     pub hooks: Vec<HookStatus>,
 }
 
-pub fn plan_hooks(tracefs: &Path) -> HookPlan {
+/// `net_rx_vec`: `NET_RX_SOFTIRQ` from BTF, if the kernel's BTF has it.
+pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
     let mut plan = HookPlan {
         retransmit: None,
         drop: None,
+        cpu: TraceConfig::UNSET.cpu,
         wanted: Vec::new(),
         hooks: Vec::new(),
     };
@@ -168,7 +191,55 @@ pub fn plan_hooks(tracefs: &Path) -> HookPlan {
         }
         Err(e) => plan.hooks.push(inactive(&DROP_HOOK, e.to_string())),
     }
+    plan_cpu_hooks(tracefs, net_rx_vec, &mut plan);
     plan
+}
+
+/// NET_RX softirq timing needs both softirq tracepoints with the same `vec` offset and the
+/// vector number from BTF; NAPI polls need `napi:napi_poll`.
+fn plan_cpu_hooks(tracefs: &Path, net_rx_vec: Option<u64>, plan: &mut HookPlan) {
+    let entry = tracefs::read_format(
+        tracefs,
+        SOFTIRQ_ENTRY_HOOK.category,
+        SOFTIRQ_ENTRY_HOOK.name,
+    )
+    .and_then(|f| f.softirq_vec());
+    let exit = tracefs::read_format(tracefs, SOFTIRQ_EXIT_HOOK.category, SOFTIRQ_EXIT_HOOK.name)
+        .and_then(|f| f.softirq_vec());
+    let softirq = match (entry, exit, net_rx_vec) {
+        (Ok(a), Ok(b), Some(vec)) if a == b => {
+            plan.cpu.softirq_vec = a;
+            plan.cpu.net_rx_vec = vec as u32;
+            Ok(format!(
+                "classic tracepoint, `vec` offset from tracefs format, NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
+            ))
+        }
+        (Ok(a), Ok(b), Some(_)) => Err(format!(
+            "softirq_entry and softirq_exit disagree on `vec` ({a} vs {b})"
+        )),
+        (_, _, None) => Err("kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string()),
+        (Err(e), _, _) | (_, Err(e), _) => Err(e.to_string()),
+    };
+    for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
+        match &softirq {
+            Ok(detail) => plan.wanted.push((spec, detail.clone())),
+            Err(why) => plan.hooks.push(inactive(spec, why.clone())),
+        }
+    }
+    match tracefs::read_format(tracefs, NAPI_HOOK.category, NAPI_HOOK.name)
+        .and_then(|f| f.napi_layout())
+    {
+        Ok((dev_name, work, budget)) => {
+            plan.cpu.napi_dev_name = dev_name;
+            plan.cpu.napi_work = work;
+            plan.cpu.napi_budget = budget;
+            plan.wanted.push((
+                &NAPI_HOOK,
+                "classic tracepoint, offsets from tracefs format; polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
+            ));
+        }
+        Err(e) => plan.hooks.push(inactive(&NAPI_HOOK, e.to_string())),
+    }
 }
 
 pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
@@ -190,9 +261,11 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     let HookPlan {
         retransmit,
         drop,
+        cpu,
         wanted,
         mut hooks,
-    } = plan_hooks(&tracefs);
+    } = plan_hooks(&tracefs, btf.enumerator("NET_RX_SOFTIRQ"));
+    config.cpu = cpu;
     if let Some(layout) = retransmit {
         config.retransmit = layout;
     }
@@ -288,14 +361,20 @@ impl Probe {
     /// (program name, run count, run time ns) from the kernel's BPF stats; zero unless
     /// `kernel.bpf_stats_enabled` is on.
     pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
-        [RETRANSMIT_HOOK.program, DROP_HOOK.program]
-            .into_iter()
-            .filter_map(|name| {
-                let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
-                let info = program.info().ok()?;
-                Some((name, info.run_count(), info.run_time().as_nanos() as u64))
-            })
-            .collect()
+        [
+            RETRANSMIT_HOOK.program,
+            DROP_HOOK.program,
+            SOFTIRQ_ENTRY_HOOK.program,
+            SOFTIRQ_EXIT_HOOK.program,
+            NAPI_HOOK.program,
+        ]
+        .into_iter()
+        .filter_map(|name| {
+            let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
+            let info = program.info().ok()?;
+            Some((name, info.run_count(), info.run_time().as_nanos() as u64))
+        })
+        .collect()
     }
 
     /// Reads the exact totals from the kernel maps.
@@ -343,10 +422,41 @@ impl Probe {
             let (reason, per_cpu) = entry.map_err(map_error("DROP_REASONS"))?;
             reasons.push((reason, per_cpu.iter().copied().collect()));
         }
+        let net_rx = match self.ebpf.map("NET_RX") {
+            Some(map) => {
+                let array: PerCpuArray<&MapData, NetRxTotals> =
+                    PerCpuArray::try_from(map).map_err(map_error("NET_RX"))?;
+                array
+                    .get(&0, 0)
+                    .map_err(map_error("NET_RX"))?
+                    .iter()
+                    .copied()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut napi = Vec::new();
+        if let Some(map) = self.ebpf.map("NAPI_POLLS") {
+            let table: PerCpuHashMap<&MapData, NapiKey, NapiTotals> =
+                PerCpuHashMap::try_from(map).map_err(map_error("NAPI_POLLS"))?;
+            for entry in table.iter() {
+                let (key, per_cpu) = entry.map_err(map_error("NAPI_POLLS"))?;
+                let end = key
+                    .dev
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(key.dev.len());
+                let dev = String::from_utf8_lossy(&key.dev[..end]).into_owned();
+                napi.push((dev, per_cpu.iter().copied().collect()));
+            }
+            napi.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         Ok(KernelTotals {
             counters,
             flows,
             reasons,
+            net_rx,
+            napi,
         })
     }
 }
@@ -357,11 +467,11 @@ mod tests {
 
     /// A tracefs tree with only the given format files.
     fn fake_tracefs(files: &[(&str, &str)]) -> std::path::PathBuf {
-        let root = std::env::temp_dir().join(format!(
-            "netprobe-tracefs-{}-{}",
-            std::process::id(),
-            files.len()
-        ));
+        // Unique per call: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root =
+            std::env::temp_dir().join(format!("netprobe-tracefs-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for (tracepoint, text) in files {
             let dir = root.join("events").join(tracepoint);
@@ -377,13 +487,14 @@ mod tests {
             "tcp/tcp_retransmit_skb",
             include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15"),
         )]);
-        let plan = plan_hooks(&root);
+        let plan = plan_hooks(&root, Some(3));
         assert_eq!(plan.wanted.len(), 1);
         assert_eq!(plan.wanted[0].0.name, "tcp_retransmit_skb");
         assert!(plan.wanted[0].1.contains("only successful retransmits"));
         assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
         assert!(plan.drop.is_none());
-        assert_eq!(plan.hooks.len(), 1);
+        // kfree_skb and the three per-CPU hooks are missing from this tracefs.
+        assert_eq!(plan.hooks.len(), 4);
         let missing = &plan.hooks[0];
         assert_eq!(missing.hook, "skb:kfree_skb");
         assert!(!missing.active);
@@ -391,6 +502,51 @@ mod tests {
             missing.detail.contains("not available on this kernel"),
             "{}",
             missing.detail
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn per_cpu_hooks_need_both_softirq_formats_and_the_vector_from_btf() {
+        let files = [
+            (
+                "irq/softirq_entry",
+                include_str!("../fixtures/tracefs/softirq_entry.6.18"),
+            ),
+            (
+                "irq/softirq_exit",
+                include_str!("../fixtures/tracefs/softirq_exit.6.18"),
+            ),
+            (
+                "napi/napi_poll",
+                include_str!("../fixtures/tracefs/napi_poll.6.18"),
+            ),
+        ];
+        let root = fake_tracefs(&files);
+        let plan = plan_hooks(&root, Some(3));
+        let wanted: Vec<&str> = plan.wanted.iter().map(|(s, _)| s.name).collect();
+        assert_eq!(wanted, vec!["softirq_entry", "softirq_exit", "napi_poll"]);
+        assert_eq!((plan.cpu.softirq_vec, plan.cpu.net_rx_vec), (8, 3));
+        assert_eq!(
+            (
+                plan.cpu.napi_dev_name,
+                plan.cpu.napi_work,
+                plan.cpu.napi_budget
+            ),
+            (16, 20, 24)
+        );
+
+        let without_vector = plan_hooks(&root, None);
+        let inactive: Vec<&str> = without_vector
+            .hooks
+            .iter()
+            .filter(|h| h.hook.starts_with("irq:"))
+            .map(|h| h.detail.as_str())
+            .collect();
+        assert_eq!(inactive.len(), 2);
+        assert!(
+            inactive.iter().all(|d| d.contains("NET_RX_SOFTIRQ")),
+            "{inactive:?}"
         );
         let _ = std::fs::remove_dir_all(root);
     }
@@ -407,9 +563,13 @@ mod tests {
                 include_str!("../fixtures/tracefs/tcp_retransmit_skb.6.18"),
             ),
         ]);
-        let plan = plan_hooks(&root);
+        let plan = plan_hooks(&root, None);
         assert_eq!(plan.wanted.len(), 2);
-        assert!(plan.hooks.is_empty());
+        assert_eq!(
+            plan.hooks.len(),
+            3,
+            "no per-CPU tracepoints in this tracefs"
+        );
         assert!(plan.wanted[1].1.contains("no drop reasons"));
         assert_eq!(plan.drop.unwrap().reason, OFFSET_ABSENT);
         let _ = std::fs::remove_dir_all(root);

@@ -34,6 +34,77 @@ pub struct SummaryJson {
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
     pub events_lost: u64,
+    /// Receive processing per CPU (host-wide; filters do not apply), CPUs with activity only.
+    pub cpus: Vec<CpuSummary>,
+}
+
+#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+pub struct CpuSummary {
+    pub cpu: usize,
+    /// NET_RX softirq runs that began and ended inside the window.
+    pub net_rx_runs: u64,
+    pub net_rx_total_ns: u64,
+    pub net_rx_max_ns: u64,
+    pub napi_polls: u64,
+    /// NAPI polls that used their whole budget.
+    pub napi_full_budget: u64,
+    /// softnet_stat's time_squeeze delta over the same window (NET_RX out of budget or time).
+    pub time_squeeze: u64,
+    /// softnet_stat's dropped delta over the same window (input backlog full).
+    pub backlog_dropped: u64,
+    pub napi: Vec<NapiDevice>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct NapiDevice {
+    /// Device name; `(no_device)` is the per-CPU backlog (RPS, netif_rx, veth).
+    pub dev: String,
+    pub polls: u64,
+    pub full_budget: u64,
+    pub packets: u64,
+}
+
+/// softnet_stat per-CPU deltas over the trace window: (time_squeeze, dropped) by CPU id.
+pub type SoftnetDeltas = std::collections::BTreeMap<usize, (u64, u64)>;
+
+fn cpu_summaries(totals: &KernelTotals, softnet: &SoftnetDeltas) -> Vec<CpuSummary> {
+    let ncpu = totals
+        .net_rx
+        .len()
+        .max(totals.napi.iter().map(|(_, v)| v.len()).max().unwrap_or(0))
+        .max(softnet.keys().next_back().map(|c| c + 1).unwrap_or(0));
+    let mut out = Vec::new();
+    for cpu in 0..ncpu {
+        let net_rx = totals.net_rx.get(cpu).copied().unwrap_or_default();
+        let (time_squeeze, backlog_dropped) = softnet.get(&cpu).copied().unwrap_or((0, 0));
+        let mut summary = CpuSummary {
+            cpu,
+            net_rx_runs: net_rx.runs,
+            net_rx_total_ns: net_rx.total_ns,
+            net_rx_max_ns: net_rx.max_ns,
+            time_squeeze,
+            backlog_dropped,
+            ..Default::default()
+        };
+        for (dev, per_cpu) in &totals.napi {
+            let t = per_cpu.get(cpu).copied().unwrap_or_default();
+            if t.polls == 0 {
+                continue;
+            }
+            summary.napi_polls += t.polls;
+            summary.napi_full_budget += t.full_budget;
+            summary.napi.push(NapiDevice {
+                dev: dev.clone(),
+                polls: t.polls,
+                full_budget: t.full_budget,
+                packets: t.work,
+            });
+        }
+        if summary.net_rx_runs + summary.napi_polls + time_squeeze + backlog_dropped > 0 {
+            out.push(summary);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -104,6 +175,7 @@ pub fn build(
     streamed: Streamed,
     hooks: Vec<HookStatus>,
     reasons: &DropReasons,
+    softnet: &SoftnetDeltas,
     duration_ms: u64,
 ) -> SummaryJson {
     let mut retransmits = RetransmitSummary::default();
@@ -181,6 +253,7 @@ pub fn build(
         retransmits,
         drops,
         events,
+        cpus: cpu_summaries(totals, softnet),
     }
 }
 
@@ -235,6 +308,24 @@ impl SummaryJson {
                 .collect();
             let _ = writeln!(out, "  by cpu: {}", cpus.join(" "));
         }
+        for c in &self.cpus {
+            let devices: Vec<String> = c
+                .napi
+                .iter()
+                .map(|n| format!("{} {} polls/{} full", n.dev, n.polls, n.full_budget))
+                .collect();
+            let _ = writeln!(
+                out,
+                "cpu{}: NET_RX {} runs, {:.1} ms (max {} µs); NAPI {}; softnet time_squeeze +{}, backlog dropped +{}",
+                c.cpu,
+                c.net_rx_runs,
+                c.net_rx_total_ns as f64 / 1e6,
+                c.net_rx_max_ns / 1000,
+                if devices.is_empty() { "-".to_string() } else { devices.join(", ") },
+                c.time_squeeze,
+                c.backlog_dropped
+            );
+        }
         let e = &self.events;
         if self.events_lost > 0 {
             let _ = writeln!(
@@ -263,6 +354,80 @@ impl SummaryJson {
 mod tests {
     use super::*;
     use netprobe_common::{Flow, FlowKey, RetransmitTotals, AF_INET};
+
+    #[test]
+    fn per_cpu_receive_work_beside_softnet() {
+        use netprobe_common::{NapiTotals, NetRxTotals};
+        let totals = KernelTotals {
+            net_rx: vec![
+                NetRxTotals {
+                    runs: 10,
+                    total_ns: 5_000_000,
+                    max_ns: 900_000,
+                },
+                NetRxTotals::default(),
+            ],
+            napi: vec![
+                (
+                    "(no_device)".into(),
+                    vec![
+                        NapiTotals {
+                            polls: 12,
+                            full_budget: 2,
+                            work: 300,
+                        },
+                        NapiTotals::default(),
+                    ],
+                ),
+                (
+                    "eth0".into(),
+                    vec![
+                        NapiTotals {
+                            polls: 3,
+                            full_budget: 0,
+                            work: 9,
+                        },
+                        NapiTotals::default(),
+                    ],
+                ),
+            ],
+            ..Default::default()
+        };
+        let softnet: SoftnetDeltas = [(0, (1, 0)), (1, (0, 0)), (3, (0, 7))].into();
+        let s = build(
+            &totals,
+            Streamed::default(),
+            vec![],
+            &DropReasons::default(),
+            &softnet,
+            10,
+        );
+        assert_eq!(
+            s.cpus.len(),
+            2,
+            "idle CPU 1 and 2 left out, CPU 3 has backlog drops"
+        );
+        let c0 = &s.cpus[0];
+        assert_eq!(
+            (c0.net_rx_runs, c0.net_rx_total_ns, c0.net_rx_max_ns),
+            (10, 5_000_000, 900_000)
+        );
+        assert_eq!(
+            (c0.napi_polls, c0.napi_full_budget, c0.time_squeeze),
+            (15, 2, 1)
+        );
+        assert_eq!(
+            c0.napi[0],
+            NapiDevice {
+                dev: "(no_device)".into(),
+                polls: 12,
+                full_budget: 2,
+                packets: 300
+            }
+        );
+        assert_eq!((s.cpus[1].cpu, s.cpus[1].backlog_dropped), (3, 7));
+        assert!(s.text(5).contains("cpu0: NET_RX 10 runs, 5.0 ms (max 900 µs); NAPI (no_device) 12 polls/2 full, eth0 3 polls/0 full; softnet time_squeeze +1"), "{}", s.text(5));
+    }
 
     #[test]
     fn totals_by_flow_reason_and_cpu_with_loss() {
@@ -295,6 +460,7 @@ mod tests {
                 },
             )],
             reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
+            ..Default::default()
         };
         let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
         let s = build(
@@ -306,6 +472,7 @@ mod tests {
             },
             vec![],
             &reasons,
+            &SoftnetDeltas::new(),
             1500,
         );
         assert_eq!(

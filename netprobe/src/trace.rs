@@ -17,7 +17,8 @@ use crate::{
     loader::{self, LoadError, LoadOptions},
     output::{realtime_offset_ns, HooksJson, Renderer},
     reader::{EventReader, ReaderError},
-    summary::{self, Streamed},
+    report::procfs::{parse_softnet, Softnet},
+    summary::{self, SoftnetDeltas, Streamed},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         );
     }
 
+    let softnet_at_start = read_softnet();
     let mut reader = EventReader::new(probe.take_events().ok_or(TraceError::NoRing)?)?;
     let mut streamed = Streamed::default();
     let mut batch = Vec::new();
@@ -165,12 +167,14 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             reader.decode_errors
         );
     }
+    let softnet = softnet_deltas(&softnet_at_start, &read_softnet());
     let totals = probe.kernel_totals()?;
     let summary = summary::build(
         &totals,
         streamed,
         probe.hooks.clone(),
         &renderer.reasons,
+        &softnet,
         started.elapsed().as_millis() as u64,
     );
     if !output_closed {
@@ -186,6 +190,33 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         let _ = out.flush();
     }
     result
+}
+
+fn read_softnet() -> Vec<Softnet> {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .map(|t| parse_softnet(&t))
+        .unwrap_or_default()
+}
+
+/// Per-CPU (time_squeeze, dropped) growth between two softnet_stat reads.
+fn softnet_deltas(before: &[Softnet], after: &[Softnet]) -> SoftnetDeltas {
+    after
+        .iter()
+        .map(|a| {
+            let b = before
+                .iter()
+                .find(|b| b.cpu == a.cpu)
+                .copied()
+                .unwrap_or(*a);
+            (
+                a.cpu,
+                (
+                    a.time_squeeze.saturating_sub(b.time_squeeze),
+                    a.dropped.saturating_sub(b.dropped),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Writes a batch; false when stdout is gone (e.g. `| head`).

@@ -162,6 +162,20 @@ impl Format {
         })
     }
 
+    /// Offset of `vec` in `irq:softirq_entry` / `irq:softirq_exit`.
+    pub fn softirq_vec(&self) -> Result<u32, TracefsError> {
+        self.required("vec", 4)
+    }
+
+    /// (`dev_name` data_loc, `work`, `budget`) offsets in `napi:napi_poll`.
+    pub fn napi_layout(&self) -> Result<(u32, u32, u32), TracefsError> {
+        Ok((
+            self.required("dev_name", 4)?,
+            self.required("work", 4)?,
+            self.required("budget", 4)?,
+        ))
+    }
+
     /// The `skb:kfree_skb` layout the kernel program needs.
     pub fn drop_layout(&self) -> Result<DropRecordLayout, TracefsError> {
         Ok(DropRecordLayout {
@@ -175,21 +189,23 @@ impl Format {
     }
 }
 
-/// Splits `const void * skbaddr` into (`const void *`, `skbaddr`) and `__u8 saddr[4]` into
-/// (`__u8[4]`, `saddr`).
+/// Splits `const void * skbaddr` into (`const void *`, `skbaddr`), `__u8 saddr[4]` into
+/// (`__u8[4]`, `saddr`) and `__data_loc char[] dev_name` into (`__data_loc char[]`, `dev_name`).
 fn split_declaration(decl: &str) -> Option<(String, String)> {
     let decl = decl.trim();
-    let (decl, array) = match decl.find('[') {
-        Some(i) => (decl[..i].trim_end(), &decl[i..]),
-        None => (decl, ""),
-    };
     let split = decl.rfind(|c: char| c.is_whitespace() || c == '*')?;
-    let name = decl[split + 1..].trim();
-    let c_type = format!("{}{}", decl[..=split].trim(), array);
+    let last = &decl[split + 1..];
+    let (name, array) = match last.find('[') {
+        Some(i) => (&last[..i], &last[i..]),
+        None => (last, ""),
+    };
     if name.is_empty() {
         return None;
     }
-    Some((c_type, name.to_string()))
+    Some((
+        format!("{}{}", decl[..=split].trim(), array),
+        name.to_string(),
+    ))
 }
 
 /// Where tracefs lives; mounts it at the standard place when it is not mounted (it is not at
@@ -336,6 +352,23 @@ mod tests {
     }
 
     #[test]
+    fn per_cpu_hook_layouts() {
+        let entry = Format::parse(
+            "irq:softirq_entry",
+            include_str!("../fixtures/tracefs/softirq_entry.6.18"),
+        )
+        .unwrap();
+        assert_eq!(entry.softirq_vec().unwrap(), 8);
+        let napi = Format::parse(
+            "napi:napi_poll",
+            include_str!("../fixtures/tracefs/napi_poll.6.18"),
+        )
+        .unwrap();
+        assert_eq!(napi.napi_layout().unwrap(), (16, 20, 24));
+        assert_eq!(napi.field("dev_name").unwrap().c_type, "__data_loc char[]");
+    }
+
+    #[test]
     fn wrong_sizes_and_missing_fields_are_errors() {
         let bad = RETRANSMIT_6_18.replace("offset:28;\tsize:2;", "offset:28;\tsize:4;");
         let err = Format::parse("tcp:x", &bad)
@@ -384,6 +417,10 @@ mod tests {
         assert_eq!(
             split_declaration("enum skb_drop_reason reason"),
             Some(("enum skb_drop_reason".into(), "reason".into()))
+        );
+        assert_eq!(
+            split_declaration("__data_loc char[] dev_name"),
+            Some(("__data_loc char[]".into(), "dev_name".into()))
         );
         assert_eq!(split_declaration("int"), None);
     }

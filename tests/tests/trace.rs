@@ -495,3 +495,76 @@ fn drops_carry_direction_and_layer() {
         "socket",
     );
 }
+
+/// NET_RX per CPU from the in-kernel softirq timing, checked against /proc/softirqs read
+/// around the trace (the trace window lies inside that window, so its counts can only be
+/// lower, and with traffic inside it they make up most of it); NAPI polls of the backlog that
+/// veth delivers through.
+#[test]
+fn net_rx_softirq_and_napi_per_cpu() {
+    fn net_rx_per_cpu() -> Vec<u64> {
+        let text = std::fs::read_to_string("/proc/softirqs").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("NET_RX:"))
+            .unwrap();
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+    let link = Link::new("sirq", 16);
+    let before = net_rx_per_cpu();
+    let tracer = Tracer::start(&["--port", "5003"]);
+    bulk_transfer(
+        &link.a,
+        &link.b,
+        SocketAddr::new(link.addr(2, false), 5003),
+        32 << 20,
+    );
+    let out = tracer.stop();
+    let after = net_rx_per_cpu();
+    assert!(out.success, "{}", out.stderr);
+    let hooks = out.of_type("hooks")[0]["hooks"].as_array().unwrap().clone();
+    for name in ["irq:softirq_entry", "irq:softirq_exit", "napi:napi_poll"] {
+        let hook = hooks.iter().find(|h| h["hook"] == name).unwrap();
+        assert_eq!(hook["active"], true, "{hook}");
+    }
+
+    let cpus = out.summary()["cpus"].as_array().unwrap().clone();
+    let mut traced_runs = 0;
+    for c in &cpus {
+        let cpu = c["cpu"].as_u64().unwrap() as usize;
+        let runs = c["net_rx_runs"].as_u64().unwrap();
+        let kernel = after[cpu] - before[cpu];
+        assert!(
+            runs <= kernel,
+            "cpu{cpu}: traced {runs} NET_RX runs, /proc/softirqs counted {kernel}"
+        );
+        let (total, max) = (
+            c["net_rx_total_ns"].as_u64().unwrap(),
+            c["net_rx_max_ns"].as_u64().unwrap(),
+        );
+        assert!(max <= total && (runs == 0) == (total == 0), "{c}");
+        assert!(max < 1_000_000_000, "a NET_RX run over a second: {c}");
+        assert!(
+            c["napi_full_budget"].as_u64().unwrap() <= c["napi_polls"].as_u64().unwrap(),
+            "{c}"
+        );
+        traced_runs += runs;
+    }
+    let kernel_runs: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    eprintln!("NET_RX runs: traced {traced_runs}, /proc/softirqs {kernel_runs} around the trace; cpus {cpus:?}");
+    assert!(
+        traced_runs * 2 >= kernel_runs,
+        "traced {traced_runs} of {kernel_runs}"
+    );
+    // veth hands packets to the per-CPU backlog, which NAPI polls as "(no_device)".
+    let backlog_polls: u64 = cpus
+        .iter()
+        .flat_map(|c| c["napi"].as_array().unwrap().iter())
+        .filter(|n| n["dev"] == "(no_device)")
+        .map(|n| n["polls"].as_u64().unwrap())
+        .sum();
+    assert!(backlog_polls > 0, "{cpus:?}");
+}

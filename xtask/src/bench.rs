@@ -197,6 +197,18 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
         run_stats(&programs, "netprobe_rtx"),
         run_stats(&programs, "netprobe_drop"),
     );
+    // The per-CPU programs have no bpftrace twin here; their own cost is printed as is.
+    for (program, hook) in [
+        ("netprobe_sirq_in", "irq:softirq_entry (all vectors)"),
+        ("netprobe_sirq_out", "irq:softirq_exit (all vectors)"),
+        ("netprobe_napi", "napi:napi_poll"),
+    ] {
+        let (runs, ns) = run_stats(&programs, program);
+        println!(
+            "netprobe {hook:<34} {:>6} ns/event over {runs} runs",
+            per_event(runs, ns)
+        );
+    }
     stop(&mut child);
     let (lines, last) = reader.join().unwrap();
     let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
