@@ -285,6 +285,53 @@ fn per_event(runs: u64, ns: u64) -> String {
     }
 }
 
+/// Throughput in Gbit/s of one loss-free 1 GiB veth transfer.
+fn veth_transfer_gbps(link: &Link) -> f64 {
+    const BYTES: u64 = 1 << 30;
+    let start = Instant::now();
+    bulk_transfer(
+        &link.a,
+        &link.b,
+        SocketAddr::new(link.addr(2, false), 5004),
+        BYTES,
+    );
+    BYTES as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// veth TCP throughput without and with `netprobe trace` running (all hooks, no filter).
+/// The two conditions alternate round by round after a warm-up, so that drift (autotuning,
+/// caches, the other tenant of this VM) hits both alike.
+fn throughput_with_and_without() -> Result<()> {
+    const ROUNDS: usize = 7;
+    let link = Link::new("tput", 202);
+    for _ in 0..2 {
+        veth_transfer_gbps(&link);
+    }
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        without.push(veth_transfer_gbps(&link));
+        let mut child = netprobe()
+            .args(["trace", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        wait_attached(&["netprobe_rtx", "netprobe_drop", "netprobe_napi"])?;
+        with.push(veth_transfer_gbps(&link));
+        stop(&mut child);
+    }
+    let (without, with) = (median(without), median(with));
+    println!(
+        "veth TCP bulk throughput (median of {ROUNDS} alternating 1 GiB transfers): without netprobe {without:.2} Gbit/s, with {with:.2} Gbit/s ({:+.1}%)",
+        (with - without) / without * 100.0
+    );
+    Ok(())
+}
+
 pub fn run_all() -> Result<()> {
     println!("== userspace: decode + render per event ==");
     run(
@@ -302,6 +349,9 @@ pub fn run_all() -> Result<()> {
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["bench", "-p", "netprobe", "--bench", "report"]),
     )?;
+
+    println!("\n== throughput: veth TCP with and without netprobe ==");
+    throughput_with_and_without()?;
 
     println!("\n== kernel: ns per event (kernel.bpf_stats_enabled), same workloads ==");
     let _stats = StatsEnabled::enable()?;
