@@ -78,6 +78,11 @@ pub struct KernelLayout {
     pub sk_net: u32,
     /// `struct sock` → `__sk_common.skc_state`
     pub sk_state: u32,
+    /// `struct sock` → `sk_socket` (full sockets only)
+    pub sk_socket: u32,
+    /// `struct socket_alloc` → `vfs_inode.i_ino`: the socket's inode number from its
+    /// `struct socket *` (the two are allocated together).
+    pub socket_ino: u32,
     /// `struct net` → `ns.inum`
     pub net_inum: u32,
     /// `struct net_device`
@@ -88,7 +93,7 @@ pub struct KernelLayout {
     pub tcb_seq: u32,
     pub tcb_gso_segs: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 60);
+const _: () = assert!(size_of::<KernelLayout>() == 68);
 
 pub const FILTER_PORT: u32 = 1 << 0;
 pub const FILTER_ADDR: u32 = 1 << 1;
@@ -136,7 +141,7 @@ pub struct TraceConfig {
     pub stream: StreamConfig,
     pub cpu: CpuRecordLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 196);
+const _: () = assert!(size_of::<TraceConfig>() == 204);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -174,6 +179,8 @@ impl TraceConfig {
             skb_iif: OFFSET_ABSENT,
             sk_net: OFFSET_ABSENT,
             sk_state: OFFSET_ABSENT,
+            sk_socket: OFFSET_ABSENT,
+            socket_ino: OFFSET_ABSENT,
             net_inum: OFFSET_ABSENT,
             dev_name: OFFSET_ABSENT,
             dev_ifindex: OFFSET_ABSENT,

@@ -121,6 +121,7 @@ impl TryFrom<&[u8]> for RetransmitEvent {
             state: r.u8(),
             _pad0: r.u8(),
             _pad1: r.u32(),
+            sock_ino: r.u64(),
         })
     }
 }
@@ -143,6 +144,7 @@ impl TryFrom<&[u8]> for DropEvent {
             sk_state: r.u8(),
             _pad0: r.array(),
             skb_iif: r.u32(),
+            sock_ino: r.u64(),
         })
     }
 }
@@ -182,6 +184,7 @@ impl Encode for RetransmitEvent {
         out.push(self.state);
         out.push(self._pad0);
         out.extend_from_slice(&self._pad1.to_le_bytes());
+        out.extend_from_slice(&self.sock_ino.to_le_bytes());
         out
     }
 }
@@ -202,6 +205,7 @@ impl Encode for DropEvent {
         out.push(self.sk_state);
         out.extend_from_slice(&self._pad0);
         out.extend_from_slice(&self.skb_iif.to_le_bytes());
+        out.extend_from_slice(&self.sock_ino.to_le_bytes());
         out
     }
 }
@@ -239,11 +243,12 @@ mod tests {
             state: 1,
             _pad0: 0,
             _pad1: 0,
+            sock_ino: 0x1122_3344,
         }
     }
 
     /// The bytes the kernel program writes for [`sample_retransmit`], written out by hand.
-    const RETRANSMIT_GOLDEN: [u8; 80] = [
+    const RETRANSMIT_GOLDEN: [u8; 88] = [
         1, 0, 0, 0, 1, 0, 0, 0, // kind=1, pad, cpu=1
         8, 7, 6, 5, 4, 3, 2, 1, // ts_ns
         198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // saddr
@@ -255,6 +260,7 @@ mod tests {
         0xa8, 0x05, 0, 0, // bytes=1448
         2, 0, 1, 0, // segs=2 state=1 pad
         0, 0, 0, 0, // pad
+        0x44, 0x33, 0x22, 0x11, 0, 0, 0, 0, // sock_ino
     ];
 
     #[test]
@@ -299,6 +305,7 @@ mod tests {
             sk_state: 10,
             _pad0: [0; 3],
             skb_iif: 0x0102_0304,
+            sock_ino: 77,
         };
         let mut golden = vec![2, 0, 0, 0, 3, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0];
         golden.extend_from_slice(&saddr);
@@ -309,7 +316,8 @@ mod tests {
         golden.extend_from_slice(&[0xdd, 0x86, 17, 0b1011]);
         golden.extend_from_slice(&ifname);
         golden.extend_from_slice(&[10, 0, 0, 0, 4, 3, 2, 1]);
-        assert_eq!(golden.len(), 104);
+        golden.extend_from_slice(&[77, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(golden.len(), 112);
         assert_eq!(event.encode(), golden);
         assert_eq!(Event::try_from(&golden[..]), Ok(Event::Drop(event)));
     }
@@ -317,8 +325,8 @@ mod tests {
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert!(matches!(
-            Event::try_from(&RETRANSMIT_GOLDEN[..79]),
-            Err(DecodeError::Short { need: 80, .. })
+            Event::try_from(&RETRANSMIT_GOLDEN[..87]),
+            Err(DecodeError::Short { need: 88, .. })
         ));
         assert!(matches!(
             Event::try_from(&RETRANSMIT_GOLDEN[..3]),
@@ -335,7 +343,7 @@ mod tests {
         truncated[0] = 2;
         assert!(matches!(
             Event::try_from(&truncated[..]),
-            Err(DecodeError::Short { need: 104, .. })
+            Err(DecodeError::Short { need: 112, .. })
         ));
     }
 }

@@ -84,8 +84,10 @@ pub struct RetransmitEvent {
     pub state: u8,
     pub _pad0: u8,
     pub _pad1: u32,
+    /// Inode of the socket (`socket:[ino]` in /proc/<pid>/fd): names the owning process.
+    pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<RetransmitEvent>() == 80);
+const _: () = assert!(size_of::<RetransmitEvent>() == 88);
 
 /// The drop event carried a parsable IP (and maybe TCP/UDP) header.
 pub const DROP_HAS_FLOW: u8 = 1 << 0;
@@ -123,8 +125,10 @@ pub struct DropEvent {
     pub _pad0: [u8; 3],
     /// `skb->skb_iif`: the interface the packet arrived on; 0 for locally generated packets.
     pub skb_iif: u32,
+    /// Inode of the attached full socket, 0 when none (or a request/TIME_WAIT socket).
+    pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<DropEvent>() == 104);
+const _: () = assert!(size_of::<DropEvent>() == 112);
 
 /// Key of the per-flow retransmit table kept in the kernel.
 #[repr(C)]
@@ -148,8 +152,10 @@ pub struct RetransmitTotals {
     pub segs: u64,
     /// Payload bytes in successfully retransmitted skbs.
     pub bytes: u64,
+    /// Inode of the flow's socket, as last seen on this CPU (0 when unknown).
+    pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<RetransmitTotals>() == 32);
+const _: () = assert!(size_of::<RetransmitTotals>() == 40);
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
 #[repr(C)]

@@ -11,7 +11,7 @@ use netprobe_common::{
     DROP_HAS_SOCK, FILTER_REASON,
 };
 
-use crate::kernel::{dev_netns, field, flow_matches, netns_matches, read, sock_netns};
+use crate::kernel::{dev_netns, field, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -20,6 +20,9 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_UDPLITE: u8 = 136;
 const IPPROTO_SCTP: u8 = 132;
+/// Minisock states (include/net/tcp_states.h): no `sk_socket` behind them.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
@@ -46,9 +49,14 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
     let mut sk_state = 0u8;
+    let mut sock_ino = 0u64;
     let netns = if sk != 0 {
         flags |= DROP_HAS_SOCK;
         sk_state = read(sk, setting!(kernel.sk_state)).unwrap_or(0);
+        // Only full sockets have sk_socket (not request or TIME_WAIT minisocks).
+        if sk_state != TCP_TIME_WAIT && sk_state != TCP_NEW_SYN_RECV {
+            sock_ino = sock_inode(sk);
+        }
         sock_netns(sk)
     } else if dev != 0 {
         dev_netns(dev)
@@ -93,6 +101,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         (*event).sk_state = sk_state;
         (*event)._pad0 = [0; 3];
         (*event).skb_iif = read(skb, setting!(kernel.skb_iif)).unwrap_or(0);
+        (*event).sock_ino = sock_ino;
         (*event).ifindex = 0;
         (*event).ifname = [0; 16];
         if dev != 0 {

@@ -39,6 +39,16 @@ pub fn sock_netns(sk: u64) -> u32 {
     }
 }
 
+/// Inode number of a full socket's `struct socket` (what /proc/<pid>/fd shows as
+/// `socket:[ino]`), 0 when it has none (orphaned, or not a full socket).
+#[inline(always)]
+pub fn sock_inode(sk: u64) -> u64 {
+    match read::<u64>(sk, setting!(kernel.sk_socket)) {
+        Ok(socket) if socket != 0 => read::<u64>(socket, setting!(kernel.socket_ino)).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Network namespace inode of a `struct net_device *`.
 #[inline(always)]
 pub fn dev_netns(dev: u64) -> u32 {

@@ -10,7 +10,7 @@ use netprobe_common::{
     COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
-use crate::kernel::{field, flow_matches, netns_matches, read, sock_netns};
+use crate::kernel::{field, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
 
 #[tracepoint]
@@ -50,6 +50,8 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
     let seq: u32 = read(cb, setting!(kernel.tcb_seq)).unwrap_or(0);
     let bytes: u32 = read(skb, setting!(kernel.skb_len)).unwrap_or(0);
     let state: i32 = field(ctx, setting!(retransmit.state)).unwrap_or(0);
+    // tcp_retransmit_skb always has a full socket.
+    let sock_ino = sock_inode(sk);
 
     bump(COUNTER_RETRANSMIT_SEEN);
     add_to_flow_table(
@@ -61,6 +63,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
         err,
         segs,
         bytes,
+        sock_ino,
     );
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
@@ -82,6 +85,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
                 state: state as u8,
                 _pad0: 0,
                 _pad1: 0,
+                sock_ino,
             });
             entry.submit(submit_flags(ts_ns));
         }
@@ -92,8 +96,11 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
 
 /// Adds this retransmit to the exact per-flow totals (this CPU's slot).
 #[inline(always)]
-fn add_to_flow_table(key: &FlowKey, err: i32, segs: u16, bytes: u32) {
-    let mut delta = RetransmitTotals::default();
+fn add_to_flow_table(key: &FlowKey, err: i32, segs: u16, bytes: u32, sock_ino: u64) {
+    let mut delta = RetransmitTotals {
+        sock_ino,
+        ..RetransmitTotals::default()
+    };
     if err == 0 {
         delta.sent = 1;
         delta.segs = segs as u64;
@@ -108,6 +115,9 @@ fn add_to_flow_table(key: &FlowKey, err: i32, segs: u16, bytes: u32) {
             (*totals).failed += delta.failed;
             (*totals).segs += delta.segs;
             (*totals).bytes += delta.bytes;
+            if sock_ino != 0 {
+                (*totals).sock_ino = sock_ino;
+            }
         }
         return;
     }

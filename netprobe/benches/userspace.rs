@@ -3,7 +3,7 @@
 
 use std::{hint::black_box, time::Instant};
 
-use netprobe::{btf::DropReasons, kallsyms::Symbolizer, output::Renderer};
+use netprobe::{btf::DropReasons, kallsyms::Symbolizer, output::Renderer, owners::Owner};
 use netprobe_common::{
     decode::{Encode, Event},
     DropEvent, EventHeader, EventKind, Flow, RetransmitEvent, AF_INET, DROP_HAS_DEV, DROP_HAS_FLOW,
@@ -12,20 +12,20 @@ use netprobe_common::{
 
 const ITERATIONS: u32 = 500_000;
 
-fn measure(name: &str, record: &[u8], renderer: &Renderer, json: bool) {
+fn measure(name: &str, record: &[u8], renderer: &Renderer, owner: &Owner, json: bool) {
     // Warm up.
     for _ in 0..10_000 {
         let e = Event::try_from(black_box(record)).unwrap();
-        black_box(renderer.json_line(&e));
+        black_box(renderer.json_line(&e, Some(owner)));
     }
     let start = Instant::now();
     let mut bytes = 0usize;
     for _ in 0..ITERATIONS {
         let e = Event::try_from(black_box(record)).unwrap();
         let line = if json {
-            renderer.json_line(&e)
+            renderer.json_line(&e, Some(owner))
         } else {
-            renderer.text_line(&e)
+            renderer.text_line(&e, Some(owner))
         };
         bytes += line.len();
     }
@@ -100,10 +100,16 @@ fn main() {
         sk_state: 0,
         _pad0: [0; 3],
         skb_iif: 0,
+        sock_ino: 0,
     }
     .encode();
-    measure("retransmit (json)", &retransmit, &renderer, true);
-    measure("drop (json)", &drop, &renderer, true);
-    measure("retransmit (text)", &retransmit, &renderer, false);
-    measure("drop (text)", &drop, &renderer, false);
+    // Events whose socket owner is known carry pid and comm.
+    let owner = Owner {
+        pid: 4242,
+        comm: "iperf3".into(),
+    };
+    measure("retransmit (json)", &retransmit, &renderer, &owner, true);
+    measure("drop (json)", &drop, &renderer, &owner, true);
+    measure("retransmit (text)", &retransmit, &renderer, &owner, false);
+    measure("drop (text)", &drop, &renderer, &owner, false);
 }

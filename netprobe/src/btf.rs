@@ -172,6 +172,8 @@ impl KernelBtf {
             skb_iif: self.offset_of("sk_buff", "skb_iif")?,
             sk_net: self.offset_of("sock", "__sk_common.skc_net.net")?,
             sk_state: self.offset_of("sock", "__sk_common.skc_state")?,
+            sk_socket: self.offset_of("sock", "sk_socket")?,
+            socket_ino: self.offset_of("socket_alloc", "vfs_inode.i_ino")?,
             net_inum: self.offset_of("net", "ns.inum")?,
             dev_name: self.offset_of("net_device", "name")?,
             dev_ifindex: self.offset_of("net_device", "ifindex")?,
@@ -476,7 +478,30 @@ mod tests {
                 ("skc_net", possible_net_t, 48),
             ],
         );
-        let _sock = b.aggregate(KIND_STRUCT, "sock", 800, &[("__sk_common", sock_common, 0)]);
+        let u64_t = b.int("unsigned long", 8);
+        let socket = b.aggregate(KIND_STRUCT, "socket", 128, &[("state", int_t, 0)]);
+        let socket_ptr = b.ptr(socket);
+        let inode = b.aggregate(
+            KIND_STRUCT,
+            "inode",
+            600,
+            &[("i_mode", u16_t, 0), ("i_ino", u64_t, 64)],
+        );
+        let _socket_alloc = b.aggregate(
+            KIND_STRUCT,
+            "socket_alloc",
+            728,
+            &[("socket", socket, 0), ("vfs_inode", inode, 128)],
+        );
+        let _sock = b.aggregate(
+            KIND_STRUCT,
+            "sock",
+            800,
+            &[
+                ("__sk_common", sock_common, 0),
+                ("sk_socket", socket_ptr, 400),
+            ],
+        );
         let char_arr = b.int("char", 1);
         let dev_ptr = b.ptr(u8_t);
         let dev_union = b.aggregate(
@@ -593,6 +618,8 @@ mod tests {
         assert_eq!(layout.skb_head, 200);
         assert_eq!(layout.sk_net, 48);
         assert_eq!(layout.sk_state, 18);
+        assert_eq!(layout.sk_socket, 400);
+        assert_eq!(layout.socket_ino, 128 + 64);
         assert_eq!(layout.net_inum, 128);
         assert_eq!(layout.dev_name, 300);
         assert_eq!(layout.dev_ifindex, 224);

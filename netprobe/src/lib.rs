@@ -7,6 +7,7 @@ pub mod filter;
 pub mod kallsyms;
 pub mod loader;
 pub mod output;
+pub mod owners;
 pub mod reader;
 pub mod report;
 pub mod summary;

@@ -407,6 +407,10 @@ impl Probe {
                 total.failed += v.failed;
                 total.segs += v.segs;
                 total.bytes += v.bytes;
+                // The same socket on every CPU that saw the flow.
+                if v.sock_ino != 0 {
+                    total.sock_ino = v.sock_ino;
+                }
             }
             flows.push((key, total));
         }

@@ -14,6 +14,7 @@ use crate::{
     dropclass::{classify, Direction, DropContext, Layer},
     kallsyms::Symbolizer,
     loader::HookStatus,
+    owners::Owner,
 };
 
 /// `{"type":"hooks"}`: first line of the stream, once every hook is attached or known absent.
@@ -41,6 +42,11 @@ pub struct RetransmitJson {
     pub segs: u16,
     pub bytes: u32,
     pub seq: u32,
+    /// The process that owns the socket (not the task on the CPU), when it can be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -76,6 +82,11 @@ pub struct DropJson {
     /// State of the socket the packet belonged to, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
+    /// The process that owns that socket, when it can be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
 }
 
 pub fn family_name(family: u16) -> Option<&'static str> {
@@ -163,7 +174,7 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn retransmit_json(&self, e: &RetransmitEvent) -> RetransmitJson {
+    pub fn retransmit_json(&self, e: &RetransmitEvent, owner: Option<&Owner>) -> RetransmitJson {
         RetransmitJson {
             kind: "retransmit",
             ts_ns: e.header.ts_ns,
@@ -179,10 +190,12 @@ impl Renderer {
             segs: e.segs,
             bytes: e.bytes,
             seq: e.seq,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.clone()),
         }
     }
 
-    pub fn drop_json(&self, e: &DropEvent) -> DropJson {
+    pub fn drop_json(&self, e: &DropEvent, owner: Option<&Owner>) -> DropJson {
         let has_flow = e.flags & DROP_HAS_FLOW != 0;
         let has_ports = e.flags & DROP_HAS_PORTS != 0;
         let has_dev = e.flags & DROP_HAS_DEV != 0;
@@ -222,19 +235,22 @@ impl Renderer {
             ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
             ifindex: has_dev.then_some(e.ifindex),
             state: (e.flags & DROP_HAS_SOCK != 0).then(|| tcp_state(e.sk_state)),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.clone()),
         }
     }
 
-    pub fn json_line(&self, event: &Event) -> String {
+    /// `owner`: the process owning the event's socket, when known.
+    pub fn json_line(&self, event: &Event, owner: Option<&Owner>) -> String {
         let value = match event {
-            Event::Retransmit(e) => serde_json::to_string(&self.retransmit_json(e)),
-            Event::Drop(e) => serde_json::to_string(&self.drop_json(e)),
+            Event::Retransmit(e) => serde_json::to_string(&self.retransmit_json(e, owner)),
+            Event::Drop(e) => serde_json::to_string(&self.drop_json(e, owner)),
         };
         value.expect("event JSON serializes")
     }
 
-    pub fn text_line(&self, event: &Event) -> String {
-        match event {
+    pub fn text_line(&self, event: &Event, owner: Option<&Owner>) -> String {
+        let line = match event {
             Event::Retransmit(e) => format!(
                 "{} cpu{:<3} RETRANS {} {} segs={} bytes={} seq={} {} netns={}",
                 self.wall_clock(e.header.ts_ns),
@@ -248,7 +264,7 @@ impl Renderer {
                 e.netns
             ),
             Event::Drop(e) => {
-                let j = self.drop_json(e);
+                let j = self.drop_json(e, None);
                 let what = match (&j.ip_proto, e.flags & DROP_HAS_FLOW != 0) {
                     (Some(p), true) => {
                         format!("{p} {}", flow_text(&e.flow, e.flags & DROP_HAS_PORTS != 0))
@@ -277,6 +293,10 @@ impl Renderer {
                     e.netns
                 )
             }
+        };
+        match owner {
+            Some(o) => format!("{line} pid={} comm={}", o.pid, o.comm),
+            None => line,
         }
     }
 
@@ -366,19 +386,26 @@ mod tests {
             ..Default::default()
         };
         let v: serde_json::Value =
-            serde_json::from_str(&renderer().json_line(&Event::Retransmit(e))).unwrap();
+            serde_json::from_str(&renderer().json_line(&Event::Retransmit(e), None)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"retransmit","ts_ns":5,"cpu":1,"netns":99,"family":"ipv4",
                 "saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":5001,
                 "state":"ESTABLISHED","err":-16,"segs":1,"bytes":1448,"seq":7})
         );
-        let text = renderer().text_line(&Event::Retransmit(e));
+        let text = renderer().text_line(
+            &Event::Retransmit(e),
+            Some(&Owner {
+                pid: 42,
+                comm: "iperf".into(),
+            }),
+        );
         assert!(
             text.contains("RETRANS 198.18.0.1:40000 > 198.18.0.2:5001 ESTABLISHED segs=1"),
             "{text}"
         );
         assert!(text.contains("failed EBUSY"), "{text}");
+        assert!(text.ends_with(" pid=42 comm=iperf"), "{text}");
     }
 
     #[test]
@@ -415,16 +442,24 @@ mod tests {
             sk_state: 1,
             _pad0: [0; 3],
             skb_iif: 0,
+            sock_ino: 0,
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&renderer().json_line(&Event::Drop(e))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&renderer().json_line(
+            &Event::Drop(e),
+            Some(&Owner {
+                pid: 7,
+                comm: "nginx".into(),
+            }),
+        ))
+        .unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"drop","ts_ns":9,"cpu":0,"netns":3,"family":"ipv6",
                 "saddr":"2001:db8::2","sport":1,"daddr":"2001:db8::2","dport":5001,
                 "reason":"NETFILTER_DROP","reason_code":12,"direction":"egress","layer":"netfilter",
                 "location":"nf_hook_slow+0x3a",
-                "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4,"state":"ESTABLISHED"})
+                "protocol":"ipv6","ip_proto":"tcp","ifname":"veth0","ifindex":4,"state":"ESTABLISHED",
+                "pid":7,"comm":"nginx"})
         );
 
         let bare = DropEvent {
@@ -434,7 +469,7 @@ mod tests {
             ..e
         };
         let v: serde_json::Value =
-            serde_json::from_str(&renderer().json_line(&Event::Drop(bare))).unwrap();
+            serde_json::from_str(&renderer().json_line(&Event::Drop(bare), None)).unwrap();
         assert_eq!(v["family"], serde_json::Value::Null);
         assert_eq!(v["sport"], serde_json::Value::Null);
         assert_eq!(v["reason"], "UNKNOWN_77");
@@ -449,7 +484,7 @@ mod tests {
             v["layer"], "netfilter",
             "unknown reason: the freeing function's layer"
         );
-        let text = renderer().text_line(&Event::Drop(bare));
+        let text = renderer().text_line(&Event::Drop(bare), None);
         assert!(
             text.contains("DROP    UNKNOWN_77 arp unknown/netfilter at nf_hook_slow+0x3a"),
             "{text}"

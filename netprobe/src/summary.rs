@@ -13,6 +13,7 @@ use crate::{
     btf::DropReasons,
     loader::{HookStatus, KernelTotals},
     output::{addr, family_name},
+    owners::Owner,
 };
 
 /// Events received by the agent, per kind.
@@ -129,6 +130,9 @@ pub struct FlowRetransmits {
     pub failed: u64,
     pub segs: u64,
     pub bytes: u64,
+    /// The process owning the flow's socket, when it can be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -176,6 +180,7 @@ pub fn build(
     hooks: Vec<HookStatus>,
     reasons: &DropReasons,
     softnet: &SoftnetDeltas,
+    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
     duration_ms: u64,
 ) -> SummaryJson {
     let mut retransmits = RetransmitSummary::default();
@@ -195,6 +200,7 @@ pub fn build(
             failed: t.failed,
             segs: t.segs,
             bytes: t.bytes,
+            owner: owner_of(t.sock_ino),
         });
     }
     retransmits.flows.sort_by(|a, b| {
@@ -400,6 +406,7 @@ mod tests {
             vec![],
             &DropReasons::default(),
             &softnet,
+            &mut |_| None,
             10,
         );
         assert_eq!(
@@ -457,6 +464,7 @@ mod tests {
                     failed: 1,
                     segs: 13,
                     bytes: 15000,
+                    sock_ino: 99,
                 },
             )],
             reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
@@ -473,6 +481,12 @@ mod tests {
             vec![],
             &reasons,
             &SoftnetDeltas::new(),
+            &mut |ino| {
+                (ino == 99).then(|| Owner {
+                    pid: 5,
+                    comm: "app".into(),
+                })
+            },
             1500,
         );
         assert_eq!(
@@ -480,6 +494,13 @@ mod tests {
             (11, 1, 13)
         );
         assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
+        assert_eq!(
+            s.retransmits.flows[0].owner,
+            Some(Owner {
+                pid: 5,
+                comm: "app".into()
+            })
+        );
         assert_eq!(s.drops.total, 10);
         assert_eq!(s.drops.by_reason[0].reason, "NETFILTER_DROP");
         assert_eq!(s.drops.by_reason[0].count, 7);

@@ -16,6 +16,7 @@ use crate::{
     kallsyms::Symbolizer,
     loader::{self, LoadError, LoadOptions},
     output::{realtime_offset_ns, HooksJson, Renderer},
+    owners::OwnerCache,
     reader::{EventReader, ReaderError},
     report::procfs::{parse_softnet, Softnet},
     summary::{self, SoftnetDeltas, Streamed},
@@ -120,6 +121,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     let softnet_at_start = read_softnet();
     let mut reader = EventReader::new(probe.take_events().ok_or(TraceError::NoRing)?)?;
     let mut streamed = Streamed::default();
+    let mut owners = OwnerCache::new();
     let mut batch = Vec::new();
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
@@ -136,7 +138,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             _ = &mut deadline, if duration.is_some() => break Ok(()),
             _ = flush.tick() => {
                 reader.drain(&mut batch);
-                if !emit(&mut out, &renderer, &mut batch, &mut streamed, args.json) {
+                if !emit(&mut out, &renderer, &mut owners, &mut batch, &mut streamed, args.json) {
                     output_closed = true;
                     break Ok(());
                 }
@@ -145,7 +147,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
                 if let Err(e) = read {
                     break Err(TraceError::Io(e));
                 }
-                if !emit(&mut out, &renderer, &mut batch, &mut streamed, args.json) {
+                if !emit(&mut out, &renderer, &mut owners, &mut batch, &mut streamed, args.json) {
                     output_closed = true;
                     break Ok(());
                 }
@@ -158,7 +160,14 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     probe.detach();
     reader.drain(&mut batch);
     if !output_closed {
-        emit(&mut out, &renderer, &mut batch, &mut streamed, args.json);
+        emit(
+            &mut out,
+            &renderer,
+            &mut owners,
+            &mut batch,
+            &mut streamed,
+            args.json,
+        );
     }
     streamed.decode_errors = reader.decode_errors;
     if let Some(e) = &reader.last_decode_error {
@@ -175,6 +184,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         probe.hooks.clone(),
         &renderer.reasons,
         &softnet,
+        &mut |inode| owners.lookup(inode),
         started.elapsed().as_millis() as u64,
     );
     if !output_closed {
@@ -223,21 +233,29 @@ fn softnet_deltas(before: &[Softnet], after: &[Softnet]) -> SoftnetDeltas {
 fn emit(
     out: &mut impl Write,
     renderer: &Renderer,
+    owners: &mut OwnerCache,
     batch: &mut Vec<Event>,
     streamed: &mut Streamed,
     json: bool,
 ) -> bool {
     let mut ok = true;
     for event in batch.drain(..) {
-        match event {
-            Event::Retransmit(_) => streamed.retransmits += 1,
-            Event::Drop(_) => streamed.drops += 1,
-        }
+        let sock_ino = match &event {
+            Event::Retransmit(e) => {
+                streamed.retransmits += 1;
+                e.sock_ino
+            }
+            Event::Drop(e) => {
+                streamed.drops += 1;
+                e.sock_ino
+            }
+        };
         if ok {
+            let owner = owners.lookup(sock_ino);
             let line = if json {
-                renderer.json_line(&event)
+                renderer.json_line(&event, owner.as_ref())
             } else {
-                renderer.text_line(&event)
+                renderer.text_line(&event, owner.as_ref())
             };
             ok = writeln!(out, "{line}").is_ok();
         }

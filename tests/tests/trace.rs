@@ -568,3 +568,66 @@ fn net_rx_softirq_and_napi_per_cpu() {
         .sum();
     assert!(backlog_polls > 0, "{cpus:?}");
 }
+
+/// The owner of a flow is the process holding the socket, named from the socket's inode, not
+/// the task that happened to be on the CPU (retransmits mostly run from timers and softirqs).
+#[test]
+fn retransmits_and_drops_name_the_owning_process() {
+    const HOLDER: &str = env!("CARGO_BIN_EXE_np-holder");
+    let link = Link::new("own", 17);
+    nft_in(&link.b.name, &input_loss_ruleset("netprobe_test", 5006, 3));
+    let server = SocketAddr::new(link.addr(2, false), 5006);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sink = link.b.spawn(move || {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 5006)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    });
+    ready_rx.recv().unwrap();
+    let tracer = Tracer::start(&["--port", "5006"]);
+    let holder = Holder::start(&link.a, HOLDER, &["send", &server.to_string(), "24"]);
+    assert_eq!(sink.join().unwrap(), 24 << 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+
+    let retransmits = out.of_type("retransmit");
+    assert!(!retransmits.is_empty(), "3% loss must retransmit");
+    for r in &retransmits {
+        assert_eq!(r["pid"].as_u64(), Some(holder.pid() as u64), "{r}");
+        assert_eq!(r["comm"], "np-holder", "{r}");
+    }
+    let flows = out.summary()["retransmits"]["flows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        flows[0]["owner"]["pid"].as_u64(),
+        Some(holder.pid() as u64),
+        "{flows:?}"
+    );
+    // Drops at the receiver that carry the established socket name the sink: this process.
+    let owned_drops: Vec<&Value> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d.get("pid").is_some())
+        .collect();
+    for d in &owned_drops {
+        assert_eq!(d["pid"].as_u64(), Some(std::process::id() as u64), "{d}");
+    }
+    eprintln!(
+        "owner: {} retransmits all owned by np-holder pid {}; {} drops named the receiving process",
+        retransmits.len(),
+        holder.pid(),
+        owned_drops.len()
+    );
+}

@@ -1,28 +1,19 @@
 //! The socket section: TCP states, TIME_WAIT and CLOSE_WAIT holders, listeners with their
 //! accept-queue fill, UDP sockets with data waiting, each with the owning process.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fs,
-};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
 use super::netlink::InetSocket;
-use crate::output::tcp_state;
+pub use crate::owners::Owner;
+use crate::{output::tcp_state, owners};
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u8 = 10;
 const TCP_TIME_WAIT: u8 = 6;
 const TCP_CLOSE_WAIT: u8 = 8;
 const TOP: usize = 10;
-
-/// A process holding sockets.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Owner {
-    pub pid: u32,
-    pub comm: String,
-}
 
 /// The sockets whose owners the report names: CLOSE_WAIT holders, listeners, and UDP
 /// sockets with unread data.
@@ -41,57 +32,18 @@ pub fn inodes_of_interest(sockets: &[InetSocket]) -> HashSet<u32> {
         .collect()
 }
 
-/// Socket inode → owning processes, from /proc/<pid>/fd, for the `wanted` inodes only
-/// (a process's name is read only when it holds one). Only root sees every process; the
-/// second value says whether the scan was complete.
+/// Socket inode → owning processes for the `wanted` inodes only; the second value says
+/// whether every process could be read (only root sees them all).
 pub fn socket_owners(wanted: &HashSet<u32>) -> (HashMap<u32, Vec<Owner>>, bool) {
-    let mut owners: HashMap<u32, Vec<Owner>> = HashMap::new();
-    let mut complete = true;
     if wanted.is_empty() {
-        return (owners, complete);
+        return (HashMap::new(), true);
     }
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return (owners, false);
-    };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
-            complete = false;
-            continue;
-        };
-        let mut comm: Option<String> = None;
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            let Some(inode) = target
-                .strip_prefix("socket:[")
-                .and_then(|s| s.strip_suffix(']'))
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !wanted.contains(&inode) {
-                continue;
-            }
-            let comm = comm.get_or_insert_with(|| {
-                fs::read_to_string(entry.path().join("comm"))
-                    .map(|c| c.trim().to_string())
-                    .unwrap_or_default()
-            });
-            let list = owners.entry(inode).or_default();
-            if !list.iter().any(|o| o.pid == pid) {
-                list.push(Owner {
-                    pid,
-                    comm: comm.clone(),
-                });
-            }
-        }
-    }
-    (owners, complete)
+    let (found, complete) =
+        owners::scan(&|inode| u32::try_from(inode).is_ok_and(|i| wanted.contains(&i)));
+    (
+        found.into_iter().map(|(k, v)| (k as u32, v)).collect(),
+        complete,
+    )
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //!   np-holder close-wait ADDR:PORT N   accept N connections and never close them
 //!   np-holder no-accept ADDR:PORT BACKLOG   listen and never accept
 //!   np-holder udp-sink ADDR:PORT RCVBUF   bind, shrink SO_RCVBUF, never read
+//!   np-holder send ADDR:PORT MIB   connect, send MIB MiB, wait for the peer's FIN, keep the socket
 //! Prints "ready" once the socket is set up, then holds it until killed.
 
 use std::{
@@ -76,7 +77,7 @@ fn main() {
             n.parse::<i32>().expect("number"),
         ),
         _ => {
-            eprintln!("usage: np-holder close-wait|no-accept|udp-sink ADDR:PORT N");
+            eprintln!("usage: np-holder close-wait|no-accept|udp-sink|send ADDR:PORT N");
             std::process::exit(2);
         }
     };
@@ -108,6 +109,21 @@ fn main() {
                 );
             }
             ready();
+            hold()
+        }
+        "send" => {
+            use std::io::Read;
+            let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+            ready();
+            let chunk = vec![0x5au8; 1 << 20];
+            for _ in 0..n {
+                stream.write_all(&chunk).expect("send");
+            }
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).expect("read until FIN");
+            // Nothing more on stdout: the test stopped reading it after "ready".
+            let _keep = stream;
             hold()
         }
         other => {

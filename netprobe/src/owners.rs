@@ -1,0 +1,146 @@
+//! Which process owns a socket: socket inode → (pid, comm), from /proc/<pid>/fd.
+//!
+//! The kernel programs report the socket's inode (not the task that happened to be on the
+//! CPU: retransmits run from timers and softirqs). Only root can read every process's fds.
+
+use std::{
+    collections::HashMap,
+    fs,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+/// A process holding sockets.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Scans /proc/*/fd for sockets whose inode passes `wanted`. A process's name is read only when
+/// it holds one. Returns the owners and whether every process could be read.
+pub fn scan(wanted: &dyn Fn(u64) -> bool) -> (HashMap<u64, Vec<Owner>>, bool) {
+    let mut owners: HashMap<u64, Vec<Owner>> = HashMap::new();
+    let mut complete = true;
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return (owners, false);
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            complete = false;
+            continue;
+        };
+        let mut comm: Option<String> = None;
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if !wanted(inode) {
+                continue;
+            }
+            let comm = comm.get_or_insert_with(|| {
+                fs::read_to_string(entry.path().join("comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_default()
+            });
+            let list = owners.entry(inode).or_default();
+            if !list.iter().any(|o| o.pid == pid) {
+                list.push(Owner {
+                    pid,
+                    comm: comm.clone(),
+                });
+            }
+        }
+    }
+    (owners, complete)
+}
+
+/// Owners of the sockets seen in the event stream. A miss triggers a full rescan at most
+/// every `MIN_RESCAN`, so a burst of events costs at most a few scans; an inode still unknown
+/// after a scan (orphaned socket, another PID namespace) is remembered as such.
+pub struct OwnerCache {
+    known: HashMap<u64, Option<Owner>>,
+    last_scan: Option<Instant>,
+}
+
+const MIN_RESCAN: Duration = Duration::from_millis(100);
+
+impl Default for OwnerCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnerCache {
+    pub fn new() -> Self {
+        Self {
+            known: HashMap::new(),
+            last_scan: None,
+        }
+    }
+
+    pub fn lookup(&mut self, inode: u64) -> Option<Owner> {
+        if inode == 0 {
+            return None;
+        }
+        if let Some(known) = self.known.get(&inode) {
+            return known.clone();
+        }
+        if self.last_scan.is_some_and(|t| t.elapsed() < MIN_RESCAN) {
+            return None;
+        }
+        self.last_scan = Some(Instant::now());
+        let (found, _) = scan(&|_| true);
+        for (ino, owners) in found {
+            // The first holder: the process that created the socket or received it.
+            self.known.insert(ino, owners.into_iter().min());
+        }
+        self.known.entry(inode).or_insert(None).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn socket_inode(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    #[test]
+    fn our_own_socket_is_ours_and_misses_are_remembered() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = socket_inode(&listener);
+        let mut cache = OwnerCache::new();
+        let owner = cache.lookup(inode).expect("found by the first scan");
+        assert_eq!(owner.pid, std::process::id());
+        assert!(cache.lookup(0).is_none());
+        // A miss right after a scan is not rescanned (no scan storm under a burst of events)…
+        let scanned_at = cache.last_scan;
+        assert!(cache.lookup(u64::MAX).is_none());
+        assert_eq!(cache.last_scan, scanned_at);
+        assert!(!cache.known.contains_key(&u64::MAX));
+        // …and after MIN_RESCAN it is scanned for once, then remembered as unknown.
+        std::thread::sleep(MIN_RESCAN + Duration::from_millis(10));
+        assert!(cache.lookup(u64::MAX).is_none());
+        assert_ne!(cache.last_scan, scanned_at);
+        assert_eq!(cache.known.get(&u64::MAX), Some(&None));
+        let (found, _) = scan(&|i| i == inode);
+        assert_eq!(found.len(), 1);
+    }
+}
