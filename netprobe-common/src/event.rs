@@ -93,7 +93,7 @@ const _: () = assert!(size_of::<RetransmitEvent>() == 88);
 pub const DROP_HAS_FLOW: u8 = 1 << 0;
 /// `skb->dev` was set: `ifindex` and `ifname` are valid.
 pub const DROP_HAS_DEV: u8 = 1 << 1;
-/// A socket was attached (`skb->sk` or the tracepoint's `rx_sk`): the netns came from it.
+/// A socket was attached (`skb->sk` or the tracepoint's `rx_sk`).
 pub const DROP_HAS_SOCK: u8 = 1 << 2;
 /// Ports in `flow` are valid (TCP or UDP header found).
 pub const DROP_HAS_PORTS: u8 = 1 << 3;
@@ -107,7 +107,8 @@ pub struct DropEvent {
     pub flow: Flow,
     /// Kernel text address that freed the skb (resolved to `symbol+offset` in userspace).
     pub location: u64,
-    /// Inode of the network namespace (socket's, else device's), 0 when unknown.
+    /// Inode of the network namespace where it was dropped (device's, else socket's), 0 when
+    /// unknown.
     pub netns: u32,
     /// Raw `enum skb_drop_reason` value, subsystem in the upper 16 bits.
     pub reason: u32,

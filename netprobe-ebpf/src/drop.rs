@@ -41,8 +41,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
     let skb: u64 = field(ctx, setting!(drop.skbaddr))?;
     let mut flags = 0u8;
 
-    // The socket, if any, names the namespace best: skb->sk on the way out, the record's
-    // rx_sk on the way in; otherwise the device's namespace.
+    // The socket: skb->sk on the way out, the record's rx_sk on the way in.
     let mut sk: u64 = read(skb, setting!(kernel.skb_sk)).unwrap_or(0);
     if sk == 0 {
         sk = field(ctx, setting!(drop.rx_sk)).unwrap_or(0);
@@ -50,16 +49,21 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
     let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
     let mut sk_state = 0u8;
     let mut sock_ino = 0u64;
-    let netns = if sk != 0 {
+    if sk != 0 {
         flags |= DROP_HAS_SOCK;
         sk_state = read(sk, setting!(kernel.sk_state)).unwrap_or(0);
         // Only full sockets have sk_socket (not request or TIME_WAIT minisocks).
         if sk_state != TCP_TIME_WAIT && sk_state != TCP_NEW_SYN_RECV {
             sock_ino = sock_inode(sk);
         }
-        sock_netns(sk)
-    } else if dev != 0 {
+    }
+    // Where the packet was dropped: the device's namespace when it has a device (the
+    // receiver's, for a packet forwarded across namespaces by veth, which still carries the
+    // sending socket), the socket's before a device is set (the OUTPUT hook).
+    let netns = if dev != 0 {
         dev_netns(dev)
+    } else if sk != 0 {
+        sock_netns(sk)
     } else {
         0
     };

@@ -37,6 +37,57 @@ pub struct SummaryJson {
     pub events_lost: u64,
     /// Receive processing per CPU (host-wide; filters do not apply), CPUs with activity only.
     pub cpus: Vec<CpuSummary>,
+    /// Input-backlog drops from both sides: the CPUs that tried to enqueue (drop events) and
+    /// the CPUs whose backlog overflowed (softnet_stat).
+    pub backlog: BacklogSummary,
+}
+
+/// softnet_stat counts a backlog drop against the CPU whose backlog overflowed; the drop
+/// event fires on the CPU that tried to enqueue (they differ under RPS/RFS steering).
+#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+pub struct BacklogSummary {
+    /// CPU_BACKLOG drops counted in the kernel (exact, whatever the stream lost).
+    pub drop_events: u64,
+    /// softnet_stat `dropped` growth over the same window, all CPUs.
+    pub softnet_dropped: u64,
+    /// The two count the same drops; they agree when no drop was filtered out of the trace.
+    pub must_match: bool,
+    pub overflowing_cpus: Vec<CpuCount>,
+    pub enqueuing_cpus: Vec<CpuCount>,
+}
+
+fn backlog_summary(
+    totals: &KernelTotals,
+    reasons: &DropReasons,
+    softnet: &SoftnetDeltas,
+    filtered: bool,
+) -> BacklogSummary {
+    let code = reasons.value("CPU_BACKLOG");
+    let per_cpu: Vec<u64> = totals
+        .reasons
+        .iter()
+        .find(|(reason, _)| Some(*reason) == code)
+        .map(|(_, counts)| counts.clone())
+        .unwrap_or_default();
+    BacklogSummary {
+        drop_events: per_cpu.iter().sum(),
+        softnet_dropped: softnet.values().map(|(_, dropped)| dropped).sum(),
+        must_match: !filtered,
+        overflowing_cpus: softnet
+            .iter()
+            .filter(|(_, (_, dropped))| *dropped > 0)
+            .map(|(cpu, (_, dropped))| CpuCount {
+                cpu: *cpu,
+                count: *dropped,
+            })
+            .collect(),
+        enqueuing_cpus: per_cpu
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(cpu, count)| CpuCount { cpu, count: *count })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Serialize, Default, PartialEq, Eq)]
@@ -149,7 +200,7 @@ pub struct ReasonCount {
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct CpuCount {
     pub cpu: usize,
     pub count: u64,
@@ -174,15 +225,31 @@ pub struct KindAccounting {
     pub lost: u64,
 }
 
+/// What the agent knows about the trace window beside the kernel's totals.
+pub struct Window<'a> {
+    pub streamed: Streamed,
+    pub hooks: Vec<HookStatus>,
+    pub reasons: &'a DropReasons,
+    /// softnet_stat growth over the window.
+    pub softnet: &'a SoftnetDeltas,
+    /// Trace filters were set: counter-side totals then cover more than the events do.
+    pub filtered: bool,
+    pub duration_ms: u64,
+}
+
 pub fn build(
     totals: &KernelTotals,
-    streamed: Streamed,
-    hooks: Vec<HookStatus>,
-    reasons: &DropReasons,
-    softnet: &SoftnetDeltas,
+    window: Window,
     owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
-    duration_ms: u64,
 ) -> SummaryJson {
+    let Window {
+        streamed,
+        hooks,
+        reasons,
+        softnet,
+        filtered,
+        duration_ms,
+    } = window;
     let mut retransmits = RetransmitSummary::default();
     for (key, t) in &totals.flows {
         retransmits.sent += t.sent;
@@ -260,6 +327,7 @@ pub fn build(
         drops,
         events,
         cpus: cpu_summaries(totals, softnet),
+        backlog: backlog_summary(totals, reasons, softnet, filtered),
     }
 }
 
@@ -332,6 +400,23 @@ impl SummaryJson {
                 c.backlog_dropped
             );
         }
+        let b = &self.backlog;
+        if b.drop_events + b.softnet_dropped > 0 {
+            let list = |cpus: &[CpuCount]| {
+                cpus.iter()
+                    .map(|c| format!("cpu{}={}", c.cpu, c.count))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "backlog: {} drops (softnet_stat: {}); overflowed on {}; enqueued from {}",
+                b.drop_events,
+                b.softnet_dropped,
+                list(&b.overflowing_cpus),
+                list(&b.enqueuing_cpus)
+            );
+        }
         let e = &self.events;
         if self.events_lost > 0 {
             let _ = writeln!(
@@ -402,12 +487,15 @@ mod tests {
         let softnet: SoftnetDeltas = [(0, (1, 0)), (1, (0, 0)), (3, (0, 7))].into();
         let s = build(
             &totals,
-            Streamed::default(),
-            vec![],
-            &DropReasons::default(),
-            &softnet,
+            Window {
+                streamed: Streamed::default(),
+                hooks: vec![],
+                reasons: &DropReasons::default(),
+                softnet: &softnet,
+                filtered: false,
+                duration_ms: 10,
+            },
             &mut |_| None,
-            10,
         );
         assert_eq!(
             s.cpus.len(),
@@ -434,6 +522,40 @@ mod tests {
         );
         assert_eq!((s.cpus[1].cpu, s.cpus[1].backlog_dropped), (3, 7));
         assert!(s.text(5).contains("cpu0: NET_RX 10 runs, 5.0 ms (max 900 µs); NAPI (no_device) 12 polls/2 full, eth0 3 polls/0 full; softnet time_squeeze +1"), "{}", s.text(5));
+    }
+
+    #[test]
+    fn backlog_drops_from_both_sides() {
+        let reasons = DropReasons::from_pairs(&[(71, "CPU_BACKLOG"), (3, "NO_SOCKET")], &[]);
+        let totals = KernelTotals {
+            reasons: vec![(71, vec![40, 0]), (3, vec![5, 5])],
+            ..Default::default()
+        };
+        // Enqueued from CPU 0, overflowed on CPU 1.
+        let softnet: SoftnetDeltas = [(0, (0, 0)), (1, (3, 40))].into();
+        let s = build(
+            &totals,
+            Window {
+                streamed: Streamed::default(),
+                hooks: vec![],
+                reasons: &reasons,
+                softnet: &softnet,
+                filtered: false,
+                duration_ms: 10,
+            },
+            &mut |_| None,
+        );
+        assert_eq!(
+            s.backlog,
+            BacklogSummary {
+                drop_events: 40,
+                softnet_dropped: 40,
+                must_match: true,
+                overflowing_cpus: vec![CpuCount { cpu: 1, count: 40 }],
+                enqueuing_cpus: vec![CpuCount { cpu: 0, count: 40 }],
+            }
+        );
+        assert!(s.text(5).contains("backlog: 40 drops (softnet_stat: 40); overflowed on cpu1=40; enqueued from cpu0=40"), "{}", s.text(5));
     }
 
     #[test]
@@ -473,21 +595,24 @@ mod tests {
         let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
         let s = build(
             &totals,
-            Streamed {
-                retransmits: 10,
-                drops: 9,
-                decode_errors: 0,
+            Window {
+                streamed: Streamed {
+                    retransmits: 10,
+                    drops: 9,
+                    decode_errors: 0,
+                },
+                hooks: vec![],
+                reasons: &reasons,
+                softnet: &SoftnetDeltas::new(),
+                filtered: false,
+                duration_ms: 1500,
             },
-            vec![],
-            &reasons,
-            &SoftnetDeltas::new(),
             &mut |ino| {
                 (ino == 99).then(|| Owner {
                     pid: 5,
                     comm: "app".into(),
                 })
             },
-            1500,
         );
         assert_eq!(
             (s.retransmits.sent, s.retransmits.failed, s.retransmits.segs),

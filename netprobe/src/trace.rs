@@ -180,12 +180,15 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     let totals = probe.kernel_totals()?;
     let summary = summary::build(
         &totals,
-        streamed,
-        probe.hooks.clone(),
-        &renderer.reasons,
-        &softnet,
+        summary::Window {
+            streamed,
+            hooks: probe.hooks.clone(),
+            reasons: &renderer.reasons,
+            softnet: &softnet,
+            filtered: filter.flags != 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
         &mut |inode| owners.lookup(inode),
-        started.elapsed().as_millis() as u64,
     );
     if !output_closed {
         if args.json {

@@ -215,6 +215,36 @@ impl Link {
         Self { a, b, subnet }
     }
 
+    /// Permanent neighbour entries both ways, so that no packet waits for ARP (queued packets
+    /// are flushed from whichever CPU processes the ARP reply).
+    pub fn static_neighbours(&self) {
+        let mac = |ns: &Netns| {
+            let json = sh("ip", &["-n", &ns.name, "-j", "link", "show", "veth0"]);
+            let v: Value = serde_json::from_str(&json).expect("ip -j link");
+            v[0]["address"].as_str().expect("mac").to_string()
+        };
+        let (mac_a, mac_b) = (mac(&self.a), mac(&self.b));
+        for (ns, peer, peer_mac) in [(&self.a, 2, &mac_b), (&self.b, 1, &mac_a)] {
+            let ip = self.addr(peer, false).to_string();
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns.name,
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    peer_mac,
+                    "dev",
+                    "veth0",
+                    "nud",
+                    "permanent",
+                ],
+            );
+        }
+    }
+
     pub fn addr(&self, host: u8, v6: bool) -> std::net::IpAddr {
         if v6 {
             format!("2001:db8:{}::{host}", self.subnet).parse().unwrap()
@@ -281,6 +311,41 @@ pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64)
     let received = sink.join().expect("sink");
     assert_eq!(received, bytes, "sink received everything");
     Transfer { local, bytes }
+}
+
+/// Sets a global sysctl for a test and restores the old value when dropped (also on panic).
+pub struct SysctlGuard {
+    path: PathBuf,
+    old: String,
+}
+
+impl SysctlGuard {
+    pub fn set(name: &str, value: &str) -> Self {
+        let path = PathBuf::from("/proc/sys").join(name.replace('.', "/"));
+        let old = fs::read_to_string(&path).expect("read sysctl");
+        fs::write(&path, value).expect("write sysctl");
+        Self { path, old }
+    }
+}
+
+impl Drop for SysctlGuard {
+    fn drop(&mut self) {
+        let _ = fs::write(&self.path, self.old.trim());
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "pin to cpu{cpu}"
+        );
+    }
 }
 
 /// A helper process inside a namespace (see `np-holder`), killed on drop.

@@ -631,3 +631,102 @@ fn retransmits_and_drops_name_the_owning_process() {
         owned_drops.len()
     );
 }
+
+/// RPS steers every packet of b's veth to CPU 1 while the sender runs on CPU 0, and the input
+/// backlog is tiny: the backlog drops are enqueued from CPU 0 (where the drop events fire) and
+/// overflow CPU 1 (where softnet_stat counts them); both sides agree exactly.
+#[test]
+fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
+    assert!(
+        std::thread::available_parallelism().unwrap().get() >= 2,
+        "needs two CPUs"
+    );
+    let link = Link::new("rps", 18);
+    link.static_neighbours();
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &link.b.name,
+            "sh",
+            "-c",
+            "echo 2 > /sys/class/net/veth0/queues/rx-0/rps_cpus",
+        ],
+    );
+    let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    let tracer = Tracer::start(&[]);
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    link.a.run(move || {
+        pin_to_cpu(0);
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..20_000 {
+            let _ = udp.send_to(b"rps", to);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+
+    let backlog = out.summary()["backlog"].clone();
+    let drops = backlog["drop_events"].as_u64().unwrap();
+    eprintln!("backlog: {backlog}");
+    assert!(drops > 0, "a backlog of 8 must overflow: {backlog}");
+    assert_eq!(backlog["must_match"], true);
+    assert_eq!(
+        backlog["softnet_dropped"].as_u64(),
+        Some(drops),
+        "events vs softnet_stat: {backlog}"
+    );
+    assert_eq!(
+        backlog["overflowing_cpus"],
+        serde_json::json!([{"cpu": 1, "count": drops}])
+    );
+    let events: Vec<&Value> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d["reason"] == "CPU_BACKLOG")
+        .collect();
+    assert_eq!(events.len() as u64, drops, "every drop streamed");
+    // Into b: the datagrams, enqueued from the sender's CPU 0 onto CPU 1 by RPS.
+    let into_b: Vec<&&Value> = events
+        .iter()
+        .filter(|d| d["netns"].as_u64() == Some(link.b.inode()))
+        .collect();
+    assert!(!into_b.is_empty());
+    for d in &into_b {
+        assert_eq!(
+            (
+                d["cpu"].as_u64(),
+                d["ip_proto"].as_str(),
+                d["dport"].as_u64()
+            ),
+            (Some(0), Some("udp"), Some(9)),
+            "{d}"
+        );
+        assert_eq!(
+            (d["direction"].as_str(), d["layer"].as_str()),
+            (Some("ingress"), Some("backlog")),
+            "{d}"
+        );
+    }
+    // Into a: b's ICMP port-unreachable replies, sent while b runs on CPU 1, land on CPU 1's
+    // own (full) backlog. Nothing else is dropped.
+    let into_a: Vec<&&Value> = events
+        .iter()
+        .filter(|d| d["netns"].as_u64() == Some(link.a.inode()))
+        .collect();
+    for d in &into_a {
+        assert_eq!(
+            (d["cpu"].as_u64(), d["ip_proto"].as_str()),
+            (Some(1), Some("icmp")),
+            "{d}"
+        );
+    }
+    assert_eq!(into_a.len() + into_b.len(), events.len());
+    let mut enqueuing = vec![serde_json::json!({"cpu": 0, "count": into_b.len()})];
+    if !into_a.is_empty() {
+        enqueuing.push(serde_json::json!({"cpu": 1, "count": into_a.len()}));
+    }
+    assert_eq!(backlog["enqueuing_cpus"], Value::Array(enqueuing));
+}
