@@ -92,11 +92,14 @@ fn main() -> Result<()> {
                 "--exclude",
                 "netprobe-integration",
             ]))?;
+            // `--tests`: no (empty) doc-test run after them, so the last line reports the
+            // privileged tests.
             run(cargo().args([
                 "test",
                 "--release",
                 "-p",
                 "netprobe-integration",
+                "--tests",
                 "--",
                 "--test-threads=1",
             ]))
