@@ -45,6 +45,35 @@ pub struct DropRecordLayout {
 }
 const _: () = assert!(size_of::<DropRecordLayout>() == 24);
 
+/// Field offsets inside the `tcp:tcp_retransmit_synack` record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynackRecordLayout {
+    pub skaddr: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+const _: () = assert!(size_of::<SynackRecordLayout>() == 32);
+
+/// What the retransmit program reads to name a retransmit's kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KindLayout {
+    /// Byte offset in `struct sock` of the byte (or u16) holding `icsk_ca_state`.
+    pub ca_state: u32,
+    /// Bit position and width of `icsk_ca_state` in the little-endian u16 read there.
+    pub ca_state_shift: u32,
+    pub ca_state_bits: u32,
+    /// `TIMER_SOFTIRQ` from BTF.
+    pub timer_vec: u32,
+}
+const _: () = assert!(size_of::<KindLayout>() == 16);
+
 /// Field offsets of the per-CPU hooks' records (`irq:softirq_entry`/`exit`, `napi:napi_poll`),
 /// and the NET_RX softirq vector number (from BTF).
 #[repr(C)]
@@ -140,8 +169,10 @@ pub struct TraceConfig {
     pub filter: Filter,
     pub stream: StreamConfig,
     pub cpu: CpuRecordLayout,
+    pub synack: SynackRecordLayout,
+    pub kind: KindLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 204);
+const _: () = assert!(size_of::<TraceConfig>() == 252);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -207,6 +238,22 @@ impl TraceConfig {
             napi_work: OFFSET_ABSENT,
             napi_budget: OFFSET_ABSENT,
             _pad0: 0,
+        },
+        synack: SynackRecordLayout {
+            skaddr: OFFSET_ABSENT,
+            sport: OFFSET_ABSENT,
+            dport: OFFSET_ABSENT,
+            family: OFFSET_ABSENT,
+            saddr: OFFSET_ABSENT,
+            daddr: OFFSET_ABSENT,
+            saddr_v6: OFFSET_ABSENT,
+            daddr_v6: OFFSET_ABSENT,
+        },
+        kind: KindLayout {
+            ca_state: OFFSET_ABSENT,
+            ca_state_shift: 0,
+            ca_state_bits: 0,
+            timer_vec: u32::MAX,
         },
     };
 }

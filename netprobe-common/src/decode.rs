@@ -119,8 +119,9 @@ impl TryFrom<&[u8]> for RetransmitEvent {
             bytes: r.u32(),
             segs: r.u16(),
             state: r.u8(),
-            _pad0: r.u8(),
-            _pad1: r.u32(),
+            kind: r.u8(),
+            trigger: r.u8(),
+            _pad1: r.array(),
             sock_ino: r.u64(),
         })
     }
@@ -182,8 +183,9 @@ impl Encode for RetransmitEvent {
         out.extend_from_slice(&self.bytes.to_le_bytes());
         out.extend_from_slice(&self.segs.to_le_bytes());
         out.push(self.state);
-        out.push(self._pad0);
-        out.extend_from_slice(&self._pad1.to_le_bytes());
+        out.push(self.kind);
+        out.push(self.trigger);
+        out.extend_from_slice(&self._pad1);
         out.extend_from_slice(&self.sock_ino.to_le_bytes());
         out
     }
@@ -241,8 +243,9 @@ mod tests {
             bytes: 1448,
             segs: 2,
             state: 1,
-            _pad0: 0,
-            _pad1: 0,
+            kind: KIND_TLP,
+            trigger: TRIGGER_TIMER,
+            _pad1: [0; 3],
             sock_ino: 0x1122_3344,
         }
     }
@@ -258,8 +261,8 @@ mod tests {
         0xf0, 0xff, 0xff, 0xff, // err=-16
         0xef, 0xbe, 0xad, 0xde, // seq
         0xa8, 0x05, 0, 0, // bytes=1448
-        2, 0, 1, 0, // segs=2 state=1 pad
-        0, 0, 0, 0, // pad
+        2, 0, 1, 3, // segs=2 state=1 kind=tlp
+        1, 0, 0, 0, // trigger=timer, pad
         0x44, 0x33, 0x22, 0x11, 0, 0, 0, 0, // sock_ino
     ];
 

@@ -82,12 +82,34 @@ pub struct RetransmitEvent {
     pub segs: u16,
     /// TCP state (`TCP_ESTABLISHED` = 1 …).
     pub state: u8,
-    pub _pad0: u8,
-    pub _pad1: u32,
+    /// `KIND_*`: why the segment was sent again.
+    pub kind: u8,
+    /// `TRIGGER_*`: what the CPU was running when it was.
+    pub trigger: u8,
+    pub _pad1: [u8; 3],
     /// Inode of the socket (`socket:[ino]` in /proc/<pid>/fd): names the owning process.
     pub sock_ino: u64,
 }
 const _: () = assert!(size_of::<RetransmitEvent>() == 88);
+
+/// Retransmit kinds. Other = 0 so that an unset byte reads as "other".
+pub const KIND_OTHER: u8 = 0;
+/// Retransmission timeout: the RTO timer's retransmit, and the slow-start retransmits that
+/// follow it while the connection is in the Loss state.
+pub const KIND_RTO: u8 = 1;
+/// Fast retransmit / recovery (Recovery state: dupACKs, SACK, RACK).
+pub const KIND_FAST: u8 = 2;
+/// Tail-loss probe: the probe timer resends the last segment.
+pub const KIND_TLP: u8 = 3;
+pub const KIND_SYN: u8 = 4;
+pub const KIND_SYNACK: u8 = 5;
+pub const KIND_NAMES: [&str; 6] = ["other", "rto", "fast", "tlp", "syn", "synack"];
+
+/// What the CPU was running: unknown (softirq hooks inactive), a timer (TIMER softirq), or
+/// anything else (ACK processing in NET_RX, process context, TSQ…).
+pub const TRIGGER_UNKNOWN: u8 = 0;
+pub const TRIGGER_TIMER: u8 = 1;
+pub const TRIGGER_OTHER: u8 = 2;
 
 /// The drop event carried a parsable IP (and maybe TCP/UDP) header.
 pub const DROP_HAS_FLOW: u8 = 1 << 0;
@@ -155,8 +177,10 @@ pub struct RetransmitTotals {
     pub bytes: u64,
     /// Inode of the flow's socket, as last seen on this CPU (0 when unknown).
     pub sock_ino: u64,
+    /// Retransmits (sent or failed) by `KIND_*`.
+    pub kinds: [u32; 8],
 }
-const _: () = assert!(size_of::<RetransmitTotals>() == 40);
+const _: () = assert!(size_of::<RetransmitTotals>() == 72);
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
 #[repr(C)]

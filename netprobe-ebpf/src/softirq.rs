@@ -15,6 +15,19 @@ use crate::{
     maps::{bump, setting},
 };
 
+/// The softirq vector this CPU is running, plus one (0: none, or hooks inactive).
+#[map]
+static CURRENT_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The softirq vector this CPU is running now, if the softirq hooks are attached.
+#[inline(always)]
+pub fn current_softirq() -> Option<u32> {
+    match CURRENT_SOFTIRQ.get(0) {
+        Some(v) if *v != 0 => Some(*v - 1),
+        _ => None,
+    }
+}
+
 /// When this CPU entered NET_RX (0: not in NET_RX, or it began before we attached).
 #[map]
 static NET_RX_STARTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -50,7 +63,11 @@ fn is_net_rx(ctx: &TracePointContext) -> Result<bool, i32> {
 }
 
 fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), i32> {
-    if !is_net_rx(ctx)? {
+    let vec: u32 = field(ctx, setting!(cpu.softirq_vec))?;
+    if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
+        unsafe { *current = vec + 1 };
+    }
+    if vec != setting!(cpu.net_rx_vec) {
         return Ok(());
     }
     if let Some(started) = NET_RX_STARTED.get_ptr_mut(0) {
@@ -60,6 +77,9 @@ fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), i32> {
 }
 
 fn try_softirq_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
+        unsafe { *current = 0 };
+    }
     if !is_net_rx(ctx)? {
         return Ok(());
     }

@@ -112,24 +112,56 @@ impl KernelBtf {
     /// Finds `name` among the members of `s`, looking inside anonymous structs and unions.
     /// Returns (bit offset, member type id).
     fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+        match self.find_member_bits(s, name)? {
+            Some((_, _, Some(width))) if width != 0 => Err(BtfError::Unaligned(name.to_string())),
+            Some((bits, id, _)) => Ok(Some((bits, id))),
+            None => Ok(None),
+        }
+    }
+
+    /// Like `find_member`, also for bitfields: (bit offset, type id, bitfield width).
+    fn find_member_bits(
+        &self,
+        s: &btf_rs::Struct,
+        name: &str,
+    ) -> Result<Option<(u32, u32, Option<u32>)>, BtfError> {
         for member in &s.members {
             let member_name = self.btf.resolve_name(member).unwrap_or_default();
             let type_id = member.get_type_id().unwrap_or(0);
             if member_name == name {
-                if member.bitfield_size().unwrap_or(0) != 0 {
-                    return Err(BtfError::Unaligned(name.to_string()));
-                }
-                return Ok(Some((member.bit_offset(), type_id)));
+                return Ok(Some((
+                    member.bit_offset(),
+                    type_id,
+                    member.bitfield_size().filter(|w| *w != 0),
+                )));
             }
             if member_name.is_empty() {
                 if let Some(inner) = self.aggregate_of(type_id)? {
-                    if let Some((bits, id)) = self.find_member(&inner, name)? {
-                        return Ok(Some((member.bit_offset() + bits, id)));
+                    if let Some((bits, id, width)) = self.find_member_bits(&inner, name)? {
+                        return Ok(Some((member.bit_offset() + bits, id, width)));
                     }
                 }
             }
         }
         Ok(None)
+    }
+
+    /// A one-byte member that may be a bitfield (`__u8 icsk_ca_state:5`): the byte offset of
+    /// a little-endian u16 holding it, its bit position in that u16, and its width.
+    pub fn small_field_of(&self, strukt: &str, name: &str) -> Result<(u32, u32, u32), BtfError> {
+        let s = self.struct_named(strukt)?;
+        let (bits, _, width) =
+            self.find_member_bits(&s, name)?
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.to_string(),
+                    member: name.to_string(),
+                })?;
+        let width = width.unwrap_or(8);
+        let (byte, shift) = (bits / 8, bits % 8);
+        if shift + width > 16 {
+            return Err(BtfError::Unaligned(format!("{strukt}.{name}")));
+        }
+        Ok((byte, shift, width))
     }
 
     /// Byte offset of a member path inside a struct, e.g. `("sock", "__sk_common.skc_net.net")`.
@@ -393,6 +425,31 @@ pub(crate) mod test_btf {
             self.header(name, KIND_TYPEDEF, 0, to)
         }
         /// `members`: (name, type id, byte offset).
+        /// Members with bit offsets and bitfield widths (kind_flag set): (name, type, bits, width).
+        pub fn aggregate_bits(
+            &mut self,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
+            let name_off = self.string(name);
+            for word in [
+                name_off,
+                (1 << 31) | (KIND_STRUCT << 24) | members.len() as u32,
+                size,
+            ] {
+                self.types.extend_from_slice(&word.to_le_bytes());
+            }
+            self.next_id += 1;
+            let id = self.next_id - 1;
+            for (member, ty, bits, width) in members {
+                let member_off = self.string(member);
+                for word in [member_off, *ty, (width << 24) | bits] {
+                    self.types.extend_from_slice(&word.to_le_bytes());
+                }
+            }
+            id
+        }
         pub fn aggregate(
             &mut self,
             kind: u32,
@@ -648,6 +705,43 @@ mod tests {
     }
 
     #[test]
+    fn bitfields_and_plain_bytes() {
+        let mut b = Builder::new();
+        let u8_t = b.int("__u8", 1);
+        // __u8 icsk_ca_state:5, icsk_ca_initialized:1 … at byte 1387 (bit 11096).
+        b.aggregate_bits(
+            "inet_connection_sock",
+            1500,
+            &[
+                ("icsk_retransmits", u8_t, 11088, 0),
+                ("icsk_ca_state", u8_t, 11096, 5),
+                ("icsk_ca_initialized", u8_t, 11101, 1),
+            ],
+        );
+        b.aggregate_bits("old_icsk", 100, &[("icsk_ca_state", u8_t, 96, 0)]);
+        let btf = KernelBtf::from_bytes(&b.build()).unwrap();
+        assert_eq!(
+            btf.small_field_of("inet_connection_sock", "icsk_ca_state")
+                .unwrap(),
+            (1387, 0, 5)
+        );
+        assert_eq!(
+            btf.small_field_of("inet_connection_sock", "icsk_ca_initialized")
+                .unwrap(),
+            (1387, 5, 1)
+        );
+        assert_eq!(
+            btf.small_field_of("old_icsk", "icsk_ca_state").unwrap(),
+            (12, 0, 8)
+        );
+        // offset_of refuses bitfields.
+        assert!(matches!(
+            btf.offset_of("inet_connection_sock", "icsk_ca_state"),
+            Err(BtfError::Unaligned(_))
+        ));
+    }
+
+    #[test]
     fn enumerators_of_anonymous_enums() {
         let btf = kernel_shaped();
         assert_eq!(btf.enumerator("NET_RX_SOFTIRQ"), Some(3));
@@ -683,6 +777,11 @@ mod tests {
         let layout = btf.kernel_layout().unwrap();
         assert!(layout.skb_cb > 0 && layout.skb_cb < 256);
         assert!(btf.enumerator("NET_RX_SOFTIRQ").is_some());
+        assert!(btf.enumerator("TIMER_SOFTIRQ").is_some());
+        let (byte, shift, bits) = btf
+            .small_field_of("inet_connection_sock", "icsk_ca_state")
+            .unwrap();
+        assert!(byte > 0 && shift + bits <= 16, "{byte} {shift} {bits}");
         let reasons = DropReasons::from_btf(&btf).unwrap();
         assert!(reasons.value("NETFILTER_DROP").is_some());
         assert!(reasons.value("NO_SOCKET").is_some());

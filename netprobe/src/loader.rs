@@ -9,9 +9,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{
-    CpuRecordLayout, DropRecordLayout, Filter, FlowKey, NapiKey, NapiTotals, NetRxTotals,
-    RetransmitRecordLayout, RetransmitTotals, StreamConfig, TraceConfig, COUNTER_NAMES,
-    COUNTER_SLOTS, OFFSET_ABSENT,
+    CpuRecordLayout, DropRecordLayout, Filter, FlowKey, KindLayout, NapiKey, NapiTotals,
+    NetRxTotals, RetransmitRecordLayout, RetransmitTotals, StreamConfig, SynackRecordLayout,
+    TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
 };
 use serde::Serialize;
 
@@ -59,6 +59,11 @@ const DROP_HOOK: HookSpec = HookSpec {
     category: "skb",
     name: "kfree_skb",
     program: "netprobe_drop",
+};
+const SYNACK_HOOK: HookSpec = HookSpec {
+    category: "tcp",
+    name: "tcp_retransmit_synack",
+    program: "netprobe_synack",
 };
 const SOFTIRQ_ENTRY_HOOK: HookSpec = HookSpec {
     category: "irq",
@@ -149,6 +154,7 @@ pub struct HookPlan {
     pub retransmit: Option<RetransmitRecordLayout>,
     pub drop: Option<DropRecordLayout>,
     pub cpu: CpuRecordLayout,
+    pub synack: Option<SynackRecordLayout>,
     /// Hooks to attach, with the detail to report once attached.
     wanted: Vec<(&'static HookSpec, String)>,
     /// Hooks already known to be unavailable.
@@ -161,6 +167,7 @@ pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
         retransmit: None,
         drop: None,
         cpu: TraceConfig::UNSET.cpu,
+        synack: None,
         wanted: Vec::new(),
         hooks: Vec::new(),
     };
@@ -191,8 +198,36 @@ pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
         }
         Err(e) => plan.hooks.push(inactive(&DROP_HOOK, e.to_string())),
     }
+    match tracefs::read_format(tracefs, SYNACK_HOOK.category, SYNACK_HOOK.name)
+        .and_then(|f| f.synack_layout())
+    {
+        Ok(layout) => {
+            plan.synack = Some(layout);
+            plan.wanted.push((
+                &SYNACK_HOOK,
+                "classic tracepoint, offsets from tracefs format; SYN-ACK retransmits (kind synack), owner and netns from the listener".into(),
+            ));
+        }
+        Err(e) => plan.hooks.push(inactive(&SYNACK_HOOK, e.to_string())),
+    }
     plan_cpu_hooks(tracefs, net_rx_vec, &mut plan);
     plan
+}
+
+/// How retransmit kinds are named on this kernel, or why they cannot be.
+fn kind_layout(btf: &KernelBtf) -> Result<KindLayout, String> {
+    let (ca_state, shift, bits) = btf
+        .small_field_of("inet_connection_sock", "icsk_ca_state")
+        .map_err(|e| e.to_string())?;
+    let timer_vec = btf
+        .enumerator("TIMER_SOFTIRQ")
+        .ok_or("kernel BTF has no TIMER_SOFTIRQ")? as u32;
+    Ok(KindLayout {
+        ca_state,
+        ca_state_shift: shift,
+        ca_state_bits: bits,
+        timer_vec,
+    })
 }
 
 /// NET_RX softirq timing needs both softirq tracepoints with the same `vec` offset and the
@@ -262,10 +297,34 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         retransmit,
         drop,
         cpu,
-        wanted,
+        synack,
+        mut wanted,
         mut hooks,
     } = plan_hooks(&tracefs, btf.enumerator("NET_RX_SOFTIRQ"));
     config.cpu = cpu;
+    if let Some(layout) = synack {
+        config.synack = layout;
+    }
+    // Retransmit kinds: congestion state (BTF bitfield) and the softirq the CPU runs.
+    let kind_method = match kind_layout(&btf) {
+        Ok(layout) => {
+            config.kind = layout;
+            if cpu.softirq_vec == OFFSET_ABSENT {
+                "kind from icsk_ca_state (BTF); softirq hooks inactive, so tlp cannot be told from other".to_string()
+            } else {
+                "kind from icsk_ca_state (BTF bitfield) and the softirq the CPU runs (TIMER vs other); no kprobe/fentry here".to_string()
+            }
+        }
+        Err(why) => {
+            format!("retransmit kinds unavailable ({why}): all but syn/synack report other")
+        }
+    };
+    for (spec, detail) in wanted.iter_mut() {
+        if spec.name == RETRANSMIT_HOOK.name {
+            detail.push_str("; ");
+            detail.push_str(&kind_method);
+        }
+    }
     if let Some(layout) = retransmit {
         config.retransmit = layout;
     }
@@ -334,6 +393,47 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<TracePointLinkId, String> 
         .map_err(|e| format!("attach failed: {e}"))
 }
 
+/// `bpf_prog_info.recursion_misses` of a program (Linux ≥ 5.12), read with
+/// BPF_OBJ_GET_INFO_BY_FD; aya's ProgramInfo does not expose it.
+fn prog_recursion_misses(fd: std::os::fd::BorrowedFd) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero is a valid bpf_prog_info.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = [0u8; 128];
+    let request = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: InfoByFd is the info_by_fd member of union bpf_attr; attr is larger than it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            &request as *const _ as *const u8,
+            attr.as_mut_ptr(),
+            std::mem::size_of::<InfoByFd>(),
+        );
+    }
+    // SAFETY: a valid bpf(2) call; the kernel writes at most info_len bytes into info.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            attr.as_mut_ptr(),
+            attr.len(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
+
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
     move |e| LoadError::Map {
         map,
@@ -358,11 +458,40 @@ impl Probe {
         }
     }
 
+    /// Per program, the invocations the kernel skipped because another BPF program was
+    /// already running on that CPU (`recursion_misses`: a tracepoint fired in an interrupt
+    /// that had interrupted one of ours). Those events were never seen: reported, not hidden.
+    pub fn recursion_misses(&self) -> Vec<(&'static str, u64)> {
+        self.programs()
+            .filter_map(|name| {
+                let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
+                let fd = program.fd().ok()?;
+                Some((
+                    name,
+                    prog_recursion_misses(std::os::fd::AsFd::as_fd(fd)).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn programs(&self) -> impl Iterator<Item = &'static str> {
+        [
+            RETRANSMIT_HOOK.program,
+            SYNACK_HOOK.program,
+            DROP_HOOK.program,
+            SOFTIRQ_ENTRY_HOOK.program,
+            SOFTIRQ_EXIT_HOOK.program,
+            NAPI_HOOK.program,
+        ]
+        .into_iter()
+    }
+
     /// (program name, run count, run time ns) from the kernel's BPF stats; zero unless
     /// `kernel.bpf_stats_enabled` is on.
     pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
         [
             RETRANSMIT_HOOK.program,
+            SYNACK_HOOK.program,
             DROP_HOOK.program,
             SOFTIRQ_ENTRY_HOOK.program,
             SOFTIRQ_EXIT_HOOK.program,
@@ -407,6 +536,9 @@ impl Probe {
                 total.failed += v.failed;
                 total.segs += v.segs;
                 total.bytes += v.bytes;
+                for (sum, n) in total.kinds.iter_mut().zip(v.kinds) {
+                    *sum += n;
+                }
                 // The same socket on every CPU that saw the flow.
                 if v.sock_ino != 0 {
                     total.sock_ino = v.sock_ino;
@@ -497,8 +629,8 @@ mod tests {
         assert!(plan.wanted[0].1.contains("only successful retransmits"));
         assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
         assert!(plan.drop.is_none());
-        // kfree_skb and the three per-CPU hooks are missing from this tracefs.
-        assert_eq!(plan.hooks.len(), 4);
+        // kfree_skb, tcp_retransmit_synack and the three per-CPU hooks are missing.
+        assert_eq!(plan.hooks.len(), 5);
         let missing = &plan.hooks[0];
         assert_eq!(missing.hook, "skb:kfree_skb");
         assert!(!missing.active);
@@ -571,8 +703,8 @@ mod tests {
         assert_eq!(plan.wanted.len(), 2);
         assert_eq!(
             plan.hooks.len(),
-            3,
-            "no per-CPU tracepoints in this tracefs"
+            4,
+            "no synack nor per-CPU tracepoints in this tracefs"
         );
         assert!(plan.wanted[1].1.contains("no drop reasons"));
         assert_eq!(plan.drop.unwrap().reason, OFFSET_ABSENT);

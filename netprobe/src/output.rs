@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_common::{
     decode::Event, DropEvent, Flow, RetransmitEvent, AF_INET, AF_INET6, DROP_HAS_DEV,
-    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK,
+    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, KIND_NAMES, TRIGGER_OTHER, TRIGGER_TIMER,
 };
 use serde::Serialize;
 
@@ -38,6 +38,11 @@ pub struct RetransmitJson {
     pub daddr: String,
     pub dport: u16,
     pub state: &'static str,
+    /// `rto`, `fast`, `tlp`, `syn`, `synack` or `other`.
+    #[serde(rename = "kind")]
+    pub retransmit_kind: &'static str,
+    /// `timer` (TIMER softirq), `other` (ACK processing, process context…) or `unknown`.
+    pub trigger: &'static str,
     pub err: i32,
     pub segs: u16,
     pub bytes: u32,
@@ -102,6 +107,18 @@ pub fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     } else {
         IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+pub fn kind_name(kind: u8) -> &'static str {
+    KIND_NAMES.get(kind as usize).copied().unwrap_or("other")
+}
+
+pub fn trigger_name(trigger: u8) -> &'static str {
+    match trigger {
+        TRIGGER_TIMER => "timer",
+        TRIGGER_OTHER => "other",
+        _ => "unknown",
     }
 }
 
@@ -186,6 +203,8 @@ impl Renderer {
             daddr: addr(e.flow.family, &e.flow.daddr).to_string(),
             dport: e.flow.dport,
             state: tcp_state(e.state),
+            retransmit_kind: kind_name(e.kind),
+            trigger: trigger_name(e.trigger),
             err: e.err,
             segs: e.segs,
             bytes: e.bytes,
@@ -252,9 +271,10 @@ impl Renderer {
     pub fn text_line(&self, event: &Event, owner: Option<&Owner>) -> String {
         let line = match event {
             Event::Retransmit(e) => format!(
-                "{} cpu{:<3} RETRANS {} {} segs={} bytes={} seq={} {} netns={}",
+                "{} cpu{:<3} RETRANS {} {} {} segs={} bytes={} seq={} {} netns={}",
                 self.wall_clock(e.header.ts_ns),
                 e.header.cpu,
+                kind_name(e.kind),
                 flow_text(&e.flow, true),
                 tcp_state(e.state),
                 e.segs,
@@ -383,6 +403,8 @@ mod tests {
             bytes: 1448,
             segs: 1,
             state: 1,
+            kind: netprobe_common::KIND_FAST,
+            trigger: TRIGGER_OTHER,
             ..Default::default()
         };
         let v: serde_json::Value =
@@ -391,7 +413,7 @@ mod tests {
             v,
             serde_json::json!({"type":"retransmit","ts_ns":5,"cpu":1,"netns":99,"family":"ipv4",
                 "saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":5001,
-                "state":"ESTABLISHED","err":-16,"segs":1,"bytes":1448,"seq":7})
+                "state":"ESTABLISHED","kind":"fast","trigger":"other","err":-16,"segs":1,"bytes":1448,"seq":7})
         );
         let text = renderer().text_line(
             &Event::Retransmit(e),
@@ -401,7 +423,7 @@ mod tests {
             }),
         );
         assert!(
-            text.contains("RETRANS 198.18.0.1:40000 > 198.18.0.2:5001 ESTABLISHED segs=1"),
+            text.contains("RETRANS fast 198.18.0.1:40000 > 198.18.0.2:5001 ESTABLISHED segs=1"),
             "{text}"
         );
         assert!(text.contains("failed EBUSY"), "{text}");

@@ -1,7 +1,7 @@
 //! The end-of-trace summary: exact totals from the kernel maps, set beside what reached
 //! userspace, so that lost events are always counted and shown.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use netprobe_common::{
     COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{
     btf::DropReasons,
     loader::{HookStatus, KernelTotals},
-    output::{addr, family_name},
+    output::{addr, family_name, kind_name},
     owners::Owner,
 };
 
@@ -35,6 +35,10 @@ pub struct SummaryJson {
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
     pub events_lost: u64,
+    /// Program invocations the kernel skipped (`recursion_misses`: the hook fired in an
+    /// interrupt that had interrupted another BPF program on that CPU). Neither counted nor
+    /// streamed: the one loss netprobe cannot recover, so it is reported by program.
+    pub kernel_skipped: BTreeMap<&'static str, u64>,
     /// Receive processing per CPU (host-wide; filters do not apply), CPUs with activity only.
     pub cpus: Vec<CpuSummary>,
     /// Input-backlog drops from both sides: the CPUs that tried to enqueue (drop events) and
@@ -165,6 +169,8 @@ pub struct RetransmitSummary {
     pub failed: u64,
     pub segs: u64,
     pub bytes: u64,
+    /// All flows' retransmits by kind (exact, from the kernel's flow table).
+    pub by_kind: BTreeMap<&'static str, u64>,
     /// Busiest first.
     pub flows: Vec<FlowRetransmits>,
 }
@@ -181,9 +187,20 @@ pub struct FlowRetransmits {
     pub failed: u64,
     pub segs: u64,
     pub bytes: u64,
+    /// Retransmits (sent and failed) by kind; kinds with none are left out.
+    pub kinds: BTreeMap<&'static str, u64>,
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+}
+
+fn kind_counts(kinds: &[u32; 8]) -> BTreeMap<&'static str, u64> {
+    kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| (kind_name(kind as u8), *n as u64))
+        .collect()
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -235,6 +252,8 @@ pub struct Window<'a> {
     /// Trace filters were set: counter-side totals then cover more than the events do.
     pub filtered: bool,
     pub duration_ms: u64,
+    /// (program, recursion misses).
+    pub kernel_skipped: Vec<(&'static str, u64)>,
 }
 
 pub fn build(
@@ -249,6 +268,7 @@ pub fn build(
         softnet,
         filtered,
         duration_ms,
+        kernel_skipped,
     } = window;
     let mut retransmits = RetransmitSummary::default();
     for (key, t) in &totals.flows {
@@ -256,6 +276,9 @@ pub fn build(
         retransmits.failed += t.failed;
         retransmits.segs += t.segs;
         retransmits.bytes += t.bytes;
+        for (kind, n) in kind_counts(&t.kinds) {
+            *retransmits.by_kind.entry(kind).or_default() += n;
+        }
         retransmits.flows.push(FlowRetransmits {
             netns: key.netns,
             family: family_name(key.flow.family).unwrap_or("unknown"),
@@ -267,6 +290,7 @@ pub fn build(
             failed: t.failed,
             segs: t.segs,
             bytes: t.bytes,
+            kinds: kind_counts(&t.kinds),
             owner: owner_of(t.sock_ino),
         });
     }
@@ -323,6 +347,7 @@ pub fn build(
         duration_ms,
         hooks,
         events_lost: events.retransmit.lost + events.drop.lost,
+        kernel_skipped: kernel_skipped.into_iter().collect(),
         retransmits,
         drops,
         events,
@@ -343,12 +368,13 @@ impl SummaryJson {
         );
         let _ = writeln!(
             out,
-            "retransmits: {} sent ({} segments, {} bytes), {} failed attempts, {} flows",
+            "retransmits: {} sent ({} segments, {} bytes), {} failed attempts, {} flows; by kind: {}",
             r.sent,
             r.segs,
             r.bytes,
             r.failed,
-            r.flows.len()
+            r.flows.len(),
+            r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
         for f in r.flows.iter().take(top) {
             let endpoint = |addr: &str, port: u16| {
@@ -434,6 +460,20 @@ impl SummaryJson {
                 e.flow_table_full, e.reason_table_full
             );
         }
+        let skipped: u64 = self.kernel_skipped.values().sum();
+        if skipped > 0 {
+            let which: Vec<String> = self
+                .kernel_skipped
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "WARNING: the kernel skipped {skipped} hook invocations (another BPF program was running on that CPU): {}",
+                which.join(", ")
+            );
+        }
         if e.decode_errors > 0 {
             let _ = writeln!(out, "WARNING: {} records did not decode", e.decode_errors);
         }
@@ -494,6 +534,7 @@ mod tests {
                 softnet: &softnet,
                 filtered: false,
                 duration_ms: 10,
+                kernel_skipped: Vec::new(),
             },
             &mut |_| None,
         );
@@ -542,6 +583,7 @@ mod tests {
                 softnet: &softnet,
                 filtered: false,
                 duration_ms: 10,
+                kernel_skipped: Vec::new(),
             },
             &mut |_| None,
         );
@@ -587,6 +629,7 @@ mod tests {
                     segs: 13,
                     bytes: 15000,
                     sock_ino: 99,
+                    kinds: [0, 2, 9, 1, 0, 0, 0, 0],
                 },
             )],
             reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
@@ -606,6 +649,7 @@ mod tests {
                 softnet: &SoftnetDeltas::new(),
                 filtered: false,
                 duration_ms: 1500,
+                kernel_skipped: vec![("netprobe_drop", 0)],
             },
             &mut |ino| {
                 (ino == 99).then(|| Owner {
@@ -619,6 +663,14 @@ mod tests {
             (11, 1, 13)
         );
         assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
+        assert_eq!(
+            s.retransmits.flows[0].kinds,
+            BTreeMap::from([("rto", 2), ("fast", 9), ("tlp", 1)])
+        );
+        assert_eq!(
+            s.retransmits.by_kind,
+            BTreeMap::from([("rto", 2), ("fast", 9), ("tlp", 1)])
+        );
         assert_eq!(
             s.retransmits.flows[0].owner,
             Some(Owner {

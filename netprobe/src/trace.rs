@@ -187,6 +187,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             softnet: &softnet,
             filtered: filter.flags != 0,
             duration_ms: started.elapsed().as_millis() as u64,
+            kernel_skipped: probe.recursion_misses(),
         },
         &mut |inode| owners.lookup(inode),
     );

@@ -9,7 +9,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netprobe_common::{DropRecordLayout, RetransmitRecordLayout, OFFSET_ABSENT};
+use netprobe_common::{
+    DropRecordLayout, RetransmitRecordLayout, SynackRecordLayout, OFFSET_ABSENT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -159,6 +161,20 @@ impl Format {
             daddr_v6: self.required("daddr_v6", 16)?,
             err: self.optional("err", 4)?,
             _pad0: 0,
+        })
+    }
+
+    /// The `tcp:tcp_retransmit_synack` layout.
+    pub fn synack_layout(&self) -> Result<SynackRecordLayout, TracefsError> {
+        Ok(SynackRecordLayout {
+            skaddr: self.required("skaddr", 8)?,
+            sport: self.required("sport", 2)?,
+            dport: self.required("dport", 2)?,
+            family: self.required("family", 2)?,
+            saddr: self.required("saddr", 4)?,
+            daddr: self.required("daddr", 4)?,
+            saddr_v6: self.required("saddr_v6", 16)?,
+            daddr_v6: self.required("daddr_v6", 16)?,
         })
     }
 
@@ -349,6 +365,18 @@ mod tests {
             .unwrap();
         assert_eq!((old.skbaddr, old.location, old.protocol), (8, 16, 24));
         assert_eq!((old.reason, old.rx_sk), (OFFSET_ABSENT, OFFSET_ABSENT));
+    }
+
+    #[test]
+    fn synack_layout() {
+        let f = Format::parse(
+            "tcp:tcp_retransmit_synack",
+            include_str!("../fixtures/tracefs/tcp_retransmit_synack.6.18"),
+        )
+        .unwrap();
+        let l = f.synack_layout().unwrap();
+        assert_eq!((l.skaddr, l.sport, l.dport, l.family), (8, 24, 26, 28));
+        assert_eq!((l.saddr, l.daddr, l.saddr_v6, l.daddr_v6), (30, 34, 38, 54));
     }
 
     #[test]
