@@ -263,8 +263,35 @@ pub struct Transfer {
 /// Sends `bytes` from a thread in `client` to a sink in `server` listening on `to`, then closes
 /// both ends cleanly (FIN both ways) so that no retransmit can follow the transfer.
 pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64) -> Transfer {
+    transfer(client, server, to, bytes, None)
+}
+
+/// `bulk_transfer` with both ends kept on one CPU. veth delivers through the transmitting
+/// CPU's backlog, and TCP also transmits from the CPU where the receiver freed its skbs (TSQ);
+/// packets sent from two CPUs can overtake each other, and the receiver's SACKs then trigger
+/// spurious fast retransmits (real, and counted as such).
+pub fn bulk_transfer_pinned(
+    client: &Netns,
+    server: &Netns,
+    to: SocketAddr,
+    bytes: u64,
+    cpu: usize,
+) -> Transfer {
+    transfer(client, server, to, bytes, Some(cpu))
+}
+
+fn transfer(
+    client: &Netns,
+    server: &Netns,
+    to: SocketAddr,
+    bytes: u64,
+    pin: Option<usize>,
+) -> Transfer {
     let (ready_tx, ready_rx) = mpsc::channel();
     let sink = server.spawn(move || {
+        if let Some(cpu) = pin {
+            pin_to_cpu(cpu);
+        }
         let listener = TcpListener::bind(SocketAddr::new(
             if to.is_ipv6() {
                 "::".parse().unwrap()
@@ -291,6 +318,9 @@ pub fn bulk_transfer(client: &Netns, server: &Netns, to: SocketAddr, bytes: u64)
         .recv_timeout(Duration::from_secs(5))
         .expect("sink ready");
     let sender = client.spawn(move || {
+        if let Some(cpu) = pin {
+            pin_to_cpu(cpu);
+        }
         let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(20)).expect("connect");
         let local = conn.local_addr().unwrap();
         let chunk = vec![0x5au8; 1 << 16];
