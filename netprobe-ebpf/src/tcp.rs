@@ -122,6 +122,18 @@ fn emit(e: &Emit) {
     entry.submit(submit_flags(ts_ns));
 }
 
+/// `TRIGGER_*` for what this CPU is running now.
+#[inline(always)]
+fn current_trigger() -> u8 {
+    match current_softirq() {
+        Some(vec) if vec == setting!(kind.timer_vec) => TRIGGER_TIMER,
+        Some(_) => TRIGGER_OTHER,
+        // Not in a softirq: process context (socket backlog), unless the hooks are inactive.
+        None if setting!(cpu.softirq_vec) != netprobe_common::OFFSET_ABSENT => TRIGGER_OTHER,
+        None => TRIGGER_UNKNOWN,
+    }
+}
+
 const TCP_SYN_SENT: u8 = 2;
 /// `enum tcp_ca_state` (include/uapi/linux/tcp.h, user-visible ABI).
 const TCP_CA_RECOVERY: u8 = 3;
@@ -138,13 +150,7 @@ const TCP_CA_LOSS: u8 = 4;
 /// the one that fired. Returns (KIND_*, TRIGGER_*).
 #[inline(always)]
 fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
-    let trigger = match current_softirq() {
-        Some(vec) if vec == setting!(kind.timer_vec) => TRIGGER_TIMER,
-        Some(_) => TRIGGER_OTHER,
-        // Not in a softirq: process context (socket backlog), or the hooks are inactive.
-        None if setting!(cpu.softirq_vec) != netprobe_common::OFFSET_ABSENT => TRIGGER_OTHER,
-        None => TRIGGER_UNKNOWN,
-    };
+    let trigger = current_trigger();
     if state == TCP_SYN_SENT {
         return (KIND_SYN, trigger);
     }
@@ -264,12 +270,7 @@ fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let sock_ino = sock_inode(listener);
-    let trigger = match current_softirq() {
-        Some(vec) if vec == setting!(kind.timer_vec) => TRIGGER_TIMER,
-        Some(_) => TRIGGER_OTHER,
-        None if setting!(cpu.softirq_vec) != netprobe_common::OFFSET_ABSENT => TRIGGER_OTHER,
-        None => TRIGGER_UNKNOWN,
-    };
+    let trigger = current_trigger();
     bump(COUNTER_RETRANSMIT_SEEN);
     add_to_flow_table(&flow, netns, 0, 1, 0, sock_ino, KIND_SYNACK);
     emit(&Emit {

@@ -61,6 +61,18 @@ pub fn input_loss_ruleset(table: &str, port: u16, percent: u32) -> String {
     )
 }
 
+/// A tbf shaper far below what a test sends (1 Mbit/s, 3 KB queue) on `dev` in `ns`: qdisc
+/// drops on demand.
+pub fn add_tiny_tbf(ns: &Netns, dev: &str) {
+    sh(
+        "ip",
+        &[
+            "netns", "exec", &ns.name, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+            "1mbit", "burst", "2kb", "limit", "3kb",
+        ],
+    );
+}
+
 /// Packets counted by the first `counter` in `table inet <table>` in a namespace.
 pub fn nft_counter_packets(ns: &str, table: &str) -> u64 {
     let json = sh(

@@ -187,27 +187,7 @@ fn udp_receive_buffer_errors() {
 #[test]
 fn qdisc_drops_from_a_tiny_tbf() {
     let link = Link::new("rtbf", 25);
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "veth0",
-            "root",
-            "tbf",
-            "rate",
-            "1mbit",
-            "burst",
-            "2kb",
-            "limit",
-            "3kb",
-        ],
-    );
+    add_tiny_tbf(&link.a, "veth0");
     let to = SocketAddr::new(link.addr(2, false), 9);
     let ns = link.a.shared();
     let (report, _) = report_in(&link.a, "1", move || {

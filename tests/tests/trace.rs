@@ -487,27 +487,7 @@ fn drops_carry_direction_and_layer() {
         &link.b.name,
         "table inet np_in {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    tcp dport 6002 drop\n  }\n}\n",
     );
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "veth0",
-            "root",
-            "tbf",
-            "rate",
-            "1mbit",
-            "burst",
-            "2kb",
-            "limit",
-            "3kb",
-        ],
-    );
+    add_tiny_tbf(&link.a, "veth0");
     let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
 
     let tracer = Tracer::start(&[]);
