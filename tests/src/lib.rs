@@ -143,6 +143,21 @@ impl Netns {
         self.spawn(f).join().expect("thread in netns panicked")
     }
 
+    /// Sets a per-namespace sysctl in this namespace (e.g. `net.ipv4.tcp_early_retrans`).
+    pub fn sysctl(&self, name: &str, value: &str) {
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                &format!("{name}={value}"),
+            ],
+        );
+    }
+
     /// A counter from /proc/net/snmp (e.g. `Tcp`, `RetransSegs`) as this namespace sees it.
     pub fn snmp(&self, group: &'static str, field: &'static str) -> u64 {
         self.proc_net_counter("snmp", group, field)

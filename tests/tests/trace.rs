@@ -865,6 +865,35 @@ fn kinds_of(out: &TraceOutput, netns: u64, port: u16) -> Vec<&Value> {
         .collect()
 }
 
+/// One single-kind scenario: a connects to a sink in b on `port` and sends `payload` bytes
+/// while `rule` (in `rule_in`, removed after `hold`) causes the loss.
+struct Scenario<'a> {
+    counted_in: &'a Netns,
+    /// The TcpExt counter for this kind, read in `counted_in` before and after.
+    counter: &'static str,
+    port: u16,
+    rule_in: &'a Netns,
+    rule: &'static str,
+    hold: Duration,
+    payload: usize,
+    linger: Duration,
+}
+
+/// Runs a scenario; returns the TcpExt counter's growth over it.
+fn one_kind(link: &Link, s: Scenario) -> u64 {
+    let before = s.counted_in.netstat("TcpExt", s.counter);
+    let receiver = sink(&link.b, s.port);
+    with_rule_for(s.rule_in, &format!("np_kind_{}", s.port), s.rule, s.hold);
+    send_once(
+        &link.a,
+        SocketAddr::new(link.addr(2, false), s.port),
+        s.payload,
+        s.linger,
+    );
+    receiver.join().unwrap();
+    s.counted_in.netstat("TcpExt", s.counter) - before
+}
+
 /// Scenarios that each produce one kind of retransmit, checked against the namespace's own
 /// TcpExt counter for that kind.
 #[test]
@@ -872,107 +901,74 @@ fn retransmit_kinds_match_tcpext() {
     let link = Link::new("kind", 19);
     // Each scenario starts from fresh RTT estimates: otherwise tcp_metrics hands the slow
     // handshakes' RTT to the next connection to the same peer, and its first RTO is seconds.
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_no_metrics_save=1",
-        ],
-    );
-    let peer = link.addr(2, false);
+    link.a.sysctl("net.ipv4.tcp_no_metrics_save", "1");
     let tracer = Tracer::start(&[]);
     let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
 
     // RTO: no loss probes in a (tcp_early_retrans=0, this namespace only); b drops a's data
     // for 0.5 s: the retransmission timer fires.
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_early_retrans=0",
-        ],
+    link.a.sysctl("net.ipv4.tcp_early_retrans", "0");
+    let timeouts = one_kind(
+        &link,
+        Scenario {
+            counted_in: &link.a,
+            counter: "TCPTimeouts",
+            port: 6103,
+            rule_in: &link.b,
+            rule: "tcp dport 6103 ip length > 100 drop",
+            hold: Duration::from_millis(500),
+            payload: 500,
+            linger: Duration::from_millis(1500),
+        },
     );
-    let timeouts_before = link.a.netstat("TcpExt", "TCPTimeouts");
-    let s = sink(&link.b, 6103);
-    with_rule_for(
-        &link.b,
-        "np_rto",
-        "tcp dport 6103 ip length > 100 drop",
-        Duration::from_millis(500),
-    );
-    send_once(
-        &link.a,
-        SocketAddr::new(peer, 6103),
-        500,
-        Duration::from_millis(1500),
-    );
-    s.join().unwrap();
-    let timeouts = link.a.netstat("TcpExt", "TCPTimeouts") - timeouts_before;
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "sysctl",
-            "-qw",
-            "net.ipv4.tcp_early_retrans=3",
-        ],
-    );
+    link.a.sysctl("net.ipv4.tcp_early_retrans", "3");
 
     // SYN: b drops the SYNs for 1.2 s; a retransmits its SYN from the timer.
-    let syn_before = link.a.netstat("TcpExt", "TCPSynRetrans");
-    let s = sink(&link.b, 6101);
-    with_rule_for(
-        &link.b,
-        "np_syn",
-        "tcp dport 6101 tcp flags & (syn | ack) == syn drop",
-        Duration::from_millis(1200),
+    let syn_retrans = one_kind(
+        &link,
+        Scenario {
+            counted_in: &link.a,
+            counter: "TCPSynRetrans",
+            port: 6101,
+            rule_in: &link.b,
+            rule: "tcp dport 6101 tcp flags & (syn | ack) == syn drop",
+            hold: Duration::from_millis(1200),
+            payload: 100,
+            linger: Duration::ZERO,
+        },
     );
-    send_once(&link.a, SocketAddr::new(peer, 6101), 100, Duration::ZERO);
-    s.join().unwrap();
-    let syn_retrans = link.a.netstat("TcpExt", "TCPSynRetrans") - syn_before;
 
     // SYN-ACK: a drops the SYN-ACKs for 1.2 s; b retransmits them (timer, and in answer to
     // a's own SYN retransmit).
-    let synack_before = link.b.netstat("TcpExt", "TCPSynRetrans");
-    let s = sink(&link.b, 6102);
-    with_rule_for(
-        &link.a,
-        "np_synack",
-        "tcp sport 6102 tcp flags & (syn | ack) == syn | ack drop",
-        Duration::from_millis(1200),
+    let synack_retrans = one_kind(
+        &link,
+        Scenario {
+            counted_in: &link.b,
+            counter: "TCPSynRetrans",
+            port: 6102,
+            rule_in: &link.a,
+            rule: "tcp sport 6102 tcp flags & (syn | ack) == syn | ack drop",
+            hold: Duration::from_millis(1200),
+            payload: 100,
+            linger: Duration::ZERO,
+        },
     );
-    send_once(&link.a, SocketAddr::new(peer, 6102), 100, Duration::ZERO);
-    s.join().unwrap();
-    let synack_retrans = link.b.netstat("TcpExt", "TCPSynRetrans") - synack_before;
 
     // TLP: a lone 500-byte segment (552 bytes on the wire) is lost once; the quota lets its
     // probe through.
-    let probes_before = link.a.netstat("TcpExt", "TCPLossProbes");
-    let s = sink(&link.b, 6104);
-    with_rule_for(
-        &link.b,
-        "np_tlp",
-        "tcp dport 6104 ip length 552 quota until 1000 bytes drop",
-        Duration::from_secs(5),
+    let probes = one_kind(
+        &link,
+        Scenario {
+            counted_in: &link.a,
+            counter: "TCPLossProbes",
+            port: 6104,
+            rule_in: &link.b,
+            rule: "tcp dport 6104 ip length 552 quota until 1000 bytes drop",
+            hold: Duration::from_secs(5),
+            payload: 500,
+            linger: Duration::from_millis(500),
+        },
     );
-    send_once(
-        &link.a,
-        SocketAddr::new(peer, 6104),
-        500,
-        Duration::from_millis(500),
-    );
-    s.join().unwrap();
-    let probes = link.a.netstat("TcpExt", "TCPLossProbes") - probes_before;
 
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
