@@ -55,10 +55,12 @@ const RETRANSMIT_HOOK: HookSpec = HookSpec {
     name: "tcp_retransmit_skb",
     program: "netprobe_rtx",
 };
+/// The program that counts drops (the summary checks whether the kernel skipped it).
+pub const DROP_PROGRAM: &str = "netprobe_drop";
 const DROP_HOOK: HookSpec = HookSpec {
     category: "skb",
     name: "kfree_skb",
-    program: "netprobe_drop",
+    program: DROP_PROGRAM,
 };
 const SYNACK_HOOK: HookSpec = HookSpec {
     category: "tcp",

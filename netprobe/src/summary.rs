@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     btf::DropReasons,
-    loader::{HookStatus, KernelTotals},
+    loader::{HookStatus, KernelTotals, DROP_PROGRAM},
     output::{addr, family_name, kind_name},
     owners::Owner,
 };
@@ -54,8 +54,12 @@ pub struct BacklogSummary {
     pub drop_events: u64,
     /// softnet_stat `dropped` growth over the same window, all CPUs.
     pub softnet_dropped: u64,
-    /// The two count the same drops; they agree when no drop was filtered out of the trace.
+    /// The two count the same drops: they agree exactly unless something below kept a drop
+    /// out of the kernel-side count.
     pub must_match: bool,
+    /// Why they need not agree, when `must_match` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_exact_because: Option<String>,
     pub overflowing_cpus: Vec<CpuCount>,
     pub enqueuing_cpus: Vec<CpuCount>,
 }
@@ -65,7 +69,24 @@ fn backlog_summary(
     reasons: &DropReasons,
     softnet: &SoftnetDeltas,
     filtered: bool,
+    drop_hook_skipped: u64,
 ) -> BacklogSummary {
+    // Each of these keeps some CPU_BACKLOG drops out of the per-reason table while
+    // softnet_stat still counts them.
+    let not_exact_because = if filtered {
+        Some("trace filters exclude some drops; softnet_stat counts all".to_string())
+    } else if drop_hook_skipped > 0 {
+        Some(format!(
+            "the kernel skipped the drop hook {drop_hook_skipped} times (another BPF program was running on that CPU)"
+        ))
+    } else if totals.counter(COUNTER_REASON_TABLE_FULL) > 0 {
+        Some(format!(
+            "{} drops missing from the per-reason table",
+            totals.counter(COUNTER_REASON_TABLE_FULL)
+        ))
+    } else {
+        None
+    };
     let code = reasons.value("CPU_BACKLOG");
     let per_cpu: Vec<u64> = totals
         .reasons
@@ -76,7 +97,8 @@ fn backlog_summary(
     BacklogSummary {
         drop_events: per_cpu.iter().sum(),
         softnet_dropped: softnet.values().map(|(_, dropped)| dropped).sum(),
-        must_match: !filtered,
+        must_match: not_exact_because.is_none(),
+        not_exact_because,
         overflowing_cpus: softnet
             .iter()
             .filter(|(_, (_, dropped))| *dropped > 0)
@@ -270,6 +292,11 @@ pub fn build(
         duration_ms,
         kernel_skipped,
     } = window;
+    let drop_hook_skipped = kernel_skipped
+        .iter()
+        .filter(|(program, _)| *program == DROP_PROGRAM)
+        .map(|(_, n)| n)
+        .sum();
     let mut retransmits = RetransmitSummary::default();
     for (key, t) in &totals.flows {
         retransmits.sent += t.sent;
@@ -352,7 +379,7 @@ pub fn build(
         drops,
         events,
         cpus: cpu_summaries(totals, softnet),
-        backlog: backlog_summary(totals, reasons, softnet, filtered),
+        backlog: backlog_summary(totals, reasons, softnet, filtered, drop_hook_skipped),
     }
 }
 
@@ -436,11 +463,15 @@ impl SummaryJson {
             };
             let _ = writeln!(
                 out,
-                "backlog: {} drops (softnet_stat: {}); overflowed on {}; enqueued from {}",
+                "backlog: {} drops (softnet_stat: {}); overflowed on {}; enqueued from {}{}",
                 b.drop_events,
                 b.softnet_dropped,
                 list(&b.overflowing_cpus),
-                list(&b.enqueuing_cpus)
+                list(&b.enqueuing_cpus),
+                b.not_exact_because
+                    .as_ref()
+                    .map(|why| format!(" (not exact: {why})"))
+                    .unwrap_or_default()
             );
         }
         let e = &self.events;
@@ -593,11 +624,37 @@ mod tests {
                 drop_events: 40,
                 softnet_dropped: 40,
                 must_match: true,
+                not_exact_because: None,
                 overflowing_cpus: vec![CpuCount { cpu: 1, count: 40 }],
                 enqueuing_cpus: vec![CpuCount { cpu: 0, count: 40 }],
             }
         );
         assert!(s.text(5).contains("backlog: 40 drops (softnet_stat: 40); overflowed on cpu1=40; enqueued from cpu0=40"), "{}", s.text(5));
+
+        // A skipped drop hook may have missed some of them: no longer an exact match.
+        let skipped = build(
+            &totals,
+            Window {
+                streamed: Streamed::default(),
+                hooks: vec![],
+                reasons: &reasons,
+                softnet: &softnet,
+                filtered: false,
+                duration_ms: 10,
+                kernel_skipped: vec![(DROP_PROGRAM, 1), ("netprobe_napi", 5)],
+            },
+            &mut |_| None,
+        );
+        assert!(!skipped.backlog.must_match);
+        assert_eq!(
+            skipped.backlog.not_exact_because.as_deref(),
+            Some("the kernel skipped the drop hook 1 times (another BPF program was running on that CPU)")
+        );
+        assert!(
+            skipped.text(5).contains("not exact: the kernel skipped"),
+            "{}",
+            skipped.text(5)
+        );
     }
 
     #[test]

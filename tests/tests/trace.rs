@@ -744,17 +744,31 @@ fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
 
     let backlog = out.summary()["backlog"].clone();
     let drops = backlog["drop_events"].as_u64().unwrap();
-    eprintln!("backlog: {backlog}");
-    assert!(drops > 0, "a backlog of 8 must overflow: {backlog}");
-    assert_eq!(backlog["must_match"], true);
-    assert_eq!(
-        backlog["softnet_dropped"].as_u64(),
-        Some(drops),
-        "events vs softnet_stat: {backlog}"
+    eprintln!(
+        "backlog: {backlog} skipped: {} events: {}",
+        out.summary()["kernel_skipped"],
+        out.summary()["events"]
     );
+    assert!(drops > 0, "a backlog of 8 must overflow: {backlog}");
+    let softnet = backlog["softnet_dropped"].as_u64().unwrap();
+    let skipped = out.summary()["kernel_skipped"]["netprobe_drop"]
+        .as_u64()
+        .unwrap();
+    if skipped == 0 {
+        assert_eq!(backlog["must_match"], true, "{backlog}");
+        assert_eq!(softnet, drops, "events vs softnet_stat: {backlog}");
+    } else {
+        // The kernel said it skipped the drop hook: exactness is off, and said so.
+        assert_eq!(backlog["must_match"], false, "{backlog}");
+        assert!(backlog["not_exact_because"].is_string(), "{backlog}");
+        assert!(
+            drops <= softnet && softnet <= drops + skipped,
+            "{backlog}, {skipped} skipped"
+        );
+    }
     assert_eq!(
         backlog["overflowing_cpus"],
-        serde_json::json!([{"cpu": 1, "count": drops}])
+        serde_json::json!([{"cpu": 1, "count": softnet}])
     );
     let events: Vec<&Value> = out
         .of_type("drop")
@@ -817,12 +831,12 @@ fn with_rule_for(ns: &Netns, table: &str, rule: &str, hold: Duration) {
     let table = table.to_string();
     std::thread::spawn(move || {
         std::thread::sleep(hold);
-        sh(
-            "ip",
-            &[
+        // The scenario may be over and its namespace (with the table) gone already.
+        let _ = std::process::Command::new("ip")
+            .args([
                 "netns", "exec", &name, "nft", "delete", "table", "inet", &table,
-            ],
-        );
+            ])
+            .output();
     });
 }
 
