@@ -91,6 +91,28 @@ pub struct CpuRecordLayout {
 }
 const _: () = assert!(size_of::<CpuRecordLayout>() == 24);
 
+/// What the receive program (raw tracepoint `tcp_probe(sk, skb)`) reads, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveLayout {
+    /// `struct tcp_skb_cb` → `end_seq` (the skb's control block, `skb->cb`).
+    pub tcb_end_seq: u32,
+    /// `struct tcp_sock` → `rcv_nxt`, `out_of_order_queue.rb_node`, `ooo_last_skb`.
+    pub rcv_nxt: u32,
+    pub ooo_root: u32,
+    pub ooo_last_skb: u32,
+    /// `struct sock_common` members naming the flow.
+    pub skc_family: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(size_of::<ReceiveLayout>() == 48);
+
 /// Byte offsets of kernel struct members, resolved from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,8 +193,9 @@ pub struct TraceConfig {
     pub cpu: CpuRecordLayout,
     pub synack: SynackRecordLayout,
     pub kind: KindLayout,
+    pub receive: ReceiveLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 252);
+const _: () = assert!(size_of::<TraceConfig>() == 300);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -254,6 +277,20 @@ impl TraceConfig {
             ca_state_shift: 0,
             ca_state_bits: 0,
             timer_vec: u32::MAX,
+        },
+        receive: ReceiveLayout {
+            tcb_end_seq: OFFSET_ABSENT,
+            rcv_nxt: OFFSET_ABSENT,
+            ooo_root: OFFSET_ABSENT,
+            ooo_last_skb: OFFSET_ABSENT,
+            skc_family: OFFSET_ABSENT,
+            skc_num: OFFSET_ABSENT,
+            skc_dport: OFFSET_ABSENT,
+            skc_daddr: OFFSET_ABSENT,
+            skc_rcv_saddr: OFFSET_ABSENT,
+            skc_v6_daddr: OFFSET_ABSENT,
+            skc_v6_rcv_saddr: OFFSET_ABSENT,
+            _pad0: 0,
         },
     };
 }

@@ -17,11 +17,20 @@ pub const COUNTER_FLOW_TABLE_FULL: u32 = 4;
 pub const COUNTER_REASON_TABLE_FULL: u32 = 5;
 /// NAPI polls of a device that could not be added to the per-device table (table full).
 pub const COUNTER_NAPI_TABLE_FULL: u32 = 6;
+/// Out-of-sequence segments (duplicates, hole fills, holes) that passed the filters.
+/// The receive program has counters of its own: it is a raw tracepoint, which may run
+/// nested inside the classic-tracepoint programs on the same CPU, so it must not share
+/// their slots.
+pub const COUNTER_RECEIVE_SEEN: u32 = 7;
+/// Receive events that could not be queued (ring buffer full).
+pub const COUNTER_RECEIVE_LOST: u32 = 8;
+/// Receive events whose flow could not be added to the per-flow receive table.
+pub const COUNTER_RECEIVE_TABLE_FULL: u32 = 9;
 /// Size of the array; leave room for later counters without changing the map.
 pub const COUNTER_SLOTS: u32 = 16;
 
 /// Human-readable names, indexed like the counters (for reports and tests).
-pub const COUNTER_NAMES: [(u32, &str); 7] = [
+pub const COUNTER_NAMES: [(u32, &str); 10] = [
     (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
     (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
     (COUNTER_DROP_SEEN, "drop_seen"),
@@ -29,4 +38,7 @@ pub const COUNTER_NAMES: [(u32, &str); 7] = [
     (COUNTER_FLOW_TABLE_FULL, "flow_table_full"),
     (COUNTER_REASON_TABLE_FULL, "reason_table_full"),
     (COUNTER_NAPI_TABLE_FULL, "napi_table_full"),
+    (COUNTER_RECEIVE_SEEN, "receive_seen"),
+    (COUNTER_RECEIVE_LOST, "receive_lost"),
+    (COUNTER_RECEIVE_TABLE_FULL, "receive_table_full"),
 ];

@@ -11,6 +11,11 @@ pub enum EventKind {
     Retransmit = 1,
     /// `skb:kfree_skb`: one packet dropped, with the kernel's drop reason.
     Drop = 2,
+    /// `tcp_probe` (receive path): a data segment the peer sent again ([`ReceiveEvent`]).
+    PeerRetransmit = 3,
+    /// `tcp_probe` (receive path): data arrived out of order and opened a hole
+    /// ([`ReceiveEvent`]).
+    OutOfOrder = 4,
 }
 
 impl EventKind {
@@ -26,6 +31,8 @@ impl TryFrom<u16> for EventKind {
         match id {
             1 => Ok(Self::Retransmit),
             2 => Ok(Self::Drop),
+            3 => Ok(Self::PeerRetransmit),
+            4 => Ok(Self::OutOfOrder),
             other => Err(other),
         }
     }
@@ -153,6 +160,76 @@ pub struct DropEvent {
 }
 const _: () = assert!(size_of::<DropEvent>() == 112);
 
+/// Classes of a segment seen on the receive path ([`ReceiveEvent::class`]).
+/// Every byte of it was already received: the peer re-sent data we had (a spurious
+/// retransmit, or our ACK was lost on the way out). What TcpExt `DelayedACKLost` counts.
+pub const RX_DUPLICATE: u8 = 1;
+/// It starts with data already received and carries new data after it (a re-sent segment
+/// the peer repacketized); counted as a duplicate with `overlap` bytes old.
+pub const RX_DUPLICATE_PARTIAL: u8 = 2;
+/// It lands in a hole in front of data already queued out of order: data we never received
+/// (loss on the way in), or, under reordering, the late original.
+pub const RX_FILLS_HOLE: u8 = 3;
+/// It arrived beyond the next expected byte with nothing queued there: a new hole opens
+/// (`gap` bytes missing in front of it).
+pub const RX_OPENS_HOLE: u8 = 4;
+
+/// The socket had data queued out of order when the segment arrived (`ooo_end` is valid).
+pub const RX_HAD_OOO: u8 = 1 << 0;
+
+/// A data segment on the receive path of an established TCP socket that was not the next
+/// expected one (`tcp_probe`, read against the socket's receive state).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveEvent {
+    pub header: EventHeader,
+    /// Local address/port first (the receiving socket's view); `daddr:dport` is the peer.
+    pub flow: Flow,
+    pub netns: u32,
+    /// `TCP_SKB_CB(skb)->seq` and the sequence space it occupies (`end_seq - seq`).
+    pub seq: u32,
+    pub len: u32,
+    /// `tp->rcv_nxt`: the next byte the socket expected.
+    pub rcv_nxt: u32,
+    /// End of the data queued out of order (`ooo_last_skb`'s `end_seq`) when [`RX_HAD_OOO`].
+    pub ooo_end: u32,
+    /// [`RX_OPENS_HOLE`]: bytes missing in front of the segment; duplicates: bytes of it
+    /// already received; [`RX_FILLS_HOLE`]: 0.
+    pub gap: u32,
+    /// `RX_*` class.
+    pub class: u8,
+    /// `RX_HAD_OOO` bits.
+    pub flags: u8,
+    pub _pad0: [u8; 6],
+    /// Inode of the receiving socket: names the owning process.
+    pub sock_ino: u64,
+}
+const _: () = assert!(size_of::<ReceiveEvent>() == 96);
+
+/// Per-CPU value of the per-flow receive table: exact even when events are lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveTotals {
+    /// Segments wholly received before ([`RX_DUPLICATE`]): comparable to `DelayedACKLost`.
+    pub duplicate: u64,
+    /// Segments partly received before ([`RX_DUPLICATE_PARTIAL`]).
+    pub duplicate_partial: u64,
+    /// Bytes received twice (both duplicate classes).
+    pub duplicate_bytes: u64,
+    /// Segments that filled a hole ([`RX_FILLS_HOLE`]) and their bytes.
+    pub fills_hole: u64,
+    pub fills_hole_bytes: u64,
+    /// Segments that arrived beyond `rcv_nxt` (queued out of order, or dropped there):
+    /// comparable to `TCPOFOQueue + TCPOFODrop`.
+    pub out_of_order: u64,
+    /// Holes opened ([`RX_OPENS_HOLE`]) and the bytes missing in front of them.
+    pub holes: u64,
+    pub hole_bytes: u64,
+    /// Inode of the flow's socket, as last seen on this CPU.
+    pub sock_ino: u64,
+}
+const _: () = assert!(size_of::<ReceiveTotals>() == 72);
+
 /// Key of the per-flow retransmit table kept in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -221,4 +298,5 @@ mod pod {
     unsafe impl aya::Pod for super::NetRxTotals {}
     unsafe impl aya::Pod for super::NapiKey {}
     unsafe impl aya::Pod for super::NapiTotals {}
+    unsafe impl aya::Pod for super::ReceiveTotals {}
 }

@@ -8,7 +8,7 @@ use std::{
 
 use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
-use netprobe_common::KernelLayout;
+use netprobe_common::{KernelLayout, ReceiveLayout, OFFSET_ABSENT};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// Upper 16 bits of a drop reason name the subsystem (`SKB_DROP_REASON_SUBSYS_SHIFT`).
@@ -213,6 +213,88 @@ impl KernelBtf {
             tcb_seq: self.offset_of("tcp_skb_cb", "seq")?,
             tcb_gso_segs: self.offset_of("tcp_skb_cb", "tcp_gso_segs")?,
         })
+    }
+
+    /// What the receive program reads (`tcp_probe` raw tracepoint): the segment's `end_seq`,
+    /// the socket's receive state and the members naming its flow. IPv6 addresses are
+    /// optional (a kernel without IPv6 has none).
+    pub fn receive_layout(&self) -> Result<ReceiveLayout, BtfError> {
+        let common = |path: &str| self.offset_of("sock", &format!("__sk_common.{path}"));
+        Ok(ReceiveLayout {
+            tcb_end_seq: self.offset_of("tcp_skb_cb", "end_seq")?,
+            rcv_nxt: self.offset_of("tcp_sock", "rcv_nxt")?,
+            ooo_root: self.offset_of("tcp_sock", "out_of_order_queue.rb_node")?,
+            ooo_last_skb: self.offset_of("tcp_sock", "ooo_last_skb")?,
+            skc_family: common("skc_family")?,
+            skc_num: common("skc_num")?,
+            skc_dport: common("skc_dport")?,
+            skc_daddr: common("skc_daddr")?,
+            skc_rcv_saddr: common("skc_rcv_saddr")?,
+            skc_v6_daddr: common("skc_v6_daddr").unwrap_or(OFFSET_ABSENT),
+            skc_v6_rcv_saddr: common("skc_v6_rcv_saddr").unwrap_or(OFFSET_ABSENT),
+            _pad0: 0,
+        })
+    }
+
+    /// The arguments a raw tracepoint hands to BPF, from the kernel's `btf_trace_<name>`
+    /// typedef (a pointer to the probe's prototype, whose first parameter is the tracepoint's
+    /// private data): each named by what it points to (`struct sock`) or its own type name.
+    pub fn raw_tracepoint_args(&self, tracepoint: &str) -> Result<Vec<String>, BtfError> {
+        let typedef = format!("btf_trace_{tracepoint}");
+        let types = self.btf.resolve_types_by_name(&typedef).map_err(|_| {
+            BtfError::Other(format!(
+                "no {typedef} (tracepoint {tracepoint} is not in this kernel)"
+            ))
+        })?;
+        let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))
+        else {
+            return Err(BtfError::Other(format!("{typedef} is not a typedef")));
+        };
+        let mut ty = self.btf.resolve_chained_type(&td).map_err(other)?;
+        if let Type::Ptr(p) = &ty {
+            ty = self.btf.resolve_chained_type(p).map_err(other)?;
+        }
+        let Type::FuncProto(proto) = ty else {
+            return Err(BtfError::Other(format!(
+                "{typedef} is not a function pointer"
+            )));
+        };
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|param| self.type_label(param.get_type_id().unwrap_or(0)))
+            .collect()
+    }
+
+    /// `struct sock *` → `sock`; other types by name, qualifiers dropped.
+    fn type_label(&self, type_id: u32) -> Result<String, BtfError> {
+        let mut ty = self.btf.resolve_type_by_id(type_id).map_err(other)?;
+        loop {
+            match ty {
+                Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                    let inner = ty.as_btf_type().expect("qualifier is a BTF type");
+                    ty = self.btf.resolve_chained_type(inner).map_err(other)?;
+                }
+                Type::Ptr(p) => {
+                    let mut target = self.btf.resolve_chained_type(&p).map_err(other)?;
+                    while let Type::Const(_) | Type::Volatile(_) = target {
+                        let inner = target.as_btf_type().expect("qualifier is a BTF type");
+                        target = self.btf.resolve_chained_type(inner).map_err(other)?;
+                    }
+                    return Ok(match target.as_btf_type() {
+                        Some(t) => self.btf.resolve_name(t).unwrap_or_default(),
+                        None => "void".to_string(),
+                    });
+                }
+                _ => {
+                    return Ok(ty
+                        .as_btf_type()
+                        .and_then(|t| self.btf.resolve_name(t).ok())
+                        .unwrap_or_default())
+                }
+            }
+        }
     }
 
     /// Members of the enum `name` as (name, value), whether it is an ENUM or ENUM64.

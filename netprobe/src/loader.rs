@@ -5,13 +5,16 @@ use std::path::Path;
 
 use aya::{
     maps::{Map, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{trace_point::TracePointLinkId, TracePoint},
+    programs::{
+        raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
+        TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{
     CpuRecordLayout, DropRecordLayout, Filter, FlowKey, KindLayout, NapiKey, NapiTotals,
-    NetRxTotals, RetransmitRecordLayout, RetransmitTotals, StreamConfig, SynackRecordLayout,
-    TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
+    NetRxTotals, ReceiveLayout, ReceiveTotals, RetransmitRecordLayout, RetransmitTotals,
+    StreamConfig, SynackRecordLayout, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
 };
 use serde::Serialize;
 
@@ -43,17 +46,43 @@ pub enum LoadError {
     Map { map: &'static str, message: String },
 }
 
+/// How a program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttachKind {
+    /// Classic tracepoint: a record whose layout the tracefs `format` file describes.
+    Tracepoint,
+    /// Raw tracepoint: the tracepoint's own arguments, checked against BTF.
+    RawTracepoint,
+}
+
+impl AttachKind {
+    fn name(self) -> &'static str {
+        match self {
+            AttachKind::Tracepoint => "tracepoint",
+            AttachKind::RawTracepoint => "raw_tracepoint",
+        }
+    }
+}
+
 /// A hook netprobe knows about.
 struct HookSpec {
     category: &'static str,
     name: &'static str,
     program: &'static str,
+    attach: AttachKind,
+}
+
+/// An attached program's link.
+enum AttachedLink {
+    Tracepoint(TracePointLinkId),
+    Raw(RawTracePointLinkId),
 }
 
 const RETRANSMIT_HOOK: HookSpec = HookSpec {
     category: "tcp",
     name: "tcp_retransmit_skb",
     program: "netprobe_rtx",
+    attach: AttachKind::Tracepoint,
 };
 /// The program that counts drops (the summary checks whether the kernel skipped it).
 pub const DROP_PROGRAM: &str = "netprobe_drop";
@@ -61,27 +90,48 @@ const DROP_HOOK: HookSpec = HookSpec {
     category: "skb",
     name: "kfree_skb",
     program: DROP_PROGRAM,
+    attach: AttachKind::Tracepoint,
 };
 const SYNACK_HOOK: HookSpec = HookSpec {
     category: "tcp",
     name: "tcp_retransmit_synack",
     program: "netprobe_synack",
+    attach: AttachKind::Tracepoint,
 };
 const SOFTIRQ_ENTRY_HOOK: HookSpec = HookSpec {
     category: "irq",
     name: "softirq_entry",
     program: "netprobe_sirq_in",
+    attach: AttachKind::Tracepoint,
 };
 const SOFTIRQ_EXIT_HOOK: HookSpec = HookSpec {
     category: "irq",
     name: "softirq_exit",
     program: "netprobe_sirq_out",
+    attach: AttachKind::Tracepoint,
+};
+const RECEIVE_HOOK: HookSpec = HookSpec {
+    category: "tcp",
+    name: "tcp_probe",
+    program: "netprobe_rcv",
+    attach: AttachKind::RawTracepoint,
 };
 const NAPI_HOOK: HookSpec = HookSpec {
     category: "napi",
     name: "napi_poll",
     program: "netprobe_napi",
+    attach: AttachKind::Tracepoint,
 };
+
+const ALL_HOOKS: [&HookSpec; 7] = [
+    &RETRANSMIT_HOOK,
+    &SYNACK_HOOK,
+    &DROP_HOOK,
+    &RECEIVE_HOOK,
+    &SOFTIRQ_ENTRY_HOOK,
+    &SOFTIRQ_EXIT_HOOK,
+    &NAPI_HOOK,
+];
 
 /// What happened to one hook, as reported to the user.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -106,7 +156,7 @@ pub struct LoadOptions<'a> {
 /// Loaded and attached programs, and the maps they fill.
 pub struct Probe {
     ebpf: Ebpf,
-    links: Vec<(&'static str, TracePointLinkId)>,
+    links: Vec<(&'static str, AttachedLink)>,
     pub hooks: Vec<HookStatus>,
     pub mounted_tracefs: bool,
 }
@@ -121,6 +171,8 @@ pub struct KernelTotals {
     pub reasons: Vec<(u32, Vec<u64>)>,
     /// NET_RX softirq totals, indexed by CPU (empty when the hooks are inactive).
     pub net_rx: Vec<NetRxTotals>,
+    /// Per-flow receive-path totals (summed over CPUs).
+    pub receive_flows: Vec<(FlowKey, ReceiveTotals)>,
     /// (device, totals per CPU) of NAPI polls.
     pub napi: Vec<(String, Vec<NapiTotals>)>,
 }
@@ -232,6 +284,21 @@ fn kind_layout(btf: &KernelBtf) -> Result<KindLayout, String> {
     })
 }
 
+/// The receive hook needs `tcp_probe(struct sock *, struct sk_buff *)` and the receive-state
+/// members, both from BTF.
+fn plan_receive(btf: &KernelBtf) -> Result<ReceiveLayout, String> {
+    let args = btf
+        .raw_tracepoint_args(RECEIVE_HOOK.name)
+        .map_err(|e| e.to_string())?;
+    if args.len() < 2 || args[0] != "sock" || args[1] != "sk_buff" {
+        return Err(format!(
+            "tcp_probe takes ({}) here, not (struct sock *, struct sk_buff *)",
+            args.join(", ")
+        ));
+    }
+    btf.receive_layout().map_err(|e| e.to_string())
+}
+
 /// NET_RX softirq timing needs both softirq tracepoints with the same `vec` offset and the
 /// vector number from BTF; NAPI polls need `napi:napi_poll`.
 fn plan_cpu_hooks(tracefs: &Path, net_rx_vec: Option<u64>, plan: &mut HookPlan) {
@@ -333,6 +400,16 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     if let Some(layout) = drop {
         config.drop = layout;
     }
+    match plan_receive(&btf) {
+        Ok(layout) => {
+            config.receive = layout;
+            wanted.push((
+                &RECEIVE_HOOK,
+                "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
+            ));
+        }
+        Err(why) => hooks.push(inactive(&RECEIVE_HOOK, why)),
+    }
 
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
@@ -347,7 +424,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
                 links.push((spec.program, link));
                 hooks.push(HookStatus {
                     hook: format!("{}:{}", spec.category, spec.name),
-                    attach: "tracepoint",
+                    attach: spec.attach.name(),
                     program: spec.program,
                     active: true,
                     detail,
@@ -374,25 +451,38 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
 fn inactive(spec: &HookSpec, why: String) -> HookStatus {
     HookStatus {
         hook: format!("{}:{}", spec.category, spec.name),
-        attach: "tracepoint",
+        attach: spec.attach.name(),
         program: spec.program,
         active: false,
         detail: why,
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<TracePointLinkId, String> {
-    let program: &mut TracePoint = ebpf
+fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
+    let program = ebpf
         .program_mut(spec.program)
-        .ok_or_else(|| format!("program {} missing from the object", spec.program))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
-        .load()
-        .map_err(|e| format!("verifier rejected {}: {e:#}", spec.program))?;
-    program
-        .attach(spec.category, spec.name)
-        .map_err(|e| format!("attach failed: {e}"))
+        .ok_or_else(|| format!("program {} missing from the object", spec.program))?;
+    let rejected =
+        |e: aya::programs::ProgramError| format!("verifier rejected {}: {e:#}", spec.program);
+    let failed = |e: aya::programs::ProgramError| format!("attach failed: {e}");
+    match spec.attach {
+        AttachKind::Tracepoint => {
+            let program: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.load().map_err(rejected)?;
+            program
+                .attach(spec.category, spec.name)
+                .map(AttachedLink::Tracepoint)
+                .map_err(failed)
+        }
+        AttachKind::RawTracepoint => {
+            let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.load().map_err(rejected)?;
+            program
+                .attach(spec.name)
+                .map(AttachedLink::Raw)
+                .map_err(failed)
+        }
+    }
 }
 
 /// `bpf_prog_info.recursion_misses` of a program (Linux ≥ 5.12), read with
@@ -452,9 +542,19 @@ impl Probe {
     /// Detaches every program: no new events after this returns.
     pub fn detach(&mut self) {
         for (name, link) in self.links.drain(..) {
-            if let Some(program) = self.ebpf.program_mut(name) {
-                if let Ok(tp) = <&mut TracePoint>::try_from(program) {
-                    let _ = tp.detach(link);
+            let Some(program) = self.ebpf.program_mut(name) else {
+                continue;
+            };
+            match link {
+                AttachedLink::Tracepoint(link) => {
+                    if let Ok(tp) = <&mut TracePoint>::try_from(program) {
+                        let _ = tp.detach(link);
+                    }
+                }
+                AttachedLink::Raw(link) => {
+                    if let Ok(tp) = <&mut RawTracePoint>::try_from(program) {
+                        let _ = tp.detach(link);
+                    }
                 }
             }
         }
@@ -466,8 +566,7 @@ impl Probe {
     pub fn recursion_misses(&self) -> Vec<(&'static str, u64)> {
         self.programs()
             .filter_map(|name| {
-                let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
-                let fd = program.fd().ok()?;
+                let fd = self.ebpf.program(name)?.fd().ok()?;
                 Some((
                     name,
                     prog_recursion_misses(std::os::fd::AsFd::as_fd(fd)).ok()?,
@@ -477,35 +576,18 @@ impl Probe {
     }
 
     fn programs(&self) -> impl Iterator<Item = &'static str> {
-        [
-            RETRANSMIT_HOOK.program,
-            SYNACK_HOOK.program,
-            DROP_HOOK.program,
-            SOFTIRQ_ENTRY_HOOK.program,
-            SOFTIRQ_EXIT_HOOK.program,
-            NAPI_HOOK.program,
-        ]
-        .into_iter()
+        ALL_HOOKS.iter().map(|spec| spec.program)
     }
 
     /// (program name, run count, run time ns) from the kernel's BPF stats; zero unless
     /// `kernel.bpf_stats_enabled` is on.
     pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
-        [
-            RETRANSMIT_HOOK.program,
-            SYNACK_HOOK.program,
-            DROP_HOOK.program,
-            SOFTIRQ_ENTRY_HOOK.program,
-            SOFTIRQ_EXIT_HOOK.program,
-            NAPI_HOOK.program,
-        ]
-        .into_iter()
-        .filter_map(|name| {
-            let program: &TracePoint = self.ebpf.program(name)?.try_into().ok()?;
-            let info = program.info().ok()?;
-            Some((name, info.run_count(), info.run_time().as_nanos() as u64))
-        })
-        .collect()
+        self.programs()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.run_count(), info.run_time().as_nanos() as u64))
+            })
+            .collect()
     }
 
     /// Reads the exact totals from the kernel maps.
@@ -560,6 +642,29 @@ impl Probe {
             let (reason, per_cpu) = entry.map_err(map_error("DROP_REASONS"))?;
             reasons.push((reason, per_cpu.iter().copied().collect()));
         }
+        let mut receive_flows = Vec::new();
+        if let Some(map) = self.ebpf.map("RECEIVE_FLOWS") {
+            let table: PerCpuHashMap<&MapData, FlowKey, ReceiveTotals> =
+                PerCpuHashMap::try_from(map).map_err(map_error("RECEIVE_FLOWS"))?;
+            for entry in table.iter() {
+                let (key, per_cpu) = entry.map_err(map_error("RECEIVE_FLOWS"))?;
+                let mut total = ReceiveTotals::default();
+                for v in per_cpu.iter() {
+                    total.duplicate += v.duplicate;
+                    total.duplicate_partial += v.duplicate_partial;
+                    total.duplicate_bytes += v.duplicate_bytes;
+                    total.fills_hole += v.fills_hole;
+                    total.fills_hole_bytes += v.fills_hole_bytes;
+                    total.out_of_order += v.out_of_order;
+                    total.holes += v.holes;
+                    total.hole_bytes += v.hole_bytes;
+                    if v.sock_ino != 0 {
+                        total.sock_ino = v.sock_ino;
+                    }
+                }
+                receive_flows.push((key, total));
+            }
+        }
         let net_rx = match self.ebpf.map("NET_RX") {
             Some(map) => {
                 let array: PerCpuArray<&MapData, NetRxTotals> =
@@ -594,6 +699,7 @@ impl Probe {
             flows,
             reasons,
             net_rx,
+            receive_flows,
             napi,
         })
     }

@@ -4,8 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netprobe_common::{
-    decode::Event, DropEvent, Flow, RetransmitEvent, AF_INET, AF_INET6, DROP_HAS_DEV,
-    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, KIND_NAMES, TRIGGER_OTHER, TRIGGER_TIMER,
+    decode::Event, DropEvent, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, AF_INET6,
+    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, KIND_NAMES, RX_DUPLICATE,
+    RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE, TRIGGER_OTHER, TRIGGER_TIMER,
 };
 use serde::Serialize;
 
@@ -92,6 +93,56 @@ pub struct DropJson {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+}
+
+/// `{"type":"peer_retransmit"}` or `{"type":"ooo"}`: a data segment out of sequence on an
+/// established socket's receive path.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ReceiveJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub netns: u32,
+    pub family: &'static str,
+    /// The receiving socket's end.
+    pub saddr: String,
+    pub sport: u16,
+    /// The peer that sent the segment.
+    pub daddr: String,
+    pub dport: u16,
+    /// `duplicate`, `fills_hole` (peer_retransmit) or `opens_hole` (ooo).
+    pub class: &'static str,
+    /// Duplicates: the segment also carried new data after the old.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    pub seq: u32,
+    /// Sequence space of the segment (payload bytes, plus one for a FIN).
+    pub len: u32,
+    /// The next byte the socket expected when the segment arrived.
+    pub rcv_nxt: u32,
+    /// End of the data queued out of order at that moment, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ooo_end: Option<u32>,
+    /// Bytes received twice (duplicate) or missing in front of the segment (ooo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hole_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+}
+
+/// The JSON name of a receive class.
+pub fn receive_class_name(class: u8) -> &'static str {
+    match class {
+        RX_DUPLICATE | RX_DUPLICATE_PARTIAL => "duplicate",
+        RX_FILLS_HOLE => "fills_hole",
+        RX_OPENS_HOLE => "opens_hole",
+        _ => "other",
+    }
 }
 
 pub fn family_name(family: u16) -> Option<&'static str> {
@@ -259,11 +310,38 @@ impl Renderer {
         }
     }
 
+    pub fn receive_json(&self, e: &ReceiveEvent, owner: Option<&Owner>) -> ReceiveJson {
+        let ooo = e.header.kind == EventKind::OutOfOrder.id();
+        let duplicate = matches!(e.class, RX_DUPLICATE | RX_DUPLICATE_PARTIAL);
+        ReceiveJson {
+            kind: if ooo { "ooo" } else { "peer_retransmit" },
+            ts_ns: e.header.ts_ns,
+            cpu: e.header.cpu,
+            netns: e.netns,
+            family: family_name(e.flow.family).unwrap_or("unknown"),
+            saddr: addr(e.flow.family, &e.flow.saddr).to_string(),
+            sport: e.flow.sport,
+            daddr: addr(e.flow.family, &e.flow.daddr).to_string(),
+            dport: e.flow.dport,
+            class: receive_class_name(e.class),
+            partial: e.class == RX_DUPLICATE_PARTIAL,
+            seq: e.seq,
+            len: e.len,
+            rcv_nxt: e.rcv_nxt,
+            ooo_end: (e.flags & RX_HAD_OOO != 0).then_some(e.ooo_end),
+            old_bytes: duplicate.then_some(e.gap),
+            hole_bytes: (e.class == RX_OPENS_HOLE).then_some(e.gap),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.clone()),
+        }
+    }
+
     /// `owner`: the process owning the event's socket, when known.
     pub fn json_line(&self, event: &Event, owner: Option<&Owner>) -> String {
         let value = match event {
             Event::Retransmit(e) => serde_json::to_string(&self.retransmit_json(e, owner)),
             Event::Drop(e) => serde_json::to_string(&self.drop_json(e, owner)),
+            Event::Receive(e) => serde_json::to_string(&self.receive_json(e, owner)),
         };
         value.expect("event JSON serializes")
     }
@@ -283,6 +361,35 @@ impl Renderer {
                 errno_name(e.err),
                 e.netns
             ),
+            Event::Receive(e) => {
+                let j = self.receive_json(e, None);
+                let detail = match (j.old_bytes, j.hole_bytes) {
+                    (Some(old), _) => format!(" old={old}"),
+                    (_, Some(hole)) => format!(" hole={hole}"),
+                    _ => String::new(),
+                };
+                // As the data travelled: from the peer to this socket.
+                let incoming = Flow {
+                    saddr: e.flow.daddr,
+                    daddr: e.flow.saddr,
+                    sport: e.flow.dport,
+                    dport: e.flow.sport,
+                    ..e.flow
+                };
+                format!(
+                    "{} cpu{:<3} {:<7} {}{} {} seq={} len={} rcv_nxt={}{detail} netns={}",
+                    self.wall_clock(e.header.ts_ns),
+                    e.header.cpu,
+                    if j.kind == "ooo" { "OOO" } else { "PEERRTX" },
+                    j.class,
+                    if j.partial { "(partial)" } else { "" },
+                    flow_text(&incoming, true),
+                    e.seq,
+                    e.len,
+                    e.rcv_nxt,
+                    e.netns
+                )
+            }
             Event::Drop(e) => {
                 let j = self.drop_json(e, None);
                 let what = match (&j.ip_proto, e.flags & DROP_HAS_FLOW != 0) {

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use netprobe_common::{
     COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
+    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL,
     COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 use serde::Serialize;
@@ -21,6 +22,7 @@ use crate::{
 pub struct Streamed {
     pub retransmits: u64,
     pub drops: u64,
+    pub receives: u64,
     pub decode_errors: u64,
 }
 
@@ -31,6 +33,8 @@ pub struct SummaryJson {
     pub duration_ms: u64,
     pub hooks: Vec<HookStatus>,
     pub retransmits: RetransmitSummary,
+    /// The incoming direction: what peers sent again, and holes in what they sent.
+    pub received: ReceiveSummary,
     pub drops: DropSummary,
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
@@ -225,6 +229,88 @@ fn kind_counts(kinds: &[u32; 8]) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
+/// Out-of-sequence data on established sockets' receive path (exact, from the kernel's
+/// per-flow receive table).
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct ReceiveSummary {
+    /// Segments wholly received before: the peer re-sent data we had (a spurious
+    /// retransmit, or our ACK lost on the way out).
+    pub duplicate: u64,
+    /// Segments partly received before.
+    pub duplicate_partial: u64,
+    pub duplicate_bytes: u64,
+    /// Re-sent data that filled a hole: loss on the way in (or reordering).
+    pub fills_hole: u64,
+    pub fills_hole_bytes: u64,
+    /// Segments that arrived beyond the next expected byte.
+    pub out_of_order: u64,
+    /// Holes opened, and the bytes missing in front of them when they opened.
+    pub holes: u64,
+    pub hole_bytes: u64,
+    /// Busiest first.
+    pub flows: Vec<FlowReceives>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct FlowReceives {
+    pub netns: u32,
+    pub family: &'static str,
+    /// The receiving socket's end.
+    pub saddr: String,
+    pub sport: u16,
+    /// The peer.
+    pub daddr: String,
+    pub dport: u16,
+    pub duplicate: u64,
+    pub duplicate_partial: u64,
+    pub duplicate_bytes: u64,
+    pub fills_hole: u64,
+    pub fills_hole_bytes: u64,
+    pub out_of_order: u64,
+    pub holes: u64,
+    pub hole_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+fn receive_summary(
+    totals: &KernelTotals,
+    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
+) -> ReceiveSummary {
+    let mut out = ReceiveSummary::default();
+    for (key, t) in &totals.receive_flows {
+        out.duplicate += t.duplicate;
+        out.duplicate_partial += t.duplicate_partial;
+        out.duplicate_bytes += t.duplicate_bytes;
+        out.fills_hole += t.fills_hole;
+        out.fills_hole_bytes += t.fills_hole_bytes;
+        out.out_of_order += t.out_of_order;
+        out.holes += t.holes;
+        out.hole_bytes += t.hole_bytes;
+        out.flows.push(FlowReceives {
+            netns: key.netns,
+            family: family_name(key.flow.family).unwrap_or("unknown"),
+            saddr: addr(key.flow.family, &key.flow.saddr).to_string(),
+            sport: key.flow.sport,
+            daddr: addr(key.flow.family, &key.flow.daddr).to_string(),
+            dport: key.flow.dport,
+            duplicate: t.duplicate,
+            duplicate_partial: t.duplicate_partial,
+            duplicate_bytes: t.duplicate_bytes,
+            fills_hole: t.fills_hole,
+            fills_hole_bytes: t.fills_hole_bytes,
+            out_of_order: t.out_of_order,
+            holes: t.holes,
+            hole_bytes: t.hole_bytes,
+            owner: owner_of(t.sock_ino),
+        });
+    }
+    let weight = |f: &FlowReceives| f.duplicate + f.duplicate_partial + f.fills_hole + f.holes;
+    out.flows
+        .sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.sport.cmp(&b.sport)));
+    out
+}
+
 #[derive(Debug, Serialize, Default)]
 pub struct DropSummary {
     pub total: u64,
@@ -249,11 +335,15 @@ pub struct CpuCount {
 pub struct EventAccounting {
     pub retransmit: KindAccounting,
     pub drop: KindAccounting,
+    /// peer_retransmit and ooo events.
+    pub receive: KindAccounting,
     pub decode_errors: u64,
     /// Retransmits missing from the per-flow totals because the flow table was full.
     pub flow_table_full: u64,
     /// Drops missing from the per-reason totals because the reason table was full.
     pub reason_table_full: u64,
+    /// Receive-path segments missing from the per-flow receive totals (table full).
+    pub receive_table_full: u64,
 }
 
 /// For one kind: `counted` (kernel, exact) = `streamed` + `lost`.
@@ -365,6 +455,12 @@ pub fn build(
             streamed: streamed.drops,
             lost: totals.counter(COUNTER_DROP_LOST),
         },
+        receive: KindAccounting {
+            counted: totals.counter(COUNTER_RECEIVE_SEEN),
+            streamed: streamed.receives,
+            lost: totals.counter(COUNTER_RECEIVE_LOST),
+        },
+        receive_table_full: totals.counter(COUNTER_RECEIVE_TABLE_FULL),
         decode_errors: streamed.decode_errors,
         flow_table_full: totals.counter(COUNTER_FLOW_TABLE_FULL),
         reason_table_full: totals.counter(COUNTER_REASON_TABLE_FULL),
@@ -373,9 +469,10 @@ pub fn build(
         kind: "summary",
         duration_ms,
         hooks,
-        events_lost: events.retransmit.lost + events.drop.lost,
+        events_lost: events.retransmit.lost + events.drop.lost + events.receive.lost,
         kernel_skipped: kernel_skipped.into_iter().collect(),
         retransmits,
+        received: receive_summary(totals, owner_of),
         drops,
         events,
         cpus: cpu_summaries(totals, softnet),
@@ -403,14 +500,14 @@ impl SummaryJson {
             r.flows.len(),
             r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
+        let endpoint = |addr: &str, port: u16| {
+            if addr.contains(':') {
+                format!("[{addr}]:{port}")
+            } else {
+                format!("{addr}:{port}")
+            }
+        };
         for f in r.flows.iter().take(top) {
-            let endpoint = |addr: &str, port: u16| {
-                if addr.contains(':') {
-                    format!("[{addr}]:{port}")
-                } else {
-                    format!("{addr}:{port}")
-                }
-            };
             let _ = writeln!(
                 out,
                 "  {:>8} sent {:>6} failed {:>8} segs  {} > {}  netns={}",
@@ -419,6 +516,31 @@ impl SummaryJson {
                 f.segs,
                 endpoint(&f.saddr, f.sport),
                 endpoint(&f.daddr, f.dport),
+                f.netns
+            );
+        }
+        let rx = &self.received;
+        let _ = writeln!(
+            out,
+            "received out of sequence: {} duplicate ({} partial, {} bytes), {} filled holes ({} bytes), {} holes opened ({} bytes), {} out-of-order segments",
+            rx.duplicate + rx.duplicate_partial,
+            rx.duplicate_partial,
+            rx.duplicate_bytes,
+            rx.fills_hole,
+            rx.fills_hole_bytes,
+            rx.holes,
+            rx.hole_bytes,
+            rx.out_of_order
+        );
+        for f in rx.flows.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "  {:>8} dup {:>6} fills {:>6} holes  {} > {}  netns={}",
+                f.duplicate + f.duplicate_partial,
+                f.fills_hole,
+                f.holes,
+                endpoint(&f.daddr, f.dport),
+                endpoint(&f.saddr, f.sport),
                 f.netns
             );
         }
@@ -515,7 +637,7 @@ impl SummaryJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netprobe_common::{Flow, FlowKey, RetransmitTotals, AF_INET};
+    use netprobe_common::{Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET};
 
     #[test]
     fn per_cpu_receive_work_beside_softnet() {
@@ -690,6 +812,27 @@ mod tests {
                 },
             )],
             reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
+            receive_flows: vec![(
+                FlowKey {
+                    flow: Flow {
+                        sport: 5001,
+                        dport: 40000,
+                        ..flow
+                    },
+                    netns: 8,
+                    _pad0: 0,
+                },
+                ReceiveTotals {
+                    duplicate: 1,
+                    fills_hole: 3,
+                    fills_hole_bytes: 4344,
+                    out_of_order: 9,
+                    holes: 2,
+                    hole_bytes: 2896,
+                    sock_ino: 99,
+                    ..Default::default()
+                },
+            )],
             ..Default::default()
         };
         let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
@@ -699,6 +842,7 @@ mod tests {
                 streamed: Streamed {
                     retransmits: 10,
                     drops: 9,
+                    receives: 4,
                     decode_errors: 0,
                 },
                 hooks: vec![],
@@ -720,6 +864,26 @@ mod tests {
             (11, 1, 13)
         );
         assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
+        // The receive side: totals, the flow from the receiving socket, its owner.
+        let r = &s.received;
+        assert_eq!(
+            (
+                r.duplicate,
+                r.fills_hole,
+                r.fills_hole_bytes,
+                r.out_of_order,
+                r.holes
+            ),
+            (1, 3, 4344, 9, 2)
+        );
+        assert_eq!(
+            (
+                r.flows[0].sport,
+                r.flows[0].netns,
+                r.flows[0].owner.as_ref().map(|o| o.pid)
+            ),
+            (5001, 8, Some(5))
+        );
         assert_eq!(
             s.retransmits.flows[0].kinds,
             BTreeMap::from([("rto", 2), ("fast", 9), ("tlp", 1)])

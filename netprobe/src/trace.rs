@@ -253,6 +253,10 @@ fn emit(
                 streamed.drops += 1;
                 e.sock_ino
             }
+            Event::Receive(e) => {
+                streamed.receives += 1;
+                e.sock_ino
+            }
         };
         if ok {
             let owner = owners.lookup(sock_ino);

@@ -1,0 +1,282 @@
+//! The incoming direction: data segments the peer sent again, and holes opened by data
+//! arriving out of order, on every established TCP socket.
+//!
+//! Hook: the raw tracepoint `tcp_probe(sk, skb)`, which `tcp_rcv_established()` fires for
+//! every segment it processes, before it acts on it. At that point the segment's sequence
+//! range (`TCP_SKB_CB(skb)->seq/end_seq`) can be read against the socket's own receive state
+//! (`rcv_nxt`, the out-of-order queue), which is exactly what tells a duplicate from a hole
+//! fill from a new hole. Why this hook rather than the alternatives:
+//! - cost: the common case (next expected segment, nothing queued out of order) is four
+//!   probe reads and no map access; work and events happen only for segments out of
+//!   sequence. The raw tracepoint hands over `sk` and `skb` directly; the classic `tcp:tcp_probe`
+//!   would build a 136-byte record (addresses, socket cookie) for every received segment.
+//! - accuracy: the socket's state is the truth about what was received. A TC ingress program
+//!   would have to keep its own per-flow sequence state in a map (a lookup and update for
+//!   every packet), could not see what the socket already holds, and would count segments that
+//!   netfilter or the backlog drop before TCP ever sees them (those are drops, reported by
+//!   `kfree_skb` with their reason).
+//! - what it misses: segments processed in other states (`tcp_rcv_state_process`: SYN-RECV,
+//!   FIN-WAIT, CLOSE-WAIT…); and a re-sent segment that arrives as the next expected one with
+//!   nothing queued behind it (a lost tail, re-sent by TLP or RTO) looks like ordinary
+//!   in-order data at the receiver. Under reordering, the late original of a segment fills
+//!   the hole just as a retransmit would.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::{map, raw_tracepoint},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::RawTracePointContext,
+};
+use netprobe_common::{
+    EventHeader, EventKind, Flow, FlowKey, ReceiveEvent, ReceiveTotals, AF_INET, AF_INET6,
+    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL, RX_DUPLICATE,
+    RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE,
+};
+
+use crate::kernel::{flow_matches, netns_matches, read, sock_inode, sock_netns};
+use crate::maps::{bump, setting, submit_flags, EVENTS};
+
+/// Exact per-flow receive totals, per CPU (summed by the agent). Only this program writes it:
+/// as a raw tracepoint it may run nested inside a classic-tracepoint program on the same CPU,
+/// so it shares no per-CPU slot with them.
+#[map]
+pub static RECEIVE_FLOWS: PerCpuHashMap<FlowKey, ReceiveTotals> =
+    PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Working space: the flow key and the table delta live in a per-CPU slot rather than on
+/// the 512-byte BPF stack. Its own slot, not shared with the classic-tracepoint programs
+/// (this one may interrupt them on the same CPU).
+#[repr(C)]
+pub struct ReceiveScratch {
+    key: FlowKey,
+    delta: ReceiveTotals,
+}
+
+#[map]
+static RECEIVE_SCRATCH: PerCpuArray<ReceiveScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "tcp_probe")]
+pub fn netprobe_rcv(ctx: RawTracePointContext) -> i32 {
+    let _ = try_receive(&ctx);
+    0
+}
+
+/// How an out-of-sequence segment is classed.
+struct Verdict {
+    /// `None`: counted in the table only (it extends the out-of-order queue in sequence).
+    kind: Option<EventKind>,
+    class: u8,
+    gap: u32,
+}
+
+fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let cb = skb + setting!(kernel.skb_cb) as u64;
+    let seq: u32 = read(cb, setting!(kernel.tcb_seq))?;
+    let end_seq: u32 = read(cb, setting!(receive.tcb_end_seq))?;
+    if seq == end_seq {
+        // No sequence space: a pure ACK (or window update).
+        return Ok(());
+    }
+    let rcv_nxt: u32 = read(sk, setting!(receive.rcv_nxt))?;
+    let ooo_root: u64 = read(sk, setting!(receive.ooo_root))?;
+    if seq == rcv_nxt && ooo_root == 0 {
+        // The next expected segment, nothing missing: the common case ends here.
+        return Ok(());
+    }
+
+    let mut flags = 0u8;
+    let mut ooo_end = 0u32;
+    if ooo_root != 0 {
+        let last: u64 = read(sk, setting!(receive.ooo_last_skb)).unwrap_or(0);
+        if last != 0 {
+            if let Ok(end) = read::<u32>(last + setting!(kernel.skb_cb) as u64, setting!(receive.tcb_end_seq)) {
+                ooo_end = end;
+                flags |= RX_HAD_OOO;
+            }
+        }
+    }
+    let len = end_seq.wrapping_sub(seq);
+    let past_end = end_seq.wrapping_sub(rcv_nxt) as i32;
+    let ahead = seq.wrapping_sub(rcv_nxt) as i32;
+    let had_ooo = flags & RX_HAD_OOO != 0;
+    let verdict = if past_end <= 0 {
+        Verdict {
+            kind: Some(EventKind::PeerRetransmit),
+            class: RX_DUPLICATE,
+            gap: len,
+        }
+    } else if ahead < 0 {
+        Verdict {
+            kind: Some(EventKind::PeerRetransmit),
+            class: RX_DUPLICATE_PARTIAL,
+            gap: rcv_nxt.wrapping_sub(seq),
+        }
+    } else if ahead == 0 || (had_ooo && (seq.wrapping_sub(ooo_end) as i32) < 0) {
+        // At rcv_nxt with data queued behind it, or in front of the end of queued data.
+        Verdict {
+            kind: Some(EventKind::PeerRetransmit),
+            class: RX_FILLS_HOLE,
+            gap: 0,
+        }
+    } else if had_ooo && seq == ooo_end {
+        // Continues the out-of-order queue in sequence: no new hole.
+        Verdict {
+            kind: None,
+            class: 0,
+            gap: 0,
+        }
+    } else {
+        let from = if had_ooo { ooo_end } else { rcv_nxt };
+        Verdict {
+            kind: Some(EventKind::OutOfOrder),
+            class: RX_OPENS_HOLE,
+            gap: seq.wrapping_sub(from),
+        }
+    };
+
+    let scratch = RECEIVE_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
+    // SAFETY: this CPU's scratch slot; this program does not nest with itself on a CPU.
+    let (key, delta) = unsafe { (&mut (*scratch).key, &mut (*scratch).delta) };
+    sock_flow(sk, &mut key.flow)?;
+    let netns = sock_netns(sk);
+    if !netns_matches(netns) || !flow_matches(&key.flow, true) {
+        return Ok(());
+    }
+    key.netns = netns;
+    key._pad0 = 0;
+    let sock_ino = sock_inode(sk);
+    set_delta(delta, &verdict, len, ahead > 0, sock_ino);
+    add_to_flow_table(key, delta);
+    let Some(kind) = verdict.kind else {
+        return Ok(());
+    };
+    bump(COUNTER_RECEIVE_SEEN);
+
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = EVENTS.reserve::<ReceiveEvent>(0) else {
+        bump(COUNTER_RECEIVE_LOST);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    unsafe {
+        (*event).header = EventHeader {
+            kind: kind.id(),
+            _pad0: 0,
+            cpu: bpf_get_smp_processor_id(),
+            ts_ns,
+        };
+        (*event).flow = key.flow;
+        (*event).netns = netns;
+        (*event).seq = seq;
+        (*event).len = len;
+        (*event).rcv_nxt = rcv_nxt;
+        (*event).ooo_end = ooo_end;
+        (*event).gap = verdict.gap;
+        (*event).class = verdict.class;
+        (*event).flags = flags;
+        (*event)._pad0 = [0; 6];
+        (*event).sock_ino = sock_ino;
+    }
+    entry.submit(submit_flags(ts_ns));
+    Ok(())
+}
+
+/// The socket's flow, local end first. An IPv6 socket talking to an IPv4 peer
+/// (v4-mapped addresses) is reported as the IPv4 flow it carries.
+#[inline(always)]
+fn sock_flow(sk: u64, flow: &mut Flow) -> Result<(), i32> {
+    let family: u16 = read(sk, setting!(receive.skc_family))?;
+    let dport: u16 = read(sk, setting!(receive.skc_dport))?;
+    *flow = Flow {
+        family,
+        sport: read(sk, setting!(receive.skc_num))?,
+        dport: u16::from_be(dport),
+        ..Flow::default()
+    };
+    if family == AF_INET {
+        let saddr: [u8; 4] = read(sk, setting!(receive.skc_rcv_saddr))?;
+        let daddr: [u8; 4] = read(sk, setting!(receive.skc_daddr))?;
+        flow.saddr[..4].copy_from_slice(&saddr);
+        flow.daddr[..4].copy_from_slice(&daddr);
+    } else if family == AF_INET6 {
+        let saddr: [u8; 16] = read(sk, setting!(receive.skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        let daddr: [u8; 16] = read(sk, setting!(receive.skc_v6_daddr)).unwrap_or([0; 16]);
+        if is_v4_mapped(&saddr) && is_v4_mapped(&daddr) {
+            flow.family = AF_INET;
+            flow.saddr[..4].copy_from_slice(&saddr[12..]);
+            flow.daddr[..4].copy_from_slice(&daddr[12..]);
+        } else {
+            flow.saddr = saddr;
+            flow.daddr = daddr;
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 10 {
+        if a[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    a[10] == 0xff && a[11] == 0xff
+}
+
+/// What this segment adds to its flow's totals.
+#[inline(always)]
+fn set_delta(delta: &mut ReceiveTotals, verdict: &Verdict, len: u32, out_of_order: bool, sock_ino: u64) {
+    *delta = ReceiveTotals {
+        sock_ino,
+        out_of_order: out_of_order as u64,
+        ..ReceiveTotals::default()
+    };
+    match verdict.class {
+        RX_DUPLICATE => {
+            delta.duplicate = 1;
+            delta.duplicate_bytes = len as u64;
+        }
+        RX_DUPLICATE_PARTIAL => {
+            delta.duplicate_partial = 1;
+            delta.duplicate_bytes = verdict.gap as u64;
+        }
+        RX_FILLS_HOLE => {
+            delta.fills_hole = 1;
+            delta.fills_hole_bytes = len as u64;
+        }
+        RX_OPENS_HOLE => {
+            delta.holes = 1;
+            delta.hole_bytes = verdict.gap as u64;
+        }
+        _ => {}
+    }
+}
+
+/// Adds the delta to the exact per-flow totals (this CPU's slot).
+#[inline(always)]
+fn add_to_flow_table(key: &FlowKey, delta: &ReceiveTotals) {
+    if let Some(totals) = RECEIVE_FLOWS.get_ptr_mut(key) {
+        // This CPU's slot; this program does not nest with itself on a CPU.
+        unsafe {
+            (*totals).duplicate += delta.duplicate;
+            (*totals).duplicate_partial += delta.duplicate_partial;
+            (*totals).duplicate_bytes += delta.duplicate_bytes;
+            (*totals).fills_hole += delta.fills_hole;
+            (*totals).fills_hole_bytes += delta.fills_hole_bytes;
+            (*totals).out_of_order += delta.out_of_order;
+            (*totals).holes += delta.holes;
+            (*totals).hole_bytes += delta.hole_bytes;
+            if delta.sock_ino != 0 {
+                (*totals).sock_ino = delta.sock_ino;
+            }
+        }
+        return;
+    }
+    if RECEIVE_FLOWS.insert(key, delta, 0).is_err() {
+        bump(COUNTER_RECEIVE_TABLE_FULL);
+    }
+}

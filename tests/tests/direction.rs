@@ -1,0 +1,149 @@
+//! Which direction loses packets, seen from both ends of one connection: the sender's
+//! retransmits, the receiver's view of the peer's retransmits (`peer_retransmit`) and of holes
+//! (`ooo`), and the drops at the host that dropped. Run as root with `--test-threads=1`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use netprobe_integration::*;
+use serde_json::Value;
+
+const PORT: u16 = 5101;
+const BYTES: u64 = 16 << 20;
+
+/// TcpExt counters of the receiving side that the receive program's totals stand beside.
+struct ReceiverCounters {
+    delayed_ack_lost: u64,
+    ofo_queue: u64,
+    ofo_drop: u64,
+}
+
+impl ReceiverCounters {
+    fn read(ns: &Netns) -> Self {
+        Self {
+            delayed_ack_lost: ns.netstat("TcpExt", "DelayedACKLost"),
+            ofo_queue: ns.netstat("TcpExt", "TCPOFOQueue"),
+            ofo_drop: ns.netstat("TcpExt", "TCPOFODrop"),
+        }
+    }
+}
+
+/// Loss on one path only: `sender` pushes data to `receiver`, whose input drops 3% of it.
+/// Asserts every side of netprobe's attribution, from the one trace of both namespaces.
+fn loss_on_one_path(link: &Link, sender_is_a: bool) {
+    let (sender, receiver) = if sender_is_a {
+        (&link.a, &link.b)
+    } else {
+        (&link.b, &link.a)
+    };
+    let receiver_host = if sender_is_a { 2 } else { 1 };
+    nft_in(&receiver.name, &input_loss_ruleset("np_dir", PORT, 3));
+    let before = ReceiverCounters::read(receiver);
+    let tracer = Tracer::start(&["--port", &PORT.to_string()]);
+    let to = SocketAddr::new(link.addr(receiver_host, false), PORT);
+    bulk_transfer(sender, receiver, to, BYTES);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    let after = ReceiverCounters::read(receiver);
+    assert!(out.success, "{}", out.stderr);
+    let (sender_ns, receiver_ns) = (sender.inode(), receiver.inode());
+
+    // Our retransmits: all the sender's data (the receiver may re-send its own SYN-ACK or FIN
+    // when the rule ate the ACK of it, and those carry no data).
+    let retransmits = out.of_type("retransmit");
+    let data_retransmits: Vec<&&Value> = retransmits
+        .iter()
+        .filter(|r| r["bytes"].as_u64().unwrap() > 0)
+        .collect();
+    assert!(!data_retransmits.is_empty(), "{}", out.summary());
+    for r in &data_retransmits {
+        assert_eq!(r["netns"].as_u64(), Some(sender_ns), "{r}");
+        assert_eq!(r["dport"].as_u64(), Some(PORT as u64), "{r}");
+    }
+
+    // The peer's retransmits, as the receiver sees them: holes filled, in the receiver's
+    // namespace, on the receiving socket (local port PORT).
+    let peer = out.of_type("peer_retransmit");
+    let fills: Vec<&&Value> = peer.iter().filter(|p| p["class"] == "fills_hole").collect();
+    assert!(
+        !fills.is_empty(),
+        "loss into the receiver must show holes filled: {}",
+        out.summary()
+    );
+    for p in &peer {
+        assert_eq!(p["netns"].as_u64(), Some(receiver_ns), "{p}");
+        assert_eq!(p["sport"].as_u64(), Some(PORT as u64), "{p}");
+    }
+    let ooo = out.of_type("ooo");
+    assert!(!ooo.is_empty());
+    for o in &ooo {
+        assert_eq!(o["netns"].as_u64(), Some(receiver_ns), "{o}");
+        assert_eq!(o["class"], "opens_hole");
+        assert!(o["hole_bytes"].as_u64().unwrap() > 0, "{o}");
+    }
+    // Nothing went missing on the way into the sender: it saw no holes.
+    let received = &out.summary()["received"];
+    for flow in received["flows"].as_array().unwrap() {
+        if flow["netns"].as_u64() == Some(sender_ns) {
+            assert_eq!(
+                (flow["fills_hole"].as_u64(), flow["holes"].as_u64()),
+                (Some(0), Some(0)),
+                "{flow}"
+            );
+        }
+    }
+
+    // The drops: at the receiver, on the way in, by netfilter.
+    let drops: Vec<&Value> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d["reason"] == "NETFILTER_DROP")
+        .collect();
+    assert!(!drops.is_empty());
+    for d in &drops {
+        assert_eq!(d["netns"].as_u64(), Some(receiver_ns), "{d}");
+        assert_eq!(
+            (d["direction"].as_str(), d["layer"].as_str()),
+            (Some("ingress"), Some("netfilter")),
+            "{d}"
+        );
+    }
+
+    // Exact agreement with the receiver's own counters over the same window.
+    assert_eq!(
+        received["duplicate"].as_u64().unwrap(),
+        after.delayed_ack_lost - before.delayed_ack_lost,
+        "duplicates vs DelayedACKLost: {received}"
+    );
+    assert_eq!(
+        received["out_of_order"].as_u64().unwrap(),
+        (after.ofo_queue - before.ofo_queue) + (after.ofo_drop - before.ofo_drop),
+        "out-of-order segments vs TCPOFOQueue + TCPOFODrop: {received}"
+    );
+    // The exact per-flow totals and the stream agree when nothing was lost.
+    let events = &out.summary()["events"]["receive"];
+    assert_eq!(events["lost"], 0);
+    assert_eq!(
+        events["counted"].as_u64().unwrap(),
+        (peer.len() + ooo.len()) as u64
+    );
+    let holes = received["holes"].as_u64().unwrap();
+    assert_eq!(holes, ooo.len() as u64);
+    eprintln!(
+        "{}: {} data retransmits by the sender; receiver saw {} fills_hole, {} duplicates, {} holes, {} out-of-order segs; {} netfilter drops",
+        if sender_is_a { "a->b" } else { "b->a" },
+        data_retransmits.len(),
+        fills.len(),
+        received["duplicate"],
+        holes,
+        received["out_of_order"],
+        drops.len()
+    );
+}
+
+#[test]
+fn loss_on_the_path_into_b_then_into_a() {
+    let link = Link::new("dir", 27);
+    loss_on_one_path(&link, true);
+    // Same hosts, the other way round (a fresh table in a).
+    loss_on_one_path(&link, false);
+}
