@@ -147,3 +147,119 @@ fn loss_on_the_path_into_b_then_into_a() {
     // Same hosts, the other way round (a fresh table in a).
     loss_on_one_path(&link, false);
 }
+
+/// ACK loss: every segment from b into a (b's ACKs) is dropped for a while in the middle of a
+/// paced transfer a → b. a's timers fire and it re-sends data b already has: b sees
+/// duplicates, never a hole, and a's retransmits are timer-driven (TLP or RTO).
+#[test]
+fn ack_loss_shows_duplicates_at_the_receiver() {
+    let link = Link::new("ack", 28);
+    let before = ReceiverCounters::read(&link.b);
+    let tracer = Tracer::start(&["--port", &PORT.to_string()]);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sink = link.b.spawn(move || {
+        pin_to_cpu(0);
+        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut all).unwrap();
+        all.len()
+    });
+    ready_rx.recv().unwrap();
+    let to = SocketAddr::new(link.addr(2, false), PORT);
+    // Paced at ~13 MB/s for ~2 s, so the ACK blackout falls in the middle of it.
+    let sender = link.a.spawn(move || {
+        pin_to_cpu(0);
+        let mut conn = std::net::TcpStream::connect(to).unwrap();
+        let chunk = vec![1u8; 1 << 16];
+        for _ in 0..300 {
+            std::io::Write::write_all(&mut conn, &chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut rest).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let blackout = "table inet np_ack {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    tcp sport 5101 counter drop\n  }\n}\n";
+    nft_in(&link.a.name, blackout);
+    std::thread::sleep(Duration::from_millis(800));
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &link.a.name,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "np_ack",
+        ],
+    );
+    sender.join().unwrap();
+    assert_eq!(sink.join().unwrap(), 300 << 16);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    let after = ReceiverCounters::read(&link.b);
+    assert!(out.success, "{}", out.stderr);
+    let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
+
+    let retransmits = out.of_type("retransmit");
+    assert!(!retransmits.is_empty(), "{}", out.summary());
+    for r in &retransmits {
+        assert_eq!(r["netns"].as_u64(), Some(a_ns), "{r}");
+        assert!(
+            r["kind"] == "rto" || r["kind"] == "tlp",
+            "ACK loss is seen by timers: {r}"
+        );
+    }
+    let duplicates: Vec<&Value> = out
+        .of_type("peer_retransmit")
+        .into_iter()
+        .filter(|p| p["class"] == "duplicate")
+        .collect();
+    assert!(!duplicates.is_empty(), "{}", out.summary());
+    for d in &duplicates {
+        assert_eq!(d["netns"].as_u64(), Some(b_ns), "{d}");
+        assert_eq!(d["sport"].as_u64(), Some(PORT as u64), "{d}");
+        assert!(d["old_bytes"].as_u64().unwrap() > 0, "{d}");
+    }
+    let received = &out.summary()["received"];
+    assert_eq!(
+        (received["fills_hole"].as_u64(), received["holes"].as_u64()),
+        (Some(0), Some(0)),
+        "no data was lost on the way into b: {received}"
+    );
+    assert_eq!(
+        received["duplicate"].as_u64().unwrap(),
+        after.delayed_ack_lost - before.delayed_ack_lost,
+        "duplicates vs DelayedACKLost: {received}"
+    );
+    // The lost ACKs: dropped on the way into a.
+    let drops: Vec<&Value> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d["reason"] == "NETFILTER_DROP")
+        .collect();
+    assert!(!drops.is_empty());
+    for d in &drops {
+        assert_eq!(
+            (
+                d["netns"].as_u64(),
+                d["sport"].as_u64(),
+                d["direction"].as_str()
+            ),
+            (Some(a_ns), Some(PORT as u64), Some("ingress")),
+            "{d}"
+        );
+    }
+    eprintln!(
+        "ACK loss: {} ACKs dropped into a; a retransmitted {} times ({:?}); b saw {} duplicates",
+        drops.len(),
+        retransmits.len(),
+        out.summary()["retransmits"]["by_kind"],
+        duplicates.len()
+    );
+}
