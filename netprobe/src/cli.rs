@@ -67,7 +67,11 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (a power of two ≥ 4096).
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub ring_size: u32,
-    /// Flows and reasons shown in the text summary.
+    /// Flows and reasons shown in the text summary and in each finding.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Also print the findings bundle every SECS seconds (each covers the trace so far);
+    /// one is always printed at the end.
+    #[arg(long, value_name = "SECS")]
+    pub report_every: Option<f64>,
 }

@@ -4,6 +4,7 @@ pub mod btf;
 pub mod cli;
 pub mod dropclass;
 pub mod filter;
+pub mod findings;
 pub mod kallsyms;
 pub mod loader;
 pub mod output;

@@ -13,13 +13,18 @@ use crate::{
     btf::{BtfError, DropReasons, KernelBtf},
     cli::TraceArgs,
     filter::{FilterError, FilterSpec},
+    findings::{self, DropTally},
     kallsyms::Symbolizer,
     loader::{self, LoadError, LoadOptions},
     output::{realtime_offset_ns, HooksJson, Renderer},
     owners::OwnerCache,
     reader::{EventReader, ReaderError},
-    report::procfs::{parse_softnet, Softnet},
-    summary::{self, SoftnetDeltas, Streamed},
+    report::{
+        self,
+        procfs::{parse_softnet, Softnet},
+        sample::{self, Scope, Snapshot},
+    },
+    summary::{self, SoftnetDeltas, Streamed, SummaryJson},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,8 @@ pub enum TraceError {
     Reader(#[from] ReaderError),
     #[error("--duration {0}: must be a positive number of seconds")]
     Duration(f64),
+    #[error("--report-every {0}: must be a positive number of seconds")]
+    ReportEvery(f64),
     #[error("the ring buffer map is missing from the eBPF object")]
     NoRing,
     #[error("signal handling: {0}")]
@@ -59,6 +66,11 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     let duration = match args.duration {
         Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
         Some(d) => return Err(TraceError::Duration(d)),
+        None => None,
+    };
+    let report_every = match args.report_every {
+        Some(d) if d.is_finite() && d > 0.0 && d <= 86400.0 => Some(Duration::from_secs_f64(d)),
+        Some(d) => return Err(TraceError::ReportEvery(d)),
         None => None,
     };
     let btf = KernelBtf::load(btf_path)?;
@@ -93,6 +105,10 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         realtime_offset_ns: realtime_offset_ns(),
     };
 
+    // The counter side's baseline, read as soon as the programs are attached and before the
+    // hooks line tells anyone the trace is running, so both sides cover the same window.
+    let softnet_at_start = read_softnet();
+    let counters_at_start = sample::take(&Scope { interface: None }, &mut Vec::new());
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     if probe.mounted_tracefs {
@@ -118,7 +134,10 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         );
     }
 
-    let softnet_at_start = read_softnet();
+    let own_netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+        .unwrap_or(0);
+    let mut tally = DropTally::default();
     let mut reader = EventReader::new(probe.take_events().ok_or(TraceError::NoRing)?)?;
     let mut streamed = Streamed::default();
     let mut owners = OwnerCache::new();
@@ -130,15 +149,71 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     // events of a burst may wait for the next event's wakeup; this tick bounds that wait.
     let mut flush = tokio::time::interval(FLUSH_INTERVAL);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut bundle_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + report_every.unwrap_or(Duration::from_secs(3600)),
+        report_every.unwrap_or(Duration::from_secs(3600)),
+    );
+    bundle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let window = |probe: &loader::Probe,
+                  streamed: Streamed,
+                  owners: &mut OwnerCache|
+     -> Result<(SummaryJson, Snapshot), TraceError> {
+        let softnet = softnet_deltas(&softnet_at_start, &read_softnet());
+        let totals = probe.kernel_totals()?;
+        let now = sample::take(&Scope { interface: None }, &mut Vec::new());
+        let summary = summary::build(
+            &totals,
+            summary::Window {
+                streamed,
+                hooks: probe.hooks.clone(),
+                reasons: &renderer.reasons,
+                softnet: &softnet,
+                filtered: filter.flags != 0,
+                duration_ms: started.elapsed().as_millis() as u64,
+                kernel_skipped: probe.recursion_misses(),
+            },
+            &mut |inode| owners.lookup(inode),
+        );
+        Ok((summary, now))
+    };
 
     let result = loop {
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = &mut deadline, if duration.is_some() => break Ok(()),
+            _ = bundle_tick.tick(), if report_every.is_some() => {
+                reader.drain(&mut batch);
+                if !emit(&mut out, &renderer, &mut owners, &mut tally, &mut batch, &mut streamed, args.json) {
+                    output_closed = true;
+                    break Ok(());
+                }
+                // Reading the maps while attached: a syscall map read holds off tracepoint
+                // programs on its CPU for its duration, so an invocation may be skipped; the
+                // summary reports any (kernel_skipped).
+                let (summary, now) = window(&probe, streamed, &mut owners)?;
+                let bundle = findings::build(findings::Inputs {
+                    summary: &summary,
+                    drops: &tally,
+                    report: report::between(&counters_at_start, &now),
+                    counters_before: &counters_at_start.counters,
+                    counters_now: &now.counters,
+                    net_rx_before: &counters_at_start.net_rx,
+                    net_rx_now: &now.net_rx,
+                    own_netns,
+                    filtered: filter.flags != 0,
+                    is_final: false,
+                    window_s: started.elapsed().as_secs_f64(),
+                    top: args.top,
+                });
+                if !print_bundle(&mut out, &bundle, args.json) {
+                    output_closed = true;
+                    break Ok(());
+                }
+            }
             _ = flush.tick() => {
                 reader.drain(&mut batch);
-                if !emit(&mut out, &renderer, &mut owners, &mut batch, &mut streamed, args.json) {
+                if !emit(&mut out, &renderer, &mut owners, &mut tally, &mut batch, &mut streamed, args.json) {
                     output_closed = true;
                     break Ok(());
                 }
@@ -147,7 +222,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
                 if let Err(e) = read {
                     break Err(TraceError::Io(e));
                 }
-                if !emit(&mut out, &renderer, &mut owners, &mut batch, &mut streamed, args.json) {
+                if !emit(&mut out, &renderer, &mut owners, &mut tally, &mut batch, &mut streamed, args.json) {
                     output_closed = true;
                     break Ok(());
                 }
@@ -164,6 +239,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             &mut out,
             &renderer,
             &mut owners,
+            &mut tally,
             &mut batch,
             &mut streamed,
             args.json,
@@ -176,21 +252,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             reader.decode_errors
         );
     }
-    let softnet = softnet_deltas(&softnet_at_start, &read_softnet());
-    let totals = probe.kernel_totals()?;
-    let summary = summary::build(
-        &totals,
-        summary::Window {
-            streamed,
-            hooks: probe.hooks.clone(),
-            reasons: &renderer.reasons,
-            softnet: &softnet,
-            filtered: filter.flags != 0,
-            duration_ms: started.elapsed().as_millis() as u64,
-            kernel_skipped: probe.recursion_misses(),
-        },
-        &mut |inode| owners.lookup(inode),
-    );
+    let (summary, now) = window(&probe, streamed, &mut owners)?;
     if !output_closed {
         if args.json {
             let _ = writeln!(
@@ -202,8 +264,37 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             let _ = write!(out, "{}", summary.text(args.top));
         }
         let _ = out.flush();
+        let bundle = findings::build(findings::Inputs {
+            summary: &summary,
+            drops: &tally,
+            report: report::between(&counters_at_start, &now),
+            counters_before: &counters_at_start.counters,
+            counters_now: &now.counters,
+            net_rx_before: &counters_at_start.net_rx,
+            net_rx_now: &now.net_rx,
+            own_netns,
+            filtered: filter.flags != 0,
+            is_final: true,
+            window_s: started.elapsed().as_secs_f64(),
+            top: args.top,
+        });
+        print_bundle(&mut out, &bundle, args.json);
     }
     result
+}
+
+/// Writes a findings bundle; false when stdout is gone.
+fn print_bundle(out: &mut impl Write, bundle: &findings::FindingsJson, json: bool) -> bool {
+    let written = if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(bundle).expect("findings serialize")
+        )
+    } else {
+        write!(out, "{}", bundle.text())
+    };
+    written.is_ok() && out.flush().is_ok()
 }
 
 fn read_softnet() -> Vec<Softnet> {
@@ -238,6 +329,7 @@ fn emit(
     out: &mut impl Write,
     renderer: &Renderer,
     owners: &mut OwnerCache,
+    tally: &mut DropTally,
     batch: &mut Vec<Event>,
     streamed: &mut Streamed,
     json: bool,
@@ -258,12 +350,21 @@ fn emit(
                 e.sock_ino
             }
         };
+        let owner = owners.lookup(sock_ino);
+        let drop = match &event {
+            Event::Drop(e) => {
+                // Classified once: for the findings' tally and for the line.
+                let j = renderer.drop_json(e, owner.as_ref());
+                tally.add(&j);
+                Some(j)
+            }
+            _ => None,
+        };
         if ok {
-            let owner = owners.lookup(sock_ino);
-            let line = if json {
-                renderer.json_line(&event, owner.as_ref())
-            } else {
-                renderer.text_line(&event, owner.as_ref())
+            let line = match (&drop, json) {
+                (Some(j), true) => serde_json::to_string(j).expect("drop JSON serializes"),
+                (_, true) => renderer.json_line(&event, owner.as_ref()),
+                (_, false) => renderer.text_line(&event, owner.as_ref()),
             };
             ok = writeln!(out, "{line}").is_ok();
         }

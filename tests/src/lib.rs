@@ -520,7 +520,21 @@ impl TraceOutput {
 impl Tracer {
     /// Starts `netprobe trace --json <args>` and waits until its hooks are attached.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(netprobe_bin())
+        Self::spawn(Command::new(netprobe_bin()), args)
+    }
+
+    /// The same, run inside `ns` (`ip netns exec`): the counter side of its findings is then
+    /// that namespace's.
+    pub fn start_in(ns: &Netns, args: &[&str]) -> Self {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &ns.name])
+            .arg(netprobe_bin());
+        Self::spawn(command, args)
+    }
+
+    fn spawn(mut command: Command, args: &[&str]) -> Self {
+        let mut child = command
             .arg("trace")
             .arg("--json")
             .args(args)

@@ -8,6 +8,7 @@ use netprobe_integration::*;
 use serde_json::Value;
 
 const PORT: u16 = 5101;
+const ACK_PORT: u16 = 5102;
 const BYTES: u64 = 16 << 20;
 
 /// TcpExt counters of the receiving side that the receive program's totals stand beside.
@@ -39,13 +40,18 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
     nft_in(&receiver.name, &input_loss_ruleset("np_dir", PORT, 3));
     let before = ReceiverCounters::read(receiver);
     let tracer = Tracer::start(&["--port", &PORT.to_string()]);
+    // Each end also runs its own netprobe, whose findings read that end's counters.
+    let at_receiver = Tracer::start_in(receiver, &["--report-every", "0.5"]);
+    let at_sender = Tracer::start_in(sender, &[]);
     let to = SocketAddr::new(link.addr(receiver_host, false), PORT);
     bulk_transfer(sender, receiver, to, BYTES);
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
+    let (at_receiver, at_sender) = (at_receiver.stop(), at_sender.stop());
     let after = ReceiverCounters::read(receiver);
     assert!(out.success, "{}", out.stderr);
     let (sender_ns, receiver_ns) = (sender.inode(), receiver.inode());
+    check_bundles(&at_receiver, &at_sender, receiver, sender);
 
     // Our retransmits: all the sender's data (the receiver may re-send its own SYN-ACK or FIN
     // when the rule ate the ACK of it, and those carry no data).
@@ -155,11 +161,11 @@ fn loss_on_the_path_into_b_then_into_a() {
 fn ack_loss_shows_duplicates_at_the_receiver() {
     let link = Link::new("ack", 28);
     let before = ReceiverCounters::read(&link.b);
-    let tracer = Tracer::start(&["--port", &PORT.to_string()]);
+    let tracer = Tracer::start(&["--port", &ACK_PORT.to_string()]);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let sink = link.b.spawn(move || {
         pin_to_cpu(0);
-        let listener = std::net::TcpListener::bind(("0.0.0.0", PORT)).unwrap();
+        let listener = std::net::TcpListener::bind(("0.0.0.0", ACK_PORT)).unwrap();
         ready_tx.send(()).unwrap();
         let (mut conn, _) = listener.accept().unwrap();
         let mut all = Vec::new();
@@ -167,7 +173,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         all.len()
     });
     ready_rx.recv().unwrap();
-    let to = SocketAddr::new(link.addr(2, false), PORT);
+    let to = SocketAddr::new(link.addr(2, false), ACK_PORT);
     // Paced at ~13 MB/s for ~2 s, so the ACK blackout falls in the middle of it.
     let sender = link.a.spawn(move || {
         pin_to_cpu(0);
@@ -182,8 +188,8 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         std::io::Read::read_to_end(&mut conn, &mut rest).unwrap();
     });
     std::thread::sleep(Duration::from_millis(500));
-    let blackout = "table inet np_ack {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    tcp sport 5101 counter drop\n  }\n}\n";
-    nft_in(&link.a.name, blackout);
+    let blackout = format!("table inet np_ack {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp sport {ACK_PORT} counter drop\n  }}\n}}\n");
+    nft_in(&link.a.name, &blackout);
     std::thread::sleep(Duration::from_millis(800));
     sh(
         "ip",
@@ -223,7 +229,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
     assert!(!duplicates.is_empty(), "{}", out.summary());
     for d in &duplicates {
         assert_eq!(d["netns"].as_u64(), Some(b_ns), "{d}");
-        assert_eq!(d["sport"].as_u64(), Some(PORT as u64), "{d}");
+        assert_eq!(d["sport"].as_u64(), Some(ACK_PORT as u64), "{d}");
         assert!(d["old_bytes"].as_u64().unwrap() > 0, "{d}");
     }
     let received = &out.summary()["received"];
@@ -251,7 +257,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
                 d["sport"].as_u64(),
                 d["direction"].as_str()
             ),
-            (Some(a_ns), Some(PORT as u64), Some("ingress")),
+            (Some(a_ns), Some(ACK_PORT as u64), Some("ingress")),
             "{d}"
         );
     }
@@ -262,4 +268,119 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         out.summary()["retransmits"]["by_kind"],
         duplicates.len()
     );
+}
+
+/// The findings bundles of the two ends: the receiver names inbound loss dropped by netfilter on
+/// its own input, the sender outbound loss beyond itself; both reconcile exactly.
+fn check_bundles(
+    at_receiver: &TraceOutput,
+    at_sender: &TraceOutput,
+    receiver: &Netns,
+    sender: &Netns,
+) {
+    assert!(
+        at_receiver.success && at_sender.success,
+        "{}{}",
+        at_receiver.stderr,
+        at_sender.stderr
+    );
+    let bundles = at_receiver.of_type("findings");
+    assert!(
+        bundles.len() >= 2,
+        "--report-every 0.5 over ~1 s: interim bundles too"
+    );
+    let finals: Vec<&&Value> = bundles.iter().filter(|b| b["final"] == true).collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(
+        bundles.last().unwrap()["final"],
+        true,
+        "the final bundle ends the stream"
+    );
+    for (bundle, ns) in [
+        (*finals[0], receiver),
+        (at_sender.of_type("findings")[0], sender),
+    ] {
+        assert_eq!(bundle["netns"].as_u64(), Some(ns.inode()));
+        assert_eq!(bundle["report"]["type"], "report");
+        for row in bundle["reconciliation"].as_array().unwrap() {
+            if row["must_match"] == true {
+                assert_eq!(row["events"], row["counters"], "{row}");
+                assert_eq!(row["matches"], true);
+            }
+        }
+        let steering = bundle["steering"].as_array().unwrap();
+        assert!(
+            steering.iter().any(|s| s["interface"] == "veth0"),
+            "{steering:?}"
+        );
+    }
+    let receiver_bundle = finals[0];
+    let find = |bundle: &Value, id: &str| -> Value {
+        bundle["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id} finding in {}", bundle["findings"]))
+    };
+    let inbound = find(receiver_bundle, "inbound_loss");
+    assert_eq!(
+        (inbound["direction"].as_str(), inbound["layer"].as_str()),
+        (Some("ingress"), Some("netfilter")),
+        "{inbound}"
+    );
+    assert!(
+        inbound["fix"]
+            .as_str()
+            .unwrap()
+            .contains("nft list ruleset"),
+        "{inbound}"
+    );
+    assert!(
+        inbound["flows"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{PORT}")),
+        "{inbound}"
+    );
+    assert!(
+        inbound["evidence"]["events"]["fills_hole"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let rows = receiver_bundle["reconciliation"].as_array().unwrap();
+    let ooo_row = rows
+        .iter()
+        .find(|r| r["counter"] == "TcpExt TCPOFOQueue + TCPOFODrop")
+        .unwrap();
+    assert!(
+        ooo_row["events"].as_u64().unwrap() > 0 && ooo_row["must_match"] == true,
+        "{ooo_row}"
+    );
+
+    let sender_bundle = at_sender.of_type("findings")[0];
+    let outbound = find(sender_bundle, "outbound_loss");
+    assert_eq!(outbound["direction"], "egress", "{outbound}");
+    assert!(
+        outbound["summary"]
+            .as_str()
+            .unwrap()
+            .contains("not dropped on this host"),
+        "{outbound}"
+    );
+    let retrans_row = sender_bundle["reconciliation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["counter"] == "Tcp RetransSegs")
+        .unwrap()
+        .clone();
+    assert!(
+        retrans_row["events"].as_u64().unwrap() > 0 && retrans_row["must_match"] == true,
+        "{retrans_row}"
+    );
+    let flows = sender_bundle["flows"].as_array().unwrap();
+    assert_eq!(flows[0]["losing_direction"], "outbound", "{flows:?}");
 }

@@ -36,6 +36,20 @@ fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The counter report between two snapshots taken by the caller (`netprobe trace` takes
+/// them over its own window), judged by the rules. No socket dump: the trace names flows and
+/// their owners from its events.
+pub fn between(first: &sample::Snapshot, second: &sample::Snapshot) -> Report {
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut report = model::build(first, second, kernel_release());
+    report.sysctls = sample::sysctls(&mut skipped);
+    skipped.sort();
+    skipped.dedup();
+    report.skipped = skipped;
+    report.findings = rules::evaluate(&report);
+    report
+}
+
 /// Samples, waits, samples again, and judges.
 pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
     if !(options.interval.is_finite() && options.interval > 0.0 && options.interval <= 3600.0) {
