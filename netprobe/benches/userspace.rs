@@ -6,8 +6,8 @@ use std::{hint::black_box, time::Instant};
 use netprobe::{btf::DropReasons, kallsyms::Symbolizer, output::Renderer, owners::Owner};
 use netprobe_common::{
     decode::{Encode, Event},
-    DropEvent, EventHeader, EventKind, Flow, RetransmitEvent, AF_INET, DROP_HAS_DEV, DROP_HAS_FLOW,
-    DROP_HAS_PORTS,
+    DropEvent, EventHeader, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, DROP_HAS_DEV,
+    DROP_HAS_FLOW, DROP_HAS_PORTS, RX_FILLS_HOLE, RX_HAD_OOO,
 };
 
 const ITERATIONS: u32 = 500_000;
@@ -108,6 +108,25 @@ fn main() {
         pid: 4242,
         comm: "iperf3".into(),
     };
+    let peer = ReceiveEvent {
+        header: EventHeader {
+            kind: EventKind::PeerRetransmit.id(),
+            _pad0: 0,
+            cpu: 1,
+            ts_ns: 123_456_789,
+        },
+        flow,
+        netns: 4026531840,
+        seq: 1000,
+        len: 1448,
+        rcv_nxt: 1000,
+        ooo_end: 9000,
+        class: RX_FILLS_HOLE,
+        flags: RX_HAD_OOO,
+        ..Default::default()
+    }
+    .encode();
+    measure("peer_retransmit (json)", &peer, &renderer, &owner, true);
     measure("retransmit (json)", &retransmit, &renderer, &owner, true);
     measure("drop (json)", &drop, &renderer, &owner, true);
     measure("retransmit (text)", &retransmit, &renderer, &owner, false);

@@ -804,7 +804,10 @@ fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
             // ICMPv6, or MLD behind its hop-by-hop header (next header 0: netprobe does not
             // walk IPv6 extension headers).
             assert_eq!(d["family"].as_str(), Some("ipv6"), "{d}");
-            assert!(matches!(d["ip_proto"].as_str(), Some("icmpv6" | "0")), "{d}");
+            assert!(
+                matches!(d["ip_proto"].as_str(), Some("icmpv6" | "0")),
+                "{d}"
+            );
         }
     }
     assert!(datagrams > 0);

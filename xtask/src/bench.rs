@@ -100,7 +100,7 @@ fn tracepoint_programs() -> Vec<(String, u64, u64, u64)> {
     v.as_array()
         .map(|a| {
             a.iter()
-                .filter(|p| p["type"] == "tracepoint")
+                .filter(|p| p["type"] == "tracepoint" || p["type"] == "raw_tracepoint")
                 .map(|p| {
                     (
                         p["name"].as_str().unwrap_or("").to_string(),
@@ -186,7 +186,10 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
         let mut last = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             lines += 1;
-            last = line;
+            // The summary (the findings bundle follows it).
+            if line.starts_with("{\"type\":\"summary\"") {
+                last = line;
+            }
         }
         (lines, last)
     });
@@ -202,6 +205,7 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
         ("netprobe_sirq_in", "irq:softirq_entry (all vectors)"),
         ("netprobe_sirq_out", "irq:softirq_exit (all vectors)"),
         ("netprobe_napi", "napi:napi_poll"),
+        ("netprobe_rcv", "tcp_probe (raw; every segment received)"),
     ] {
         let (runs, ns) = run_stats(&programs, program);
         println!(
