@@ -176,6 +176,23 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         );
         Ok((summary, now))
     };
+    // The findings over the window so far: the counters from the baseline to `now`.
+    let bundle = |summary: &SummaryJson, tally: &DropTally, now: &Snapshot, is_final: bool| {
+        findings::build(findings::Inputs {
+            summary,
+            drops: tally,
+            report: report::between(&counters_at_start, now),
+            counters_before: &counters_at_start.counters,
+            counters_now: &now.counters,
+            net_rx_before: &counters_at_start.net_rx,
+            net_rx_now: &now.net_rx,
+            own_netns,
+            filtered: filter.flags != 0,
+            is_final,
+            window_s: started.elapsed().as_secs_f64(),
+            top: args.top,
+        })
+    };
 
     let result = loop {
         tokio::select! {
@@ -192,21 +209,8 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
                 // programs on its CPU for its duration, so an invocation may be skipped; the
                 // summary reports any (kernel_skipped).
                 let (summary, now) = window(&probe, streamed, &mut owners)?;
-                let bundle = findings::build(findings::Inputs {
-                    summary: &summary,
-                    drops: &tally,
-                    report: report::between(&counters_at_start, &now),
-                    counters_before: &counters_at_start.counters,
-                    counters_now: &now.counters,
-                    net_rx_before: &counters_at_start.net_rx,
-                    net_rx_now: &now.net_rx,
-                    own_netns,
-                    filtered: filter.flags != 0,
-                    is_final: false,
-                    window_s: started.elapsed().as_secs_f64(),
-                    top: args.top,
-                });
-                if !print_bundle(&mut out, &bundle, args.json) {
+                let so_far = bundle(&summary, &tally, &now, false);
+                if !print_bundle(&mut out, &so_far, args.json) {
                     output_closed = true;
                     break Ok(());
                 }
@@ -264,21 +268,8 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             let _ = write!(out, "{}", summary.text(args.top));
         }
         let _ = out.flush();
-        let bundle = findings::build(findings::Inputs {
-            summary: &summary,
-            drops: &tally,
-            report: report::between(&counters_at_start, &now),
-            counters_before: &counters_at_start.counters,
-            counters_now: &now.counters,
-            net_rx_before: &counters_at_start.net_rx,
-            net_rx_now: &now.net_rx,
-            own_netns,
-            filtered: filter.flags != 0,
-            is_final: true,
-            window_s: started.elapsed().as_secs_f64(),
-            top: args.top,
-        });
-        print_bundle(&mut out, &bundle, args.json);
+        let at_end = bundle(&summary, &tally, &now, true);
+        print_bundle(&mut out, &at_end, args.json);
     }
     result
 }
