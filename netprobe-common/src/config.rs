@@ -30,20 +30,24 @@ pub struct RetransmitRecordLayout {
 }
 const _: () = assert!(size_of::<RetransmitRecordLayout>() == 48);
 
-/// Field offsets inside the `skb:kfree_skb` tracepoint record.
+/// Where the raw tracepoint `kfree_skb` keeps its arguments, as found in the kernel's BTF
+/// prototype of the tracepoint: (skb, location[, reason[, rx_sk]]) in that order on every
+/// kernel so far; the agent checks it and the programs read each at its fixed index when it
+/// is present. Also `sk_buff.protocol`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DropRecordLayout {
-    pub skbaddr: u32,
+pub struct DropArgs {
+    pub skb: u32,
     pub location: u32,
-    pub protocol: u32,
     /// [`OFFSET_ABSENT`] before Linux 5.17 (no drop reasons).
     pub reason: u32,
-    /// [`OFFSET_ABSENT`] before the receiving socket was added to the record.
+    /// [`OFFSET_ABSENT`] before the receiving socket was added to the tracepoint.
     pub rx_sk: u32,
+    /// Byte offset of `sk_buff.protocol` (the ethertype, network byte order).
+    pub skb_protocol: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<DropRecordLayout>() == 24);
+const _: () = assert!(size_of::<DropArgs>() == 24);
 
 /// Field offsets inside the `tcp:tcp_retransmit_synack` record.
 #[repr(C)]
@@ -74,22 +78,23 @@ pub struct KindLayout {
 }
 const _: () = assert!(size_of::<KindLayout>() == 16);
 
-/// Field offsets of the per-CPU hooks' records (`irq:softirq_entry`/`exit`, `napi:napi_poll`),
-/// and the NET_RX softirq vector number (from BTF).
+/// The per-CPU hooks' arguments (raw tracepoints `softirq_entry`/`softirq_exit(vec_nr)` and
+/// `napi_poll(napi, work, budget)`, indices checked against BTF), the NET_RX softirq vector
+/// number and `napi_struct.dev` (both from BTF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CpuRecordLayout {
-    /// `vec` of softirq_entry/softirq_exit (the same offset in both, checked by the agent).
-    pub softirq_vec: u32,
+pub struct CpuLayout {
+    /// Argument index of `vec_nr`; [`OFFSET_ABSENT`] when the softirq hooks are inactive.
+    pub softirq_vec_arg: u32,
     /// `NET_RX_SOFTIRQ` in the kernel's softirq enum.
     pub net_rx_vec: u32,
-    /// `__data_loc char[] dev_name` of napi_poll: a u32 of (length << 16 | offset).
-    pub napi_dev_name: u32,
-    pub napi_work: u32,
-    pub napi_budget: u32,
-    pub _pad0: u32,
+    pub napi_arg: u32,
+    pub napi_work_arg: u32,
+    pub napi_budget_arg: u32,
+    /// Byte offset of `napi_struct.dev`.
+    pub napi_dev: u32,
 }
-const _: () = assert!(size_of::<CpuRecordLayout>() == 24);
+const _: () = assert!(size_of::<CpuLayout>() == 24);
 
 /// What the receive program (raw tracepoint `tcp_probe(sk, skb)`) reads, from BTF.
 #[repr(C)]
@@ -186,11 +191,11 @@ const _: () = assert!(size_of::<StreamConfig>() == 8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceConfig {
     pub retransmit: RetransmitRecordLayout,
-    pub drop: DropRecordLayout,
+    pub drop: DropArgs,
     pub kernel: KernelLayout,
     pub filter: Filter,
     pub stream: StreamConfig,
-    pub cpu: CpuRecordLayout,
+    pub cpu: CpuLayout,
     pub synack: SynackRecordLayout,
     pub kind: KindLayout,
     pub receive: ReceiveLayout,
@@ -215,12 +220,12 @@ impl TraceConfig {
             err: OFFSET_ABSENT,
             _pad0: 0,
         },
-        drop: DropRecordLayout {
-            skbaddr: OFFSET_ABSENT,
+        drop: DropArgs {
+            skb: OFFSET_ABSENT,
             location: OFFSET_ABSENT,
-            protocol: OFFSET_ABSENT,
             reason: OFFSET_ABSENT,
             rx_sk: OFFSET_ABSENT,
+            skb_protocol: OFFSET_ABSENT,
             _pad0: 0,
         },
         kernel: KernelLayout {
@@ -254,13 +259,13 @@ impl TraceConfig {
             wakeup_bytes: 0,
             wakeup_interval_ns: 0,
         },
-        cpu: CpuRecordLayout {
-            softirq_vec: OFFSET_ABSENT,
+        cpu: CpuLayout {
+            softirq_vec_arg: OFFSET_ABSENT,
             net_rx_vec: u32::MAX,
-            napi_dev_name: OFFSET_ABSENT,
-            napi_work: OFFSET_ABSENT,
-            napi_budget: OFFSET_ABSENT,
-            _pad0: 0,
+            napi_arg: OFFSET_ABSENT,
+            napi_work_arg: OFFSET_ABSENT,
+            napi_budget_arg: OFFSET_ABSENT,
+            napi_dev: OFFSET_ABSENT,
         },
         synack: SynackRecordLayout {
             skaddr: OFFSET_ABSENT,

@@ -1,9 +1,16 @@
 //! `skb:kfree_skb`: every packet the kernel drops, with its drop reason.
+//!
+//! A raw tracepoint: the arguments (skb, location, reason, rx_sk) come as they are, at indices
+//! read from the kernel's BTF prototype of the tracepoint, instead of a record the kernel
+//! would first fill for every drop. It is also guarded per program rather than by the
+//! classic tracepoints' per-CPU flag, so it is not skipped when a drop happens in a softirq
+//! that interrupted another BPF program (or a bpf() map syscall) on that CPU.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::RawTracePointContext,
 };
 use netprobe_common::{
     DropEvent, EventHeader, EventKind, Flow, AF_INET, AF_INET6, COUNTER_DROP_LOST,
@@ -11,7 +18,7 @@ use netprobe_common::{
     DROP_HAS_SOCK, FILTER_REASON,
 };
 
-use crate::kernel::{dev_netns, field, flow_matches, netns_matches, read, sock_inode, sock_netns};
+use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
 
 const ETH_P_IP: u16 = 0x0800;
@@ -26,25 +33,30 @@ const TCP_NEW_SYN_RECV: u8 = 12;
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
-#[tracepoint]
-pub fn netprobe_drop(ctx: TracePointContext) -> u32 {
+/// The parsed flow lives in a per-CPU slot, not on the 512-byte BPF stack beside the header
+/// buffers. Only this program uses it, and it does not nest with itself on a CPU.
+#[map]
+static DROP_FLOW: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
     let _ = try_drop(&ctx);
     0
 }
 
-fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
+fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
     // Before drop reasons existed every drop is reported as reason 0 ("unknown").
-    let reason: u32 = field(ctx, setting!(drop.reason)).unwrap_or(0);
+    let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
     if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
         return Ok(());
     }
-    let skb: u64 = field(ctx, setting!(drop.skbaddr))?;
+    let skb = arg::<0>(ctx, setting!(drop.skb))?;
     let mut flags = 0u8;
 
-    // The socket: skb->sk on the way out, the record's rx_sk on the way in.
+    // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
     let mut sk: u64 = read(skb, setting!(kernel.skb_sk)).unwrap_or(0);
     if sk == 0 {
-        sk = field(ctx, setting!(drop.rx_sk)).unwrap_or(0);
+        sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
     }
     let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
     let mut sk_state = 0u8;
@@ -71,10 +83,13 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
 
-    let protocol: u16 = field(ctx, setting!(drop.protocol)).unwrap_or(0);
-    let (flow, ip_proto, header_flags) = parse_headers(skb, protocol);
+    let protocol = u16::from_be(read::<u16>(skb, setting!(drop.skb_protocol)).unwrap_or(0));
+    let flow_slot = DROP_FLOW.get_ptr_mut(0).ok_or(-1)?;
+    // SAFETY: this CPU's slot, used by this program only.
+    let flow = unsafe { &mut *flow_slot };
+    let (ip_proto, header_flags) = parse_headers(skb, protocol, flow);
     flags |= header_flags;
-    if !flow_matches(&flow, flags & DROP_HAS_PORTS != 0) {
+    if !flow_matches(flow, flags & DROP_HAS_PORTS != 0) {
         return Ok(());
     }
 
@@ -96,8 +111,8 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
             cpu: bpf_get_smp_processor_id(),
             ts_ns,
         };
-        (*event).flow = flow;
-        (*event).location = field(ctx, setting!(drop.location)).unwrap_or(0);
+        (*event).flow = *flow;
+        (*event).location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
         (*event).netns = netns;
         (*event).reason = reason;
         (*event).protocol = protocol;
@@ -126,7 +141,7 @@ fn try_drop(ctx: &TracePointContext) -> Result<(), i32> {
 #[inline(always)]
 fn count_reason(reason: u32) {
     if let Some(count) = DROP_REASONS.get_ptr_mut(&reason) {
-        // This CPU's slot; tracepoint programs do not nest on a CPU.
+        // This CPU's slot; only this program writes it, and it does not nest with itself.
         unsafe { *count += 1 };
     } else if DROP_REASONS.insert(&reason, &1, 0).is_err() {
         bump(COUNTER_REASON_TABLE_FULL);
@@ -134,27 +149,27 @@ fn count_reason(reason: u32) {
 }
 
 /// Parses the IPv4/IPv6 header at `skb->head + skb->network_header` and the TCP/UDP ports
-/// after it. Returns the flow, the IP protocol and `DROP_HAS_*` bits for what was found.
+/// after it into `flow`. Returns the IP protocol and `DROP_HAS_*` bits for what was found.
 #[inline(always)]
-fn parse_headers(skb: u64, protocol: u16) -> (Flow, u8, u8) {
-    let mut flow = Flow::default();
+fn parse_headers(skb: u64, protocol: u16, flow: &mut Flow) -> (u8, u8) {
+    *flow = Flow::default();
     let Ok(head) = read::<u64>(skb, setting!(kernel.skb_head)) else {
-        return (flow, 0, 0);
+        return (0, 0);
     };
     let Ok(network) = read::<u16>(skb, setting!(kernel.skb_network_header)) else {
-        return (flow, 0, 0);
+        return (0, 0);
     };
     if head == 0 || network == HEADER_UNSET {
-        return (flow, 0, 0);
+        return (0, 0);
     }
     let ip = head + network as u64;
     let (ip_proto, transport) = match protocol {
         ETH_P_IP => {
             let Ok(hdr) = read::<[u8; 20]>(ip, 0) else {
-                return (flow, 0, 0);
+                return (0, 0);
             };
             if hdr[0] >> 4 != 4 {
-                return (flow, 0, 0);
+                return (0, 0);
             }
             flow.family = AF_INET;
             flow.saddr[..4].copy_from_slice(&hdr[12..16]);
@@ -170,10 +185,10 @@ fn parse_headers(skb: u64, protocol: u16) -> (Flow, u8, u8) {
         }
         ETH_P_IPV6 => {
             let Ok(hdr) = read::<[u8; 40]>(ip, 0) else {
-                return (flow, 0, 0);
+                return (0, 0);
             };
             if hdr[0] >> 4 != 6 {
-                return (flow, 0, 0);
+                return (0, 0);
             }
             flow.family = AF_INET6;
             flow.saddr.copy_from_slice(&hdr[8..24]);
@@ -181,7 +196,7 @@ fn parse_headers(skb: u64, protocol: u16) -> (Flow, u8, u8) {
             // Extension headers are not walked: ports stay unknown behind them.
             (hdr[6], ip + 40)
         }
-        _ => return (flow, 0, 0),
+        _ => return (0, 0),
     };
     let mut flags = DROP_HAS_FLOW;
     let has_ports = matches!(
@@ -195,5 +210,5 @@ fn parse_headers(skb: u64, protocol: u16) -> (Flow, u8, u8) {
             flags |= DROP_HAS_PORTS;
         }
     }
-    (flow, ip_proto, flags)
+    (ip_proto, flags)
 }

@@ -1,7 +1,10 @@
 //! Reading kernel objects through offsets resolved from BTF at load time, and the in-kernel
 //! filters shared by every hook.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    programs::{RawTracePointContext, TracePointContext},
+};
 use netprobe_common::{Flow, AF_INET, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, OFFSET_ABSENT};
 
 use crate::maps::setting;
@@ -22,6 +25,18 @@ pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
         return Err(-1);
     }
     unsafe { ctx.read_at::<T>(offset as usize) }
+}
+
+/// Argument `N` of a raw tracepoint, when the agent found it there in this kernel's BTF
+/// prototype (`position == N`; `OFFSET_ABSENT` when this kernel's tracepoint lacks it). The
+/// index is a literal so that the load has a fixed offset from the context, as the verifier
+/// requires; `position` is a load-time constant, so the other branch is pruned.
+#[inline(always)]
+pub fn arg<const N: usize>(ctx: &RawTracePointContext, position: u32) -> Result<u64, i32> {
+    if position != N as u32 {
+        return Err(-1);
+    }
+    Ok(ctx.arg::<u64>(N))
 }
 
 /// Inode of the network namespace `net` (a `struct net *`).

@@ -64,8 +64,11 @@ pub fn submit_flags(now_ns: u64) -> u64 {
     BPF_RB_NO_WAKEUP as u64
 }
 
-/// Adds one to a per-CPU counter. Tracepoint programs do not nest on a CPU (the kernel's
-/// bpf_prog_active guard), so a plain increment of this CPU's slot is exact.
+/// Adds one to a per-CPU counter. Each slot has one writer: one program, or the two classic
+/// retransmit tracepoints, which the kernel's bpf_prog_active guard keeps from nesting with
+/// each other; a raw tracepoint program does not nest with itself. Raw tracepoint programs may
+/// interrupt other programs on the CPU, but never one writing the same slot, so a plain
+/// increment of this CPU's slot is exact.
 #[inline(always)]
 pub fn bump(counter: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter) {

@@ -73,8 +73,15 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
     let cb = skb + setting!(kernel.skb_cb) as u64;
-    let seq: u32 = read(cb, setting!(kernel.tcb_seq))?;
-    let end_seq: u32 = read(cb, setting!(receive.tcb_end_seq))?;
+    let (seq_at, end_seq_at) = (setting!(kernel.tcb_seq), setting!(receive.tcb_end_seq));
+    // One read for both when they are neighbours (they are: `seq` then `end_seq`); this runs
+    // for every segment received, and each read is a helper call.
+    let (seq, end_seq) = if end_seq_at == seq_at.wrapping_add(4) {
+        let both: [u32; 2] = read(cb, seq_at)?;
+        (both[0], both[1])
+    } else {
+        (read::<u32>(cb, seq_at)?, read::<u32>(cb, end_seq_at)?)
+    };
     if seq == end_seq {
         // No sequence space: a pure ACK (or window update).
         return Ok(());

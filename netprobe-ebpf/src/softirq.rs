@@ -1,19 +1,26 @@
 //! Per-CPU receive processing: NET_RX softirq runs and their time (`irq:softirq_entry` /
 //! `irq:softirq_exit`), and NAPI polls per device (`napi:napi_poll`). Aggregated in the kernel;
 //! nothing is streamed. Host-wide: the trace filters do not apply here.
+//!
+//! Raw tracepoints: these fire on every softirq and every NAPI poll, so the classic
+//! tracepoints' record (filled by the kernel before the program runs) would cost more than the
+//! programs themselves; the arguments come as they are, at indices checked against BTF.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
+    macros::{map, raw_tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use netprobe_common::{NapiKey, NapiTotals, NetRxTotals, COUNTER_NAPI_TABLE_FULL};
 
 use crate::{
-    kernel::field,
+    kernel::{arg, read},
     maps::{bump, setting},
 };
+
+/// How `napi_poll` names a poll without a device (the per-CPU backlog).
+const NO_DEVICE: [u8; 16] = *b"(no_device)\0\0\0\0\0";
 
 /// The softirq vector this CPU is running, plus one (0: none, or hooks inactive).
 #[map]
@@ -38,32 +45,31 @@ pub static NET_RX: PerCpuArray<NetRxTotals> = PerCpuArray::with_max_entries(1, 0
 #[map]
 pub static NAPI_POLLS: PerCpuHashMap<NapiKey, NapiTotals> = PerCpuHashMap::with_max_entries(256, 0);
 
-#[tracepoint]
-pub fn netprobe_sirq_in(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn netprobe_sirq_in(ctx: RawTracePointContext) -> i32 {
     let _ = try_softirq_entry(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn netprobe_sirq_out(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn netprobe_sirq_out(ctx: RawTracePointContext) -> i32 {
     let _ = try_softirq_exit(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn netprobe_napi(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "napi_poll")]
+pub fn netprobe_napi(ctx: RawTracePointContext) -> i32 {
     let _ = try_napi_poll(&ctx);
     0
 }
 
 #[inline(always)]
-fn is_net_rx(ctx: &TracePointContext) -> Result<bool, i32> {
-    let vec: u32 = field(ctx, setting!(cpu.softirq_vec))?;
-    Ok(vec == setting!(cpu.net_rx_vec))
+fn softirq_vec(ctx: &RawTracePointContext) -> Result<u32, i32> {
+    Ok(arg::<0>(ctx, setting!(cpu.softirq_vec_arg))? as u32)
 }
 
-fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), i32> {
-    let vec: u32 = field(ctx, setting!(cpu.softirq_vec))?;
+fn try_softirq_entry(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let vec = softirq_vec(ctx)?;
     if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
         unsafe { *current = vec + 1 };
     }
@@ -76,11 +82,11 @@ fn try_softirq_entry(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-fn try_softirq_exit(ctx: &TracePointContext) -> Result<(), i32> {
+fn try_softirq_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
         unsafe { *current = 0 };
     }
-    if !is_net_rx(ctx)? {
+    if softirq_vec(ctx)? != setting!(cpu.net_rx_vec) {
         return Ok(());
     }
     let (Some(started), Some(totals)) = (NET_RX_STARTED.get_ptr_mut(0), NET_RX.get_ptr_mut(0))
@@ -103,22 +109,18 @@ fn try_softirq_exit(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-fn try_napi_poll(ctx: &TracePointContext) -> Result<(), i32> {
-    let work: i32 = field(ctx, setting!(cpu.napi_work))?;
-    let budget: i32 = field(ctx, setting!(cpu.napi_budget))?;
-    // __data_loc: the string lives in the record at (loc & 0xffff), (loc >> 16) bytes long.
-    let loc: u32 = field(ctx, setting!(cpu.napi_dev_name))?;
-    let raw: [u8; 16] = field(ctx, loc & 0xffff)?;
-    let len = ((loc >> 16) as usize).min(16);
-    let mut key = NapiKey { dev: [0; 16] };
-    let mut i = 0;
-    while i < 16 {
-        if i < len && raw[i] != 0 {
-            key.dev[i] = raw[i];
-        } else {
-            break;
-        }
-        i += 1;
+fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let napi = arg::<0>(ctx, setting!(cpu.napi_arg))?;
+    let work = arg::<1>(ctx, setting!(cpu.napi_work_arg))? as i32;
+    let budget = arg::<2>(ctx, setting!(cpu.napi_budget_arg))? as i32;
+    let dev: u64 = read(napi, setting!(cpu.napi_dev)).unwrap_or(0);
+    let mut key = NapiKey { dev: NO_DEVICE };
+    if dev != 0 {
+        // A NUL-terminated name in a 16-byte array (IFNAMSIZ).
+        key.dev = [0; 16];
+        let _ = unsafe {
+            bpf_probe_read_kernel_buf((dev + setting!(kernel.dev_name) as u64) as *const u8, &mut key.dev)
+        };
     }
     let full = (budget > 0 && work >= budget) as u64;
     let work = work.max(0) as u64;

@@ -129,7 +129,7 @@ fn current_trigger() -> u8 {
         Some(vec) if vec == setting!(kind.timer_vec) => TRIGGER_TIMER,
         Some(_) => TRIGGER_OTHER,
         // Not in a softirq: process context (socket backlog), unless the hooks are inactive.
-        None if setting!(cpu.softirq_vec) != netprobe_common::OFFSET_ABSENT => TRIGGER_OTHER,
+        None if setting!(cpu.softirq_vec_arg) != netprobe_common::OFFSET_ABSENT => TRIGGER_OTHER,
         None => TRIGGER_UNKNOWN,
     }
 }

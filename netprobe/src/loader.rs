@@ -12,9 +12,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use netprobe_common::{
-    CpuRecordLayout, DropRecordLayout, Filter, FlowKey, KindLayout, NapiKey, NapiTotals,
-    NetRxTotals, ReceiveLayout, ReceiveTotals, RetransmitRecordLayout, RetransmitTotals,
-    StreamConfig, SynackRecordLayout, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
+    CpuLayout, DropArgs, Filter, FlowKey, KindLayout, NapiKey, NapiTotals, NetRxTotals,
+    ReceiveLayout, ReceiveTotals, RetransmitRecordLayout, RetransmitTotals, StreamConfig,
+    SynackRecordLayout, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
 };
 use serde::Serialize;
 
@@ -90,7 +90,7 @@ const DROP_HOOK: HookSpec = HookSpec {
     category: "skb",
     name: "kfree_skb",
     program: DROP_PROGRAM,
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 const SYNACK_HOOK: HookSpec = HookSpec {
     category: "tcp",
@@ -102,13 +102,13 @@ const SOFTIRQ_ENTRY_HOOK: HookSpec = HookSpec {
     category: "irq",
     name: "softirq_entry",
     program: "netprobe_sirq_in",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 const SOFTIRQ_EXIT_HOOK: HookSpec = HookSpec {
     category: "irq",
     name: "softirq_exit",
     program: "netprobe_sirq_out",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 const RECEIVE_HOOK: HookSpec = HookSpec {
     category: "tcp",
@@ -120,7 +120,7 @@ const NAPI_HOOK: HookSpec = HookSpec {
     category: "napi",
     name: "napi_poll",
     program: "netprobe_napi",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 
 const ALL_HOOKS: [&HookSpec; 7] = [
@@ -202,12 +202,10 @@ fn describe_attach(err_field: bool, what: &str) -> String {
     )
 }
 
-/// Which hooks this kernel offers, with their record layouts. A hook whose tracepoint is
-/// missing or has an unexpected layout is reported inactive; the others carry on.
+/// Which classic tracepoints this kernel offers, with their record layouts. A hook whose
+/// tracepoint is missing or has an unexpected layout is reported inactive; the others carry on.
 pub struct HookPlan {
     pub retransmit: Option<RetransmitRecordLayout>,
-    pub drop: Option<DropRecordLayout>,
-    pub cpu: CpuRecordLayout,
     pub synack: Option<SynackRecordLayout>,
     /// Hooks to attach, with the detail to report once attached.
     wanted: Vec<(&'static HookSpec, String)>,
@@ -215,12 +213,9 @@ pub struct HookPlan {
     pub hooks: Vec<HookStatus>,
 }
 
-/// `net_rx_vec`: `NET_RX_SOFTIRQ` from BTF, if the kernel's BTF has it.
-pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
+pub fn plan_hooks(tracefs: &Path) -> HookPlan {
     let mut plan = HookPlan {
         retransmit: None,
-        drop: None,
-        cpu: TraceConfig::UNSET.cpu,
         synack: None,
         wanted: Vec::new(),
         hooks: Vec::new(),
@@ -238,20 +233,6 @@ pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
         }
         Err(e) => plan.hooks.push(inactive(&RETRANSMIT_HOOK, e.to_string())),
     }
-    match tracefs::read_format(tracefs, DROP_HOOK.category, DROP_HOOK.name)
-        .and_then(|f| f.drop_layout())
-    {
-        Ok(layout) => {
-            plan.drop = Some(layout);
-            let mut detail =
-                describe_attach(true, "flow parsed from the packet headers via BTF offsets");
-            if layout.reason == OFFSET_ABSENT {
-                detail.push_str("; this kernel records no drop reasons");
-            }
-            plan.wanted.push((&DROP_HOOK, detail));
-        }
-        Err(e) => plan.hooks.push(inactive(&DROP_HOOK, e.to_string())),
-    }
     match tracefs::read_format(tracefs, SYNACK_HOOK.category, SYNACK_HOOK.name)
         .and_then(|f| f.synack_layout())
     {
@@ -264,8 +245,146 @@ pub fn plan_hooks(tracefs: &Path, net_rx_vec: Option<u64>) -> HookPlan {
         }
         Err(e) => plan.hooks.push(inactive(&SYNACK_HOOK, e.to_string())),
     }
-    plan_cpu_hooks(tracefs, net_rx_vec, &mut plan);
     plan
+}
+
+/// Argument positions of the raw tracepoint `kfree_skb`, from its BTF prototype as
+/// [`KernelBtf::raw_tracepoint_args`] names them. Every kernel so far has (skb, location), then
+/// the reason (Linux ≥ 5.17), then the receiving socket (6.12+); the programs read each at that
+/// index, so any other order makes the hook inactive rather than misread.
+pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
+    let at = |index: usize, label: &str| args.get(index).is_some_and(|a| a == label);
+    if !(at(0, "sk_buff") && at(1, "void")) {
+        return Err(format!(
+            "kfree_skb takes ({}) here, not (struct sk_buff *, void *, …)",
+            args.join(", ")
+        ));
+    }
+    let reason = at(2, "skb_drop_reason");
+    Ok(DropArgs {
+        skb: 0,
+        location: 1,
+        reason: if reason { 2 } else { OFFSET_ABSENT },
+        rx_sk: if reason && at(3, "sock") {
+            3
+        } else {
+            OFFSET_ABSENT
+        },
+        skb_protocol: OFFSET_ABSENT,
+        _pad0: 0,
+    })
+}
+
+/// Checks a raw tracepoint's arguments against what a program expects.
+fn expect_args(tracepoint: &str, args: &[String], expected: &[&str]) -> Result<(), String> {
+    if args.len() >= expected.len() && args.iter().zip(expected).all(|(a, e)| a == e) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tracepoint} takes ({}) here, not ({})",
+            args.join(", "),
+            expected.join(", ")
+        ))
+    }
+}
+
+/// The per-CPU hooks' layout: softirq vectors and NAPI polls, both raw tracepoints whose
+/// arguments are checked against BTF. (Each part is `Err(why)` when unavailable.)
+pub fn cpu_layout(
+    softirq_entry: &[String],
+    softirq_exit: &[String],
+    napi_poll: &[String],
+    net_rx_vec: Option<u64>,
+    napi_dev: Option<u32>,
+) -> (CpuLayout, Result<u64, String>, Result<(), String>) {
+    let mut layout = TraceConfig::UNSET.cpu;
+    let softirq = expect_args("softirq_entry", softirq_entry, &["unsigned int"])
+        .and_then(|_| expect_args("softirq_exit", softirq_exit, &["unsigned int"]))
+        .and_then(|_| {
+            net_rx_vec.ok_or_else(|| "kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string())
+        });
+    if let Ok(vec) = softirq {
+        layout.softirq_vec_arg = 0;
+        layout.net_rx_vec = vec as u32;
+    }
+    let napi = expect_args("napi_poll", napi_poll, &["napi_struct", "int", "int"])
+        .and_then(|_| napi_dev.ok_or_else(|| "kernel BTF has no napi_struct.dev".to_string()));
+    let napi = napi.map(|dev| {
+        layout.napi_arg = 0;
+        layout.napi_work_arg = 1;
+        layout.napi_budget_arg = 2;
+        layout.napi_dev = dev;
+    });
+    (layout, softirq, napi)
+}
+
+/// Plans the raw tracepoints (drops, per-CPU work, the receive path) from BTF, filling their
+/// part of the configuration.
+fn plan_raw_hooks(
+    btf: &KernelBtf,
+    config: &mut TraceConfig,
+    wanted: &mut Vec<(&'static HookSpec, String)>,
+    hooks: &mut Vec<HookStatus>,
+) {
+    let args = |name: &str| btf.raw_tracepoint_args(name).map_err(|e| e.to_string());
+    match args(DROP_HOOK.name).and_then(|a| drop_args(&a)) {
+        Ok(mut layout) => match btf.offset_of("sk_buff", "protocol") {
+            Ok(protocol) => {
+                layout.skb_protocol = protocol;
+                config.drop = layout;
+                let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets".to_string();
+                if layout.reason == OFFSET_ABSENT {
+                    detail.push_str("; this kernel records no drop reasons");
+                }
+                wanted.push((&DROP_HOOK, detail));
+            }
+            Err(e) => hooks.push(inactive(&DROP_HOOK, e.to_string())),
+        },
+        Err(why) => hooks.push(inactive(&DROP_HOOK, why)),
+    }
+
+    let none = Vec::new();
+    let entry = args(SOFTIRQ_ENTRY_HOOK.name);
+    let exit = args(SOFTIRQ_EXIT_HOOK.name);
+    let napi = args(NAPI_HOOK.name);
+    let (layout, softirq, napi_ok) = cpu_layout(
+        entry.as_ref().unwrap_or(&none),
+        exit.as_ref().unwrap_or(&none),
+        napi.as_ref().unwrap_or(&none),
+        btf.enumerator("NET_RX_SOFTIRQ"),
+        btf.offset_of("napi_struct", "dev").ok(),
+    );
+    config.cpu = layout;
+    let softirq = match (entry, exit) {
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        _ => softirq,
+    };
+    for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
+        match &softirq {
+            Ok(vec) => wanted.push((spec, format!(
+                "raw tracepoint (vec_nr checked against BTF), NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
+            ))),
+            Err(why) => hooks.push(inactive(spec, why.clone())),
+        }
+    }
+    match napi.and(napi_ok) {
+        Ok(()) => wanted.push((
+            &NAPI_HOOK,
+            "raw tracepoint (napi, work, budget checked against BTF), device from napi->dev (BTF offsets); polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
+        )),
+        Err(why) => hooks.push(inactive(&NAPI_HOOK, why)),
+    }
+
+    match plan_receive(btf) {
+        Ok(layout) => {
+            config.receive = layout;
+            wanted.push((
+                &RECEIVE_HOOK,
+                "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
+            ));
+        }
+        Err(why) => hooks.push(inactive(&RECEIVE_HOOK, why)),
+    }
 }
 
 /// How retransmit kinds are named on this kernel, or why they cannot be.
@@ -299,53 +418,6 @@ fn plan_receive(btf: &KernelBtf) -> Result<ReceiveLayout, String> {
     btf.receive_layout().map_err(|e| e.to_string())
 }
 
-/// NET_RX softirq timing needs both softirq tracepoints with the same `vec` offset and the
-/// vector number from BTF; NAPI polls need `napi:napi_poll`.
-fn plan_cpu_hooks(tracefs: &Path, net_rx_vec: Option<u64>, plan: &mut HookPlan) {
-    let entry = tracefs::read_format(
-        tracefs,
-        SOFTIRQ_ENTRY_HOOK.category,
-        SOFTIRQ_ENTRY_HOOK.name,
-    )
-    .and_then(|f| f.softirq_vec());
-    let exit = tracefs::read_format(tracefs, SOFTIRQ_EXIT_HOOK.category, SOFTIRQ_EXIT_HOOK.name)
-        .and_then(|f| f.softirq_vec());
-    let softirq = match (entry, exit, net_rx_vec) {
-        (Ok(a), Ok(b), Some(vec)) if a == b => {
-            plan.cpu.softirq_vec = a;
-            plan.cpu.net_rx_vec = vec as u32;
-            Ok(format!(
-                "classic tracepoint, `vec` offset from tracefs format, NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
-            ))
-        }
-        (Ok(a), Ok(b), Some(_)) => Err(format!(
-            "softirq_entry and softirq_exit disagree on `vec` ({a} vs {b})"
-        )),
-        (_, _, None) => Err("kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string()),
-        (Err(e), _, _) | (_, Err(e), _) => Err(e.to_string()),
-    };
-    for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
-        match &softirq {
-            Ok(detail) => plan.wanted.push((spec, detail.clone())),
-            Err(why) => plan.hooks.push(inactive(spec, why.clone())),
-        }
-    }
-    match tracefs::read_format(tracefs, NAPI_HOOK.category, NAPI_HOOK.name)
-        .and_then(|f| f.napi_layout())
-    {
-        Ok((dev_name, work, budget)) => {
-            plan.cpu.napi_dev_name = dev_name;
-            plan.cpu.napi_work = work;
-            plan.cpu.napi_budget = budget;
-            plan.wanted.push((
-                &NAPI_HOOK,
-                "classic tracepoint, offsets from tracefs format; polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
-            ));
-        }
-        Err(e) => plan.hooks.push(inactive(&NAPI_HOOK, e.to_string())),
-    }
-}
-
 pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
         return Err(LoadError::RingSize(options.ring_size));
@@ -364,13 +436,11 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
 
     let HookPlan {
         retransmit,
-        drop,
-        cpu,
         synack,
         mut wanted,
         mut hooks,
-    } = plan_hooks(&tracefs, btf.enumerator("NET_RX_SOFTIRQ"));
-    config.cpu = cpu;
+    } = plan_hooks(&tracefs);
+    plan_raw_hooks(&btf, &mut config, &mut wanted, &mut hooks);
     if let Some(layout) = synack {
         config.synack = layout;
     }
@@ -378,7 +448,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     let kind_method = match kind_layout(&btf) {
         Ok(layout) => {
             config.kind = layout;
-            if cpu.softirq_vec == OFFSET_ABSENT {
+            if config.cpu.softirq_vec_arg == OFFSET_ABSENT {
                 "kind from icsk_ca_state (BTF); softirq hooks inactive, so tlp cannot be told from other".to_string()
             } else {
                 "kind from icsk_ca_state (BTF bitfield) and the softirq the CPU runs (TIMER vs other); no kprobe/fentry here".to_string()
@@ -396,19 +466,6 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     }
     if let Some(layout) = retransmit {
         config.retransmit = layout;
-    }
-    if let Some(layout) = drop {
-        config.drop = layout;
-    }
-    match plan_receive(&btf) {
-        Ok(layout) => {
-            config.receive = layout;
-            wanted.push((
-                &RECEIVE_HOOK,
-                "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
-            ));
-        }
-        Err(why) => hooks.push(inactive(&RECEIVE_HOOK, why)),
     }
 
     let mut ebpf = EbpfLoader::new()
@@ -731,16 +788,15 @@ mod tests {
             "tcp/tcp_retransmit_skb",
             include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15"),
         )]);
-        let plan = plan_hooks(&root, Some(3));
+        let plan = plan_hooks(&root);
         assert_eq!(plan.wanted.len(), 1);
         assert_eq!(plan.wanted[0].0.name, "tcp_retransmit_skb");
         assert!(plan.wanted[0].1.contains("only successful retransmits"));
         assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
-        assert!(plan.drop.is_none());
-        // kfree_skb, tcp_retransmit_synack and the three per-CPU hooks are missing.
-        assert_eq!(plan.hooks.len(), 5);
+        // tcp_retransmit_synack is missing.
+        assert_eq!(plan.hooks.len(), 1);
         let missing = &plan.hooks[0];
-        assert_eq!(missing.hook, "skb:kfree_skb");
+        assert_eq!(missing.hook, "tcp:tcp_retransmit_synack");
         assert!(!missing.active);
         assert!(
             missing.detail.contains("not available on this kernel"),
@@ -750,72 +806,57 @@ mod tests {
         let _ = std::fs::remove_dir_all(root);
     }
 
-    #[test]
-    fn per_cpu_hooks_need_both_softirq_formats_and_the_vector_from_btf() {
-        let files = [
-            (
-                "irq/softirq_entry",
-                include_str!("../fixtures/tracefs/softirq_entry.6.18"),
-            ),
-            (
-                "irq/softirq_exit",
-                include_str!("../fixtures/tracefs/softirq_exit.6.18"),
-            ),
-            (
-                "napi/napi_poll",
-                include_str!("../fixtures/tracefs/napi_poll.6.18"),
-            ),
-        ];
-        let root = fake_tracefs(&files);
-        let plan = plan_hooks(&root, Some(3));
-        let wanted: Vec<&str> = plan.wanted.iter().map(|(s, _)| s.name).collect();
-        assert_eq!(wanted, vec!["softirq_entry", "softirq_exit", "napi_poll"]);
-        assert_eq!((plan.cpu.softirq_vec, plan.cpu.net_rx_vec), (8, 3));
-        assert_eq!(
-            (
-                plan.cpu.napi_dev_name,
-                plan.cpu.napi_work,
-                plan.cpu.napi_budget
-            ),
-            (16, 20, 24)
-        );
+    fn labels(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
 
-        let without_vector = plan_hooks(&root, None);
-        let inactive: Vec<&str> = without_vector
-            .hooks
-            .iter()
-            .filter(|h| h.hook.starts_with("irq:"))
-            .map(|h| h.detail.as_str())
-            .collect();
-        assert_eq!(inactive.len(), 2);
+    /// kfree_skb's prototype across kernels: (skb, location) before 5.17, then the reason,
+    /// then (6.12+) the receiving socket.
+    #[test]
+    fn drop_arguments_across_kernels() {
+        let new = drop_args(&labels(&["sk_buff", "void", "skb_drop_reason", "sock"])).unwrap();
+        assert_eq!((new.skb, new.location, new.reason, new.rx_sk), (0, 1, 2, 3));
+        let mid = drop_args(&labels(&["sk_buff", "void", "skb_drop_reason"])).unwrap();
+        assert_eq!((mid.reason, mid.rx_sk), (2, OFFSET_ABSENT));
+        let old = drop_args(&labels(&["sk_buff", "void"])).unwrap();
+        assert_eq!((old.reason, old.rx_sk), (OFFSET_ABSENT, OFFSET_ABSENT));
+        let err = drop_args(&labels(&["void", "sk_buff"])).unwrap_err();
         assert!(
-            inactive.iter().all(|d| d.contains("NET_RX_SOFTIRQ")),
-            "{inactive:?}"
+            err.contains("kfree_skb takes (void, sk_buff) here"),
+            "{err}"
         );
-        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]
-    fn old_kernels_without_drop_reasons_say_so() {
-        let root = fake_tracefs(&[
-            (
-                "skb/kfree_skb",
-                include_str!("../fixtures/tracefs/kfree_skb.5.10"),
-            ),
-            (
-                "tcp/tcp_retransmit_skb",
-                include_str!("../fixtures/tracefs/tcp_retransmit_skb.6.18"),
-            ),
-        ]);
-        let plan = plan_hooks(&root, None);
-        assert_eq!(plan.wanted.len(), 2);
+    fn per_cpu_hooks_need_their_prototypes_and_the_vector_from_btf() {
+        let vec = labels(&["unsigned int"]);
+        let napi = labels(&["napi_struct", "int", "int"]);
+        let (layout, softirq, napi_ok) = cpu_layout(&vec, &vec, &napi, Some(3), Some(48));
+        assert_eq!(softirq, Ok(3));
+        assert!(napi_ok.is_ok());
+        assert_eq!((layout.softirq_vec_arg, layout.net_rx_vec), (0, 3));
         assert_eq!(
-            plan.hooks.len(),
-            4,
-            "no synack nor per-CPU tracepoints in this tracefs"
+            (
+                layout.napi_arg,
+                layout.napi_work_arg,
+                layout.napi_budget_arg,
+                layout.napi_dev
+            ),
+            (0, 1, 2, 48)
         );
-        assert!(plan.wanted[1].1.contains("no drop reasons"));
-        assert_eq!(plan.drop.unwrap().reason, OFFSET_ABSENT);
-        let _ = std::fs::remove_dir_all(root);
+
+        let (layout, softirq, _) = cpu_layout(&vec, &vec, &napi, None, Some(48));
+        assert!(softirq.unwrap_err().contains("NET_RX_SOFTIRQ"));
+        assert_eq!(
+            layout.softirq_vec_arg, OFFSET_ABSENT,
+            "inactive: the programs see no vector"
+        );
+
+        let (layout, _, napi_ok) =
+            cpu_layout(&vec, &vec, &labels(&["int", "int"]), Some(3), Some(48));
+        assert!(napi_ok
+            .unwrap_err()
+            .contains("napi_poll takes (int, int) here"));
+        assert_eq!(layout.napi_arg, OFFSET_ABSENT);
     }
 }

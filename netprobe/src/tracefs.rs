@@ -9,9 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netprobe_common::{
-    DropRecordLayout, RetransmitRecordLayout, SynackRecordLayout, OFFSET_ABSENT,
-};
+use netprobe_common::{RetransmitRecordLayout, SynackRecordLayout, OFFSET_ABSENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -177,32 +175,6 @@ impl Format {
             daddr_v6: self.required("daddr_v6", 16)?,
         })
     }
-
-    /// Offset of `vec` in `irq:softirq_entry` / `irq:softirq_exit`.
-    pub fn softirq_vec(&self) -> Result<u32, TracefsError> {
-        self.required("vec", 4)
-    }
-
-    /// (`dev_name` data_loc, `work`, `budget`) offsets in `napi:napi_poll`.
-    pub fn napi_layout(&self) -> Result<(u32, u32, u32), TracefsError> {
-        Ok((
-            self.required("dev_name", 4)?,
-            self.required("work", 4)?,
-            self.required("budget", 4)?,
-        ))
-    }
-
-    /// The `skb:kfree_skb` layout the kernel program needs.
-    pub fn drop_layout(&self) -> Result<DropRecordLayout, TracefsError> {
-        Ok(DropRecordLayout {
-            skbaddr: self.required("skbaddr", 8)?,
-            location: self.required("location", 8)?,
-            protocol: self.required("protocol", 2)?,
-            reason: self.optional("reason", 4)?,
-            rx_sk: self.optional("rx_sk", 8)?,
-            _pad0: 0,
-        })
-    }
 }
 
 /// Splits `const void * skbaddr` into (`const void *`, `skbaddr`), `__u8 saddr[4]` into
@@ -279,12 +251,6 @@ mod tests {
     const RETRANSMIT_6_18: &str = include_str!("../fixtures/tracefs/tcp_retransmit_skb.6.18");
     /// Linux 5.15: no `err`.
     const RETRANSMIT_5_15: &str = include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15");
-    /// Linux 6.18: `rx_sk` and `reason`.
-    const KFREE_SKB_6_18: &str = include_str!("../fixtures/tracefs/kfree_skb.6.18");
-    /// Linux 5.17: `reason`, no `rx_sk`.
-    const KFREE_SKB_5_17: &str = include_str!("../fixtures/tracefs/kfree_skb.5.17");
-    /// Linux 5.10: neither `reason` nor `rx_sk`.
-    const KFREE_SKB_5_10: &str = include_str!("../fixtures/tracefs/kfree_skb.5.10");
 
     #[test]
     fn parses_every_field_of_a_current_format() {
@@ -341,33 +307,6 @@ mod tests {
     }
 
     #[test]
-    fn drop_layouts_across_kernels() {
-        let new = Format::parse("s", KFREE_SKB_6_18)
-            .unwrap()
-            .drop_layout()
-            .unwrap();
-        assert_eq!((new.skbaddr, new.location, new.rx_sk), (8, 16, 24));
-        assert_eq!((new.protocol, new.reason), (32, 36));
-
-        let mid = Format::parse("s", KFREE_SKB_5_17)
-            .unwrap()
-            .drop_layout()
-            .unwrap();
-        assert_eq!(
-            (mid.skbaddr, mid.location, mid.protocol, mid.reason),
-            (8, 16, 24, 28)
-        );
-        assert_eq!(mid.rx_sk, OFFSET_ABSENT);
-
-        let old = Format::parse("s", KFREE_SKB_5_10)
-            .unwrap()
-            .drop_layout()
-            .unwrap();
-        assert_eq!((old.skbaddr, old.location, old.protocol), (8, 16, 24));
-        assert_eq!((old.reason, old.rx_sk), (OFFSET_ABSENT, OFFSET_ABSENT));
-    }
-
-    #[test]
     fn synack_layout() {
         let f = Format::parse(
             "tcp:tcp_retransmit_synack",
@@ -380,20 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn per_cpu_hook_layouts() {
-        let entry = Format::parse(
-            "irq:softirq_entry",
-            include_str!("../fixtures/tracefs/softirq_entry.6.18"),
-        )
-        .unwrap();
-        assert_eq!(entry.softirq_vec().unwrap(), 8);
+    fn data_loc_strings_parse() {
         let napi = Format::parse(
             "napi:napi_poll",
             include_str!("../fixtures/tracefs/napi_poll.6.18"),
         )
         .unwrap();
-        assert_eq!(napi.napi_layout().unwrap(), (16, 20, 24));
-        assert_eq!(napi.field("dev_name").unwrap().c_type, "__data_loc char[]");
+        let dev = napi.field("dev_name").unwrap();
+        assert_eq!(
+            (dev.c_type.as_str(), dev.offset, dev.size),
+            ("__data_loc char[]", 16, 4)
+        );
     }
 
     #[test]
@@ -412,14 +348,17 @@ mod tests {
             }
         ));
 
-        let err = Format::parse("skb:x", RETRANSMIT_6_18)
-            .unwrap()
-            .drop_layout()
-            .unwrap_err();
+        let err = Format::parse(
+            "napi:napi_poll",
+            include_str!("../fixtures/tracefs/napi_poll.6.18"),
+        )
+        .unwrap()
+        .retransmit_layout()
+        .unwrap_err();
         assert!(matches!(
             err,
             TracefsError::MissingField {
-                field: "location",
+                field: "skbaddr",
                 ..
             }
         ));
