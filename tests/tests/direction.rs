@@ -30,7 +30,7 @@ impl ReceiverCounters {
 
 /// Loss on one path only: `sender` pushes data to `receiver`, whose input drops 3% of it.
 /// Asserts every side of netprobe's attribution, from the one trace of both namespaces.
-fn loss_on_one_path(link: &Link, sender_is_a: bool) {
+fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
     let (sender, receiver) = if sender_is_a {
         (&link.a, &link.b)
     } else {
@@ -43,7 +43,7 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
     // Each end also runs its own netprobe, whose findings read that end's counters.
     let at_receiver = Tracer::start_in(receiver, &["--report-every", "0.5"]);
     let at_sender = Tracer::start_in(sender, &[]);
-    let to = SocketAddr::new(link.addr(receiver_host, false), PORT);
+    let to = SocketAddr::new(link.addr(receiver_host, v6), PORT);
     bulk_transfer(sender, receiver, to, BYTES);
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
@@ -68,6 +68,8 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
 
     // The peer's retransmits, as the receiver sees them: holes filled, in the receiver's
     // namespace, on the receiving socket (local port PORT).
+    let family = if v6 { "ipv6" } else { "ipv4" };
+    let receiver_addr = link.addr(receiver_host, v6).to_string();
     let peer = out.of_type("peer_retransmit");
     let fills: Vec<&&Value> = peer.iter().filter(|p| p["class"] == "fills_hole").collect();
     assert!(
@@ -78,6 +80,12 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
     for p in &peer {
         assert_eq!(p["netns"].as_u64(), Some(receiver_ns), "{p}");
         assert_eq!(p["sport"].as_u64(), Some(PORT as u64), "{p}");
+        // The flow read from the receiving socket (BTF offsets of sock_common).
+        assert_eq!(
+            (p["family"].as_str(), p["saddr"].as_str()),
+            (Some(family), Some(receiver_addr.as_str())),
+            "{p}"
+        );
     }
     let ooo = out.of_type("ooo");
     assert!(!ooo.is_empty());
@@ -135,8 +143,9 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
     let holes = received["holes"].as_u64().unwrap();
     assert_eq!(holes, ooo.len() as u64);
     eprintln!(
-        "{}: {} data retransmits by the sender; receiver saw {} fills_hole, {} duplicates, {} holes, {} out-of-order segs; {} netfilter drops",
+        "{}{}: {} data retransmits by the sender; receiver saw {} fills_hole, {} duplicates, {} holes, {} out-of-order segs; {} netfilter drops",
         if sender_is_a { "a->b" } else { "b->a" },
+        if v6 { " (IPv6)" } else { "" },
         data_retransmits.len(),
         fills.len(),
         received["duplicate"],
@@ -149,9 +158,15 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool) {
 #[test]
 fn loss_on_the_path_into_b_then_into_a() {
     let link = Link::new("dir", 27);
-    loss_on_one_path(&link, true);
+    loss_on_one_path(&link, true, false);
     // Same hosts, the other way round (a fresh table in a).
-    loss_on_one_path(&link, false);
+    loss_on_one_path(&link, false, false);
+}
+
+#[test]
+fn loss_on_the_path_into_b_over_ipv6() {
+    let link = Link::new("dir6", 29);
+    loss_on_one_path(&link, true, true);
 }
 
 /// ACK loss: every segment from b into a (b's ACKs) is dropped for a while in the middle of a

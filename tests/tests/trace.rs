@@ -401,6 +401,8 @@ fn clear_failures() {
     );
     assert_one_line_failure(&["trace", "--reason", "NOT_A_REASON"], "no drop reason");
     assert_one_line_failure(&["trace", "--duration", "0"], "positive number");
+    assert_one_line_failure(&["trace", "--report-every", "0"], "positive number");
+    assert_one_line_failure(&["trace", "--report-every", "nan"], "positive number");
     assert_one_line_failure(&["trace", "--ring-size", "5000"], "power of two");
     assert_eq!(
         wait_no_programs(Duration::from_secs(5)),
