@@ -50,11 +50,7 @@ fn main() {
             0xffffffff81000000 + i * 0x40
         ));
     }
-    let renderer = Renderer {
-        reasons: DropReasons::default(),
-        symbols: Symbolizer::parse(&kallsyms),
-        realtime_offset_ns: 0,
-    };
+    let renderer = Renderer::new(DropReasons::default(), Symbolizer::parse(&kallsyms), 0);
     let mut flow = Flow {
         family: AF_INET,
         sport: 40000,

@@ -37,6 +37,35 @@ pub enum Layer {
     Unknown,
 }
 
+impl Direction {
+    /// The name used in JSON and text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Local => "local",
+            Direction::Unknown => "unknown",
+        }
+    }
+}
+
+impl Layer {
+    /// The name used in JSON and text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Nic => "nic",
+            Layer::Qdisc => "qdisc",
+            Layer::Backlog => "backlog",
+            Layer::Netfilter => "netfilter",
+            Layer::Ip => "ip",
+            Layer::Tcp => "tcp",
+            Layer::Udp => "udp",
+            Layer::Socket => "socket",
+            Layer::Unknown => "unknown",
+        }
+    }
+}
+
 // Short names for the table; `Unknown` exists in both and is always written qualified.
 use Direction::{Egress, Ingress, Local};
 use Layer::{Backlog, Ip, Netfilter, Nic, Qdisc, Socket, Tcp, Udp};
@@ -194,19 +223,39 @@ pub struct DropContext<'a> {
     pub has_socket: bool,
 }
 
-pub fn classify(reason: &str, ctx: DropContext) -> (Direction, Layer) {
+/// What the reason and the freeing function alone say: the layer, and the direction when the
+/// reason implies one. The same for every drop at one (reason, location): cacheable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteClass {
+    pub layer: Layer,
+    pub direction: Option<Direction>,
+}
+
+pub fn classify_site(reason: &str, location: &str) -> SiteClass {
     let fam = family(reason);
-    let layer = match fam {
-        Some(fam) => fam.layer,
-        None => layer_of_location(ctx.location),
-    };
+    SiteClass {
+        layer: match fam {
+            Some(fam) => fam.layer,
+            None => layer_of_location(location),
+        },
+        direction: fam.and_then(|fam| fam.direction),
+    }
+}
+
+pub fn classify(reason: &str, ctx: DropContext) -> (Direction, Layer) {
+    classify_at(classify_site(reason, ctx.location), ctx)
+}
+
+/// The direction and layer of one drop at a classified site.
+pub fn classify_at(site: SiteClass, ctx: DropContext) -> (Direction, Layer) {
+    let layer = site.layer;
     // Loopback traffic never left the host, whatever the reason says.
     if ctx.skb_iif == LOOPBACK_IFINDEX
         || (ctx.skb_iif == 0 && ctx.ifindex == Some(LOOPBACK_IFINDEX))
     {
         return (Local, layer);
     }
-    let direction = match fam.and_then(|fam| fam.direction) {
+    let direction = match site.direction {
         Some(direction) => direction,
         None if ctx.skb_iif != 0 => Ingress,
         None if ctx.has_socket || ctx.ifindex.is_some() => Egress,

@@ -200,14 +200,7 @@ impl FindingsJson {
             let _ = writeln!(out, "no loss found");
         }
         for f in &self.findings {
-            let where_ = format!(
-                "{}/{}",
-                serde_json::to_value(f.direction)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                layer_name(f.layer)
-            );
+            let where_ = format!("{}/{}", f.direction.name(), f.layer.name());
             let _ = writeln!(
                 out,
                 "[{}] {} ({where_}, {}): {}",
@@ -600,11 +593,8 @@ fn layer_fix(layer: Layer, reason: &str, inputs: &Inputs) -> String {
     }
 }
 
-fn layer_name(layer: Layer) -> String {
-    serde_json::to_value(layer)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+fn layer_name(layer: Layer) -> &'static str {
+    layer.name()
 }
 
 fn top_flows(flows: impl Iterator<Item = (String, u64)>, top: usize) -> Vec<String> {

@@ -1,7 +1,11 @@
 //! What `netprobe trace` prints: NDJSON objects (serde types built from the ABI types, never
 //! the ABI types themselves) and one-line text renderings for people.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use netprobe_common::{
     decode::Event, DropEvent, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, AF_INET6,
@@ -12,7 +16,7 @@ use serde::Serialize;
 
 use crate::{
     btf::DropReasons,
-    dropclass::{classify, Direction, DropContext, Layer},
+    dropclass::{classify_at, classify_site, Direction, DropContext, Layer, SiteClass},
     kallsyms::Symbolizer,
     loader::HookStatus,
     owners::Owner,
@@ -239,9 +243,53 @@ pub struct Renderer {
     pub symbols: Symbolizer,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start-up, for wall-clock text timestamps.
     pub realtime_offset_ns: i128,
+    /// Drop sites seen so far, by (reason, location): their names and the part of the
+    /// classification that depends on nothing else. A drop storm repeats a few sites
+    /// millions of times; naming and classifying each once halves the cost of a drop line.
+    drop_sites: RefCell<HashMap<(u32, u64), DropSite>>,
+    /// The last second rendered as `HH:MM:SS` local time.
+    last_second: RefCell<(i64, String)>,
 }
 
+#[derive(Clone)]
+struct DropSite {
+    reason: String,
+    location: String,
+    class: SiteClass,
+}
+
+/// Beyond this many sites the cache stops growing (each site is still named, just not kept).
+const MAX_DROP_SITES: usize = 4096;
+
 impl Renderer {
+    pub fn new(reasons: DropReasons, symbols: Symbolizer, realtime_offset_ns: i128) -> Self {
+        Self {
+            reasons,
+            symbols,
+            realtime_offset_ns,
+            drop_sites: RefCell::new(HashMap::new()),
+            last_second: RefCell::new((0, String::new())),
+        }
+    }
+
+    fn drop_site(&self, reason: u32, location: u64) -> DropSite {
+        if let Some(site) = self.drop_sites.borrow().get(&(reason, location)) {
+            return site.clone();
+        }
+        let reason_name = self.reasons.name(reason);
+        let location_name = self.symbols.resolve(location);
+        let site = DropSite {
+            class: classify_site(&reason_name, &location_name),
+            reason: reason_name,
+            location: location_name,
+        };
+        let mut sites = self.drop_sites.borrow_mut();
+        if sites.len() < MAX_DROP_SITES {
+            sites.insert((reason, location), site.clone());
+        }
+        site
+    }
+
     pub fn retransmit_json(&self, e: &RetransmitEvent, owner: Option<&Owner>) -> RetransmitJson {
         RetransmitJson {
             kind: "retransmit",
@@ -270,10 +318,13 @@ impl Renderer {
         let has_ports = e.flags & DROP_HAS_PORTS != 0;
         let has_dev = e.flags & DROP_HAS_DEV != 0;
         let flow_addr = |bytes: &[u8; 16]| has_flow.then(|| addr(e.flow.family, bytes).to_string());
-        let reason = self.reasons.name(e.reason);
-        let location = self.symbols.resolve(e.location);
-        let (direction, layer) = classify(
-            &reason,
+        let DropSite {
+            reason,
+            location,
+            class,
+        } = self.drop_site(e.reason, e.location);
+        let (direction, layer) = classify_at(
+            class,
             DropContext {
                 location: &location,
                 skb_iif: e.skb_iif,
@@ -408,14 +459,8 @@ impl Renderer {
                     self.wall_clock(e.header.ts_ns),
                     e.header.cpu,
                     j.reason,
-                    serde_json::to_value(j.direction)
-                        .expect("enum serializes")
-                        .as_str()
-                        .unwrap_or("?"),
-                    serde_json::to_value(j.layer)
-                        .expect("enum serializes")
-                        .as_str()
-                        .unwrap_or("?"),
+                    j.direction.name(),
+                    j.layer.name(),
                     j.location,
                     e.netns
                 )
@@ -432,13 +477,18 @@ impl Renderer {
         let real = ts_ns as i128 + self.realtime_offset_ns;
         let secs = (real / 1_000_000_000) as libc::time_t;
         let micros = (real % 1_000_000_000) / 1000;
-        // SAFETY: localtime_r writes into the tm we own.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        unsafe { libc::localtime_r(&secs, &mut tm) };
-        format!(
-            "{:02}:{:02}:{:02}.{:06}",
-            tm.tm_hour, tm.tm_min, tm.tm_sec, micros
-        )
+        // localtime_r costs more than the rest of a line; events come in bursts within a second.
+        let mut last = self.last_second.borrow_mut();
+        if last.0 != secs as i64 || last.1.is_empty() {
+            // SAFETY: localtime_r writes into the tm we own.
+            let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            unsafe { libc::localtime_r(&secs, &mut tm) };
+            *last = (
+                secs as i64,
+                format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec),
+            );
+        }
+        format!("{}.{:06}", last.1, micros)
     }
 }
 
@@ -474,11 +524,11 @@ mod tests {
     use netprobe_common::EventHeader;
 
     fn renderer() -> Renderer {
-        Renderer {
-            reasons: DropReasons::from_pairs(&[(12, "NETFILTER_DROP")], &[]),
-            symbols: Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n"),
-            realtime_offset_ns: 0,
-        }
+        Renderer::new(
+            DropReasons::from_pairs(&[(12, "NETFILTER_DROP")], &[]),
+            Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n"),
+            0,
+        )
     }
 
     fn v4(a: [u8; 4]) -> [u8; 16] {

@@ -99,11 +99,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         ring_size: args.ring_size,
     })?;
     let started = Instant::now();
-    let renderer = Renderer {
-        reasons,
-        symbols,
-        realtime_offset_ns: realtime_offset_ns(),
-    };
+    let renderer = Renderer::new(reasons, symbols, realtime_offset_ns());
 
     // The counter side's baseline, read as soon as the programs are attached and before the
     // hooks line tells anyone the trace is running, so both sides cover the same window.
