@@ -256,8 +256,14 @@ pub struct RetransmitTotals {
     pub sock_ino: u64,
     /// Retransmits (sent or failed) by `KIND_*`.
     pub kinds: [u32; 8],
+    /// Segments of successful retransmits by `KIND_*` (what TcpExt counts for some kinds).
+    pub kind_segs: [u32; 8],
+    /// Of those, retransmits (sent or failed) and segments sent from the TIMER softirq: an
+    /// RTO's own retransmit, as opposed to the slow-start ones that follow it.
+    pub timer_kinds: [u32; 8],
+    pub timer_segs: [u32; 8],
 }
-const _: () = assert!(size_of::<RetransmitTotals>() == 72);
+const _: () = assert!(size_of::<RetransmitTotals>() == 168);
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
 #[repr(C)]

@@ -59,9 +59,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
     let sock_ino = sock_inode(sk);
 
     bump(COUNTER_RETRANSMIT_SEEN);
-    add_to_flow_table(&flow, netns, err, segs, bytes, sock_ino, kind);
-
-    emit(&Emit {
+    let event = Emit {
         flow: &flow,
         netns,
         err,
@@ -72,7 +70,9 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
         kind,
         trigger,
         sock_ino,
-    });
+    };
+    add_to_flow_table(&event);
+    emit(&event);
     Ok(())
 }
 
@@ -182,35 +182,35 @@ static FLOW_SCRATCH: PerCpuArray<FlowScratch> = PerCpuArray::with_max_entries(1,
 
 /// Adds this retransmit to the exact per-flow totals (this CPU's slot).
 #[inline(always)]
-fn add_to_flow_table(
-    flow: &Flow,
-    netns: u32,
-    err: i32,
-    segs: u16,
-    bytes: u32,
-    sock_ino: u64,
-    kind: u8,
-) {
+fn add_to_flow_table(e: &Emit) {
     let Some(scratch) = FLOW_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let slot = (kind as usize) & 7;
-    // SAFETY: this CPU's scratch slot; programs do not nest on a CPU.
+    let slot = (e.kind as usize) & 7;
+    let from_timer = e.trigger == TRIGGER_TIMER;
+    // SAFETY: this CPU's scratch slot; the two retransmit programs do not nest on a CPU.
     let (key, delta) = unsafe {
         (*scratch).key = FlowKey {
-            flow: *flow,
-            netns,
+            flow: *e.flow,
+            netns: e.netns,
             _pad0: 0,
         };
         (*scratch).delta = RetransmitTotals {
-            sock_ino,
+            sock_ino: e.sock_ino,
             ..RetransmitTotals::default()
         };
         (*scratch).delta.kinds[slot] = 1;
-        if err == 0 {
+        if from_timer {
+            (*scratch).delta.timer_kinds[slot] = 1;
+        }
+        if e.err == 0 {
             (*scratch).delta.sent = 1;
-            (*scratch).delta.segs = segs as u64;
-            (*scratch).delta.bytes = bytes as u64;
+            (*scratch).delta.segs = e.segs as u64;
+            (*scratch).delta.bytes = e.bytes as u64;
+            (*scratch).delta.kind_segs[slot] = e.segs as u32;
+            if from_timer {
+                (*scratch).delta.timer_segs[slot] = e.segs as u32;
+            }
         } else {
             (*scratch).delta.failed = 1;
         }
@@ -224,8 +224,11 @@ fn add_to_flow_table(
             (*totals).segs += delta.segs;
             (*totals).bytes += delta.bytes;
             (*totals).kinds[slot] += 1;
-            if sock_ino != 0 {
-                (*totals).sock_ino = sock_ino;
+            (*totals).kind_segs[slot] += delta.kind_segs[slot];
+            (*totals).timer_kinds[slot] += delta.timer_kinds[slot];
+            (*totals).timer_segs[slot] += delta.timer_segs[slot];
+            if e.sock_ino != 0 {
+                (*totals).sock_ino = e.sock_ino;
             }
         }
         return;
@@ -272,8 +275,7 @@ fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
     let sock_ino = sock_inode(listener);
     let trigger = current_trigger();
     bump(COUNTER_RETRANSMIT_SEEN);
-    add_to_flow_table(&flow, netns, 0, 1, 0, sock_ino, KIND_SYNACK);
-    emit(&Emit {
+    let event = Emit {
         flow: &flow,
         netns,
         err: 0,
@@ -285,6 +287,8 @@ fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
         kind: KIND_SYNACK,
         trigger,
         sock_ino,
-    });
+    };
+    add_to_flow_table(&event);
+    emit(&event);
     Ok(())
 }

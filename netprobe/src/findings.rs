@@ -369,6 +369,68 @@ fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
             "the same segments on established sockets (segments beyond the receive window are counted by netprobe only)".into(),
         ),
     ];
+    // Retransmit kinds beside the TcpExt counters of the same namespace: exact where the kernel
+    // counts the same segments, an upper bound where it also counts something else.
+    let kind = |name: &str| -> crate::summary::KindDetail {
+        let mut sum = crate::summary::KindDetail::default();
+        for d in own_retransmits
+            .iter()
+            .filter_map(|f| f.kind_detail.get(name))
+        {
+            sum.segs += d.segs;
+            sum.timer += d.timer;
+            sum.timer_segs += d.timer_segs;
+        }
+        sum
+    };
+    let events_of = |name: &str| -> u64 {
+        own_retransmits
+            .iter()
+            .filter_map(|f| f.kinds.get(name))
+            .sum()
+    };
+    let (fast, rto) = (kind("fast"), kind("rto"));
+    rows.push(row(
+        "fast-retransmitted segments (Recovery)",
+        fast.segs,
+        "TcpExt TCPFastRetrans",
+        delta(before, now, "TcpExt", "TCPFastRetrans"),
+        retrans_skipped == 0,
+        "the same segments: retransmitted from the queue outside the Loss state".into(),
+    ));
+    rows.push(row(
+        "slow-start retransmitted segments after an RTO",
+        rto.segs - rto.timer_segs,
+        "TcpExt TCPSlowStartRetrans",
+        delta(before, now, "TcpExt", "TCPSlowStartRetrans"),
+        retrans_skipped == 0,
+        "the same segments: retransmitted from the queue in the Loss state, after the timer's own"
+            .into(),
+    ));
+    rows.push(row(
+        "RTO timer retransmits",
+        rto.timer,
+        "TcpExt TCPTimeouts",
+        delta(before, now, "TcpExt", "TCPTimeouts"),
+        false,
+        "the kernel also counts timeouts that retransmit nothing (events ≤ counter)".into(),
+    ));
+    rows.push(row(
+        "tail-loss probe retransmits",
+        events_of("tlp"),
+        "TcpExt TCPLossProbes",
+        delta(before, now, "TcpExt", "TCPLossProbes"),
+        false,
+        "the kernel also counts probes that send new data instead (events ≤ counter)".into(),
+    ));
+    rows.push(row(
+        "SYN and SYN-ACK retransmits",
+        events_of("syn") + events_of("synack"),
+        "TcpExt TCPSynRetrans",
+        delta(before, now, "TcpExt", "TCPSynRetrans"),
+        retrans_skipped == 0,
+        "the same retransmits: SYN (client) and SYN-ACK (server) alike".into(),
+    ));
     let b = &s.backlog;
     rows.push(Reconciliation {
         what: "input backlog drops (all CPUs)",
@@ -920,6 +982,9 @@ mod tests {
                     sent: 5,
                     segs: 6,
                     kinds: [0, 1, 4, 0, 0, 0, 0, 0],
+                    kind_segs: [0, 1, 5, 0, 0, 0, 0, 0],
+                    timer_kinds: [0, 1, 0, 0, 0, 0, 0, 0],
+                    timer_segs: [0, 1, 0, 0, 0, 0, 0, 0],
                     ..Default::default()
                 },
             )],
@@ -990,6 +1055,8 @@ mod tests {
                 ("Tcp", "RetransSegs", 100),
                 ("TcpExt", "DelayedACKLost", 5),
                 ("TcpExt", "TCPOFOQueue", 1),
+                ("TcpExt", "TCPFastRetrans", 10),
+                ("TcpExt", "TCPTimeouts", 3),
             ],
         );
         let after = snapshot(
@@ -998,6 +1065,8 @@ mod tests {
                 ("Tcp", "RetransSegs", 106),
                 ("TcpExt", "DelayedACKLost", 6),
                 ("TcpExt", "TCPOFOQueue", 5),
+                ("TcpExt", "TCPFastRetrans", 15),
+                ("TcpExt", "TCPTimeouts", 5),
             ],
         );
         let bundle = build(Inputs {
@@ -1033,6 +1102,16 @@ mod tests {
             (4, 4, true, true)
         );
         assert_eq!(rows["input backlog drops (all CPUs)"], (4, 4, true, true));
+        assert_eq!(
+            rows["fast-retransmitted segments (Recovery)"],
+            (5, 5, true, true)
+        );
+        assert_eq!(
+            rows["slow-start retransmitted segments after an RTO"],
+            (0, 0, true, true)
+        );
+        // TCPTimeouts also counts timeouts that sent nothing: compared, never required equal.
+        assert_eq!(rows["RTO timer retransmits"], (1, 2, false, false));
 
         let by_id: BTreeMap<&str, &BundleFinding> =
             bundle.findings.iter().map(|f| (f.id.as_str(), f)).collect();

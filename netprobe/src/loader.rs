@@ -680,6 +680,15 @@ impl Probe {
                 for (sum, n) in total.kinds.iter_mut().zip(v.kinds) {
                     *sum += n;
                 }
+                for (sum, n) in total.kind_segs.iter_mut().zip(v.kind_segs) {
+                    *sum += n;
+                }
+                for (sum, n) in total.timer_kinds.iter_mut().zip(v.timer_kinds) {
+                    *sum += n;
+                }
+                for (sum, n) in total.timer_segs.iter_mut().zip(v.timer_segs) {
+                    *sum += n;
+                }
                 // The same socket on every CPU that saw the flow.
                 if v.sock_ino != 0 {
                     total.sock_ino = v.sock_ino;

@@ -4,9 +4,9 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use netprobe_common::{
-    COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
-    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL,
-    COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL,
+    COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
+    COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 use serde::Serialize;
 
@@ -215,9 +215,37 @@ pub struct FlowRetransmits {
     pub bytes: u64,
     /// Retransmits (sent and failed) by kind; kinds with none are left out.
     pub kinds: BTreeMap<&'static str, u64>,
+    /// Per kind: segments sent, and what of it came from the TIMER softirq (what TcpExt
+    /// tells apart: an RTO's own retransmit vs the slow-start ones after it).
+    pub kind_detail: BTreeMap<&'static str, KindDetail>,
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+}
+
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindDetail {
+    /// Segments of successful retransmits.
+    pub segs: u64,
+    /// Retransmits (sent and failed) from the TIMER softirq, and their segments.
+    pub timer: u64,
+    pub timer_segs: u64,
+}
+
+fn kind_details(t: &RetransmitTotals) -> BTreeMap<&'static str, KindDetail> {
+    (0..8)
+        .filter(|&k| t.kinds[k] > 0)
+        .map(|k| {
+            (
+                kind_name(k as u8),
+                KindDetail {
+                    segs: t.kind_segs[k] as u64,
+                    timer: t.timer_kinds[k] as u64,
+                    timer_segs: t.timer_segs[k] as u64,
+                },
+            )
+        })
+        .collect()
 }
 
 fn kind_counts(kinds: &[u32; 8]) -> BTreeMap<&'static str, u64> {
@@ -408,6 +436,7 @@ pub fn build(
             segs: t.segs,
             bytes: t.bytes,
             kinds: kind_counts(&t.kinds),
+            kind_detail: kind_details(t),
             owner: owner_of(t.sock_ino),
         });
     }
@@ -637,7 +666,7 @@ impl SummaryJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netprobe_common::{Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET};
+    use netprobe_common::{Flow, FlowKey, ReceiveTotals, AF_INET};
 
     #[test]
     fn per_cpu_receive_work_beside_softnet() {
@@ -809,6 +838,9 @@ mod tests {
                     bytes: 15000,
                     sock_ino: 99,
                     kinds: [0, 2, 9, 1, 0, 0, 0, 0],
+                    kind_segs: [0, 2, 10, 1, 0, 0, 0, 0],
+                    timer_kinds: [0, 1, 0, 1, 0, 0, 0, 0],
+                    timer_segs: [0, 1, 0, 1, 0, 0, 0, 0],
                 },
             )],
             reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
@@ -864,6 +896,15 @@ mod tests {
             (11, 1, 13)
         );
         assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
+        assert_eq!(
+            s.retransmits.flows[0].kind_detail["rto"],
+            KindDetail {
+                segs: 2,
+                timer: 1,
+                timer_segs: 1
+            }
+        );
+        assert_eq!(s.retransmits.flows[0].kind_detail["fast"].segs, 10);
         // The receive side: totals, the flow from the receiving socket, its owner.
         let r = &s.received;
         assert_eq!(

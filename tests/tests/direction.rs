@@ -396,6 +396,19 @@ fn check_bundles(
         retrans_row["events"].as_u64().unwrap() > 0 && retrans_row["must_match"] == true,
         "{retrans_row}"
     );
+    // The sender's retransmit kinds against its TcpExt: fast retransmits (Recovery) are
+    // TCPFastRetrans segments exactly (the must_match rows were all checked equal above).
+    let fast_row = sender_bundle["reconciliation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["counter"] == "TcpExt TCPFastRetrans")
+        .unwrap()
+        .clone();
+    assert!(
+        fast_row["events"].as_u64().unwrap() > 0 && fast_row["must_match"] == true,
+        "{fast_row}"
+    );
     let flows = sender_bundle["flows"].as_array().unwrap();
     assert_eq!(flows[0]["losing_direction"], "outbound", "{flows:?}");
 }
