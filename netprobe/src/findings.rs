@@ -26,8 +26,8 @@ pub struct DropTally {
 #[derive(Debug, Default, Clone)]
 pub struct DropGroup {
     pub count: u64,
-    /// Of which TCP segments.
-    pub tcp: u64,
+    /// Of which TCP segments, by the namespace they were dropped in.
+    pub tcp_by_netns: BTreeMap<u32, u64>,
     pub cpus: BTreeMap<u32, u64>,
     /// `src > dst` (with ports when known) → count.
     pub flows: BTreeMap<String, u64>,
@@ -42,7 +42,9 @@ impl DropTally {
             .entry((drop.direction, drop.layer, drop.reason.clone()))
             .or_default();
         group.count += 1;
-        group.tcp += (drop.ip_proto.as_deref() == Some("tcp")) as u64;
+        if drop.ip_proto.as_deref() == Some("tcp") {
+            *group.tcp_by_netns.entry(drop.netns).or_default() += 1;
+        }
         *group.cpus.entry(drop.cpu).or_default() += 1;
         let flow = drop.saddr.as_ref().zip(drop.daddr.as_ref()).map(|(s, d)| {
             match (drop.sport, drop.dport) {
@@ -82,6 +84,8 @@ pub struct FindingsJson {
 pub struct BundleFinding {
     pub id: String,
     pub severity: &'static str,
+    /// The network namespace the finding is about (0: host-wide, e.g. per-CPU backlogs).
+    pub netns: u32,
     /// `events`, `counters`, or `events+counters`.
     pub source: &'static str,
     pub direction: Direction,
@@ -222,7 +226,8 @@ impl FindingsJson {
             let verdict = match (r.must_match, r.matches) {
                 (true, true) => "equal",
                 (true, false) => "MISMATCH",
-                (false, _) => "not comparable exactly",
+                (false, true) => "equal (not required)",
+                (false, false) => "differ (allowed)",
             };
             let _ = writeln!(
                 out,
@@ -254,6 +259,7 @@ pub fn build(inputs: Inputs) -> FindingsJson {
         findings.push(BundleFinding {
             id: f.id.to_string(),
             severity: f.severity,
+            netns: inputs.own_netns,
             source: "counters",
             direction: counter_direction(f.layer),
             layer: counter_layer(f.layer),
@@ -457,7 +463,7 @@ fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
         counters: kernel_runs,
         must_match: false,
         matches: traced_runs == kernel_runs,
-        note: "/proc/softirqs counts raises, the hooks count runs (one run serves several raises); events ≤ counter".into(),
+        note: "the same runs (both count each handler run); they differ by the runs at the window's edges: begun before the hooks were attached, or between attaching and the counters' first read".into(),
     });
     rows
 }
@@ -670,20 +676,25 @@ fn top_flows(flows: impl Iterator<Item = (String, u64)>, top: usize) -> Vec<Stri
 fn tcp_drops_in(
     drops: &DropTally,
     direction: Direction,
-) -> Vec<(&(Direction, Layer, String), &DropGroup)> {
+    netns: u32,
+) -> Vec<(&(Direction, Layer, String), u64, &DropGroup)> {
     let mut groups: Vec<_> = drops
         .groups
         .iter()
-        .filter(|((d, layer, _), g)| *d == direction && *layer != Layer::Tcp && g.tcp > 0)
+        .filter(|((d, layer, _), _)| *d == direction && *layer != Layer::Tcp)
+        .filter_map(|(key, g)| {
+            let tcp = g.tcp_by_netns.get(&netns).copied().unwrap_or(0);
+            (tcp > 0).then_some((key, tcp, g))
+        })
         .collect();
-    groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.tcp));
+    groups.sort_by_key(|(_, tcp, _)| std::cmp::Reverse(*tcp));
     groups
 }
 
-fn cpus_of(groups: &[(&(Direction, Layer, String), &DropGroup)]) -> Vec<usize> {
+fn cpus_of(groups: &[(&(Direction, Layer, String), u64, &DropGroup)]) -> Vec<usize> {
     let mut cpus: Vec<usize> = groups
         .iter()
-        .flat_map(|(_, g)| g.cpus.keys().map(|c| *c as usize))
+        .flat_map(|(_, _, g)| g.cpus.keys().map(|c| *c as usize))
         .collect();
     cpus.sort_unstable();
     cpus.dedup();
@@ -696,123 +707,152 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
     let mut out = Vec::new();
     let steering_text: Vec<String> = steering.iter().map(|st| st.summary.clone()).collect();
 
-    // Inbound loss: holes in what peers sent us, filled by their retransmits.
-    let inbound: Vec<&FlowRow> = flows
-        .iter()
-        .filter(|f| f.peer_fills_hole + f.holes > 0)
-        .collect();
-    if !inbound.is_empty() {
-        let local = tcp_drops_in(inputs.drops, Direction::Ingress);
-        let dropped_here: u64 = local.iter().map(|(_, g)| g.tcp).sum();
-        let (where_, fix) = match local.first() {
-            Some(((_, layer, reason), g)) => (
-                format!(
-                    "dropped on this host at the {} layer ({reason}, {} TCP drops)",
-                    layer_name(*layer),
-                    g.tcp
-                ),
-                layer_fix(*layer, reason, inputs),
-            ),
-            None => (
-                "not dropped on this host: lost before it arrived (path, or the peer's egress)".to_string(),
-                "check the path into this host: the peer's egress drops and qdisc, switch/NIC counters upstream (`ethtool -S` on both ends)".to_string(),
-            ),
+    // Flow findings, one per network namespace: "this host" is a namespace, and only
+    // netprobe's own has its counters beside the events.
+    let mut namespaces: Vec<u32> = flows.iter().map(|f| f.netns).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for ns in namespaces {
+        let here = if ns == inputs.own_netns {
+            "this namespace".to_string()
+        } else {
+            format!("netns {ns}")
         };
-        let fills: u64 = inbound.iter().map(|f| f.peer_fills_hole).sum();
-        let holes: u64 = inbound.iter().map(|f| f.holes).sum();
-        out.push(BundleFinding {
-            id: "inbound_loss".into(),
-            severity: "warning",
-            source: "events+counters",
-            direction: Direction::Ingress,
-            layer: local.first().map(|((_, l, _), _)| *l).unwrap_or(Layer::Unknown),
-            cpus: cpus_of(&local),
-            flows: inbound.iter().take(inputs.top).map(|f| format!("{} > {}", f.remote, f.local)).collect(),
-            summary: format!(
-                "packets on their way into this host are lost: {holes} holes opened and {fills} re-sent segments filled them; {where_}"
-            ),
-            evidence: json!({
-                "events": {"fills_hole": fills, "holes": holes, "dropped_here_ingress": dropped_here},
-                "counters": {"TcpExt.TCPOFOQueue": delta(before, now, "TcpExt", "TCPOFOQueue")},
-                "steering": steering_text,
-            }),
-            fix,
-        });
-    }
-
-    // Outbound loss: what we send is lost (our retransmits, by kind).
-    let outbound: Vec<&FlowRow> = flows
-        .iter()
-        .filter(|f| {
-            f.retransmits
-                .iter()
-                .any(|(k, n)| matches!(*k, "fast" | "rto" | "tlp") && *n > 0)
-        })
-        .collect();
-    if !outbound.is_empty() {
-        let local = tcp_drops_in(inputs.drops, Direction::Egress);
-        let (where_, fix) = match local.first() {
-            Some(((_, layer, reason), g)) => (
-                format!("dropped on this host at the {} layer ({reason}, {} TCP drops)", layer_name(*layer), g.tcp),
-                layer_fix(*layer, reason, inputs),
-            ),
-            None => (
-                "not dropped on this host on the way out: lost on the path or at the peer's input".to_string(),
-                "run netprobe on the peer: its drops (direction ingress) and its holes name where the segments die; check the path's links for errors".to_string(),
-            ),
-        };
-        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
-        for f in &outbound {
-            for (k, n) in &f.retransmits {
-                *kinds.entry(k).or_default() += n;
+        let counters = |fields: &[(&str, &str)]| -> Value {
+            if ns != inputs.own_netns {
+                return json!(format!(
+                    "not read: netns {ns} is not netprobe's own (run netprobe inside it for its counters)"
+                ));
             }
-        }
-        out.push(BundleFinding {
-            id: "outbound_loss".into(),
-            severity: "warning",
-            source: "events+counters",
-            direction: Direction::Egress,
-            layer: local.first().map(|((_, l, _), _)| *l).unwrap_or(Layer::Unknown),
-            cpus: cpus_of(&local),
-            flows: outbound.iter().take(inputs.top).map(|f| format!("{} > {}", f.local, f.remote)).collect(),
-            summary: format!(
-                "segments this host sends are lost: {} retransmitted segments ({}); {where_}",
-                outbound.iter().map(|f| f.retransmitted_segs).sum::<u64>(),
-                kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
-            ),
-            evidence: json!({
-                "events": {"retransmits_by_kind": kinds},
-                "counters": {"Tcp.RetransSegs": delta(before, now, "Tcp", "RetransSegs"),
-                             "TcpExt.TCPTimeouts": delta(before, now, "TcpExt", "TCPTimeouts"),
-                             "TcpExt.TCPFastRetrans": delta(before, now, "TcpExt", "TCPFastRetrans"),
-                             "TcpExt.TCPLossProbes": delta(before, now, "TcpExt", "TCPLossProbes")},
-            }),
-            fix,
-        });
-    }
+            let mut map = serde_json::Map::new();
+            for (group, field) in fields {
+                map.insert(
+                    format!("{group}.{field}"),
+                    json!(delta(before, now, group, field)),
+                );
+            }
+            Value::Object(map)
+        };
+        let in_ns: Vec<&FlowRow> = flows.iter().filter(|f| f.netns == ns).collect();
 
-    // Duplicates: the peer re-sent data we had, so our ACKs did not reach it (or it was
-    // too quick to re-send).
-    let dup_flows: Vec<&FlowRow> = flows.iter().filter(|f| f.peer_duplicate > 0).collect();
-    if !dup_flows.is_empty() {
-        let duplicates: u64 = dup_flows.iter().map(|f| f.peer_duplicate).sum();
-        out.push(BundleFinding {
-            id: "ack_loss_or_spurious_retransmits".into(),
-            severity: "warning",
-            source: "events+counters",
-            direction: Direction::Egress,
-            layer: Layer::Tcp,
-            cpus: Vec::new(),
-            flows: dup_flows.iter().take(inputs.top).map(|f| format!("{} > {}", f.remote, f.local)).collect(),
-            summary: format!(
-                "peers re-sent {duplicates} segments this host already had: its ACKs are lost on the way out, or the peer retransmits too early"
-            ),
-            evidence: json!({
-                "events": {"duplicate": duplicates},
-                "counters": {"TcpExt.DelayedACKLost": delta(before, now, "TcpExt", "DelayedACKLost")},
-            }),
-            fix: "check the path from this host to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received".into(),
-        });
+        // Inbound loss: holes in what peers sent, filled by their retransmits.
+        let inbound: Vec<&&FlowRow> = in_ns
+            .iter()
+            .filter(|f| f.peer_fills_hole + f.holes > 0)
+            .collect();
+        if !inbound.is_empty() {
+            let local = tcp_drops_in(inputs.drops, Direction::Ingress, ns);
+            let dropped_here: u64 = local.iter().map(|(_, tcp, _)| tcp).sum();
+            let (where_, fix) = match local.first() {
+                Some(((_, layer, reason), tcp, _)) => (
+                    format!(
+                        "dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)",
+                        layer_name(*layer)
+                    ),
+                    layer_fix(*layer, reason, inputs),
+                ),
+                None => (
+                    format!("not dropped in {here}: lost before it arrived (path, or the peer's egress)"),
+                    "check the path in: the peer's egress drops and qdisc, switch/NIC counters upstream (`ethtool -S` on both ends)".to_string(),
+                ),
+            };
+            let fills: u64 = inbound.iter().map(|f| f.peer_fills_hole).sum();
+            let holes: u64 = inbound.iter().map(|f| f.holes).sum();
+            out.push(BundleFinding {
+                id: "inbound_loss".into(),
+                severity: "warning",
+                netns: ns,
+                source: "events+counters",
+                direction: Direction::Ingress,
+                layer: local.first().map(|((_, l, _), _, _)| *l).unwrap_or(Layer::Unknown),
+                cpus: cpus_of(&local),
+                flows: inbound.iter().take(inputs.top).map(|f| format!("{} > {}", f.remote, f.local)).collect(),
+                summary: format!(
+                    "packets on their way into {here} are lost: {holes} holes opened and {fills} re-sent segments filled them; {where_}"
+                ),
+                evidence: json!({
+                    "events": {"fills_hole": fills, "holes": holes, "dropped_here_ingress": dropped_here},
+                    "counters": counters(&[("TcpExt", "TCPOFOQueue")]),
+                    "steering": steering_text,
+                }),
+                fix,
+            });
+        }
+
+        // Outbound loss: what it sends is lost (its retransmits, by kind).
+        let outbound: Vec<&&FlowRow> = in_ns
+            .iter()
+            .filter(|f| {
+                f.retransmits
+                    .iter()
+                    .any(|(k, n)| matches!(*k, "fast" | "rto" | "tlp") && *n > 0)
+            })
+            .collect();
+        if !outbound.is_empty() {
+            let local = tcp_drops_in(inputs.drops, Direction::Egress, ns);
+            let (where_, fix) = match local.first() {
+                Some(((_, layer, reason), tcp, _)) => (
+                    format!("dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)", layer_name(*layer)),
+                    layer_fix(*layer, reason, inputs),
+                ),
+                None => (
+                    format!("not dropped in {here} on the way out: lost on the path or at the peer's input"),
+                    "run netprobe on the peer: its drops (direction ingress) and its holes name where the segments die; check the path's links for errors".to_string(),
+                ),
+            };
+            let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+            for f in &outbound {
+                for (k, n) in &f.retransmits {
+                    *kinds.entry(k).or_default() += n;
+                }
+            }
+            out.push(BundleFinding {
+                id: "outbound_loss".into(),
+                severity: "warning",
+                netns: ns,
+                source: "events+counters",
+                direction: Direction::Egress,
+                layer: local.first().map(|((_, l, _), _, _)| *l).unwrap_or(Layer::Unknown),
+                cpus: cpus_of(&local),
+                flows: outbound.iter().take(inputs.top).map(|f| format!("{} > {}", f.local, f.remote)).collect(),
+                summary: format!(
+                    "segments sent from {here} are lost: {} retransmitted segments ({}); {where_}",
+                    outbound.iter().map(|f| f.retransmitted_segs).sum::<u64>(),
+                    kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+                ),
+                evidence: json!({
+                    "events": {"retransmits_by_kind": kinds},
+                    "counters": counters(&[("Tcp", "RetransSegs"), ("TcpExt", "TCPTimeouts"),
+                                           ("TcpExt", "TCPFastRetrans"), ("TcpExt", "TCPLossProbes")]),
+                }),
+                fix,
+            });
+        }
+
+        // Duplicates: the peer re-sent data already received, so the ACKs did not reach it
+        // (or it was too quick to re-send).
+        let dup_flows: Vec<&&FlowRow> = in_ns.iter().filter(|f| f.peer_duplicate > 0).collect();
+        if !dup_flows.is_empty() {
+            let duplicates: u64 = dup_flows.iter().map(|f| f.peer_duplicate).sum();
+            out.push(BundleFinding {
+                id: "ack_loss_or_spurious_retransmits".into(),
+                severity: "warning",
+                netns: ns,
+                source: "events+counters",
+                direction: Direction::Egress,
+                layer: Layer::Tcp,
+                cpus: Vec::new(),
+                flows: dup_flows.iter().take(inputs.top).map(|f| format!("{} > {}", f.remote, f.local)).collect(),
+                summary: format!(
+                    "peers re-sent {duplicates} segments {here} already had: its ACKs are lost on the way out, or the peer retransmits too early"
+                ),
+                evidence: json!({
+                    "events": {"duplicate": duplicates},
+                    "counters": counters(&[("TcpExt", "DelayedACKLost")]),
+                }),
+                fix: "check the path back to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received".into(),
+            });
+        }
     }
 
     // Backlog overflow: the CPU that overflowed, the CPUs that enqueued, and the steering.
@@ -824,6 +864,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
         out.push(BundleFinding {
             id: "backlog_overflow".into(),
             severity: "critical",
+            netns: 0,
             source: "events+counters",
             direction: Direction::Ingress,
             layer: Layer::Backlog,
@@ -857,7 +898,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
         });
     }
 
-    // Every other layer that dropped packets here.
+    // Every other layer that dropped packets (host-wide; the namespaces are in the evidence).
     for ((direction, layer, reason), g) in &inputs.drops.groups {
         if *layer == Layer::Backlog || reason == "TCP_OLD_DATA" || reason == "NOT_SPECIFIED" {
             continue;
@@ -867,6 +908,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
         out.push(BundleFinding {
             id: format!("drops_{}_{}", layer_name(*layer), reason.to_lowercase()),
             severity: "warning",
+            netns: if netns.len() == 1 { netns[0] } else { 0 },
             source: "events",
             direction: *direction,
             layer: *layer,
@@ -892,6 +934,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
         out.push(BundleFinding {
             id: "napi_budget_exhausted".into(),
             severity: "warning",
+            netns: 0,
             source: "events+counters",
             direction: Direction::Ingress,
             layer: Layer::Backlog,
@@ -988,20 +1031,36 @@ mod tests {
                     ..Default::default()
                 },
             )],
-            receive_flows: vec![(
-                FlowKey {
-                    flow: flow(2, 5001, 1, 40000),
-                    netns: OWN,
-                    _pad0: 0,
-                },
-                ReceiveTotals {
-                    duplicate: 1,
-                    fills_hole: 3,
-                    out_of_order: 4,
-                    holes: 2,
-                    ..Default::default()
-                },
-            )],
+            receive_flows: vec![
+                (
+                    FlowKey {
+                        flow: flow(2, 5001, 1, 40000),
+                        netns: OWN,
+                        _pad0: 0,
+                    },
+                    ReceiveTotals {
+                        duplicate: 1,
+                        fills_hole: 3,
+                        out_of_order: 4,
+                        holes: 2,
+                        ..Default::default()
+                    },
+                ),
+                (
+                    // Another namespace's flow: named as such, without counters of its own.
+                    FlowKey {
+                        flow: flow(3, 22, 1, 50000),
+                        netns: 99,
+                        _pad0: 0,
+                    },
+                    ReceiveTotals {
+                        fills_hole: 1,
+                        out_of_order: 1,
+                        holes: 1,
+                        ..Default::default()
+                    },
+                ),
+            ],
             reasons: vec![(9, vec![4, 0])],
             ..Default::default()
         };
@@ -1113,8 +1172,28 @@ mod tests {
         // TCPTimeouts also counts timeouts that sent nothing: compared, never required equal.
         assert_eq!(rows["RTO timer retransmits"], (1, 2, false, false));
 
-        let by_id: BTreeMap<&str, &BundleFinding> =
-            bundle.findings.iter().map(|f| (f.id.as_str(), f)).collect();
+        let by_id: BTreeMap<&str, &BundleFinding> = bundle
+            .findings
+            .iter()
+            .filter(|f| f.netns != 99)
+            .map(|f| (f.id.as_str(), f))
+            .collect();
+        let foreign = bundle
+            .findings
+            .iter()
+            .find(|f| f.netns == 99)
+            .expect("the other namespace's inbound loss");
+        assert_eq!(foreign.id, "inbound_loss");
+        assert!(
+            foreign.summary.contains("into netns 99"),
+            "{}",
+            foreign.summary
+        );
+        assert!(foreign.evidence["counters"]
+            .as_str()
+            .unwrap()
+            .starts_with("not read"));
+        assert_eq!(foreign.flows, vec!["198.18.0.1:50000 > 198.18.0.3:22"]);
         let inbound = by_id["inbound_loss"];
         assert_eq!(
             (inbound.direction, inbound.layer),
@@ -1126,7 +1205,7 @@ mod tests {
         let outbound = by_id["outbound_loss"];
         assert_eq!(outbound.direction, Direction::Egress);
         assert!(
-            outbound.summary.contains("not dropped on this host"),
+            outbound.summary.contains("not dropped in this namespace"),
             "{}",
             outbound.summary
         );

@@ -330,12 +330,14 @@ fn check_bundles(
         );
     }
     let receiver_bundle = finals[0];
+    // The finding about the namespace whose netprobe wrote the bundle (the hooks are global:
+    // each bundle also names the other end's namespace, without its counters).
     let find = |bundle: &Value, id: &str| -> Value {
         bundle["findings"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["id"] == id)
+            .find(|f| f["id"] == id && f["netns"] == bundle["netns"])
             .cloned()
             .unwrap_or_else(|| panic!("no {id} finding in {}", bundle["findings"]))
     };
@@ -376,13 +378,32 @@ fn check_bundles(
     );
 
     let sender_bundle = at_sender.of_type("findings")[0];
+    // The sender's netprobe also sees the receiver's side (the hooks are global), names its
+    // namespace, and says it has no counters for it.
+    let remote_inbound = sender_bundle["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "inbound_loss" && f["netns"].as_u64() == Some(receiver.inode()))
+        .unwrap_or_else(|| panic!("{}", sender_bundle["findings"]));
+    assert!(
+        remote_inbound["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("into netns {}", receiver.inode())),
+        "{remote_inbound}"
+    );
+    assert!(remote_inbound["evidence"]["counters"]
+        .as_str()
+        .unwrap()
+        .starts_with("not read"));
     let outbound = find(sender_bundle, "outbound_loss");
     assert_eq!(outbound["direction"], "egress", "{outbound}");
     assert!(
         outbound["summary"]
             .as_str()
             .unwrap()
-            .contains("not dropped on this host"),
+            .contains("not dropped in this namespace"),
         "{outbound}"
     );
     let retrans_row = sender_bundle["reconciliation"]

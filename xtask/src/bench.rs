@@ -54,13 +54,32 @@ pub fn demo() -> Result<()> {
     let server = SocketAddr::new(link.addr(2, false), PORT);
     eprintln!(
         "demo: 198.18.200.1 -> {server} in two test namespaces, 2% of data segments dropped by \
-         nftables on the way into the receiver; tracing with `netprobe trace --port {PORT} --duration 6`"
+         nftables on the way into the receiver; tracing with `ip netns exec {} netprobe trace \
+         --duration 6` (inside the receiver, so its findings read the receiver's counters)",
+        link.b.name
     );
-    let mut child = netprobe()
-        .args(["trace", "--port", &PORT.to_string(), "--duration", "6"])
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &link.b.name])
+        .arg(workspace_root().join("target/release/netprobe"))
+        .args(["trace", "--duration", "6"])
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting netprobe")?;
-    wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
+    // netprobe reports its hooks (stderr) once attached and its counters' baseline is read:
+    // the traffic starts after that, so that both sides see all of it.
+    let stderr = child.stderr.take().expect("piped");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains(" active (") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("netprobe did not attach within 30 s")?;
     for _ in 0..3 {
         bulk_transfer(&link.a, &link.b, server, 16 << 20);
     }
