@@ -230,6 +230,23 @@ pub struct ReceiveTotals {
 }
 const _: () = assert!(size_of::<ReceiveTotals>() == 72);
 
+impl ReceiveTotals {
+    /// Adds another CPU's (or flow's) totals; keeps the socket inode when the other knows it.
+    pub fn add(&mut self, other: &Self) {
+        self.duplicate += other.duplicate;
+        self.duplicate_partial += other.duplicate_partial;
+        self.duplicate_bytes += other.duplicate_bytes;
+        self.fills_hole += other.fills_hole;
+        self.fills_hole_bytes += other.fills_hole_bytes;
+        self.out_of_order += other.out_of_order;
+        self.holes += other.holes;
+        self.hole_bytes += other.hole_bytes;
+        if other.sock_ino != 0 {
+            self.sock_ino = other.sock_ino;
+        }
+    }
+}
+
 /// Key of the per-flow retransmit table kept in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -268,19 +268,7 @@ fn set_delta(delta: &mut ReceiveTotals, verdict: &Verdict, len: u32, out_of_orde
 fn add_to_flow_table(key: &FlowKey, delta: &ReceiveTotals) {
     if let Some(totals) = RECEIVE_FLOWS.get_ptr_mut(key) {
         // This CPU's slot; this program does not nest with itself on a CPU.
-        unsafe {
-            (*totals).duplicate += delta.duplicate;
-            (*totals).duplicate_partial += delta.duplicate_partial;
-            (*totals).duplicate_bytes += delta.duplicate_bytes;
-            (*totals).fills_hole += delta.fills_hole;
-            (*totals).fills_hole_bytes += delta.fills_hole_bytes;
-            (*totals).out_of_order += delta.out_of_order;
-            (*totals).holes += delta.holes;
-            (*totals).hole_bytes += delta.hole_bytes;
-            if delta.sock_ino != 0 {
-                (*totals).sock_ino = delta.sock_ino;
-            }
-        }
+        unsafe { (*totals).add(delta) };
         return;
     }
     if RECEIVE_FLOWS.insert(key, delta, 0).is_err() {

@@ -359,7 +359,7 @@ fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
         ),
         row(
             "duplicate segments received (this namespace)",
-            own_received.iter().map(|f| f.duplicate).sum(),
+            own_received.iter().map(|f| f.counts.duplicate).sum(),
             "TcpExt DelayedACKLost",
             delta(before, now, "TcpExt", "DelayedACKLost"),
             receive_skipped == 0,
@@ -367,7 +367,7 @@ fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
         ),
         row(
             "out-of-order segments received (this namespace)",
-            own_received.iter().map(|f| f.out_of_order).sum(),
+            own_received.iter().map(|f| f.counts.out_of_order).sum(),
             "TcpExt TCPOFOQueue + TCPOFODrop",
             delta(before, now, "TcpExt", "TCPOFOQueue")
                 + delta(before, now, "TcpExt", "TCPOFODrop"),
@@ -485,9 +485,9 @@ fn flow_rows(s: &SummaryJson, top: usize) -> Vec<FlowRow> {
         let row = rows
             .entry((f.netns, local.clone(), remote.clone()))
             .or_insert_with(|| empty_row(f.netns, local, remote, f.owner.clone()));
-        row.peer_duplicate += f.duplicate + f.duplicate_partial;
-        row.peer_fills_hole += f.fills_hole;
-        row.holes += f.holes;
+        row.peer_duplicate += f.counts.duplicate + f.counts.duplicate_partial;
+        row.peer_fills_hole += f.counts.fills_hole;
+        row.holes += f.counts.holes;
     }
     let mut out: Vec<FlowRow> = rows
         .into_values()

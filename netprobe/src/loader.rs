@@ -716,17 +716,7 @@ impl Probe {
                 let (key, per_cpu) = entry.map_err(map_error("RECEIVE_FLOWS"))?;
                 let mut total = ReceiveTotals::default();
                 for v in per_cpu.iter() {
-                    total.duplicate += v.duplicate;
-                    total.duplicate_partial += v.duplicate_partial;
-                    total.duplicate_bytes += v.duplicate_bytes;
-                    total.fills_hole += v.fills_hole;
-                    total.fills_hole_bytes += v.fills_hole_bytes;
-                    total.out_of_order += v.out_of_order;
-                    total.holes += v.holes;
-                    total.hole_bytes += v.hole_bytes;
-                    if v.sock_ino != 0 {
-                        total.sock_ino = v.sock_ino;
-                    }
+                    total.add(v);
                 }
                 receive_flows.push((key, total));
             }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use netprobe_common::{
-    RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL,
+    ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL,
     COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
     COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
@@ -257,10 +257,9 @@ fn kind_counts(kinds: &[u32; 8]) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
-/// Out-of-sequence data on established sockets' receive path (exact, from the kernel's
-/// per-flow receive table).
-#[derive(Debug, Serialize, Default, Clone)]
-pub struct ReceiveSummary {
+/// Counts of out-of-sequence data on a receive path.
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveCounts {
     /// Segments wholly received before: the peer re-sent data we had (a spurious
     /// retransmit, or our ACK lost on the way out).
     pub duplicate: u64,
@@ -275,6 +274,29 @@ pub struct ReceiveSummary {
     /// Holes opened, and the bytes missing in front of them when they opened.
     pub holes: u64,
     pub hole_bytes: u64,
+}
+
+impl From<&ReceiveTotals> for ReceiveCounts {
+    fn from(t: &ReceiveTotals) -> Self {
+        Self {
+            duplicate: t.duplicate,
+            duplicate_partial: t.duplicate_partial,
+            duplicate_bytes: t.duplicate_bytes,
+            fills_hole: t.fills_hole,
+            fills_hole_bytes: t.fills_hole_bytes,
+            out_of_order: t.out_of_order,
+            holes: t.holes,
+            hole_bytes: t.hole_bytes,
+        }
+    }
+}
+
+/// Out-of-sequence data on established sockets' receive path (exact, from the kernel's
+/// per-flow receive table).
+#[derive(Debug, Serialize, Default, Clone)]
+pub struct ReceiveSummary {
+    #[serde(flatten)]
+    pub totals: ReceiveCounts,
     /// Busiest first.
     pub flows: Vec<FlowReceives>,
 }
@@ -289,14 +311,8 @@ pub struct FlowReceives {
     /// The peer.
     pub daddr: String,
     pub dport: u16,
-    pub duplicate: u64,
-    pub duplicate_partial: u64,
-    pub duplicate_bytes: u64,
-    pub fills_hole: u64,
-    pub fills_hole_bytes: u64,
-    pub out_of_order: u64,
-    pub holes: u64,
-    pub hole_bytes: u64,
+    #[serde(flatten)]
+    pub counts: ReceiveCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
 }
@@ -305,38 +321,30 @@ fn receive_summary(
     totals: &KernelTotals,
     owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
 ) -> ReceiveSummary {
-    let mut out = ReceiveSummary::default();
+    let mut all = ReceiveTotals::default();
+    let mut flows = Vec::new();
     for (key, t) in &totals.receive_flows {
-        out.duplicate += t.duplicate;
-        out.duplicate_partial += t.duplicate_partial;
-        out.duplicate_bytes += t.duplicate_bytes;
-        out.fills_hole += t.fills_hole;
-        out.fills_hole_bytes += t.fills_hole_bytes;
-        out.out_of_order += t.out_of_order;
-        out.holes += t.holes;
-        out.hole_bytes += t.hole_bytes;
-        out.flows.push(FlowReceives {
+        all.add(t);
+        flows.push(FlowReceives {
             netns: key.netns,
             family: family_name(key.flow.family).unwrap_or("unknown"),
             saddr: addr(key.flow.family, &key.flow.saddr).to_string(),
             sport: key.flow.sport,
             daddr: addr(key.flow.family, &key.flow.daddr).to_string(),
             dport: key.flow.dport,
-            duplicate: t.duplicate,
-            duplicate_partial: t.duplicate_partial,
-            duplicate_bytes: t.duplicate_bytes,
-            fills_hole: t.fills_hole,
-            fills_hole_bytes: t.fills_hole_bytes,
-            out_of_order: t.out_of_order,
-            holes: t.holes,
-            hole_bytes: t.hole_bytes,
+            counts: t.into(),
             owner: owner_of(t.sock_ino),
         });
     }
-    let weight = |f: &FlowReceives| f.duplicate + f.duplicate_partial + f.fills_hole + f.holes;
-    out.flows
-        .sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.sport.cmp(&b.sport)));
-    out
+    let weight = |f: &FlowReceives| {
+        let c = &f.counts;
+        c.duplicate + c.duplicate_partial + c.fills_hole + c.holes
+    };
+    flows.sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.sport.cmp(&b.sport)));
+    ReceiveSummary {
+        totals: (&all).into(),
+        flows,
+    }
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -548,7 +556,7 @@ impl SummaryJson {
                 f.netns
             );
         }
-        let rx = &self.received;
+        let rx = &self.received.totals;
         let _ = writeln!(
             out,
             "received out of sequence: {} duplicate ({} partial, {} bytes), {} filled holes ({} bytes), {} holes opened ({} bytes), {} out-of-order segments",
@@ -561,13 +569,13 @@ impl SummaryJson {
             rx.hole_bytes,
             rx.out_of_order
         );
-        for f in rx.flows.iter().take(top) {
+        for f in self.received.flows.iter().take(top) {
             let _ = writeln!(
                 out,
                 "  {:>8} dup {:>6} fills {:>6} holes  {} > {}  netns={}",
-                f.duplicate + f.duplicate_partial,
-                f.fills_hole,
-                f.holes,
+                f.counts.duplicate + f.counts.duplicate_partial,
+                f.counts.fills_hole,
+                f.counts.holes,
                 endpoint(&f.daddr, f.dport),
                 endpoint(&f.saddr, f.sport),
                 f.netns
@@ -909,11 +917,11 @@ mod tests {
         let r = &s.received;
         assert_eq!(
             (
-                r.duplicate,
-                r.fills_hole,
-                r.fills_hole_bytes,
-                r.out_of_order,
-                r.holes
+                r.totals.duplicate,
+                r.totals.fills_hole,
+                r.totals.fills_hole_bytes,
+                r.totals.out_of_order,
+                r.totals.holes
             ),
             (1, 3, 4344, 9, 2)
         );
