@@ -141,10 +141,27 @@ pub struct FlowRow {
 #[derive(Debug, Serialize, Clone)]
 pub struct Steering {
     pub interface: String,
+    /// CPUs that took the interface's interrupts during the window.
     pub irq_cpus: Vec<usize>,
+    /// Receive IRQ lines (all but transmit-only ones) and the CPUs they are routed to.
+    pub rx_irqs: Vec<IrqLine>,
     /// `rx-N` → CPU mask.
     pub rps: BTreeMap<String, String>,
     pub summary: String,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct IrqLine {
+    pub irq: String,
+    pub name: String,
+    pub affinity: Vec<usize>,
+}
+
+/// Transmit-only queue interrupts (`virtio0-output.0`, `eth0-tx-3`); combined `TxRx` lines
+/// and receive lines carry receive work.
+fn is_tx_only(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    (name.contains("output") || name.contains("-tx")) && !name.contains("rx")
 }
 
 /// One number counted on both sides over the same window.
@@ -574,10 +591,29 @@ fn steering(report: &Report) -> Vec<Steering> {
             all.dedup();
             all
         };
+        let rx_irqs: Vec<IrqLine> = report
+            .irqs
+            .iter()
+            .filter(|q| q.ifname == i.info.name && !is_tx_only(&q.name))
+            .map(|q| IrqLine {
+                irq: q.irq.clone(),
+                name: q.name.clone(),
+                affinity: q.affinity.clone(),
+            })
+            .collect();
+        let mut rx_affinity: Vec<usize> = rx_irqs.iter().flat_map(|q| q.affinity.clone()).collect();
+        rx_affinity.sort_unstable();
+        rx_affinity.dedup();
+        let routed = match (rx_irqs.len(), rx_affinity.as_slice()) {
+            (0, _) => "no receive IRQ lines found".to_string(),
+            (_, []) => format!("{} receive IRQ lines, affinity unreadable", rx_irqs.len()),
+            (_, [one]) => format!("all RX interrupts routed to CPU {one}"),
+            (n, many) => format!("{n} receive IRQ lines routed to CPUs {many:?}"),
+        };
         let irq_text = match irq_cpus.as_slice() {
-            [] => "no NIC interrupts seen".to_string(),
-            [one] => format!("all RX interrupts on CPU {one}"),
-            many => format!("RX interrupts on CPUs {many:?}"),
+            [] => format!("{routed} (no NIC interrupts during the window)"),
+            [one] => format!("{routed}; interrupts during the window all on CPU {one}"),
+            many => format!("{routed}; interrupts during the window on CPUs {many:?}"),
         };
         let rps_text = match rps_cpus.as_slice() {
             [] => "RPS off".to_string(),
@@ -587,6 +623,7 @@ fn steering(report: &Report) -> Vec<Steering> {
         out.push(Steering {
             interface: i.info.name.clone(),
             irq_cpus,
+            rx_irqs,
             rps,
             summary: format!("{}: {irq_text}, {rps_text}", i.info.name),
         });
@@ -999,6 +1036,55 @@ mod tests {
         f.saddr[..4].copy_from_slice(&[198, 18, 0, local]);
         f.daddr[..4].copy_from_slice(&[198, 18, 0, remote]);
         f
+    }
+
+    #[test]
+    fn steering_names_irq_routing_and_rps() {
+        use crate::report::{sample::NicIrq, sysfs::InterfaceInfo};
+        let now = Instant::now();
+        let mut before = snapshot(now, &[]);
+        let iface = |name: &str, rps: &[(&str, &str)]| InterfaceInfo {
+            name: name.into(),
+            rps_cpus: rps
+                .iter()
+                .map(|(q, m)| (q.to_string(), m.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        before.interfaces = vec![iface("eth0", &[]), iface("eth1", &[("rx-0", "2")])];
+        let irq =
+            |n: &str, ifname: &str, name: &str, per_cpu: Vec<u64>, affinity: Vec<usize>| NicIrq {
+                irq: n.into(),
+                ifname: ifname.into(),
+                name: name.into(),
+                per_cpu,
+                affinity,
+            };
+        before.irqs = vec![
+            irq("38", "eth0", "virtio2-input.0", vec![0, 100], vec![1]),
+            irq("39", "eth0", "virtio2-output.0", vec![50, 0], vec![0]),
+            irq("40", "eth1", "eth1-TxRx-0", vec![7, 7], vec![0]),
+            irq("41", "eth1", "eth1-TxRx-1", vec![7, 7], vec![1]),
+        ];
+        let mut after = snapshot(now + Duration::from_secs(1), &[]);
+        after.interfaces = before.interfaces.clone();
+        after.irqs = before.irqs.clone();
+        after.irqs[0].per_cpu = vec![0, 180];
+        let report = model::build(&before, &after, "test".into());
+        let st = steering(&report);
+        assert_eq!(
+            st[0].summary,
+            "eth0: all RX interrupts routed to CPU 1; interrupts during the window all on CPU 1, RPS off"
+        );
+        assert_eq!(
+            st[0].rx_irqs.len(),
+            1,
+            "the output queue's line carries no receive work"
+        );
+        assert_eq!(
+            st[1].summary,
+            "eth1: 2 receive IRQ lines routed to CPUs [0, 1] (no NIC interrupts during the window), RPS steers everything to CPU 1"
+        );
     }
 
     #[test]

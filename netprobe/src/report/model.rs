@@ -113,6 +113,8 @@ pub struct IrqReport {
     pub ifname: String,
     pub name: String,
     pub per_cpu_rate: Vec<f64>,
+    /// CPUs the line is routed to.
+    pub affinity: Vec<usize>,
 }
 
 /// Busiest CPU against the mean, for NET_RX softirqs and NIC interrupts.
@@ -458,6 +460,7 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
             ifname: irq.ifname.clone(),
             name: irq.name.clone(),
             per_cpu_rate,
+            affinity: irq.affinity.clone(),
         });
     }
     let cpus: Vec<CpuReport> = cpus.into_values().collect();

@@ -41,6 +41,17 @@ pub struct NicIrq {
     pub ifname: String,
     pub name: String,
     pub per_cpu: Vec<u64>,
+    /// CPUs the line is routed to (`/proc/irq/<n>/effective_affinity_list`, else
+    /// `smp_affinity_list`); empty when unreadable.
+    pub affinity: Vec<usize>,
+}
+
+fn irq_affinity(irq: &str) -> Vec<usize> {
+    ["effective_affinity_list", "smp_affinity_list"]
+        .iter()
+        .find_map(|file| fs::read_to_string(format!("/proc/irq/{irq}/{file}")).ok())
+        .map(|text| procfs::parse_cpu_list(&text))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -136,6 +147,7 @@ fn nic_irqs(rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
                     ifname: info.name.clone(),
                     name: name.to_string(),
                     per_cpu: row.per_cpu.clone(),
+                    affinity: irq_affinity(&row.label),
                 });
             }
         }
