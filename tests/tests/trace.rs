@@ -1095,3 +1095,59 @@ fn retransmit_kinds_match_tcpext() {
     );
     assert_eq!(probes, 1);
 }
+
+/// Text mode, for people: interim findings every --report-every, one final bundle after the
+/// summary, each naming the loss it saw with its fix.
+#[test]
+fn text_mode_prints_findings_so_far_and_at_the_end() {
+    let link = Link::new("txt", 30);
+    let udp_to = SocketAddr::new(link.addr(2, false), 7301);
+    let (ok, stdout, stderr) = std::thread::scope(|scope| {
+        let traced = scope.spawn(|| {
+            netprobe_once(&[
+                "trace",
+                "--duration",
+                "1.6",
+                "--report-every",
+                "0.5",
+                "--port",
+                "7301",
+            ])
+        });
+        // Closed port in b: NO_SOCKET drops, named in the findings.
+        std::thread::sleep(Duration::from_millis(700));
+        link.a.run(move || {
+            let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for _ in 0..20 {
+                udp.send_to(b"x", udp_to).unwrap();
+            }
+        });
+        traced.join().unwrap()
+    });
+    assert!(ok, "{stderr}");
+    let interim = stdout.matches("== netprobe findings (so far").count();
+    assert!(interim >= 2, "--report-every 0.5 over 1.6 s: {stdout}");
+    assert_eq!(
+        stdout.matches("== netprobe findings (final").count(),
+        1,
+        "{stdout}"
+    );
+    let last = stdout.rsplit("== netprobe findings (final").next().unwrap();
+    assert!(
+        last.contains("drops_udp_no_socket") || last.contains("drops_socket_no_socket"),
+        "{last}"
+    );
+    assert!(
+        last.contains("nothing listens on the destination port"),
+        "{last}"
+    );
+    assert!(
+        last.contains("reconciliation (events vs counters, same window):"),
+        "{last}"
+    );
+    // The summary comes before the final bundle.
+    assert!(
+        stdout.find("== netprobe summary").unwrap()
+            < stdout.find("== netprobe findings (final").unwrap()
+    );
+}
