@@ -45,9 +45,17 @@ pub struct DropArgs {
     pub rx_sk: u32,
     /// Byte offset of `sk_buff.protocol` (the ethertype, network byte order).
     pub skb_protocol: u32,
+    /// The span of `struct sk_buff` holding every member the drop program reads (`sk`,
+    /// `dev`, `head`, `network_header`, `skb_iif`, `protocol`): read in one go when it fits
+    /// [`SKB_SPAN_MAX`] bytes (`skb_span_len` 0: read member by member).
+    pub skb_span_start: u32,
+    pub skb_span_len: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<DropArgs>() == 24);
+const _: () = assert!(size_of::<DropArgs>() == 32);
+
+/// Largest `sk_buff` span the drop program reads in one go.
+pub const SKB_SPAN_MAX: u32 = 256;
 
 /// Field offsets inside the `tcp:tcp_retransmit_synack` record.
 #[repr(C)]
@@ -200,7 +208,7 @@ pub struct TraceConfig {
     pub kind: KindLayout,
     pub receive: ReceiveLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 300);
+const _: () = assert!(size_of::<TraceConfig>() == 308);
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -226,6 +234,8 @@ impl TraceConfig {
             reason: OFFSET_ABSENT,
             rx_sk: OFFSET_ABSENT,
             skb_protocol: OFFSET_ABSENT,
+            skb_span_start: 0,
+            skb_span_len: 0,
             _pad0: 0,
         },
         kernel: KernelLayout {

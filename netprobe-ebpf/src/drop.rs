@@ -15,7 +15,7 @@ use aya_ebpf::{
 use netprobe_common::{
     DropEvent, EventHeader, EventKind, Flow, AF_INET, AF_INET6, COUNTER_DROP_LOST,
     COUNTER_DROP_SEEN, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS,
-    DROP_HAS_SOCK, FILTER_REASON,
+    DROP_HAS_SOCK, FILTER_REASON, SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
@@ -38,6 +38,67 @@ const HEADER_UNSET: u16 = 0xffff;
 #[map]
 static DROP_FLOW: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
 
+/// The span of the skb holding every member read below, copied with one helper call (see
+/// `DropArgs::skb_span_len`); per-CPU, used by this program only.
+#[map]
+static SKB_SPAN: PerCpuArray<[u8; SKB_SPAN_MAX as usize]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The members of the dropped skb the program uses.
+struct SkbFields {
+    sk: u64,
+    dev: u64,
+    head: u64,
+    network_header: u16,
+    iif: u32,
+    protocol: u16,
+}
+
+/// Reads the skb members: one copy of their span when the agent found one, else one read per
+/// member.
+#[inline(always)]
+fn skb_fields(skb: u64) -> SkbFields {
+    let len = setting!(drop.skb_span_len) as usize;
+    if len > 0 && len <= SKB_SPAN_MAX as usize {
+        if let Some(span) = SKB_SPAN.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, used by this program only.
+            let span = unsafe { &mut *span };
+            let start = setting!(drop.skb_span_start);
+            let copied = unsafe {
+                bpf_probe_read_kernel_buf((skb + start as u64) as *const u8, &mut span[..len])
+            };
+            if copied.is_ok() {
+                return SkbFields {
+                    sk: span_get(span, setting!(kernel.skb_sk), start),
+                    dev: span_get(span, setting!(kernel.skb_dev), start),
+                    head: span_get(span, setting!(kernel.skb_head), start),
+                    network_header: span_get(span, setting!(kernel.skb_network_header), start),
+                    iif: span_get(span, setting!(kernel.skb_iif), start),
+                    protocol: u16::from_be(span_get(span, setting!(drop.skb_protocol), start)),
+                };
+            }
+        }
+    }
+    SkbFields {
+        sk: read(skb, setting!(kernel.skb_sk)).unwrap_or(0),
+        dev: read(skb, setting!(kernel.skb_dev)).unwrap_or(0),
+        head: read(skb, setting!(kernel.skb_head)).unwrap_or(0),
+        network_header: read(skb, setting!(kernel.skb_network_header)).unwrap_or(HEADER_UNSET),
+        iif: read(skb, setting!(kernel.skb_iif)).unwrap_or(0),
+        protocol: u16::from_be(read::<u16>(skb, setting!(drop.skb_protocol)).unwrap_or(0)),
+    }
+}
+
+/// A little-endian `T` at skb offset `offset` from the copied span starting at `start`.
+#[inline(always)]
+fn span_get<T: Copy + Default>(span: &[u8; SKB_SPAN_MAX as usize], offset: u32, start: u32) -> T {
+    let at = offset.wrapping_sub(start) as usize;
+    if at + core::mem::size_of::<T>() > SKB_SPAN_MAX as usize {
+        return T::default();
+    }
+    // SAFETY: in bounds (checked above); the span holds plain bytes.
+    unsafe { core::ptr::read_unaligned(span.as_ptr().add(at) as *const T) }
+}
+
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
     let _ = try_drop(&ctx);
@@ -51,14 +112,15 @@ fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let skb = arg::<0>(ctx, setting!(drop.skb))?;
+    let fields = skb_fields(skb);
     let mut flags = 0u8;
 
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
-    let mut sk: u64 = read(skb, setting!(kernel.skb_sk)).unwrap_or(0);
+    let mut sk = fields.sk;
     if sk == 0 {
         sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
     }
-    let dev: u64 = read(skb, setting!(kernel.skb_dev)).unwrap_or(0);
+    let dev = fields.dev;
     let mut sk_state = 0u8;
     let mut sock_ino = 0u64;
     if sk != 0 {
@@ -83,11 +145,11 @@ fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
 
-    let protocol = u16::from_be(read::<u16>(skb, setting!(drop.skb_protocol)).unwrap_or(0));
+    let protocol = fields.protocol;
     let flow_slot = DROP_FLOW.get_ptr_mut(0).ok_or(-1)?;
     // SAFETY: this CPU's slot, used by this program only.
     let flow = unsafe { &mut *flow_slot };
-    let (ip_proto, header_flags) = parse_headers(skb, protocol, flow);
+    let (ip_proto, header_flags) = parse_headers(fields.head, fields.network_header, protocol, flow);
     flags |= header_flags;
     if !flow_matches(flow, flags & DROP_HAS_PORTS != 0) {
         return Ok(());
@@ -119,7 +181,7 @@ fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
         (*event).ip_proto = ip_proto;
         (*event).sk_state = sk_state;
         (*event)._pad0 = [0; 3];
-        (*event).skb_iif = read(skb, setting!(kernel.skb_iif)).unwrap_or(0);
+        (*event).skb_iif = fields.iif;
         (*event).sock_ino = sock_ino;
         (*event).ifindex = 0;
         (*event).ifname = [0; 16];
@@ -148,17 +210,11 @@ fn count_reason(reason: u32) {
     }
 }
 
-/// Parses the IPv4/IPv6 header at `skb->head + skb->network_header` and the TCP/UDP ports
+/// Parses the IPv4/IPv6 header at `head + network` (the skb's) and the TCP/UDP ports
 /// after it into `flow`. Returns the IP protocol and `DROP_HAS_*` bits for what was found.
 #[inline(always)]
-fn parse_headers(skb: u64, protocol: u16, flow: &mut Flow) -> (u8, u8) {
+fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut Flow) -> (u8, u8) {
     *flow = Flow::default();
-    let Ok(head) = read::<u64>(skb, setting!(kernel.skb_head)) else {
-        return (0, 0);
-    };
-    let Ok(network) = read::<u16>(skb, setting!(kernel.skb_network_header)) else {
-        return (0, 0);
-    };
     if head == 0 || network == HEADER_UNSET {
         return (0, 0);
     }

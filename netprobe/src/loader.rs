@@ -14,7 +14,7 @@ use aya::{
 use netprobe_common::{
     CpuLayout, DropArgs, Filter, FlowKey, KindLayout, NapiKey, NapiTotals, NetRxTotals,
     ReceiveLayout, ReceiveTotals, RetransmitRecordLayout, RetransmitTotals, StreamConfig,
-    SynackRecordLayout, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT,
+    SynackRecordLayout, TraceConfig, COUNTER_NAMES, COUNTER_SLOTS, OFFSET_ABSENT, SKB_SPAN_MAX,
 };
 use serde::Serialize;
 
@@ -271,8 +271,20 @@ pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
             OFFSET_ABSENT
         },
         skb_protocol: OFFSET_ABSENT,
+        skb_span_start: 0,
+        skb_span_len: 0,
         _pad0: 0,
     })
+}
+
+/// The span of `struct sk_buff` covering the members the drop program reads, as (start,
+/// length), when it fits [`SKB_SPAN_MAX`]: one read instead of six. `None`: read them one by
+/// one. Members: (offset, size).
+pub fn skb_span(members: &[(u32, u32)]) -> Option<(u32, u32)> {
+    let start = members.iter().map(|(offset, _)| *offset).min()?;
+    let end = members.iter().map(|(offset, size)| offset + size).max()?;
+    let len = end - start;
+    (len <= SKB_SPAN_MAX).then_some((start, len))
 }
 
 /// Checks a raw tracepoint's arguments against what a program expects.
@@ -331,6 +343,19 @@ fn plan_raw_hooks(
         Ok(mut layout) => match btf.offset_of("sk_buff", "protocol") {
             Ok(protocol) => {
                 layout.skb_protocol = protocol;
+                let k = &config.kernel;
+                let members = [
+                    (k.skb_sk, 8),
+                    (k.skb_dev, 8),
+                    (k.skb_head, 8),
+                    (k.skb_network_header, 2),
+                    (k.skb_iif, 4),
+                    (protocol, 2),
+                ];
+                if let Some((start, len)) = skb_span(&members) {
+                    layout.skb_span_start = start;
+                    layout.skb_span_len = len;
+                }
                 config.drop = layout;
                 let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets".to_string();
                 if layout.reason == OFFSET_ABSENT {
@@ -824,6 +849,20 @@ mod tests {
             err.contains("kfree_skb takes (void, sk_buff) here"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn skb_members_are_read_in_one_span_when_close() {
+        assert_eq!(
+            skb_span(&[(24, 8), (16, 8), (200, 8), (180, 2)]),
+            Some((16, 192))
+        );
+        assert_eq!(
+            skb_span(&[(0, 8), (300, 8)]),
+            None,
+            "wider than SKB_SPAN_MAX"
+        );
+        assert_eq!(skb_span(&[]), None);
     }
 
     #[test]
