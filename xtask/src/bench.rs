@@ -329,8 +329,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// veth TCP throughput without and with `netprobe trace` running (all hooks, no filter).
 /// The two conditions alternate round by round after a warm-up, so that drift (autotuning,
 /// caches, the other tenant of this VM) hits both alike.
-fn throughput_with_and_without() -> Result<()> {
-    const ROUNDS: usize = 7;
+pub fn throughput_with_and_without() -> Result<()> {
+    const ROUNDS: usize = 15;
     let link = Link::new("tput", 202);
     for _ in 0..2 {
         veth_transfer_gbps(&link);
@@ -347,9 +347,19 @@ fn throughput_with_and_without() -> Result<()> {
         with.push(veth_transfer_gbps(&link));
         stop(&mut child);
     }
+    // Each round's change, so that the spread (this VM's noise) shows beside the median.
+    let changes: Vec<f64> = without
+        .iter()
+        .zip(&with)
+        .map(|(a, b)| (b - a) / a * 100.0)
+        .collect();
+    let (low, high) = changes
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), c| (l.min(*c), h.max(*c)));
+    let change = median(changes.clone());
     let (without, with) = (median(without), median(with));
     println!(
-        "veth TCP bulk throughput (median of {ROUNDS} alternating 1 GiB transfers): without netprobe {without:.2} Gbit/s, with {with:.2} Gbit/s ({:+.1}%)",
+        "veth TCP bulk throughput (median of {ROUNDS} alternating 1 GiB transfers): without netprobe {without:.2} Gbit/s, with {with:.2} Gbit/s ({:+.1}%); per round: median {change:+.1}%, from {low:+.1}% to {high:+.1}%",
         (with - without) / without * 100.0
     );
     Ok(())

@@ -36,7 +36,11 @@ enum Task {
     /// Setup, build, then the whole test suite: unit tests and privileged integration tests.
     Test,
     /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode.
-    Bench,
+    Bench {
+        /// Only the veth throughput with and without netprobe.
+        #[arg(long)]
+        throughput_only: bool,
+    },
     /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate's formatting.
     Lint,
 }
@@ -104,9 +108,13 @@ fn main() -> Result<()> {
                 "--test-threads=1",
             ]))
         }
-        Task::Bench => {
+        Task::Bench { throughput_only } => {
             build()?;
-            bench::run_all()
+            if throughput_only {
+                bench::throughput_with_and_without()
+            } else {
+                bench::run_all()
+            }
         }
         Task::Lint => {
             run(cargo().args(["fmt", "--all", "--check"]))?;
