@@ -70,6 +70,13 @@ pub struct TraceArgs {
     /// Flows and reasons shown in the text summary and in each finding.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Do not attach the per-CPU hooks (softirq entry/exit, NAPI polls): no NET_RX/NAPI
+    /// attribution and no retransmit trigger, for the lowest cost on a busy receive path.
+    #[arg(long)]
+    pub without_cpu_hooks: bool,
+    /// Do not attach the receive-path hook (no peer_retransmit / ooo).
+    #[arg(long)]
+    pub without_receive_hook: bool,
     /// Also print the findings bundle every SECS seconds (each covers the trace so far);
     /// one is always printed at the end.
     #[arg(long, value_name = "SECS")]

@@ -151,6 +151,11 @@ pub struct LoadOptions<'a> {
     pub btf_path: &'a Path,
     pub filter: Filter,
     pub ring_size: u32,
+    /// Leave the per-CPU hooks (softirq entry/exit, NAPI polls) detached: they run on every
+    /// softirq and poll, the largest part of netprobe's cost on a busy receive path.
+    pub without_cpu_hooks: bool,
+    /// Leave the receive-path hook (`tcp_probe`, every segment received) detached.
+    pub without_receive_hook: bool,
 }
 
 /// Loaded and attached programs, and the maps they fill.
@@ -466,6 +471,33 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         mut hooks,
     } = plan_hooks(&tracefs);
     plan_raw_hooks(&btf, &mut config, &mut wanted, &mut hooks);
+    // Hooks the user turned off are reported as such, and their programs see no layout.
+    let turned_off = |spec: &HookSpec| {
+        (options.without_cpu_hooks
+            && [
+                SOFTIRQ_ENTRY_HOOK.program,
+                SOFTIRQ_EXIT_HOOK.program,
+                NAPI_HOOK.program,
+            ]
+            .contains(&spec.program))
+            || (options.without_receive_hook && spec.program == RECEIVE_HOOK.program)
+    };
+    wanted.retain(|(spec, _)| {
+        if turned_off(spec) {
+            let flag = if spec.program == RECEIVE_HOOK.program {
+                "--without-receive-hook"
+            } else {
+                "--without-cpu-hooks"
+            };
+            hooks.push(inactive(spec, format!("turned off ({flag})")));
+            false
+        } else {
+            true
+        }
+    });
+    if options.without_cpu_hooks {
+        config.cpu = TraceConfig::UNSET.cpu;
+    }
     if let Some(layout) = synack {
         config.synack = layout;
     }

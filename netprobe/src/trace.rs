@@ -97,6 +97,8 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         btf_path,
         filter,
         ring_size: args.ring_size,
+        without_cpu_hooks: args.without_cpu_hooks,
+        without_receive_hook: args.without_receive_hook,
     })?;
     let started = Instant::now();
     let renderer = Renderer::new(reasons, symbols, realtime_offset_ns());

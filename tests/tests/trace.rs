@@ -1151,3 +1151,47 @@ fn text_mode_prints_findings_so_far_and_at_the_end() {
             < stdout.find("== netprobe findings (final").unwrap()
     );
 }
+
+/// Hooks turned off by the user are reported inactive with the flag that turned them off,
+/// and never loaded.
+#[test]
+fn hooks_turned_off_are_reported_and_not_loaded() {
+    let tracer = Tracer::start(&["--without-cpu-hooks", "--without-receive-hook"]);
+    let loaded = loaded_netprobe_programs();
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+    let hooks = out.of_type("hooks")[0]["hooks"].as_array().unwrap().clone();
+    for (name, flag) in [
+        ("irq:softirq_entry", "--without-cpu-hooks"),
+        ("irq:softirq_exit", "--without-cpu-hooks"),
+        ("napi:napi_poll", "--without-cpu-hooks"),
+        ("tcp:tcp_probe", "--without-receive-hook"),
+    ] {
+        let hook = hooks.iter().find(|h| h["hook"] == name).unwrap();
+        assert_eq!(hook["active"], false, "{hook}");
+        assert!(hook["detail"].as_str().unwrap().contains(flag), "{hook}");
+    }
+    for program in [
+        "netprobe_sirq_in",
+        "netprobe_sirq_out",
+        "netprobe_napi",
+        "netprobe_rcv",
+    ] {
+        assert!(
+            !loaded.contains(&program.to_string()),
+            "{program} loaded: {loaded:?}"
+        );
+    }
+    assert!(loaded.contains(&"netprobe_drop".to_string()), "{loaded:?}");
+    let rtx = hooks
+        .iter()
+        .find(|h| h["hook"] == "tcp:tcp_retransmit_skb")
+        .unwrap();
+    assert!(
+        rtx["detail"]
+            .as_str()
+            .unwrap()
+            .contains("softirq hooks inactive"),
+        "{rtx}"
+    );
+}

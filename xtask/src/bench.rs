@@ -331,37 +331,72 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// caches, the other tenant of this VM) hits both alike.
 pub fn throughput_with_and_without() -> Result<()> {
     const ROUNDS: usize = 15;
+    // netprobe's configurations, each measured against the round's own run without it.
+    const CONFIGS: [(&str, &[&str], &[&str]); 3] = [
+        (
+            "all hooks",
+            &[],
+            &[
+                "netprobe_rtx",
+                "netprobe_drop",
+                "netprobe_napi",
+                "netprobe_rcv",
+            ],
+        ),
+        (
+            "--without-cpu-hooks",
+            &["--without-cpu-hooks"],
+            &["netprobe_rtx", "netprobe_drop", "netprobe_rcv"],
+        ),
+        (
+            "--without-cpu-hooks --without-receive-hook",
+            &["--without-cpu-hooks", "--without-receive-hook"],
+            &["netprobe_rtx", "netprobe_drop"],
+        ),
+    ];
     let link = Link::new("tput", 202);
     for _ in 0..2 {
         veth_transfer_gbps(&link);
     }
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut without = Vec::new();
+    let mut with: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
     for _ in 0..ROUNDS {
         without.push(veth_transfer_gbps(&link));
-        let mut child = netprobe()
-            .args(["trace", "--json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        wait_attached(&["netprobe_rtx", "netprobe_drop", "netprobe_napi"])?;
-        with.push(veth_transfer_gbps(&link));
-        stop(&mut child);
+        for (i, (_, args, programs)) in CONFIGS.iter().enumerate() {
+            let mut child = netprobe()
+                .args(["trace", "--json"])
+                .args(*args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            wait_attached(programs)?;
+            // Past the baseline sampling that follows attaching.
+            thread::sleep(Duration::from_millis(100));
+            with[i].push(veth_transfer_gbps(&link));
+            stop(&mut child);
+        }
     }
-    // Each round's change, so that the spread (this VM's noise) shows beside the median.
-    let changes: Vec<f64> = without
-        .iter()
-        .zip(&with)
-        .map(|(a, b)| (b - a) / a * 100.0)
-        .collect();
-    let (low, high) = changes
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(l, h), c| (l.min(*c), h.max(*c)));
-    let change = median(changes.clone());
-    let (without, with) = (median(without), median(with));
+    let baseline = median(without.clone());
     println!(
-        "veth TCP bulk throughput (median of {ROUNDS} alternating 1 GiB transfers): without netprobe {without:.2} Gbit/s, with {with:.2} Gbit/s ({:+.1}%); per round: median {change:+.1}%, from {low:+.1}% to {high:+.1}%",
-        (with - without) / without * 100.0
+        "veth TCP bulk throughput, {ROUNDS} rounds of 1 GiB transfers (each round: without netprobe, then each configuration): without netprobe {baseline:.2} Gbit/s (median)"
     );
+    for (i, (name, _, _)) in CONFIGS.iter().enumerate() {
+        // Each round's change against the same round's run without netprobe, so that the
+        // spread (this VM's noise) shows beside the median.
+        let changes: Vec<f64> = without
+            .iter()
+            .zip(&with[i])
+            .map(|(a, b)| (b - a) / a * 100.0)
+            .collect();
+        let (low, high) = changes
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), c| (l.min(*c), h.max(*c)));
+        println!(
+            "  netprobe {name:<44} {:.2} Gbit/s: per round median {:+.1}%, from {low:+.1}% to {high:+.1}%",
+            median(with[i].clone()),
+            median(changes.clone())
+        );
+    }
     Ok(())
 }
 
