@@ -48,7 +48,8 @@ impl DropTally {
         *group.cpus.entry(drop.cpu).or_default() += 1;
         let flow = drop.saddr.as_ref().zip(drop.daddr.as_ref()).map(|(s, d)| {
             match (drop.sport, drop.dport) {
-                (Some(sp), Some(dp)) => format!("{s}:{sp} > {d}:{dp}"),
+                // The same notation as the flow rows, so that the two can be matched.
+                (Some(sp), Some(dp)) => format!("{} > {}", endpoint(s, sp), endpoint(d, dp)),
                 _ => format!("{s} > {d}"),
             }
         });
@@ -827,12 +828,42 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
             .collect();
         if !outbound.is_empty() {
             let local = tcp_drops_in(inputs.drops, Direction::Egress, ns);
-            let (where_, fix) = match local.first() {
-                Some(((_, layer, reason), tcp, _)) => (
+            // The peer's ACKs for these flows, dropped on their way in here: the timers then
+            // re-send data the peer may well have.
+            let reverse: Vec<String> = outbound
+                .iter()
+                .map(|f| format!("{} > {}", f.remote, f.local))
+                .collect();
+            let ack_drops: Vec<(&(Direction, Layer, String), u64)> =
+                tcp_drops_in(inputs.drops, Direction::Ingress, ns)
+                    .into_iter()
+                    .map(|(key, _, g)| {
+                        (
+                            key,
+                            reverse.iter().filter_map(|r| g.flows.get(r)).sum::<u64>(),
+                        )
+                    })
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+            // Fast retransmits mean the peer's SACKs arrived: then data was lost on the way
+            // out, whatever else was dropped on the way in.
+            let fast = outbound
+                .iter()
+                .any(|f| f.retransmits.get("fast").is_some_and(|n| *n > 0));
+            let ack_loss = local.is_empty() && !ack_drops.is_empty() && !fast;
+            let (where_, fix) = match (local.first(), ack_drops.first().filter(|_| ack_loss)) {
+                (Some(((_, layer, reason), tcp, _)), _) => (
                     format!("dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)", layer_name(*layer)),
                     layer_fix(*layer, reason, inputs),
                 ),
-                None => (
+                (None, Some(((_, layer, reason), n))) => (
+                    format!(
+                        "the peer's ACKs are dropped on their way into {here} at the {} layer ({reason}, {n} drops): the timers re-send what the peer may already have",
+                        layer_name(*layer)
+                    ),
+                    layer_fix(*layer, reason, inputs),
+                ),
+                (None, None) => (
                     format!("not dropped in {here} on the way out: lost on the path or at the peer's input"),
                     "run netprobe on the peer: its drops (direction ingress) and its holes name where the segments die; check the path's links for errors".to_string(),
                 ),
@@ -844,16 +875,20 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
                 }
             }
             out.push(BundleFinding {
-                id: "outbound_loss".into(),
+                id: if ack_loss { "inbound_ack_loss" } else { "outbound_loss" }.into(),
                 severity: "warning",
                 netns: ns,
                 source: "events+counters",
-                direction: Direction::Egress,
-                layer: local.first().map(|((_, l, _), _, _)| *l).unwrap_or(Layer::Unknown),
+                direction: if ack_loss { Direction::Ingress } else { Direction::Egress },
+                layer: match (local.first(), ack_drops.first().filter(|_| ack_loss)) {
+                    (Some(((_, l, _), _, _)), _) | (None, Some(((_, l, _), _))) => *l,
+                    (None, None) => Layer::Unknown,
+                },
                 cpus: cpus_of(&local),
                 flows: outbound.iter().take(inputs.top).map(|f| format!("{} > {}", f.local, f.remote)).collect(),
                 summary: format!(
-                    "segments sent from {here} are lost: {} retransmitted segments ({}); {where_}",
+                    "segments sent from {here} {}: {} retransmitted segments ({}); {where_}",
+                    if ack_loss { "are sent again" } else { "are lost" },
                     outbound.iter().map(|f| f.retransmitted_segs).sum::<u64>(),
                     kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
                 ),
@@ -1085,6 +1120,104 @@ mod tests {
             st[1].summary,
             "eth1: 2 receive IRQ lines routed to CPUs [0, 1] (no NIC interrupts during the window), RPS steers everything to CPU 1"
         );
+    }
+
+    /// Only timer-driven retransmits, and the peer's segments for the flow dropped on the way
+    /// in: the ACKs are lost, not the data.
+    #[test]
+    fn timer_retransmits_with_acks_dropped_on_the_way_in_are_ack_loss() {
+        const OWN: u32 = 7;
+        let totals = KernelTotals {
+            flows: vec![(
+                FlowKey {
+                    flow: flow(1, 40000, 2, 5001),
+                    netns: OWN,
+                    _pad0: 0,
+                },
+                RetransmitTotals {
+                    sent: 3,
+                    segs: 3,
+                    kinds: [0, 2, 0, 1, 0, 0, 0, 0],
+                    ..Default::default()
+                },
+            )],
+            ..Default::default()
+        };
+        let summary = summary::build(
+            &totals,
+            summary::Window {
+                streamed: Streamed::default(),
+                hooks: Vec::new(),
+                reasons: &DropReasons::default(),
+                softnet: &SoftnetDeltas::new(),
+                filtered: false,
+                duration_ms: 1000,
+                kernel_skipped: Vec::new(),
+            },
+            &mut |_| None,
+        );
+        let mut drops = DropTally::default();
+        for _ in 0..6 {
+            drops.add(&DropJson {
+                kind: "drop",
+                ts_ns: 0,
+                cpu: 0,
+                netns: OWN,
+                family: Some("ipv4"),
+                saddr: Some("198.18.0.2".into()),
+                sport: Some(5001),
+                daddr: Some("198.18.0.1".into()),
+                dport: Some(40000),
+                reason: "NETFILTER_DROP".into(),
+                reason_code: 0,
+                direction: Direction::Ingress,
+                layer: Layer::Netfilter,
+                location: "nft_do_chain+0x10".into(),
+                protocol: "ipv4".into(),
+                ip_proto: Some("tcp".into()),
+                ifname: None,
+                ifindex: None,
+                state: None,
+                pid: None,
+                comm: None,
+            });
+        }
+        let now = Instant::now();
+        let (before, after) = (
+            snapshot(now, &[]),
+            snapshot(now + Duration::from_secs(1), &[]),
+        );
+        let bundle = build(Inputs {
+            summary: &summary,
+            drops: &drops,
+            report: model::build(&before, &after, "test".into()),
+            counters_before: &before.counters,
+            counters_now: &after.counters,
+            net_rx_before: &before.net_rx,
+            net_rx_now: &after.net_rx,
+            own_netns: OWN,
+            filtered: false,
+            is_final: true,
+            window_s: 1.0,
+            top: 5,
+        });
+        let f = bundle
+            .findings
+            .iter()
+            .find(|f| f.id == "inbound_ack_loss")
+            .unwrap();
+        assert_eq!(
+            (f.direction, f.layer),
+            (Direction::Ingress, Layer::Netfilter)
+        );
+        assert!(
+            f.summary
+                .contains("ACKs are dropped on their way into this namespace"),
+            "{}",
+            f.summary
+        );
+        assert!(f.fix.contains("nft list ruleset"));
+        assert!(!bundle.findings.iter().any(|f| f.id == "outbound_loss"));
     }
 
     #[test]

@@ -276,6 +276,30 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
             "{d}"
         );
     }
+    // The findings put the cause where it is: the ACKs dropped on their way into a.
+    let bundle = out.of_type("findings")[0].clone();
+    let ack_finding = bundle["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["netns"].as_u64() == Some(a_ns) && f["id"] == "inbound_ack_loss")
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", bundle["findings"]));
+    assert_eq!(
+        (
+            ack_finding["direction"].as_str(),
+            ack_finding["layer"].as_str()
+        ),
+        (Some("ingress"), Some("netfilter")),
+        "{ack_finding}"
+    );
+    assert!(
+        ack_finding["summary"]
+            .as_str()
+            .unwrap()
+            .contains("ACKs are dropped"),
+        "{ack_finding}"
+    );
     eprintln!(
         "ACK loss: {} ACKs dropped into a; a retransmitted {} times ({:?}); b saw {} duplicates",
         drops.len(),
