@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{
     dropclass::{Direction, Layer},
-    output::DropJson,
+    output::{endpoint, DropJson},
     owners::Owner,
     report::{model::Report, procfs::Counters, rules::cpu_mask},
     summary::{FlowReceives, FlowRetransmits, SummaryJson},
@@ -254,14 +254,6 @@ impl FindingsJson {
             );
         }
         out
-    }
-}
-
-fn endpoint(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
     }
 }
 
@@ -695,12 +687,8 @@ fn layer_fix(layer: Layer, reason: &str, inputs: &Inputs) -> String {
         Layer::Nic => "the NIC/driver drops them: `ethtool -S <dev>`; raise the RX ring (`ethtool -G <dev> rx <max>`)".into(),
         Layer::Socket if reason.contains("RCVBUFF") => "a socket's receive buffer is full: the application reads too slowly; raise SO_RCVBUF / net.core.rmem_max".into(),
         Layer::Socket | Layer::Udp if reason.contains("NO_SOCKET") => "nothing listens on the destination port".into(),
-        _ => format!("dropped by the kernel's {} code ({reason})", layer_name(layer)),
+        _ => format!("dropped by the kernel's {} code ({reason})", layer.name()),
     }
-}
-
-fn layer_name(layer: Layer) -> &'static str {
-    layer.name()
 }
 
 fn top_flows(flows: impl Iterator<Item = (String, u64)>, top: usize) -> Vec<String> {
@@ -785,7 +773,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
                 Some(((_, layer, reason), tcp, _)) => (
                     format!(
                         "dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)",
-                        layer_name(*layer)
+                        layer.name()
                     ),
                     layer_fix(*layer, reason, inputs),
                 ),
@@ -853,13 +841,13 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
             let ack_loss = local.is_empty() && !ack_drops.is_empty() && !fast;
             let (where_, fix) = match (local.first(), ack_drops.first().filter(|_| ack_loss)) {
                 (Some(((_, layer, reason), tcp, _)), _) => (
-                    format!("dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)", layer_name(*layer)),
+                    format!("dropped in {here} at the {} layer ({reason}, {tcp} TCP drops)", layer.name()),
                     layer_fix(*layer, reason, inputs),
                 ),
                 (None, Some(((_, layer, reason), n))) => (
                     format!(
                         "the peer's ACKs are dropped on their way into {here} at the {} layer ({reason}, {n} drops): the timers re-send what the peer may already have",
-                        layer_name(*layer)
+                        layer.name()
                     ),
                     layer_fix(*layer, reason, inputs),
                 ),
@@ -978,7 +966,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
         let mut netns: Vec<u32> = g.netns.keys().copied().collect();
         netns.sort_unstable();
         out.push(BundleFinding {
-            id: format!("drops_{}_{}", layer_name(*layer), reason.to_lowercase()),
+            id: format!("drops_{}_{}", layer.name(), reason.to_lowercase()),
             severity: "warning",
             netns: if netns.len() == 1 { netns[0] } else { 0 },
             source: "events",
@@ -989,7 +977,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
             summary: format!(
                 "{} packets dropped ({reason}) at the {} layer",
                 g.count,
-                layer_name(*layer)
+                layer.name()
             ),
             evidence: json!({"events": {"drops": g.count, "reason": reason, "netns": netns}}),
             fix: layer_fix(*layer, reason, inputs),
@@ -1178,8 +1166,7 @@ mod tests {
                 ifname: None,
                 ifindex: None,
                 state: None,
-                pid: None,
-                comm: None,
+                owner: None,
             });
         }
         let now = Instant::now();
@@ -1319,8 +1306,7 @@ mod tests {
             ifname: None,
             ifindex: None,
             state: None,
-            pid: None,
-            comm: None,
+            owner: None,
         };
         for _ in 0..3 {
             drops.add(&drop("NETFILTER_DROP", Layer::Netfilter, 1, "tcp"));

@@ -53,10 +53,8 @@ pub struct RetransmitJson {
     pub bytes: u32,
     pub seq: u32,
     /// The process that owns the socket (not the task on the CPU), when it can be named.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    #[serde(flatten)]
+    pub owner: Option<Owner>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -93,10 +91,8 @@ pub struct DropJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
     /// The process that owns that socket, when it can be named.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    #[serde(flatten)]
+    pub owner: Option<Owner>,
 }
 
 /// `{"type":"peer_retransmit"}` or `{"type":"ooo"}`: a data segment out of sequence on an
@@ -133,10 +129,9 @@ pub struct ReceiveJson {
     pub old_bytes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hole_bytes: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    /// The process that owns the receiving socket (`pid`, `comm`), when it can be named.
+    #[serde(flatten)]
+    pub owner: Option<Owner>,
 }
 
 /// The JSON name of a receive class.
@@ -308,8 +303,7 @@ impl Renderer {
             segs: e.segs,
             bytes: e.bytes,
             seq: e.seq,
-            pid: owner.map(|o| o.pid),
-            comm: owner.map(|o| o.comm.clone()),
+            owner: owner.cloned(),
         }
     }
 
@@ -356,8 +350,7 @@ impl Renderer {
             ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
             ifindex: has_dev.then_some(e.ifindex),
             state: (e.flags & DROP_HAS_SOCK != 0).then(|| tcp_state(e.sk_state)),
-            pid: owner.map(|o| o.pid),
-            comm: owner.map(|o| o.comm.clone()),
+            owner: owner.cloned(),
         }
     }
 
@@ -382,8 +375,7 @@ impl Renderer {
             ooo_end: (e.flags & RX_HAD_OOO != 0).then_some(e.ooo_end),
             old_bytes: duplicate.then_some(e.gap),
             hole_bytes: (e.class == RX_OPENS_HOLE).then_some(e.gap),
-            pid: owner.map(|o| o.pid),
-            comm: owner.map(|o| o.comm.clone()),
+            owner: owner.cloned(),
         }
     }
 
@@ -489,6 +481,15 @@ impl Renderer {
             );
         }
         format!("{}.{:06}", last.1, micros)
+    }
+}
+
+/// `addr:port`, with the address in brackets for IPv6 (`[2001:db8::1]:80`).
+pub fn endpoint(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
     }
 }
 

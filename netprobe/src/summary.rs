@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::{
     btf::DropReasons,
     loader::{HookStatus, KernelTotals, DROP_PROGRAM},
-    output::{addr, family_name, kind_name},
+    output::{addr, endpoint, family_name, kind_name},
     owners::Owner,
 };
 
@@ -537,13 +537,6 @@ impl SummaryJson {
             r.flows.len(),
             r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
-        let endpoint = |addr: &str, port: u16| {
-            if addr.contains(':') {
-                format!("[{addr}]:{port}")
-            } else {
-                format!("{addr}:{port}")
-            }
-        };
         for f in r.flows.iter().take(top) {
             let _ = writeln!(
                 out,
