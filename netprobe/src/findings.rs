@@ -1061,6 +1061,85 @@ mod tests {
         f
     }
 
+    /// netprobe's own namespace in these fixtures.
+    const OWN: u32 = 7;
+
+    fn summary_of(
+        totals: &KernelTotals,
+        reasons: &DropReasons,
+        softnet: &SoftnetDeltas,
+    ) -> SummaryJson {
+        summary::build(
+            totals,
+            summary::Window {
+                streamed: Streamed::default(),
+                hooks: Vec::new(),
+                reasons,
+                softnet,
+                filtered: false,
+                duration_ms: 1000,
+                kernel_skipped: Vec::new(),
+            },
+            &mut |_| None,
+        )
+    }
+
+    /// A drop in `OWN`, on the way in, as the trace renders it (`src`/`dst`: address, port).
+    fn ingress_drop(
+        src: (&str, u16),
+        dst: (&str, u16),
+        reason: &str,
+        layer: Layer,
+        cpu: u32,
+        proto: &str,
+    ) -> DropJson {
+        DropJson {
+            kind: "drop",
+            ts_ns: 0,
+            cpu,
+            netns: OWN,
+            family: Some("ipv4"),
+            saddr: Some(src.0.into()),
+            sport: Some(src.1),
+            daddr: Some(dst.0.into()),
+            dport: Some(dst.1),
+            reason: reason.into(),
+            reason_code: 0,
+            direction: Direction::Ingress,
+            layer,
+            location: "nft_do_chain+0x10".into(),
+            protocol: "ipv4".into(),
+            ip_proto: Some(proto.into()),
+            ifname: None,
+            ifindex: None,
+            state: None,
+            owner: None,
+        }
+    }
+
+    /// The final bundle of a one-second window in `OWN`.
+    fn bundle_of(
+        summary: &SummaryJson,
+        drops: &DropTally,
+        before: &Snapshot,
+        after: &Snapshot,
+    ) -> FindingsJson {
+        build(Inputs {
+            summary,
+            drops,
+            report: model::build(before, after, "test".into()),
+            counters_before: &before.counters,
+            counters_now: &after.counters,
+            net_rx_before: &before.net_rx,
+            net_rx_now: &after.net_rx,
+            own_netns: OWN,
+            filtered: false,
+            is_final: true,
+            window_s: 1.0,
+            top: 5,
+        })
+    }
+
     #[test]
     fn steering_names_irq_routing_and_rps() {
         use crate::report::{sample::NicIrq, sysfs::InterfaceInfo};
@@ -1114,7 +1193,6 @@ mod tests {
     /// in: the ACKs are lost, not the data.
     #[test]
     fn timer_retransmits_with_acks_dropped_on_the_way_in_are_ack_loss() {
-        const OWN: u32 = 7;
         let totals = KernelTotals {
             flows: vec![(
                 FlowKey {
@@ -1131,63 +1209,24 @@ mod tests {
             )],
             ..Default::default()
         };
-        let summary = summary::build(
-            &totals,
-            summary::Window {
-                streamed: Streamed::default(),
-                hooks: Vec::new(),
-                reasons: &DropReasons::default(),
-                softnet: &SoftnetDeltas::new(),
-                filtered: false,
-                duration_ms: 1000,
-                kernel_skipped: Vec::new(),
-            },
-            &mut |_| None,
-        );
+        let summary = summary_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
         let mut drops = DropTally::default();
         for _ in 0..6 {
-            drops.add(&DropJson {
-                kind: "drop",
-                ts_ns: 0,
-                cpu: 0,
-                netns: OWN,
-                family: Some("ipv4"),
-                saddr: Some("198.18.0.2".into()),
-                sport: Some(5001),
-                daddr: Some("198.18.0.1".into()),
-                dport: Some(40000),
-                reason: "NETFILTER_DROP".into(),
-                reason_code: 0,
-                direction: Direction::Ingress,
-                layer: Layer::Netfilter,
-                location: "nft_do_chain+0x10".into(),
-                protocol: "ipv4".into(),
-                ip_proto: Some("tcp".into()),
-                ifname: None,
-                ifindex: None,
-                state: None,
-                owner: None,
-            });
+            drops.add(&ingress_drop(
+                ("198.18.0.2", 5001),
+                ("198.18.0.1", 40000),
+                "NETFILTER_DROP",
+                Layer::Netfilter,
+                0,
+                "tcp",
+            ));
         }
         let now = Instant::now();
         let (before, after) = (
             snapshot(now, &[]),
             snapshot(now + Duration::from_secs(1), &[]),
         );
-        let bundle = build(Inputs {
-            summary: &summary,
-            drops: &drops,
-            report: model::build(&before, &after, "test".into()),
-            counters_before: &before.counters,
-            counters_now: &after.counters,
-            net_rx_before: &before.net_rx,
-            net_rx_now: &after.net_rx,
-            own_netns: OWN,
-            filtered: false,
-            is_final: true,
-            window_s: 1.0,
-            top: 5,
-        });
+        let bundle = bundle_of(&summary, &drops, &before, &after);
         let f = bundle
             .findings
             .iter()
@@ -1219,7 +1258,6 @@ mod tests {
     /// with its direction, layer and CPUs; every counted number reconciled.
     #[test]
     fn both_sides_merge_into_findings_and_reconcile() {
-        const OWN: u32 = 7;
         let totals = KernelTotals {
             flows: vec![(
                 FlowKey {
@@ -1272,41 +1310,17 @@ mod tests {
         };
         let reasons = DropReasons::from_pairs(&[(9, "CPU_BACKLOG"), (12, "NETFILTER_DROP")], &[]);
         let softnet: SoftnetDeltas = [(0, (0, 0)), (1, (0, 4))].into();
-        let summary = summary::build(
-            &totals,
-            summary::Window {
-                streamed: Streamed::default(),
-                hooks: Vec::new(),
-                reasons: &reasons,
-                softnet: &softnet,
-                filtered: false,
-                duration_ms: 1000,
-                kernel_skipped: Vec::new(),
-            },
-            &mut |_| None,
-        );
+        let summary = summary_of(&totals, &reasons, &softnet);
         let mut drops = DropTally::default();
-        let drop = |reason: &str, layer, cpu, proto: &str| DropJson {
-            kind: "drop",
-            ts_ns: 0,
-            cpu,
-            netns: OWN,
-            family: Some("ipv4"),
-            saddr: Some("198.18.0.1".into()),
-            sport: Some(40000),
-            daddr: Some("198.18.0.2".into()),
-            dport: Some(5001),
-            reason: reason.into(),
-            reason_code: 0,
-            direction: Direction::Ingress,
-            layer,
-            location: "nft_do_chain+0x10".into(),
-            protocol: "ipv4".into(),
-            ip_proto: Some(proto.into()),
-            ifname: None,
-            ifindex: None,
-            state: None,
-            owner: None,
+        let drop = |reason: &str, layer, cpu, proto: &str| {
+            ingress_drop(
+                ("198.18.0.1", 40000),
+                ("198.18.0.2", 5001),
+                reason,
+                layer,
+                cpu,
+                proto,
+            )
         };
         for _ in 0..3 {
             drops.add(&drop("NETFILTER_DROP", Layer::Netfilter, 1, "tcp"));
@@ -1333,20 +1347,7 @@ mod tests {
                 ("TcpExt", "TCPTimeouts", 5),
             ],
         );
-        let bundle = build(Inputs {
-            summary: &summary,
-            drops: &drops,
-            report: model::build(&before, &after, "test".into()),
-            counters_before: &before.counters,
-            counters_now: &after.counters,
-            net_rx_before: &before.net_rx,
-            net_rx_now: &after.net_rx,
-            own_netns: OWN,
-            filtered: false,
-            is_final: true,
-            window_s: 1.0,
-            top: 5,
-        });
+        let bundle = bundle_of(&summary, &drops, &before, &after);
 
         let rows: BTreeMap<&str, (u64, u64, bool, bool)> = bundle
             .reconciliation

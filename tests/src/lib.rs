@@ -477,6 +477,29 @@ pub fn findings<'a>(report: &'a Value, id: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The finding of a findings bundle with this id, about this namespace (`None`: any);
+/// panics with the bundle's findings when there is none.
+pub fn finding_about(bundle: &Value, id: &str, netns: Option<u64>) -> Value {
+    bundle["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id && netns.is_none_or(|ns| f["netns"].as_u64() == Some(ns)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {id} finding in {}", bundle["findings"]))
+}
+
+/// The reconciliation row of a findings bundle for a kernel counter.
+pub fn reconciliation_row(bundle: &Value, counter: &str) -> Value {
+    bundle["reconciliation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["counter"] == counter)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {counter} row in {}", bundle["reconciliation"]))
+}
+
 /// Path of the netprobe binary under test.
 pub fn netprobe_bin() -> PathBuf {
     if let Ok(path) = std::env::var("NETPROBE_BIN") {
@@ -509,6 +532,13 @@ pub struct TraceOutput {
 impl TraceOutput {
     pub fn of_type(&self, kind: &str) -> Vec<&Value> {
         self.records.iter().filter(|v| v["type"] == kind).collect()
+    }
+    /// The drop events with this reason.
+    pub fn drops_with_reason(&self, reason: &str) -> Vec<&Value> {
+        self.records
+            .iter()
+            .filter(|v| v["type"] == "drop" && v["reason"] == reason)
+            .collect()
     }
     pub fn summary(&self) -> &Value {
         let s = self.of_type("summary");

@@ -107,11 +107,7 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
     }
 
     // The drops: at the receiver, on the way in, by netfilter.
-    let drops: Vec<&Value> = out
-        .of_type("drop")
-        .into_iter()
-        .filter(|d| d["reason"] == "NETFILTER_DROP")
-        .collect();
+    let drops = out.drops_with_reason("NETFILTER_DROP");
     assert!(!drops.is_empty());
     for d in &drops {
         assert_eq!(d["netns"].as_u64(), Some(receiver_ns), "{d}");
@@ -259,11 +255,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         "duplicates vs DelayedACKLost: {received}"
     );
     // The lost ACKs: dropped on the way into a.
-    let drops: Vec<&Value> = out
-        .of_type("drop")
-        .into_iter()
-        .filter(|d| d["reason"] == "NETFILTER_DROP")
-        .collect();
+    let drops = out.drops_with_reason("NETFILTER_DROP");
     assert!(!drops.is_empty());
     for d in &drops {
         assert_eq!(
@@ -278,13 +270,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
     }
     // The findings put the cause where it is: the ACKs dropped on their way into a.
     let bundle = out.of_type("findings")[0].clone();
-    let ack_finding = bundle["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["netns"].as_u64() == Some(a_ns) && f["id"] == "inbound_ack_loss")
-        .cloned()
-        .unwrap_or_else(|| panic!("{}", bundle["findings"]));
+    let ack_finding = finding_about(&bundle, "inbound_ack_loss", Some(a_ns));
     assert_eq!(
         (
             ack_finding["direction"].as_str(),
@@ -356,15 +342,7 @@ fn check_bundles(
     let receiver_bundle = finals[0];
     // The finding about the namespace whose netprobe wrote the bundle (the hooks are global:
     // each bundle also names the other end's namespace, without its counters).
-    let find = |bundle: &Value, id: &str| -> Value {
-        bundle["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["id"] == id && f["netns"] == bundle["netns"])
-            .cloned()
-            .unwrap_or_else(|| panic!("no {id} finding in {}", bundle["findings"]))
-    };
+    let find = |bundle: &Value, id: &str| finding_about(bundle, id, bundle["netns"].as_u64());
     let inbound = find(receiver_bundle, "inbound_loss");
     assert_eq!(
         (inbound["direction"].as_str(), inbound["layer"].as_str()),
@@ -391,11 +369,7 @@ fn check_bundles(
             .unwrap()
             > 0
     );
-    let rows = receiver_bundle["reconciliation"].as_array().unwrap();
-    let ooo_row = rows
-        .iter()
-        .find(|r| r["counter"] == "TcpExt TCPOFOQueue + TCPOFODrop")
-        .unwrap();
+    let ooo_row = reconciliation_row(receiver_bundle, "TcpExt TCPOFOQueue + TCPOFODrop");
     assert!(
         ooo_row["events"].as_u64().unwrap() > 0 && ooo_row["must_match"] == true,
         "{ooo_row}"
@@ -404,12 +378,7 @@ fn check_bundles(
     let sender_bundle = at_sender.of_type("findings")[0];
     // The sender's netprobe also sees the receiver's side (the hooks are global), names its
     // namespace, and says it has no counters for it.
-    let remote_inbound = sender_bundle["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "inbound_loss" && f["netns"].as_u64() == Some(receiver.inode()))
-        .unwrap_or_else(|| panic!("{}", sender_bundle["findings"]));
+    let remote_inbound = finding_about(sender_bundle, "inbound_loss", Some(receiver.inode()));
     assert!(
         remote_inbound["summary"]
             .as_str()
@@ -430,26 +399,14 @@ fn check_bundles(
             .contains("not dropped in this namespace"),
         "{outbound}"
     );
-    let retrans_row = sender_bundle["reconciliation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["counter"] == "Tcp RetransSegs")
-        .unwrap()
-        .clone();
+    let retrans_row = reconciliation_row(sender_bundle, "Tcp RetransSegs");
     assert!(
         retrans_row["events"].as_u64().unwrap() > 0 && retrans_row["must_match"] == true,
         "{retrans_row}"
     );
     // The sender's retransmit kinds against its TcpExt: fast retransmits (Recovery) are
     // TCPFastRetrans segments exactly (the must_match rows were all checked equal above).
-    let fast_row = sender_bundle["reconciliation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["counter"] == "TcpExt TCPFastRetrans")
-        .unwrap()
-        .clone();
+    let fast_row = reconciliation_row(sender_bundle, "TcpExt TCPFastRetrans");
     assert!(
         fast_row["events"].as_u64().unwrap() > 0 && fast_row["must_match"] == true,
         "{fast_row}"

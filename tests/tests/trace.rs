@@ -826,13 +826,7 @@ fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
 
     // The findings name the overflowing CPU, the enqueuing CPUs and the steering, with the fix.
     let bundle = out.of_type("findings")[0].clone();
-    let finding = bundle["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "backlog_overflow")
-        .cloned()
-        .unwrap_or_else(|| panic!("{}", bundle["findings"]));
+    let finding = finding_about(&bundle, "backlog_overflow", None);
     assert_eq!(finding["cpus"], serde_json::json!([1]), "{finding}");
     assert_eq!(
         (finding["direction"].as_str(), finding["layer"].as_str()),
@@ -849,13 +843,7 @@ fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
         finding["evidence"]["counters"]["net.core.netdev_max_backlog"], 8,
         "{finding}"
     );
-    let row = bundle["reconciliation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["counter"] == "softnet_stat dropped")
-        .cloned()
-        .unwrap();
+    let row = reconciliation_row(&bundle, "softnet_stat dropped");
     assert_eq!(
         (row["events"].as_u64(), row["counters"].as_u64()),
         (Some(drops), Some(softnet)),
