@@ -21,7 +21,7 @@ use crate::{
     reader::{EventReader, ReaderError},
     report::{
         self,
-        procfs::{parse_softnet, Softnet},
+        procfs::Softnet,
         sample::{self, Scope, Snapshot},
     },
     summary::{self, SoftnetDeltas, Streamed, SummaryJson},
@@ -105,7 +105,6 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
 
     // The counter side's baseline, read as soon as the programs are attached and before the
     // hooks line tells anyone the trace is running, so both sides cover the same window.
-    let softnet_at_start = read_softnet();
     let counters_at_start = sample::take(&Scope { interface: None }, &mut Vec::new());
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -156,9 +155,9 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
                   streamed: Streamed,
                   owners: &mut OwnerCache|
      -> Result<(SummaryJson, Snapshot), TraceError> {
-        let softnet = softnet_deltas(&softnet_at_start, &read_softnet());
         let totals = probe.kernel_totals()?;
         let now = sample::take(&Scope { interface: None }, &mut Vec::new());
+        let softnet = softnet_deltas(&counters_at_start.softnet, &now.softnet);
         let summary = summary::build(
             &totals,
             summary::Window {
@@ -284,12 +283,6 @@ fn print_bundle(out: &mut impl Write, bundle: &findings::FindingsJson, json: boo
         write!(out, "{}", bundle.text())
     };
     written.is_ok() && out.flush().is_ok()
-}
-
-fn read_softnet() -> Vec<Softnet> {
-    std::fs::read_to_string("/proc/net/softnet_stat")
-        .map(|t| parse_softnet(&t))
-        .unwrap_or_default()
 }
 
 /// Per-CPU (time_squeeze, dropped) growth between two softnet_stat reads.
