@@ -337,8 +337,11 @@ pub fn cpu_layout(
 
 /// Plans the raw tracepoints (drops, per-CPU work, the receive path) from BTF, filling their
 /// part of the configuration.
+/// Hooks the user turned off are reported inactive with the flag, and left unplanned: their
+/// programs see no layout and are never loaded.
 fn plan_raw_hooks(
     btf: &KernelBtf,
+    options: &LoadOptions,
     config: &mut TraceConfig,
     wanted: &mut Vec<(&'static HookSpec, String)>,
     hooks: &mut Vec<HookStatus>,
@@ -373,47 +376,60 @@ fn plan_raw_hooks(
         Err(why) => hooks.push(inactive(&DROP_HOOK, why)),
     }
 
-    let none = Vec::new();
-    let entry = args(SOFTIRQ_ENTRY_HOOK.name);
-    let exit = args(SOFTIRQ_EXIT_HOOK.name);
-    let napi = args(NAPI_HOOK.name);
-    let (layout, softirq, napi_ok) = cpu_layout(
-        entry.as_ref().unwrap_or(&none),
-        exit.as_ref().unwrap_or(&none),
-        napi.as_ref().unwrap_or(&none),
-        btf.enumerator("NET_RX_SOFTIRQ"),
-        btf.offset_of("napi_struct", "dev").ok(),
-    );
-    config.cpu = layout;
-    let softirq = match (entry, exit) {
-        (Err(e), _) | (_, Err(e)) => Err(e),
-        _ => softirq,
-    };
-    for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
-        match &softirq {
-            Ok(vec) => wanted.push((spec, format!(
-                "raw tracepoint (vec_nr checked against BTF), NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
-            ))),
-            Err(why) => hooks.push(inactive(spec, why.clone())),
+    if options.without_cpu_hooks {
+        for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK, &NAPI_HOOK] {
+            hooks.push(inactive(spec, "turned off (--without-cpu-hooks)".into()));
         }
-    }
-    match napi.and(napi_ok) {
-        Ok(()) => wanted.push((
-            &NAPI_HOOK,
-            "raw tracepoint (napi, work, budget checked against BTF), device from napi->dev (BTF offsets); polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
-        )),
-        Err(why) => hooks.push(inactive(&NAPI_HOOK, why)),
+    } else {
+        let none = Vec::new();
+        let entry = args(SOFTIRQ_ENTRY_HOOK.name);
+        let exit = args(SOFTIRQ_EXIT_HOOK.name);
+        let napi = args(NAPI_HOOK.name);
+        let (layout, softirq, napi_ok) = cpu_layout(
+            entry.as_ref().unwrap_or(&none),
+            exit.as_ref().unwrap_or(&none),
+            napi.as_ref().unwrap_or(&none),
+            btf.enumerator("NET_RX_SOFTIRQ"),
+            btf.offset_of("napi_struct", "dev").ok(),
+        );
+        config.cpu = layout;
+        let softirq = match (entry, exit) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            _ => softirq,
+        };
+        for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
+            match &softirq {
+                Ok(vec) => wanted.push((spec, format!(
+                    "raw tracepoint (vec_nr checked against BTF), NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
+                ))),
+                Err(why) => hooks.push(inactive(spec, why.clone())),
+            }
+        }
+        match napi.and(napi_ok) {
+            Ok(()) => wanted.push((
+                &NAPI_HOOK,
+                "raw tracepoint (napi, work, budget checked against BTF), device from napi->dev (BTF offsets); polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
+            )),
+            Err(why) => hooks.push(inactive(&NAPI_HOOK, why)),
+        }
     }
 
-    match plan_receive(btf) {
-        Ok(layout) => {
-            config.receive = layout;
-            wanted.push((
-                &RECEIVE_HOOK,
-                "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
-            ));
+    if options.without_receive_hook {
+        hooks.push(inactive(
+            &RECEIVE_HOOK,
+            "turned off (--without-receive-hook)".into(),
+        ));
+    } else {
+        match plan_receive(btf) {
+            Ok(layout) => {
+                config.receive = layout;
+                wanted.push((
+                    &RECEIVE_HOOK,
+                    "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
+                ));
+            }
+            Err(why) => hooks.push(inactive(&RECEIVE_HOOK, why)),
         }
-        Err(why) => hooks.push(inactive(&RECEIVE_HOOK, why)),
     }
 }
 
@@ -470,34 +486,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         mut wanted,
         mut hooks,
     } = plan_hooks(&tracefs);
-    plan_raw_hooks(&btf, &mut config, &mut wanted, &mut hooks);
-    // Hooks the user turned off are reported as such, and their programs see no layout.
-    let turned_off = |spec: &HookSpec| {
-        (options.without_cpu_hooks
-            && [
-                SOFTIRQ_ENTRY_HOOK.program,
-                SOFTIRQ_EXIT_HOOK.program,
-                NAPI_HOOK.program,
-            ]
-            .contains(&spec.program))
-            || (options.without_receive_hook && spec.program == RECEIVE_HOOK.program)
-    };
-    wanted.retain(|(spec, _)| {
-        if turned_off(spec) {
-            let flag = if spec.program == RECEIVE_HOOK.program {
-                "--without-receive-hook"
-            } else {
-                "--without-cpu-hooks"
-            };
-            hooks.push(inactive(spec, format!("turned off ({flag})")));
-            false
-        } else {
-            true
-        }
-    });
-    if options.without_cpu_hooks {
-        config.cpu = TraceConfig::UNSET.cpu;
-    }
+    plan_raw_hooks(&btf, options, &mut config, &mut wanted, &mut hooks);
     if let Some(layout) = synack {
         config.synack = layout;
     }
