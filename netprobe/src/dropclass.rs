@@ -242,10 +242,6 @@ pub fn classify_site(reason: &str, location: &str) -> SiteClass {
     }
 }
 
-pub fn classify(reason: &str, ctx: DropContext) -> (Direction, Layer) {
-    classify_at(classify_site(reason, ctx.location), ctx)
-}
-
 /// The direction and layer of one drop at a classified site.
 pub fn classify_at(site: SiteClass, ctx: DropContext) -> (Direction, Layer) {
     let layer = site.layer;
@@ -267,6 +263,11 @@ pub fn classify_at(site: SiteClass, ctx: DropContext) -> (Direction, Layer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both steps at once, as the renderer does them for a new site.
+    fn classify(reason: &str, ctx: DropContext) -> (Direction, Layer) {
+        classify_at(classify_site(reason, ctx.location), ctx)
+    }
 
     fn ctx(
         location: &'static str,
