@@ -50,7 +50,10 @@ pub struct DropArgs {
     /// [`SKB_SPAN_MAX`] bytes (`skb_span_len` 0: read member by member).
     pub skb_span_start: u32,
     pub skb_span_len: u32,
-    pub _pad0: u32,
+    /// 1 when the receive program leaves each segment's (skb, socket, sequence) in a per-CPU
+    /// slot for the drop program: on kernels whose `kfree_skb` has no `rx_sk`, a segment TCP
+    /// drops after clearing `skb->dev` carries neither device nor socket otherwise.
+    pub rx_sk_stash: u32,
 }
 const _: () = assert!(size_of::<DropArgs>() == 32);
 
@@ -236,7 +239,7 @@ impl TraceConfig {
             skb_protocol: OFFSET_ABSENT,
             skb_span_start: 0,
             skb_span_len: 0,
-            _pad0: 0,
+            rx_sk_stash: 0,
         },
         kernel: KernelLayout {
             skb_len: OFFSET_ABSENT,

@@ -20,6 +20,7 @@ use netprobe_common::{
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
+use crate::receive::RX_STASH;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -32,11 +33,6 @@ const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
 const HEADER_UNSET: u16 = 0xffff;
-
-/// The parsed flow lives in a per-CPU slot, not on the 512-byte BPF stack beside the header
-/// buffers. Only this program uses it, and it does not nest with itself on a CPU.
-#[map]
-static DROP_FLOW: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
 
 /// The span of the skb holding every member read below, copied with one helper call (see
 /// `DropArgs::skb_span_len`); per-CPU, used by this program only.
@@ -105,67 +101,154 @@ pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// One drop on its way to the counts and the stream, in a per-CPU slot (this program does
+/// not nest with itself on a CPU), filled in stages that are global functions: the verifier
+/// checks each once, on its own, rather than once per path through the stages before it
+/// (Linux 6.1's verifier walked ~290k instructions through the single-function version).
+#[repr(C)]
+pub struct PendingDrop {
+    flow: Flow,
+    skb: u64,
+    location: u64,
+    sk: u64,
+    dev: u64,
+    head: u64,
+    sock_ino: u64,
+    reason: u32,
+    netns: u32,
+    iif: u32,
+    network_header: u16,
+    protocol: u16,
+    ip_proto: u8,
+    sk_state: u8,
+    flags: u8,
+    _pad0: u8,
+}
+
+#[map]
+static PENDING_DROP: PerCpuArray<PendingDrop> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn pending() -> Option<&'static mut PendingDrop> {
+    // SAFETY: this CPU's slot, used by this program only, which does not nest with itself.
+    PENDING_DROP.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
     // Before drop reasons existed every drop is reported as reason 0 ("unknown").
     let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
     if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
         return Ok(());
     }
-    let skb = arg::<0>(ctx, setting!(drop.skb))?;
-    let fields = skb_fields(skb);
-    let mut flags = 0u8;
-
+    let p = pending().ok_or(-1)?;
+    p.reason = reason;
+    p.skb = arg::<0>(ctx, setting!(drop.skb))?;
+    p.location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
-    let mut sk = fields.sk;
-    if sk == 0 {
-        sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
+    p.sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
+    if netprobe_drop_where() != 0 || netprobe_drop_parse() != 0 {
+        return Ok(());
     }
-    let dev = fields.dev;
-    let mut sk_state = 0u8;
-    let mut sock_ino = 0u64;
-    if sk != 0 {
-        flags |= DROP_HAS_SOCK;
-        sk_state = read(sk, setting!(kernel.sk_state)).unwrap_or(0);
+    netprobe_drop_emit();
+    Ok(())
+}
+
+/// Stage two: the skb's members, its socket and the namespace it was dropped in; nonzero
+/// when the netns filter excludes it.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_drop_where() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
+    let fields = skb_fields(p.skb);
+    p.flags = 0;
+    if fields.sk != 0 {
+        p.sk = fields.sk;
+    }
+    p.dev = fields.dev;
+    p.head = fields.head;
+    p.network_header = fields.network_header;
+    p.iif = fields.iif;
+    p.protocol = fields.protocol;
+    p.sk_state = 0;
+    p.sock_ino = 0;
+    if p.sk == 0 && p.dev == 0 && setting!(drop.rx_sk_stash) != 0 {
+        p.sk = stashed_socket(p.skb);
+    }
+    if p.sk != 0 {
+        p.flags |= DROP_HAS_SOCK;
+        p.sk_state = read(p.sk, setting!(kernel.sk_state)).unwrap_or(0);
         // Only full sockets have sk_socket (not request or TIME_WAIT minisocks).
-        if sk_state != TCP_TIME_WAIT && sk_state != TCP_NEW_SYN_RECV {
-            sock_ino = sock_inode(sk);
+        if p.sk_state != TCP_TIME_WAIT && p.sk_state != TCP_NEW_SYN_RECV {
+            p.sock_ino = sock_inode(p.sk);
         }
     }
     // Where the packet was dropped: the device's namespace when it has a device (the
     // receiver's, for a packet forwarded across namespaces by veth, which still carries the
     // sending socket), the socket's before a device is set (the OUTPUT hook).
-    let netns = if dev != 0 {
-        dev_netns(dev)
-    } else if sk != 0 {
-        sock_netns(sk)
+    p.netns = if p.dev != 0 {
+        dev_netns(p.dev)
+    } else if p.sk != 0 {
+        sock_netns(p.sk)
     } else {
         0
     };
-    if !netns_matches(netns) {
-        return Ok(());
-    }
+    !netns_matches(p.netns) as i32
+}
 
-    let protocol = fields.protocol;
-    let flow_slot = DROP_FLOW.get_ptr_mut(0).ok_or(-1)?;
-    // SAFETY: this CPU's slot, used by this program only.
-    let flow = unsafe { &mut *flow_slot };
-    let (ip_proto, header_flags) = parse_headers(fields.head, fields.network_header, protocol, flow);
-    flags |= header_flags;
-    if !flow_matches(flow, flags & DROP_HAS_PORTS != 0) {
-        return Ok(());
+/// The socket the receive program saw this very segment with (same skb, same sequence number),
+/// or 0. See `DropArgs::rx_sk_stash`.
+#[inline(always)]
+fn stashed_socket(skb: u64) -> u64 {
+    let Some(stash) = RX_STASH.get(0) else {
+        return 0;
+    };
+    if stash.skb != skb {
+        return 0;
     }
+    let seq: u32 = read(
+        skb + setting!(kernel.skb_cb) as u64,
+        setting!(kernel.tcb_seq),
+    )
+    .unwrap_or(0);
+    if seq == stash.seq {
+        stash.sk
+    } else {
+        0
+    }
+}
 
+/// Stage three: the flow from the packet headers; nonzero when the flow filters exclude it.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_drop_parse() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
+    let (ip_proto, header_flags) = parse_headers(p.head, p.network_header, p.protocol, &mut p.flow);
+    p.ip_proto = ip_proto;
+    p.flags |= header_flags;
+    !flow_matches(&p.flow, p.flags & DROP_HAS_PORTS != 0) as i32
+}
+
+/// Stage four: the exact counts, then the event, filled in place in its ring slot.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_drop_emit() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
     bump(COUNTER_DROP_SEEN);
-    count_reason(reason);
+    count_reason(p.reason);
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         bump(COUNTER_DROP_LOST);
-        return Ok(());
+        return 1;
     };
-    // Fill the reserved slot in place: a whole DropEvent built on the stack first would
-    // not fit the 512-byte BPF stack beside the header buffers.
     let event = entry.as_mut_ptr();
+    let mut flags = p.flags;
     unsafe {
         (*event).header = EventHeader {
             kind: EventKind::Drop.id(),
@@ -173,30 +256,30 @@ fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
             cpu: bpf_get_smp_processor_id(),
             ts_ns,
         };
-        (*event).flow = *flow;
-        (*event).location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
-        (*event).netns = netns;
-        (*event).reason = reason;
-        (*event).protocol = protocol;
-        (*event).ip_proto = ip_proto;
-        (*event).sk_state = sk_state;
+        (*event).flow = p.flow;
+        (*event).location = p.location;
+        (*event).netns = p.netns;
+        (*event).reason = p.reason;
+        (*event).protocol = p.protocol;
+        (*event).ip_proto = p.ip_proto;
+        (*event).sk_state = p.sk_state;
         (*event)._pad0 = [0; 3];
-        (*event).skb_iif = fields.iif;
-        (*event).sock_ino = sock_ino;
+        (*event).skb_iif = p.iif;
+        (*event).sock_ino = p.sock_ino;
         (*event).ifindex = 0;
         (*event).ifname = [0; 16];
-        if dev != 0 {
+        if p.dev != 0 {
             flags |= DROP_HAS_DEV;
-            (*event).ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+            (*event).ifindex = read(p.dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
             let _ = bpf_probe_read_kernel_buf(
-                (dev + setting!(kernel.dev_name) as u64) as *const u8,
+                (p.dev + setting!(kernel.dev_name) as u64) as *const u8,
                 &mut (*event).ifname,
             );
         }
         (*event).flags = flags;
     }
     entry.submit(submit_flags(ts_ns));
-    Ok(())
+    0
 }
 
 /// Exact per-CPU count for this reason.

@@ -114,3 +114,16 @@ fn prefix_eq(a: &[u8; 16], b: &[u8; 16], len: usize) -> bool {
     }
     true
 }
+
+/// `::ffff:a.b.c.d`: an IPv4 address carried by an IPv6 socket or record.
+#[inline(always)]
+pub fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 10 {
+        if a[i] != 0 {
+            return false;
+        }
+        i += 1;
+    }
+    a[10] == 0xff && a[11] == 0xff
+}

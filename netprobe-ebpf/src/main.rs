@@ -9,6 +9,7 @@ mod maps;
 mod receive;
 mod softirq;
 mod tcp;
+mod timers;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -33,7 +33,7 @@ use netprobe_common::{
     RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE,
 };
 
-use crate::kernel::{flow_matches, netns_matches, read, sock_inode, sock_netns};
+use crate::kernel::{flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{bump, setting, submit_flags, EVENTS};
 
 /// Exact per-flow receive totals, per CPU (summed by the agent). Only this program writes it:
@@ -46,10 +46,27 @@ pub static RECEIVE_FLOWS: PerCpuHashMap<FlowKey, ReceiveTotals> =
 /// Working space: the flow key and the table delta live in a per-CPU slot rather than on
 /// the 512-byte BPF stack. Its own slot, not shared with the classic-tracepoint programs
 /// (this one may interrupt them on the same CPU).
+///
+/// The segment's verdict is handed to [`netprobe_rcv_record`] through it: a global function,
+/// checked by the verifier once on its own instead of once per path through the classing
+/// above it (Linux 6.1's verifier walked ~79k instructions through the single-function form).
 #[repr(C)]
 pub struct ReceiveScratch {
     key: FlowKey,
     delta: ReceiveTotals,
+    sk: u64,
+    seq: u32,
+    len: u32,
+    rcv_nxt: u32,
+    ooo_end: u32,
+    gap: u32,
+    class: u8,
+    flags: u8,
+    out_of_order: u8,
+    _pad0: u8,
+    /// `EventKind` id of the event to stream, 0 for none.
+    event: u16,
+    _pad1: u16,
 }
 
 #[map]
@@ -82,6 +99,9 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
     } else {
         (read::<u32>(cb, seq_at)?, read::<u32>(cb, end_seq_at)?)
     };
+    if setting!(drop.rx_sk_stash) != 0 {
+        stash_for_drops(skb, sk, seq);
+    }
     if seq == end_seq {
         // No sequence space: a pure ACK (or window update).
         return Ok(());
@@ -98,7 +118,10 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
     if ooo_root != 0 {
         let last: u64 = read(sk, setting!(receive.ooo_last_skb)).unwrap_or(0);
         if last != 0 {
-            if let Ok(end) = read::<u32>(last + setting!(kernel.skb_cb) as u64, setting!(receive.tcb_end_seq)) {
+            if let Ok(end) = read::<u32>(
+                last + setting!(kernel.skb_cb) as u64,
+                setting!(receive.tcb_end_seq),
+            ) {
                 ooo_end = end;
                 flags |= RX_HAD_OOO;
             }
@@ -145,49 +168,107 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
 
     let scratch = RECEIVE_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
     // SAFETY: this CPU's scratch slot; this program does not nest with itself on a CPU.
-    let (key, delta) = unsafe { (&mut (*scratch).key, &mut (*scratch).delta) };
-    sock_flow(sk, &mut key.flow)?;
-    let netns = sock_netns(sk);
-    if !netns_matches(netns) || !flow_matches(&key.flow, true) {
-        return Ok(());
-    }
-    key.netns = netns;
-    key._pad0 = 0;
-    let sock_ino = sock_inode(sk);
-    set_delta(delta, &verdict, len, ahead > 0, sock_ino);
-    add_to_flow_table(key, delta);
-    let Some(kind) = verdict.kind else {
-        return Ok(());
+    let p = unsafe { &mut *scratch };
+    p.sk = sk;
+    p.seq = seq;
+    p.len = len;
+    p.rcv_nxt = rcv_nxt;
+    p.ooo_end = ooo_end;
+    p.gap = verdict.gap;
+    p.class = verdict.class;
+    p.flags = flags;
+    p.event = verdict.kind.map_or(0, |k| k.id());
+    p.out_of_order = (ahead > 0) as u8;
+    netprobe_rcv_record();
+    Ok(())
+}
+
+/// Counts the classed segment in its flow's totals and streams its event, if it has one.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rcv_record() -> i32 {
+    let Some(scratch) = RECEIVE_SCRATCH.get_ptr_mut(0) else {
+        return 1;
     };
+    // SAFETY: as in `try_receive`, which called this.
+    let p = unsafe { &mut *scratch };
+    if sock_flow(p.sk, &mut p.key.flow).is_err() {
+        return 1;
+    }
+    let netns = sock_netns(p.sk);
+    if !netns_matches(netns) || !flow_matches(&p.key.flow, true) {
+        return 1;
+    }
+    p.key.netns = netns;
+    p.key._pad0 = 0;
+    let sock_ino = sock_inode(p.sk);
+    set_delta(
+        &mut p.delta,
+        p.class,
+        p.gap,
+        p.len,
+        p.out_of_order != 0,
+        sock_ino,
+    );
+    add_to_flow_table(&p.key, &p.delta);
+    if p.event == 0 {
+        return 0;
+    }
     bump(COUNTER_RECEIVE_SEEN);
 
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<ReceiveEvent>(0) else {
         bump(COUNTER_RECEIVE_LOST);
-        return Ok(());
+        return 1;
     };
     let event = entry.as_mut_ptr();
     unsafe {
         (*event).header = EventHeader {
-            kind: kind.id(),
+            kind: p.event,
             _pad0: 0,
             cpu: bpf_get_smp_processor_id(),
             ts_ns,
         };
-        (*event).flow = key.flow;
+        (*event).flow = p.key.flow;
         (*event).netns = netns;
-        (*event).seq = seq;
-        (*event).len = len;
-        (*event).rcv_nxt = rcv_nxt;
-        (*event).ooo_end = ooo_end;
-        (*event).gap = verdict.gap;
-        (*event).class = verdict.class;
-        (*event).flags = flags;
+        (*event).seq = p.seq;
+        (*event).len = p.len;
+        (*event).rcv_nxt = p.rcv_nxt;
+        (*event).ooo_end = p.ooo_end;
+        (*event).gap = p.gap;
+        (*event).class = p.class;
+        (*event).flags = p.flags;
         (*event)._pad0 = [0; 6];
         (*event).sock_ino = sock_ino;
     }
     entry.submit(submit_flags(ts_ns));
-    Ok(())
+    0
+}
+
+/// The segment `tcp_rcv_established` is processing on this CPU, for the drop program (see
+/// `DropArgs::rx_sk_stash`): only on kernels whose `kfree_skb` has no `rx_sk`.
+#[repr(C)]
+pub struct RxStash {
+    pub skb: u64,
+    pub sk: u64,
+    pub seq: u32,
+    pub _pad0: u32,
+}
+
+#[map]
+pub static RX_STASH: PerCpuArray<RxStash> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn stash_for_drops(skb: u64, sk: u64, seq: u32) {
+    if let Some(slot) = RX_STASH.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot. A drop program reading it from an interrupt mid-write sees
+        // a mismatching (skb, seq) and ignores it.
+        unsafe {
+            (*slot).skb = skb;
+            (*slot).sk = sk;
+            (*slot).seq = seq;
+        }
+    }
 }
 
 /// The socket's flow, local end first. An IPv6 socket talking to an IPv4 peer
@@ -222,34 +303,29 @@ fn sock_flow(sk: u64, flow: &mut Flow) -> Result<(), i32> {
     Ok(())
 }
 
-#[inline(always)]
-fn is_v4_mapped(a: &[u8; 16]) -> bool {
-    let mut i = 0;
-    while i < 10 {
-        if a[i] != 0 {
-            return false;
-        }
-        i += 1;
-    }
-    a[10] == 0xff && a[11] == 0xff
-}
-
 /// What this segment adds to its flow's totals.
 #[inline(always)]
-fn set_delta(delta: &mut ReceiveTotals, verdict: &Verdict, len: u32, out_of_order: bool, sock_ino: u64) {
+fn set_delta(
+    delta: &mut ReceiveTotals,
+    class: u8,
+    gap: u32,
+    len: u32,
+    out_of_order: bool,
+    sock_ino: u64,
+) {
     *delta = ReceiveTotals {
         sock_ino,
         out_of_order: out_of_order as u64,
         ..ReceiveTotals::default()
     };
-    match verdict.class {
+    match class {
         RX_DUPLICATE => {
             delta.duplicate = 1;
             delta.duplicate_bytes = len as u64;
         }
         RX_DUPLICATE_PARTIAL => {
             delta.duplicate_partial = 1;
-            delta.duplicate_bytes = verdict.gap as u64;
+            delta.duplicate_bytes = gap as u64;
         }
         RX_FILLS_HOLE => {
             delta.fills_hole = 1;
@@ -257,7 +333,7 @@ fn set_delta(delta: &mut ReceiveTotals, verdict: &Verdict, len: u32, out_of_orde
         }
         RX_OPENS_HOLE => {
             delta.holes = 1;
-            delta.hole_bytes = verdict.gap as u64;
+            delta.hole_bytes = gap as u64;
         }
         _ => {}
     }

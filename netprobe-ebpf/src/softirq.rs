@@ -119,7 +119,10 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
         // A NUL-terminated name in a 16-byte array (IFNAMSIZ).
         key.dev = [0; 16];
         let _ = unsafe {
-            bpf_probe_read_kernel_buf((dev + setting!(kernel.dev_name) as u64) as *const u8, &mut key.dev)
+            bpf_probe_read_kernel_buf(
+                (dev + setting!(kernel.dev_name) as u64) as *const u8,
+                &mut key.dev,
+            )
         };
     }
     let full = (budget > 0 && work >= budget) as u64;

@@ -7,15 +7,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use netprobe_common::{
-    EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals, AF_INET,
+    EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals, AF_INET, AF_INET6,
     COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN, KIND_FAST,
-    KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, TRIGGER_OTHER, TRIGGER_TIMER,
-    TRIGGER_UNKNOWN,
+    KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OFFSET_ABSENT, TRIGGER_OTHER,
+    TRIGGER_TIMER, TRIGGER_UNKNOWN,
 };
 
-use crate::kernel::{field, flow_matches, netns_matches, read, sock_inode, sock_netns};
+use crate::kernel::{
+    field, flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns,
+};
 use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
 use crate::softirq::current_softirq;
+use crate::timers::{self, TIMER_KIND_RTO, TIMER_KIND_TLP};
 
 #[tracepoint]
 pub fn netprobe_rtx(ctx: TracePointContext) -> u32 {
@@ -23,62 +26,18 @@ pub fn netprobe_rtx(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
-    let family: u16 = field(ctx, setting!(retransmit.family))?;
-    let mut flow = Flow {
-        family,
-        sport: field(ctx, setting!(retransmit.sport))?,
-        dport: field(ctx, setting!(retransmit.dport))?,
-        ..Flow::default()
-    };
-    if family == AF_INET {
-        let saddr: [u8; 4] = field(ctx, setting!(retransmit.saddr))?;
-        let daddr: [u8; 4] = field(ctx, setting!(retransmit.daddr))?;
-        flow.saddr[..4].copy_from_slice(&saddr);
-        flow.daddr[..4].copy_from_slice(&daddr);
-    } else {
-        flow.saddr = field(ctx, setting!(retransmit.saddr_v6))?;
-        flow.daddr = field(ctx, setting!(retransmit.daddr_v6))?;
-    }
-    let sk: u64 = field(ctx, setting!(retransmit.skaddr))?;
-    let netns = sock_netns(sk);
-    if !netns_matches(netns) || !flow_matches(&flow, true) {
-        return Ok(());
-    }
-
-    let err: i32 = field(ctx, setting!(retransmit.err)).unwrap_or(0);
-    let skb: u64 = field(ctx, setting!(retransmit.skbaddr))?;
-    // The skb on the retransmit queue still holds TCP's control block in skb->cb.
-    let cb = skb + setting!(kernel.skb_cb) as u64;
-    let segs: u16 = read(cb, setting!(kernel.tcb_gso_segs)).unwrap_or(0);
-    let seq: u32 = read(cb, setting!(kernel.tcb_seq)).unwrap_or(0);
-    let bytes: u32 = read(skb, setting!(kernel.skb_len)).unwrap_or(0);
-    let state: i32 = field(ctx, setting!(retransmit.state)).unwrap_or(0);
-    let (kind, trigger) = retransmit_kind(sk, state as u8);
-    // tcp_retransmit_skb always has a full socket.
-    let sock_ino = sock_inode(sk);
-
-    bump(COUNTER_RETRANSMIT_SEEN);
-    let event = Emit {
-        flow: &flow,
-        netns,
-        err,
-        seq,
-        bytes,
-        segs,
-        state: state as u8,
-        kind,
-        trigger,
-        sock_ino,
-    };
-    add_to_flow_table(&event);
-    emit(&event);
-    Ok(())
-}
-
-/// One retransmit event's fields.
-struct Emit<'a> {
-    flow: &'a Flow,
+/// One retransmit on its way to the flow table and the stream. It lives in a per-CPU slot
+/// shared by the two retransmit programs (classic tracepoints never nest on a CPU) and is
+/// filled in stages, each stage a global function: the verifier checks a global function
+/// once, on its own, instead of once for every path that reaches it. Without this the Linux
+/// 6.1 verifier walked ~1M instructions (its limit) through the combinations of family, kind,
+/// trigger, flow-table hit and ring-buffer outcome.
+#[repr(C)]
+pub struct Pending {
+    flow: Flow,
+    sk: u64,
+    skb: u64,
+    sock_ino: u64,
     netns: u32,
     err: i32,
     seq: u32,
@@ -87,17 +46,135 @@ struct Emit<'a> {
     state: u8,
     kind: u8,
     trigger: u8,
-    sock_ino: u64,
+    _pad0: [u8; 3],
+    delta: RetransmitTotals,
+    key: FlowKey,
 }
 
-/// Queues a retransmit event, written in place in the ring slot (an 88-byte event built on
-/// the stack first would not fit the BPF stack beside the flow-table update).
+#[map]
+static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's pending retransmit.
 #[inline(always)]
-fn emit(e: &Emit) {
+fn pending() -> Option<&'static mut Pending> {
+    // SAFETY: this CPU's slot; the two retransmit programs do not nest on a CPU.
+    PENDING.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Where a retransmit tracepoint's record keeps the flow (offsets from tracefs).
+struct RecordFlow {
+    /// [`OFFSET_ABSENT`] before Linux 5.11's records carried the family.
+    family: u32,
+    sport: u32,
+    dport: u32,
+    saddr: u32,
+    daddr: u32,
+    saddr_v6: u32,
+    daddr_v6: u32,
+}
+
+/// The flow of a retransmit record. Records without a `family` field still hold both address
+/// forms: the IPv6 pair is the v4-mapped IPv4 pair for an IPv4 flow (`TP_STORE_ADDRS`), and
+/// an IPv4 flow carried by an IPv6 socket is reported as IPv4, as elsewhere in netprobe.
+#[inline(always)]
+fn read_flow(ctx: &TracePointContext, at: &RecordFlow, flow: &mut Flow) -> Result<(), i32> {
+    *flow = Flow {
+        sport: field(ctx, at.sport)?,
+        dport: field(ctx, at.dport)?,
+        ..Flow::default()
+    };
+    let v6_saddr: [u8; 16] = field(ctx, at.saddr_v6)?;
+    let v6_daddr: [u8; 16] = field(ctx, at.daddr_v6)?;
+    flow.family = if at.family != OFFSET_ABSENT {
+        field(ctx, at.family)?
+    } else if is_v4_mapped(&v6_saddr) && is_v4_mapped(&v6_daddr) {
+        AF_INET
+    } else {
+        AF_INET6
+    };
+    if flow.family == AF_INET {
+        let saddr: [u8; 4] = field(ctx, at.saddr)?;
+        let daddr: [u8; 4] = field(ctx, at.daddr)?;
+        flow.saddr[..4].copy_from_slice(&saddr);
+        flow.daddr[..4].copy_from_slice(&daddr);
+    } else {
+        flow.saddr = v6_saddr;
+        flow.daddr = v6_daddr;
+    }
+    Ok(())
+}
+
+fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
+    let p = pending().ok_or(-1)?;
+    let at = RecordFlow {
+        family: setting!(retransmit.family),
+        sport: setting!(retransmit.sport),
+        dport: setting!(retransmit.dport),
+        saddr: setting!(retransmit.saddr),
+        daddr: setting!(retransmit.daddr),
+        saddr_v6: setting!(retransmit.saddr_v6),
+        daddr_v6: setting!(retransmit.daddr_v6),
+    };
+    read_flow(ctx, &at, &mut p.flow)?;
+    if !flow_matches(&p.flow, true) {
+        return Ok(());
+    }
+    p.sk = field(ctx, setting!(retransmit.skaddr))?;
+    p.skb = field(ctx, setting!(retransmit.skbaddr))?;
+    p.err = field(ctx, setting!(retransmit.err)).unwrap_or(0);
+    p.state = field::<i32>(ctx, setting!(retransmit.state)).unwrap_or(0) as u8;
+    if netprobe_rtx_describe() != 0 {
+        return Ok(());
+    }
+    netprobe_rtx_record();
+    Ok(())
+}
+
+/// Stage two of a retransmit: its namespace (and the netns filter), segments, sequence,
+/// length, kind and owner, read from the kernel. Returns nonzero when filtered out.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rtx_describe() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
+    p.netns = sock_netns(p.sk);
+    if !netns_matches(p.netns) {
+        return 1;
+    }
+    // The skb on the retransmit queue still holds TCP's control block in skb->cb.
+    let cb = p.skb + setting!(kernel.skb_cb) as u64;
+    p.segs = read(cb, setting!(kernel.tcb_gso_segs)).unwrap_or(0);
+    p.seq = read(cb, setting!(kernel.tcb_seq)).unwrap_or(0);
+    p.bytes = read(p.skb, setting!(kernel.skb_len)).unwrap_or(0);
+    let (kind, trigger) = retransmit_kind(p.sk, p.state);
+    p.kind = kind;
+    p.trigger = trigger;
+    // tcp_retransmit_skb always has a full socket.
+    p.sock_ino = sock_inode(p.sk);
+    0
+}
+
+/// Stage three, shared with SYN-ACKs: the exact per-flow totals, then the event.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rtx_record() -> i32 {
+    bump(COUNTER_RETRANSMIT_SEEN);
+    netprobe_rtx_count();
+    netprobe_rtx_emit()
+}
+
+/// Queues the pending retransmit, written in place in the ring slot.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rtx_emit() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
         bump(COUNTER_RETRANSMIT_LOST);
-        return;
+        return 1;
     };
     let event = entry.as_mut_ptr();
     unsafe {
@@ -107,19 +184,20 @@ fn emit(e: &Emit) {
             cpu: bpf_get_smp_processor_id(),
             ts_ns,
         };
-        (*event).flow = *e.flow;
-        (*event).netns = e.netns;
-        (*event).err = e.err;
-        (*event).seq = e.seq;
-        (*event).bytes = e.bytes;
-        (*event).segs = e.segs;
-        (*event).state = e.state;
-        (*event).kind = e.kind;
-        (*event).trigger = e.trigger;
+        (*event).flow = p.flow;
+        (*event).netns = p.netns;
+        (*event).err = p.err;
+        (*event).seq = p.seq;
+        (*event).bytes = p.bytes;
+        (*event).segs = p.segs;
+        (*event).state = p.state;
+        (*event).kind = p.kind;
+        (*event).trigger = p.trigger;
         (*event)._pad1 = [0; 3];
-        (*event).sock_ino = e.sock_ino;
+        (*event).sock_ino = p.sock_ino;
     }
     entry.submit(submit_flags(ts_ns));
+    0
 }
 
 /// `TRIGGER_*` for what this CPU is running now.
@@ -135,16 +213,22 @@ fn current_trigger() -> u8 {
 }
 
 const TCP_SYN_SENT: u8 = 2;
+const TCP_NEW_SYN_RECV: u8 = 12;
 /// `enum tcp_ca_state` (include/uapi/linux/tcp.h, user-visible ABI).
 const TCP_CA_RECOVERY: u8 = 3;
 const TCP_CA_LOSS: u8 = 4;
 
-/// Why this segment is sent again, from what the kernel exposes at the tracepoint:
+/// Why this segment is sent again.
+///
+/// Exact where the kernel lets us hook `tcp_send_loss_probe` / `tcp_retransmit_timer`
+/// (`timers.rs`): a retransmit sent from inside one of them is that function's. Otherwise,
+/// from what the kernel exposes at the tracepoint:
 /// - SYN_SENT: a SYN retransmit;
 /// - congestion state Loss: the RTO timer fired (tcp_enter_loss runs before its retransmit,
 ///   and the slow-start retransmits after it stay in Loss);
 /// - Recovery: fast retransmit / recovery (dupACKs, SACK, the RACK reordering timer);
-/// - otherwise, from the TIMER softirq: the tail-loss probe (it keeps the state as it is).
+/// - otherwise, from the TIMER softirq: the tail-loss probe (it keeps the state as it is),
+///   unless the probe is hooked, which then says exactly which ones are probes.
 ///
 /// The timer armed *now* (icsk_pending) is deliberately not used: it is the next timer, not
 /// the one that fired. Returns (KIND_*, TRIGGER_*).
@@ -154,69 +238,60 @@ fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
     if state == TCP_SYN_SENT {
         return (KIND_SYN, trigger);
     }
+    if let Some(kind) = timers::kind_inside(sk) {
+        return (kind, TRIGGER_TIMER);
+    }
     // Without the congestion state (not in this kernel's BTF) nothing more can be said.
     let Ok(raw) = read::<u16>(sk, setting!(kind.ca_state)) else {
         return (KIND_OTHER, trigger);
     };
     let bits = setting!(kind.ca_state_bits);
     let ca_state = ((raw >> setting!(kind.ca_state_shift)) & ((1u16 << bits) - 1)) as u8;
-    let kind = match ca_state {
-        TCP_CA_LOSS => KIND_RTO,
-        TCP_CA_RECOVERY => KIND_FAST,
-        _ if trigger == TRIGGER_TIMER => KIND_TLP,
-        _ => KIND_OTHER,
-    };
-    (kind, trigger)
+    match ca_state {
+        // Hooked, the timer's own retransmit was caught above: this one is a slow-start one.
+        TCP_CA_LOSS if timers::hooked(TIMER_KIND_RTO) => (KIND_RTO, TRIGGER_OTHER),
+        TCP_CA_LOSS => (KIND_RTO, trigger),
+        TCP_CA_RECOVERY => (KIND_FAST, trigger),
+        _ if trigger == TRIGGER_TIMER && !timers::hooked(TIMER_KIND_TLP) => (KIND_TLP, trigger),
+        _ => (KIND_OTHER, trigger),
+    }
 }
 
-/// Working space for a flow-table update: key and value live in a per-CPU map slot rather
-/// than on the 512-byte BPF stack.
-#[repr(C)]
-pub struct FlowScratch {
-    key: FlowKey,
-    delta: RetransmitTotals,
-}
-
-#[map]
-static FLOW_SCRATCH: PerCpuArray<FlowScratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// Adds this retransmit to the exact per-flow totals (this CPU's slot).
-#[inline(always)]
-fn add_to_flow_table(e: &Emit) {
-    let Some(scratch) = FLOW_SCRATCH.get_ptr_mut(0) else {
-        return;
+/// Adds the pending retransmit to the exact per-flow totals (this CPU's slot).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rtx_count() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
     };
-    let slot = (e.kind as usize) & 7;
-    let from_timer = e.trigger == TRIGGER_TIMER;
-    // SAFETY: this CPU's scratch slot; the two retransmit programs do not nest on a CPU.
-    let (key, delta) = unsafe {
-        (*scratch).key = FlowKey {
-            flow: *e.flow,
-            netns: e.netns,
-            _pad0: 0,
-        };
-        (*scratch).delta = RetransmitTotals {
-            sock_ino: e.sock_ino,
-            ..RetransmitTotals::default()
-        };
-        (*scratch).delta.kinds[slot] = 1;
+    let slot = (p.kind as usize) & 7;
+    let from_timer = p.trigger == TRIGGER_TIMER;
+    p.key = FlowKey {
+        flow: p.flow,
+        netns: p.netns,
+        _pad0: 0,
+    };
+    p.delta = RetransmitTotals {
+        sock_ino: p.sock_ino,
+        ..RetransmitTotals::default()
+    };
+    p.delta.kinds[slot] = 1;
+    if from_timer {
+        p.delta.timer_kinds[slot] = 1;
+    }
+    if p.err == 0 {
+        p.delta.sent = 1;
+        p.delta.segs = p.segs as u64;
+        p.delta.bytes = p.bytes as u64;
+        p.delta.kind_segs[slot] = p.segs as u32;
         if from_timer {
-            (*scratch).delta.timer_kinds[slot] = 1;
+            p.delta.timer_segs[slot] = p.segs as u32;
         }
-        if e.err == 0 {
-            (*scratch).delta.sent = 1;
-            (*scratch).delta.segs = e.segs as u64;
-            (*scratch).delta.bytes = e.bytes as u64;
-            (*scratch).delta.kind_segs[slot] = e.segs as u32;
-            if from_timer {
-                (*scratch).delta.timer_segs[slot] = e.segs as u32;
-            }
-        } else {
-            (*scratch).delta.failed = 1;
-        }
-        (&(*scratch).key, &(*scratch).delta)
-    };
-    if let Some(totals) = RETRANSMIT_FLOWS.get_ptr_mut(key) {
+    } else {
+        p.delta.failed = 1;
+    }
+    let delta = &p.delta;
+    if let Some(totals) = RETRANSMIT_FLOWS.get_ptr_mut(&p.key) {
         // Tracepoint programs do not nest on a CPU, and no other CPU writes this slot.
         unsafe {
             (*totals).sent += delta.sent;
@@ -227,18 +302,19 @@ fn add_to_flow_table(e: &Emit) {
             (*totals).kind_segs[slot] += delta.kind_segs[slot];
             (*totals).timer_kinds[slot] += delta.timer_kinds[slot];
             (*totals).timer_segs[slot] += delta.timer_segs[slot];
-            if e.sock_ino != 0 {
-                (*totals).sock_ino = e.sock_ino;
+            if p.sock_ino != 0 {
+                (*totals).sock_ino = p.sock_ino;
             }
         }
-        return;
+        return 0;
     }
     // First retransmit of this flow on this CPU. From a program, updating a per-CPU hash
     // writes only this CPU's value and zero-fills the others on creation, so a concurrent
     // insert of the same key by another CPU loses nothing.
-    if RETRANSMIT_FLOWS.insert(key, delta, 0).is_err() {
+    if RETRANSMIT_FLOWS.insert(&p.key, delta, 0).is_err() {
         bump(COUNTER_FLOW_TABLE_FULL);
     }
+    0
 }
 
 #[tracepoint]
@@ -250,45 +326,48 @@ pub fn netprobe_synack(ctx: TracePointContext) -> u32 {
 /// `tcp:tcp_retransmit_synack`: fires only when the SYN-ACK went out, which is also when
 /// RetransSegs and TCPSynRetrans count it (one segment).
 fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
-    let family: u16 = field(ctx, setting!(synack.family))?;
-    let mut flow = Flow {
-        family,
-        sport: field(ctx, setting!(synack.sport))?,
-        dport: field(ctx, setting!(synack.dport))?,
-        ..Flow::default()
+    let p = pending().ok_or(-1)?;
+    let at = RecordFlow {
+        family: setting!(synack.family),
+        sport: setting!(synack.sport),
+        dport: setting!(synack.dport),
+        saddr: setting!(synack.saddr),
+        daddr: setting!(synack.daddr),
+        saddr_v6: setting!(synack.saddr_v6),
+        daddr_v6: setting!(synack.daddr_v6),
     };
-    if family == AF_INET {
-        let saddr: [u8; 4] = field(ctx, setting!(synack.saddr))?;
-        let daddr: [u8; 4] = field(ctx, setting!(synack.daddr))?;
-        flow.saddr[..4].copy_from_slice(&saddr);
-        flow.daddr[..4].copy_from_slice(&daddr);
-    } else {
-        flow.saddr = field(ctx, setting!(synack.saddr_v6))?;
-        flow.daddr = field(ctx, setting!(synack.daddr_v6))?;
-    }
-    // The listener: its namespace, and its owner (the process that will accept()).
-    let listener: u64 = field(ctx, setting!(synack.skaddr))?;
-    let netns = sock_netns(listener);
-    if !netns_matches(netns) || !flow_matches(&flow, true) {
+    read_flow(ctx, &at, &mut p.flow)?;
+    if !flow_matches(&p.flow, true) {
         return Ok(());
     }
-    let sock_ino = sock_inode(listener);
-    let trigger = current_trigger();
-    bump(COUNTER_RETRANSMIT_SEEN);
-    let event = Emit {
-        flow: &flow,
-        netns,
-        err: 0,
-        seq: 0,
-        bytes: 0,
-        segs: 1,
-        // The request socket is in SYN_RECV (NEW_SYN_RECV in the hash table).
-        state: 12,
-        kind: KIND_SYNACK,
-        trigger,
-        sock_ino,
-    };
-    add_to_flow_table(&event);
-    emit(&event);
+    // The listener: its namespace, and its owner (the process that will accept()).
+    p.sk = field(ctx, setting!(synack.skaddr))?;
+    if netprobe_synack_describe() != 0 {
+        return Ok(());
+    }
+    netprobe_rtx_record();
     Ok(())
+}
+
+/// Stage two of a SYN-ACK retransmit: the listener's namespace and owner.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_synack_describe() -> i32 {
+    let Some(p) = pending() else {
+        return 1;
+    };
+    p.netns = sock_netns(p.sk);
+    if !netns_matches(p.netns) {
+        return 1;
+    }
+    p.sock_ino = sock_inode(p.sk);
+    p.trigger = current_trigger();
+    p.err = 0;
+    p.seq = 0;
+    p.bytes = 0;
+    p.segs = 1;
+    // The request socket is in SYN_RECV (NEW_SYN_RECV in the hash table).
+    p.state = TCP_NEW_SYN_RECV;
+    p.kind = KIND_SYNACK;
+    0
 }

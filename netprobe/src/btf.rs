@@ -322,18 +322,43 @@ impl KernelBtf {
 
 /// Drop-reason names of the running kernel (`enum skb_drop_reason`), with the subsystem
 /// encoding of the upper 16 bits (`enum skb_drop_reason_subsys`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DropReasons {
+    /// The kernel records drop reasons (`enum skb_drop_reason`, Linux ≥ 5.17). Before, every
+    /// drop has reason 0 and is named [`UNRECORDED`]; its layer comes from the freeing function.
+    recorded: bool,
     /// Raw value → short name (`NETFILTER_DROP`).
     names: BTreeMap<u32, String>,
     /// Subsystem id → short name (`MAC80211_UNUSABLE`).
     subsystems: BTreeMap<u32, String>,
 }
 
+/// The reason of every drop on a kernel that records none (before Linux 5.17).
+pub const UNRECORDED: &str = "UNRECORDED";
+
+impl Default for DropReasons {
+    fn default() -> Self {
+        Self {
+            recorded: true,
+            names: BTreeMap::new(),
+            subsystems: BTreeMap::new(),
+        }
+    }
+}
+
 impl DropReasons {
+    /// The running kernel's reasons; on a kernel without `enum skb_drop_reason` (before 5.17),
+    /// an empty table that names every drop [`UNRECORDED`].
     pub fn from_btf(btf: &KernelBtf) -> Result<Self, BtfError> {
         let mut reasons = Self::default();
-        for (name, value) in btf.enum_members("skb_drop_reason")? {
+        let members = match btf.enum_members("skb_drop_reason") {
+            Ok(members) => members,
+            Err(_) => {
+                reasons.recorded = false;
+                return Ok(reasons);
+            }
+        };
+        for (name, value) in members {
             let short = name.strip_prefix(REASON_PREFIX).unwrap_or(&name);
             reasons.names.insert(value as u32, short.to_string());
         }
@@ -355,6 +380,9 @@ impl DropReasons {
     /// The name of a raw reason value. Unknown core reasons print as `UNKNOWN_<n>`, unknown
     /// subsystem reasons as `<SUBSYS>:<n>`.
     pub fn name(&self, raw: u32) -> String {
+        if !self.recorded {
+            return UNRECORDED.to_string();
+        }
         if let Some(name) = self.names.get(&raw) {
             return name.clone();
         }
@@ -383,6 +411,11 @@ impl DropReasons {
             .map(|(v, _)| *v)
     }
 
+    /// False on kernels before 5.17, which record no drop reasons.
+    pub fn recorded(&self) -> bool {
+        self.recorded
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
         self.names.iter().map(|(v, n)| (*v, n.as_str()))
     }
@@ -390,6 +423,7 @@ impl DropReasons {
     #[cfg(test)]
     pub fn from_pairs(names: &[(u32, &str)], subsystems: &[(u32, &str)]) -> Self {
         Self {
+            recorded: true,
             names: names.iter().map(|(v, n)| (*v, n.to_string())).collect(),
             subsystems: subsystems
                 .iter()

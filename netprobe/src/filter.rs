@@ -22,6 +22,8 @@ pub enum FilterError {
     Netns { spec: String, path: String },
     #[error("--reason: this kernel has no drop reason {0:?} (list them with `netprobe reasons`)")]
     Reason(String),
+    #[error("--reason {0}: this kernel records no drop reasons (they arrived in Linux 5.17); filter with --port, --addr or --netns instead")]
+    NoReasons(String),
 }
 
 /// Filters as given on the command line.
@@ -96,6 +98,9 @@ impl FilterSpec {
             filter.netns = resolve_netns(netns)?;
         }
         if let Some(reason) = &self.reason {
+            if !reasons.recorded() {
+                return Err(FilterError::NoReasons(reason.clone()));
+            }
             filter.flags |= FILTER_REASON;
             filter.reason = reasons
                 .value(reason)

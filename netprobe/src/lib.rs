@@ -12,5 +12,6 @@ pub mod owners;
 pub mod reader;
 pub mod report;
 pub mod summary;
+pub mod timer_hooks;
 pub mod trace;
 pub mod tracefs;

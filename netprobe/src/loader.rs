@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::{
     btf::{BtfError, KernelBtf},
+    timer_hooks::{self, TimerHook, TimerLinks},
     tracefs::{self, TracefsError},
 };
 
@@ -134,7 +135,7 @@ const ALL_HOOKS: [&HookSpec; 7] = [
 ];
 
 /// What happened to one hook, as reported to the user.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct HookStatus {
     /// `category:name` of the tracepoint.
     pub hook: String,
@@ -145,6 +146,13 @@ pub struct HookStatus {
     pub active: bool,
     /// Why this hook and attach type, or why it is inactive.
     pub detail: String,
+    /// Instructions the verifier processed for this program (`bpf_prog_info.verified_insns`,
+    /// Linux ≥ 5.16; absent before, or when the program was not loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
+    /// Wall time of this program's load (verification included) and attach, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_ms: Option<f64>,
 }
 
 pub struct LoadOptions<'a> {
@@ -162,6 +170,7 @@ pub struct LoadOptions<'a> {
 pub struct Probe {
     ebpf: Ebpf,
     links: Vec<(&'static str, AttachedLink)>,
+    timer_links: Vec<(&'static TimerHook, TimerLinks)>,
     pub hooks: Vec<HookStatus>,
     pub mounted_tracefs: bool,
 }
@@ -278,7 +287,7 @@ pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
         skb_protocol: OFFSET_ABSENT,
         skb_span_start: 0,
         skb_span_len: 0,
-        _pad0: 0,
+        rx_sk_stash: 0,
     })
 }
 
@@ -423,6 +432,18 @@ fn plan_raw_hooks(
         match plan_receive(btf) {
             Ok(layout) => {
                 config.receive = layout;
+                let drop_planned = wanted.iter().any(|(spec, _)| spec.name == DROP_HOOK.name);
+                if drop_planned && config.drop.rx_sk == OFFSET_ABSENT {
+                    // Without rx_sk, a segment TCP drops after clearing skb->dev names no
+                    // namespace; the receive program tells the drop program its socket.
+                    config.drop.rx_sk_stash = 1;
+                    if let Some((_, detail)) = wanted
+                        .iter_mut()
+                        .find(|(spec, _)| spec.name == DROP_HOOK.name)
+                    {
+                        detail.push_str("; no rx_sk argument on this kernel: the socket (and namespace) of segments dropped inside tcp_rcv_established comes from the tcp_probe hook");
+                    }
+                }
                 wanted.push((
                     &RECEIVE_HOOK,
                     "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
@@ -522,19 +543,54 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
 
     let mut links = Vec::new();
     for (spec, detail) in wanted {
+        let started = std::time::Instant::now();
         match attach(&mut ebpf, spec) {
             Ok(link) => {
+                let load_ms = started.elapsed().as_secs_f64() * 1e3;
                 links.push((spec.program, link));
+                let verified_insns = ebpf
+                    .program(spec.program)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|info| info.verified_instruction_count());
                 hooks.push(HookStatus {
                     hook: format!("{}:{}", spec.category, spec.name),
                     attach: spec.attach.name(),
                     program: spec.program,
                     active: true,
                     detail,
+                    verified_insns,
+                    load_ms: Some((load_ms * 10.0).round() / 10.0),
                 });
             }
             Err(e) => hooks.push(inactive(spec, e)),
         }
+    }
+    // The function hooks only refine retransmit kinds: worth attaching with the retransmit hook.
+    let mut timer_links = Vec::new();
+    if links
+        .iter()
+        .any(|(program, _)| *program == RETRANSMIT_HOOK.program)
+    {
+        let aya_btf = aya::Btf::parse_file(options.btf_path, aya::Endianness::default()).ok();
+        let (statuses, attached) = timer_hooks::attach_all(&mut ebpf, aya_btf.as_ref());
+        if !attached.is_empty() {
+            let methods: Vec<String> = statuses
+                .iter()
+                .filter(|s| s.active)
+                .map(|s| format!("{} ({})", s.hook, s.attach))
+                .collect();
+            if let Some(status) = hooks
+                .iter_mut()
+                .find(|h| h.program == RETRANSMIT_HOOK.program)
+            {
+                status.detail = status.detail.replace(
+                    "; no kprobe/fentry here",
+                    &format!("; exact where hooked: {}", methods.join(", ")),
+                );
+            }
+        }
+        hooks.extend(statuses);
+        timer_links = attached;
     }
     if links.is_empty() {
         let why: Vec<String> = hooks
@@ -546,6 +602,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     Ok(Probe {
         ebpf,
         links,
+        timer_links,
         hooks,
         mounted_tracefs,
     })
@@ -558,6 +615,8 @@ fn inactive(spec: &HookSpec, why: String) -> HookStatus {
         program: spec.program,
         active: false,
         detail: why,
+        verified_insns: None,
+        load_ms: None,
     }
 }
 
@@ -644,6 +703,7 @@ impl Probe {
 
     /// Detaches every program: no new events after this returns.
     pub fn detach(&mut self) {
+        timer_hooks::detach_all(&mut self.ebpf, std::mem::take(&mut self.timer_links));
         for (name, link) in self.links.drain(..) {
             let Some(program) = self.ebpf.program_mut(name) else {
                 continue;
@@ -679,7 +739,10 @@ impl Probe {
     }
 
     fn programs(&self) -> impl Iterator<Item = &'static str> {
-        ALL_HOOKS.iter().map(|spec| spec.program)
+        ALL_HOOKS
+            .iter()
+            .map(|spec| spec.program)
+            .chain(timer_hooks::program_names())
     }
 
     /// (program name, run count, run time ns) from the kernel's BPF stats; zero unless

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use netprobe::{
@@ -43,8 +43,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;
+            if !reasons.recorded() {
+                eprintln!("netprobe: this kernel records no drop reasons (enum skb_drop_reason arrived in Linux 5.17): drops are reported as UNRECORDED, with the layer of the function that freed them");
+            }
+            let mut out = std::io::stdout().lock();
             for (value, name) in reasons.iter() {
-                println!("{value:>8}  {name}");
+                // A reader that stopped reading (`| head`) is not an error.
+                if writeln!(out, "{value:>8}  {name}").is_err() {
+                    break;
+                }
             }
         }
     }

@@ -77,7 +77,9 @@ fn backlog_summary(
 ) -> BacklogSummary {
     // Each of these keeps some CPU_BACKLOG drops out of the per-reason table while
     // softnet_stat still counts them.
-    let not_exact_because = if filtered {
+    let not_exact_because = if !reasons.recorded() {
+        Some("this kernel records no drop reasons (before Linux 5.17): the kernel-side counts cannot tell backlog drops from others".to_string())
+    } else if filtered {
         Some("trace filters exclude some drops; softnet_stat counts all".to_string())
     } else if drop_hook_skipped > 0 {
         Some(format!(

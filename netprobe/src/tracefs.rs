@@ -152,7 +152,8 @@ impl Format {
             state: self.required("state", 4)?,
             sport: self.required("sport", 2)?,
             dport: self.required("dport", 2)?,
-            family: self.required("family", 2)?,
+            // Added in Linux 5.11; before, the address pairs tell the family.
+            family: self.optional("family", 2)?,
             saddr: self.required("saddr", 4)?,
             daddr: self.required("daddr", 4)?,
             saddr_v6: self.required("saddr_v6", 16)?,
@@ -168,7 +169,7 @@ impl Format {
             skaddr: self.required("skaddr", 8)?,
             sport: self.required("sport", 2)?,
             dport: self.required("dport", 2)?,
-            family: self.required("family", 2)?,
+            family: self.optional("family", 2)?,
             saddr: self.required("saddr", 4)?,
             daddr: self.required("daddr", 4)?,
             saddr_v6: self.required("saddr_v6", 16)?,

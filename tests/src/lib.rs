@@ -16,6 +16,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod matrix;
+pub mod vm;
+
 /// Runs a command, panicking with its output if it fails.
 pub fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -514,6 +517,16 @@ pub fn netprobe_bin() -> PathBuf {
     path
 }
 
+/// How long netprobe may take to load and attach: 30 s, or `NETPROBE_TEST_ATTACH_TIMEOUT_S`
+/// (kernels under emulation verify programs an order of magnitude slower).
+pub fn attach_timeout() -> Duration {
+    std::env::var("NETPROBE_TEST_ATTACH_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30))
+}
+
 /// A running `netprobe trace --json`.
 pub struct Tracer {
     child: Child,
@@ -599,7 +612,7 @@ impl Tracer {
             reader: Some(reader),
             stderr: Some(stderr),
         };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        if ready_rx.recv_timeout(attach_timeout()).is_err() {
             let out = tracer.stop();
             panic!("netprobe never attached; stderr: {}", out.stderr);
         }

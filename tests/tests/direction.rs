@@ -329,8 +329,13 @@ fn check_bundles(
         assert_eq!(bundle["report"]["type"], "report");
         for row in bundle["reconciliation"].as_array().unwrap() {
             if row["must_match"] == true {
-                assert_eq!(row["events"], row["counters"], "{row}");
-                assert_eq!(row["matches"], true);
+                if row["relation"] == "equal" {
+                    assert_eq!(row["events"], row["counters"], "{row}");
+                } else {
+                    assert_eq!(row["relation"], "at_most", "{row}");
+                    assert!(row["events"].as_u64() <= row["counters"].as_u64(), "{row}");
+                }
+                assert_eq!(row["matches"], true, "{row}");
             }
         }
         let steering = bundle["steering"].as_array().unwrap();

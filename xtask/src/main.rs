@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | lint`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | lint | kernels`.
 //!
 //! `run` and `test` are the README's two fresh-machine commands: each installs what is
 //! missing (Debian's BPF-capable rustc, LLVM 22, bpf-linker, bpftool, nftables…), builds, and
 //! then runs. Everything is checked first, so a second run is quick.
 
 mod bench;
+mod kernels;
 mod setup;
 
 use std::{
@@ -43,6 +44,13 @@ enum Task {
     },
     /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate's formatting.
     Lint,
+    /// Fetch Debian's stock kernels (5.10, 6.1, 6.12) for the qemu kernel matrix into
+    /// $NETPROBE_KERNEL_CACHE (default /var/cache/netprobe/kernels); cached after the first run.
+    Kernels {
+        /// Ask the archive for newer kernels (network) instead of trusting the cache.
+        #[arg(long)]
+        refresh: bool,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -116,6 +124,7 @@ fn main() -> Result<()> {
                 bench::run_all()
             }
         }
+        Task::Kernels { refresh } => kernels::task(refresh),
         Task::Lint => {
             run(cargo().args(["fmt", "--all", "--check"]))?;
             run(cargo().args([

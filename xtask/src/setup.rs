@@ -8,7 +8,7 @@ use crate::run;
 
 /// Debian packages, from shared/TOOLCHAIN.md: a rustc with a prebuilt BPF core, LLVM 22 for
 /// bpf-linker, and the tools the tests and benchmarks drive.
-const PACKAGES: &[&str] = &[
+pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "libstd-rust-web-dev-bpf",
@@ -24,15 +24,35 @@ const PACKAGES: &[&str] = &[
     // Baselines for `cargo xtask bench`: the shell tools `netprobe report` replaces.
     "net-tools",
     "ethtool",
+    // The kernel matrix (`cargo xtask kernels`, tests/src/vm.rs): qemu, the guests' busybox,
+    // depmod, the archive keys for the other suites' lists, and xz/zstd for compressed modules.
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "debian-archive-keyring",
+    "xz-utils",
+    "zstd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
+/// The packages of `packages` not installed, from one dpkg-query (fast enough for every run).
+fn missing<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\\n"])
+        .args(packages)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let installed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.ends_with("install ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    packages
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -48,8 +68,9 @@ fn bpf_linker_ok() -> bool {
         .unwrap_or(false)
 }
 
-pub fn ensure() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// Installs whichever of `packages` is missing (as root, with apt-get).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing = missing(packages);
     if !missing.is_empty() {
         if !is_root() {
             bail!("missing Debian packages {missing:?}; run this as root (it runs apt-get)");
@@ -61,6 +82,11 @@ pub fn ensure() -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
+    Ok(())
+}
+
+pub fn ensure() -> Result<()> {
+    ensure_packages(PACKAGES)?;
     if !bpf_linker_ok() {
         eprintln!(
             "xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)"

@@ -7,12 +7,17 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+mod reconcile;
+
+use reconcile::reconcile;
+pub use reconcile::{Reconciliation, Relation};
+
 use crate::{
     dropclass::{Direction, Layer},
     output::{endpoint, DropJson},
     owners::Owner,
     report::{model::Report, procfs::Counters, rules::cpu_mask},
-    summary::{FlowReceives, FlowRetransmits, SummaryJson},
+    summary::SummaryJson,
 };
 
 /// Drops tallied from the stream (classification needs each event's location and device,
@@ -165,18 +170,6 @@ fn is_tx_only(name: &str) -> bool {
     (name.contains("output") || name.contains("-tx")) && !name.contains("rx")
 }
 
-/// One number counted on both sides over the same window.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct Reconciliation {
-    pub what: &'static str,
-    pub events: u64,
-    pub counter: String,
-    pub counters: u64,
-    pub must_match: bool,
-    pub matches: bool,
-    pub note: String,
-}
-
 /// Everything the bundle is made from.
 pub struct Inputs<'a> {
     pub summary: &'a SummaryJson,
@@ -195,7 +188,7 @@ pub struct Inputs<'a> {
     pub top: usize,
 }
 
-fn delta(before: &Counters, now: &Counters, group: &str, field: &str) -> u64 {
+pub(crate) fn delta(before: &Counters, now: &Counters, group: &str, field: &str) -> u64 {
     let get = |c: &Counters| {
         c.get(group)
             .and_then(|g| g.get(field))
@@ -241,16 +234,25 @@ impl FindingsJson {
         }
         let _ = writeln!(out, "reconciliation (events vs counters, same window):");
         for r in &self.reconciliation {
-            let verdict = match (r.must_match, r.matches) {
-                (true, true) => "equal",
-                (true, false) => "MISMATCH",
-                (false, true) => "equal (not required)",
-                (false, false) => "differ (allowed)",
+            let relation = match r.relation {
+                Relation::Equal => "equal",
+                Relation::AtMost => "within the bound",
             };
+            let verdict = match (r.must_match, r.matches) {
+                (true, true) => relation.to_string(),
+                (true, false) => "MISMATCH".to_string(),
+                (false, true) => format!("{relation} (not required)"),
+                (false, false) => "differ (allowed)".to_string(),
+            };
+            let sign = match r.relation {
+                Relation::Equal => "vs",
+                Relation::AtMost => "≤?",
+            };
+            let why = r.not_exact_because.as_deref().unwrap_or(&r.note);
             let _ = writeln!(
                 out,
-                "  {:<48} {:>8} vs {:>8} {}: {verdict} ({})",
-                r.what, r.events, r.counters, r.counter, r.note
+                "  {:<48} {:>8} {sign} {:>8} {}: {verdict} ({why})",
+                r.what, r.events, r.counters, r.counter
             );
         }
         out
@@ -316,166 +318,6 @@ fn counter_direction(layer: &str) -> Direction {
         "qdisc" => Direction::Egress,
         _ => Direction::Unknown,
     }
-}
-
-fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
-    let s = inputs.summary;
-    let own = inputs.own_netns;
-    let (before, now) = (inputs.counters_before, inputs.counters_now);
-    let filtered_note = "trace filters exclude some events; the counters count all";
-    let row = |what, events: u64, counter: &str, counters: u64, exact: bool, note: String| {
-        let must_match = exact && !inputs.filtered;
-        Reconciliation {
-            what,
-            events,
-            counter: counter.to_string(),
-            counters,
-            must_match,
-            matches: events == counters,
-            note: if inputs.filtered && exact {
-                filtered_note.to_string()
-            } else {
-                note
-            },
-        }
-    };
-    let own_retransmits: Vec<&FlowRetransmits> = s
-        .retransmits
-        .flows
-        .iter()
-        .filter(|f| f.netns == own)
-        .collect();
-    let own_received: Vec<&FlowReceives> =
-        s.received.flows.iter().filter(|f| f.netns == own).collect();
-    let retrans_skipped = s
-        .kernel_skipped
-        .iter()
-        .filter(|(p, _)| p.starts_with("netprobe_rtx") || p.starts_with("netprobe_synack"))
-        .map(|(_, n)| n)
-        .sum::<u64>();
-    let receive_skipped = s.kernel_skipped.get("netprobe_rcv").copied().unwrap_or(0);
-    let mut rows = vec![
-        row(
-            "retransmitted segments (this namespace)",
-            own_retransmits.iter().map(|f| f.segs).sum(),
-            "Tcp RetransSegs",
-            delta(before, now, "Tcp", "RetransSegs"),
-            retrans_skipped == 0,
-            if retrans_skipped == 0 {
-                "the same segments: tcp_skb_pcount of every successful retransmit".into()
-            } else {
-                format!("the kernel skipped the retransmit hooks {retrans_skipped} times")
-            },
-        ),
-        row(
-            "duplicate segments received (this namespace)",
-            own_received.iter().map(|f| f.counts.duplicate).sum(),
-            "TcpExt DelayedACKLost",
-            delta(before, now, "TcpExt", "DelayedACKLost"),
-            receive_skipped == 0,
-            "the same segments on established sockets; the kernel also counts duplicates arriving in FIN-WAIT/CLOSE-WAIT, which tcp_probe does not see".into(),
-        ),
-        row(
-            "out-of-order segments received (this namespace)",
-            own_received.iter().map(|f| f.counts.out_of_order).sum(),
-            "TcpExt TCPOFOQueue + TCPOFODrop",
-            delta(before, now, "TcpExt", "TCPOFOQueue")
-                + delta(before, now, "TcpExt", "TCPOFODrop"),
-            receive_skipped == 0,
-            "the same segments on established sockets (segments beyond the receive window are counted by netprobe only)".into(),
-        ),
-    ];
-    // Retransmit kinds beside the TcpExt counters of the same namespace: exact where the kernel
-    // counts the same segments, an upper bound where it also counts something else.
-    let kind = |name: &str| -> crate::summary::KindDetail {
-        let mut sum = crate::summary::KindDetail::default();
-        for d in own_retransmits
-            .iter()
-            .filter_map(|f| f.kind_detail.get(name))
-        {
-            sum.segs += d.segs;
-            sum.timer += d.timer;
-            sum.timer_segs += d.timer_segs;
-        }
-        sum
-    };
-    let events_of = |name: &str| -> u64 {
-        own_retransmits
-            .iter()
-            .filter_map(|f| f.kinds.get(name))
-            .sum()
-    };
-    let (fast, rto) = (kind("fast"), kind("rto"));
-    rows.push(row(
-        "fast-retransmitted segments (Recovery)",
-        fast.segs,
-        "TcpExt TCPFastRetrans",
-        delta(before, now, "TcpExt", "TCPFastRetrans"),
-        retrans_skipped == 0,
-        "the same segments: retransmitted from the queue outside the Loss state".into(),
-    ));
-    rows.push(row(
-        "slow-start retransmitted segments after an RTO",
-        rto.segs - rto.timer_segs,
-        "TcpExt TCPSlowStartRetrans",
-        delta(before, now, "TcpExt", "TCPSlowStartRetrans"),
-        retrans_skipped == 0,
-        "the same segments: retransmitted from the queue in the Loss state, after the timer's own"
-            .into(),
-    ));
-    rows.push(row(
-        "RTO timer retransmits",
-        rto.timer,
-        "TcpExt TCPTimeouts",
-        delta(before, now, "TcpExt", "TCPTimeouts"),
-        false,
-        "the kernel also counts timeouts that retransmit nothing (events ≤ counter)".into(),
-    ));
-    rows.push(row(
-        "tail-loss probe retransmits",
-        events_of("tlp"),
-        "TcpExt TCPLossProbes",
-        delta(before, now, "TcpExt", "TCPLossProbes"),
-        false,
-        "the kernel also counts probes that send new data instead (events ≤ counter)".into(),
-    ));
-    rows.push(row(
-        "SYN and SYN-ACK retransmits",
-        events_of("syn") + events_of("synack"),
-        "TcpExt TCPSynRetrans",
-        delta(before, now, "TcpExt", "TCPSynRetrans"),
-        retrans_skipped == 0,
-        "the same retransmits: SYN (client) and SYN-ACK (server) alike".into(),
-    ));
-    let b = &s.backlog;
-    rows.push(Reconciliation {
-        what: "input backlog drops (all CPUs)",
-        events: b.drop_events,
-        counter: "softnet_stat dropped".into(),
-        counters: b.softnet_dropped,
-        must_match: b.must_match,
-        matches: b.drop_events == b.softnet_dropped,
-        note: b.not_exact_because.clone().unwrap_or_else(|| {
-            "the same drops, counted on the enqueuing CPU (events) and on the overflowing CPU (softnet_stat)".into()
-        }),
-    });
-    let traced_runs: u64 = s.cpus.iter().map(|c| c.net_rx_runs).sum();
-    let kernel_runs: u64 = inputs
-        .net_rx_now
-        .iter()
-        .zip(inputs.net_rx_before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .sum();
-    rows.push(Reconciliation {
-        what: "NET_RX softirq runs (all CPUs)",
-        events: traced_runs,
-        counter: "/proc/softirqs NET_RX".into(),
-        counters: kernel_runs,
-        must_match: false,
-        matches: traced_runs == kernel_runs,
-        note: "the same runs (both count each handler run); they differ by the runs at the window's edges: begun before the hooks were attached, or between attaching and the counters' first read".into(),
-    });
-    rows
 }
 
 fn flow_rows(s: &SummaryJson, top: usize) -> Vec<FlowRow> {
@@ -1064,6 +906,33 @@ mod tests {
     /// netprobe's own namespace in these fixtures.
     const OWN: u32 = 7;
 
+    /// Every hook a reconciliation row can depend on, active (or the one named, inactive).
+    fn hooks_with_inactive(inactive: Option<&str>) -> Vec<crate::loader::HookStatus> {
+        [
+            "tcp:tcp_retransmit_skb",
+            "tcp:tcp_retransmit_synack",
+            "skb:kfree_skb",
+            "tcp:tcp_probe",
+            "irq:softirq_entry",
+            "irq:softirq_exit",
+        ]
+        .into_iter()
+        .map(|hook| crate::loader::HookStatus {
+            hook: hook.to_string(),
+            attach: "raw_tracepoint",
+            program: "netprobe_x",
+            active: Some(hook) != inactive,
+            detail: if Some(hook) == inactive {
+                "turned off (--without-receive-hook)".into()
+            } else {
+                "attached".into()
+            },
+            verified_insns: None,
+            load_ms: None,
+        })
+        .collect()
+    }
+
     fn summary_of(
         totals: &KernelTotals,
         reasons: &DropReasons,
@@ -1073,7 +942,7 @@ mod tests {
             totals,
             summary::Window {
                 streamed: Streamed::default(),
-                hooks: Vec::new(),
+                hooks: hooks_with_inactive(None),
                 reasons,
                 softnet,
                 filtered: false,
@@ -1375,8 +1244,15 @@ mod tests {
             rows["slow-start retransmitted segments after an RTO"],
             (0, 0, true, true)
         );
-        // TCPTimeouts also counts timeouts that sent nothing: compared, never required equal.
-        assert_eq!(rows["RTO timer retransmits"], (1, 2, false, false));
+        // TCPTimeouts also counts timeouts that sent nothing: a bound, and it holds.
+        assert_eq!(rows["RTO timer retransmits"], (1, 2, true, true));
+        let rto = bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == "RTO timer retransmits")
+            .unwrap();
+        assert_eq!(rto.relation, Relation::AtMost);
+        assert_eq!(rto.not_exact_because, None);
 
         let by_id: BTreeMap<&str, &BundleFinding> = bundle
             .findings
@@ -1440,5 +1316,66 @@ mod tests {
         let cpu0 = bundle.cpus.iter().find(|c| c.cpu == 0).unwrap();
         assert_eq!(cpu0.backlog_enqueue_drops, 4);
         assert!(bundle.text().contains("[critical] backlog_overflow"));
+    }
+
+    /// A row whose hook is inactive says so instead of asserting; a bound that does not hold
+    /// is reported as not holding.
+    #[test]
+    fn rows_name_their_missing_inputs_and_bounds_are_checked() {
+        let now = Instant::now();
+        let mut summary = summary_of(
+            &KernelTotals::default(),
+            &DropReasons::default(),
+            &SoftnetDeltas::new(),
+        );
+        summary.hooks = hooks_with_inactive(Some("tcp:tcp_probe"));
+        let before = snapshot(now, &[]);
+        let after = snapshot(
+            now + Duration::from_secs(1),
+            &[
+                ("TcpExt", "DelayedACKLost", 3),
+                ("TcpExt", "TCPTimeouts", 0),
+            ],
+        );
+        let bundle = bundle_of(&summary, &DropTally::default(), &before, &after);
+        let row = |what: &str| {
+            bundle
+                .reconciliation
+                .iter()
+                .find(|r| r.what == what)
+                .unwrap()
+                .clone()
+        };
+        let dup = row("duplicate segments received (this namespace)");
+        assert!(!dup.must_match && !dup.matches);
+        assert_eq!(
+            dup.not_exact_because.as_deref(),
+            Some("hook tcp:tcp_probe is inactive: turned off (--without-receive-hook)")
+        );
+        let retrans = row("retransmitted segments (this namespace)");
+        assert!(retrans.must_match && retrans.matches && retrans.not_exact_because.is_none());
+
+        // 0 timer retransmits ≤ 0 timeouts holds; make the events exceed the counter.
+        let mut totals = KernelTotals::default();
+        let mut rto = RetransmitTotals::default();
+        rto.kinds[netprobe_common::KIND_RTO as usize] = 1;
+        rto.timer_kinds[netprobe_common::KIND_RTO as usize] = 1;
+        totals.flows.push((
+            FlowKey {
+                flow: flow(1, 40000, 2, 5001),
+                netns: OWN,
+                _pad0: 0,
+            },
+            rto,
+        ));
+        let summary = summary_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+        let bundle = bundle_of(&summary, &DropTally::default(), &before, &after);
+        let bound = bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == "RTO timer retransmits")
+            .unwrap();
+        assert_eq!((bound.events, bound.counters), (1, 0));
+        assert!(bound.must_match && !bound.matches, "{bound:?}");
     }
 }

@@ -1,0 +1,253 @@
+//! Reconciliation: every number netprobe counts beside the kernel counter that counts the same
+//! thing over the same window. A row is either an equality the two sides must keep, or a bound
+//! (events ≤ counter) where the kernel also counts something else; either way it says whether
+//! the relation holds, and when an input is missing (a hook inactive on this kernel or turned
+//! off, a filter, invocations the kernel skipped) it says so instead of asserting it.
+
+use serde::Serialize;
+
+use super::{delta, Inputs};
+use crate::summary::{FlowReceives, FlowRetransmits, KindDetail, SummaryJson};
+
+/// How the two sides of a row relate when nothing is missing.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// The same thing counted twice: events = counter.
+    Equal,
+    /// The counter also counts something the events do not: events ≤ counter.
+    AtMost,
+}
+
+impl Relation {
+    fn holds(self, events: u64, counters: u64) -> bool {
+        match self {
+            Relation::Equal => events == counters,
+            Relation::AtMost => events <= counters,
+        }
+    }
+}
+
+/// One number counted on both sides over the same window.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Reconciliation {
+    pub what: &'static str,
+    pub events: u64,
+    pub counter: String,
+    pub counters: u64,
+    /// `equal` or `at_most` (events ≤ counter).
+    pub relation: Relation,
+    /// The relation is guaranteed: nothing kept events out of netprobe's side.
+    pub must_match: bool,
+    /// Whether the relation holds (equality, or the bound).
+    pub matches: bool,
+    /// Why the relation is not guaranteed in this run, when `must_match` is false for a row
+    /// that would otherwise be exact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_exact_because: Option<String>,
+    pub note: String,
+}
+
+/// Hooks whose events feed a row.
+const RETRANSMIT_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb"];
+const SYN_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb", "tcp:tcp_retransmit_synack"];
+const RECEIVE_HOOKS: &[&str] = &["tcp:tcp_probe"];
+const RETRANSMIT_PROGRAMS: &[&str] = &["netprobe_rtx", "netprobe_synack"];
+const RECEIVE_PROGRAMS: &[&str] = &["netprobe_rcv"];
+
+/// What a row is built from.
+struct Row<'a> {
+    what: &'static str,
+    events: u64,
+    counter: &'a str,
+    counters: u64,
+    relation: Relation,
+    hooks: &'a [&'a str],
+    programs: &'a [&'a str],
+    note: &'a str,
+}
+
+/// Why a row fed by `hooks` and `programs` cannot be held to its relation, if anything.
+fn missing_input(
+    s: &SummaryJson,
+    filtered: bool,
+    hooks: &[&str],
+    programs: &[&str],
+) -> Option<String> {
+    for name in hooks {
+        match s.hooks.iter().find(|h| h.hook == *name) {
+            Some(h) if h.active => {}
+            Some(h) => return Some(format!("hook {name} is inactive: {}", h.detail)),
+            None => return Some(format!("hook {name} is not known to this netprobe")),
+        }
+    }
+    if filtered {
+        return Some("trace filters exclude some events; the counters count all".into());
+    }
+    let skipped: u64 = s
+        .kernel_skipped
+        .iter()
+        .filter(|(p, _)| programs.iter().any(|want| p.starts_with(want)))
+        .map(|(_, n)| n)
+        .sum();
+    (skipped > 0).then(|| {
+        format!("the kernel skipped {skipped} invocations of these hooks (another BPF program was running on that CPU)")
+    })
+}
+
+fn build_row(inputs: &Inputs, row: Row) -> Reconciliation {
+    let not_exact_because = missing_input(inputs.summary, inputs.filtered, row.hooks, row.programs);
+    Reconciliation {
+        what: row.what,
+        events: row.events,
+        counter: row.counter.to_string(),
+        counters: row.counters,
+        relation: row.relation,
+        must_match: not_exact_because.is_none(),
+        matches: row.relation.holds(row.events, row.counters),
+        not_exact_because,
+        note: row.note.to_string(),
+    }
+}
+
+/// Every row of the bundle, in a fixed order.
+pub fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
+    let own = inputs.own_netns;
+    let retransmits: Vec<&FlowRetransmits> = inputs
+        .summary
+        .retransmits
+        .flows
+        .iter()
+        .filter(|f| f.netns == own)
+        .collect();
+    let received: Vec<&FlowReceives> = inputs
+        .summary
+        .received
+        .flows
+        .iter()
+        .filter(|f| f.netns == own)
+        .collect();
+    let mut rows = retransmit_rows(inputs, &retransmits);
+    rows.splice(1..1, receive_rows(inputs, &received));
+    rows.push(backlog_row(inputs));
+    rows.push(net_rx_row(inputs));
+    rows
+}
+
+fn receive_rows(inputs: &Inputs, received: &[&FlowReceives]) -> Vec<Reconciliation> {
+    let d = |group, field| delta(inputs.counters_before, inputs.counters_now, group, field);
+    vec![
+        build_row(inputs, Row {
+            what: "duplicate segments received (this namespace)",
+            events: received.iter().map(|f| f.counts.duplicate).sum(),
+            counter: "TcpExt DelayedACKLost",
+            counters: d("TcpExt", "DelayedACKLost"),
+            relation: Relation::Equal,
+            hooks: RECEIVE_HOOKS,
+            programs: RECEIVE_PROGRAMS,
+            note: "the same segments on established sockets; the kernel also counts duplicates arriving in FIN-WAIT/CLOSE-WAIT, which tcp_probe does not see",
+        }),
+        build_row(inputs, Row {
+            what: "out-of-order segments received (this namespace)",
+            events: received.iter().map(|f| f.counts.out_of_order).sum(),
+            counter: "TcpExt TCPOFOQueue + TCPOFODrop",
+            counters: d("TcpExt", "TCPOFOQueue") + d("TcpExt", "TCPOFODrop"),
+            relation: Relation::Equal,
+            hooks: RECEIVE_HOOKS,
+            programs: RECEIVE_PROGRAMS,
+            note: "the same segments on established sockets (segments beyond the receive window are counted by netprobe only)",
+        }),
+    ]
+}
+
+/// Retransmit totals beside Tcp/TcpExt of the same namespace: exact where the kernel counts
+/// the same segments, a bound where it also counts something else.
+fn retransmit_rows(inputs: &Inputs, flows: &[&FlowRetransmits]) -> Vec<Reconciliation> {
+    let d = |group, field| delta(inputs.counters_before, inputs.counters_now, group, field);
+    let kind = |name: &str| -> KindDetail {
+        let mut sum = KindDetail::default();
+        for detail in flows.iter().filter_map(|f| f.kind_detail.get(name)) {
+            sum.segs += detail.segs;
+            sum.timer += detail.timer;
+            sum.timer_segs += detail.timer_segs;
+        }
+        sum
+    };
+    let events_of = |name: &str| -> u64 { flows.iter().filter_map(|f| f.kinds.get(name)).sum() };
+    let (fast, rto) = (kind("fast"), kind("rto"));
+    let exact = |what, events, counter, counters, note| Row {
+        what,
+        events,
+        counter,
+        counters,
+        relation: Relation::Equal,
+        hooks: RETRANSMIT_HOOKS,
+        programs: RETRANSMIT_PROGRAMS,
+        note,
+    };
+    let bound = |what, events, counter, counters, note| Row {
+        relation: Relation::AtMost,
+        ..exact(what, events, counter, counters, note)
+    };
+    let rows = [
+        exact("retransmitted segments (this namespace)", flows.iter().map(|f| f.segs).sum(), "Tcp RetransSegs", d("Tcp", "RetransSegs"),
+            "the same segments: tcp_skb_pcount of every successful retransmit"),
+        exact("fast-retransmitted segments (Recovery)", fast.segs, "TcpExt TCPFastRetrans", d("TcpExt", "TCPFastRetrans"),
+            "the same segments: retransmitted from the queue outside the Loss state"),
+        exact("slow-start retransmitted segments after an RTO", rto.segs - rto.timer_segs, "TcpExt TCPSlowStartRetrans", d("TcpExt", "TCPSlowStartRetrans"),
+            "the same segments: retransmitted from the queue in the Loss state, after the timer's own"),
+        bound("RTO timer retransmits", rto.timer, "TcpExt TCPTimeouts", d("TcpExt", "TCPTimeouts"),
+            "the kernel also counts timeouts that retransmit nothing (events ≤ counter)"),
+        bound("tail-loss probe retransmits", events_of("tlp"), "TcpExt TCPLossProbes", d("TcpExt", "TCPLossProbes"),
+            "the kernel also counts probes that send new data instead (events ≤ counter)"),
+        Row {
+            hooks: SYN_HOOKS,
+            ..exact("SYN and SYN-ACK retransmits", events_of("syn") + events_of("synack"), "TcpExt TCPSynRetrans", d("TcpExt", "TCPSynRetrans"),
+                "the same retransmits: SYN (client) and SYN-ACK (server) alike")
+        },
+    ];
+    rows.into_iter().map(|row| build_row(inputs, row)).collect()
+}
+
+fn backlog_row(inputs: &Inputs) -> Reconciliation {
+    let b = &inputs.summary.backlog;
+    Reconciliation {
+        what: "input backlog drops (all CPUs)",
+        events: b.drop_events,
+        counter: "softnet_stat dropped".into(),
+        counters: b.softnet_dropped,
+        relation: Relation::Equal,
+        must_match: b.must_match,
+        matches: b.drop_events == b.softnet_dropped,
+        not_exact_because: b.not_exact_because.clone(),
+        note: "the same drops, counted on the enqueuing CPU (events) and on the overflowing CPU (softnet_stat)".into(),
+    }
+}
+
+fn net_rx_row(inputs: &Inputs) -> Reconciliation {
+    let traced_runs: u64 = inputs.summary.cpus.iter().map(|c| c.net_rx_runs).sum();
+    let kernel_runs: u64 = inputs
+        .net_rx_now
+        .iter()
+        .zip(inputs.net_rx_before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .sum();
+    // Host-wide and unfiltered (the trace filters do not apply to these hooks), but never
+    // exact: runs that begin between attaching and the counters' first read are traced and
+    // not in the counter's delta, runs under way at either edge the other way round.
+    let edges = "runs at the window's edges: begun before the hooks were attached, or between attaching and the counters' first read";
+    let hooks = ["irq:softirq_entry", "irq:softirq_exit"];
+    let not_exact_because = missing_input(inputs.summary, false, &hooks, &[])
+        .unwrap_or_else(|| format!("the two differ by the {edges}"));
+    Reconciliation {
+        what: "NET_RX softirq runs (all CPUs)",
+        events: traced_runs,
+        counter: "/proc/softirqs NET_RX".into(),
+        counters: kernel_runs,
+        relation: Relation::Equal,
+        must_match: false,
+        matches: traced_runs == kernel_runs,
+        not_exact_because: Some(not_exact_because),
+        note: "the same runs: both count each handler run".into(),
+    }
+}

@@ -1,0 +1,223 @@
+//! The function hooks that make retransmit kinds exact: `tcp_send_loss_probe` (tail-loss
+//! probes) and `tcp_retransmit_timer` (the RTO timer's own retransmit), each an entry/exit pair
+//! (`netprobe-ebpf/src/timers.rs`). The best method the kernel allows: fentry/fexit, else
+//! kprobe/kretprobe; on a kernel with neither (no kprobes, fentry refused) the retransmit
+//! program keeps inferring the kind from the congestion state and the softirq.
+
+use aya::{
+    maps::Array,
+    programs::{
+        fentry::FEntryLinkId, fexit::FExitLinkId, kprobe::KProbeLinkId, FEntry, FExit, KProbe,
+    },
+    Btf, Ebpf,
+};
+
+use crate::loader::HookStatus;
+
+/// One hooked kernel function and its programs.
+pub struct TimerHook {
+    pub function: &'static str,
+    /// `TIMER_HOOKS` slot the kernel side checks.
+    slot: u32,
+    fentry: &'static str,
+    fexit: &'static str,
+    kprobe: &'static str,
+    kretprobe: &'static str,
+    /// What becomes exact when it is hooked.
+    gives: &'static str,
+}
+
+pub const TIMER_HOOKS: [TimerHook; 2] = [
+    TimerHook {
+        function: "tcp_send_loss_probe",
+        slot: 0,
+        fentry: "netprobe_tlp_in",
+        fexit: "netprobe_tlp_out",
+        kprobe: "netprobe_tlp_kin",
+        kretprobe: "netprobe_tlp_kout",
+        gives: "retransmits sent by the tail-loss probe are kind tlp, exactly; no other is",
+    },
+    TimerHook {
+        function: "tcp_retransmit_timer",
+        slot: 1,
+        fentry: "netprobe_rto_in",
+        fexit: "netprobe_rto_out",
+        kprobe: "netprobe_rto_kin",
+        kretprobe: "netprobe_rto_kout",
+        gives: "the RTO timer's own retransmits are kind rto with trigger timer, exactly",
+    },
+];
+
+/// Every program of the timer hooks (for statistics and recursion counts).
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    TIMER_HOOKS
+        .iter()
+        .flat_map(|h| [h.fentry, h.fexit, h.kprobe, h.kretprobe])
+}
+
+/// An attached entry/exit pair.
+pub enum TimerLinks {
+    Trampoline(FEntryLinkId, FExitLinkId),
+    Probe(KProbeLinkId, KProbeLinkId),
+}
+
+/// Attaches each timer hook by the best method that works, marks it in `TIMER_HOOKS` for the
+/// retransmit program, and reports it. `btf` is `None` when the kernel BTF could not be
+/// parsed for fentry (then only kprobes are tried).
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+) -> (Vec<HookStatus>, Vec<(&'static TimerHook, TimerLinks)>) {
+    let mut statuses = Vec::new();
+    let mut links = Vec::new();
+    for hook in &TIMER_HOOKS {
+        let started = std::time::Instant::now();
+        let trampoline = match btf {
+            Some(btf) => attach_trampoline(ebpf, hook, btf),
+            None => Err("kernel BTF unavailable for fentry".to_string()),
+        };
+        let attached = match trampoline {
+            Ok(pair) => Ok(("fentry/fexit", pair, String::new())),
+            Err(no_fentry) => match attach_probe(ebpf, hook) {
+                Ok(pair) => Ok(("kprobe/kretprobe", pair, format!(" (fentry: {no_fentry})"))),
+                Err(no_kprobe) => Err(format!(
+                    "fentry: {no_fentry}; kprobe: {no_kprobe}; retransmit kinds are inferred from the congestion state and the softirq instead"
+                )),
+            },
+        };
+        let load_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+        let status = match attached {
+            Ok((attach, pair, note)) => {
+                let marked = mark_hooked(ebpf, hook.slot);
+                let (program, verified_insns) = programs_of(ebpf, hook, &pair);
+                links.push((hook, pair));
+                HookStatus {
+                    hook: format!("function:{}", hook.function),
+                    attach,
+                    program,
+                    active: marked.is_ok(),
+                    detail: match marked {
+                        Ok(()) => format!("{}{note}", hook.gives),
+                        Err(e) => {
+                            format!("attached, but the retransmit program cannot be told: {e}")
+                        }
+                    },
+                    verified_insns,
+                    load_ms: Some(load_ms),
+                }
+            }
+            Err(why) => HookStatus {
+                hook: format!("function:{}", hook.function),
+                attach: "fentry/fexit or kprobe/kretprobe",
+                program: hook.fentry,
+                active: false,
+                detail: why,
+                verified_insns: None,
+                load_ms: None,
+            },
+        };
+        statuses.push(status);
+    }
+    (statuses, links)
+}
+
+/// The entry program's name and the pair's verified instructions (summed).
+fn programs_of(ebpf: &Ebpf, hook: &TimerHook, pair: &TimerLinks) -> (&'static str, Option<u32>) {
+    let (entry, exit) = match pair {
+        TimerLinks::Trampoline(..) => (hook.fentry, hook.fexit),
+        TimerLinks::Probe(..) => (hook.kprobe, hook.kretprobe),
+    };
+    let insns = |name| {
+        ebpf.program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count())
+    };
+    let verified = match (insns(entry), insns(exit)) {
+        (Some(a), Some(b)) => Some(a + b),
+        _ => None,
+    };
+    (entry, verified)
+}
+
+fn mark_hooked(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
+    let map = ebpf
+        .map_mut("TIMER_HOOKS")
+        .ok_or("map TIMER_HOOKS missing from the object")?;
+    let mut hooks: Array<_, u32> = Array::try_from(map).map_err(|e| e.to_string())?;
+    hooks.set(slot, 1, 0).map_err(|e| e.to_string())
+}
+
+fn attach_trampoline(ebpf: &mut Ebpf, hook: &TimerHook, btf: &Btf) -> Result<TimerLinks, String> {
+    let entry: &mut FEntry = program(ebpf, hook.fentry)?;
+    entry.load(hook.function, btf).map_err(|e| format!("{e}"))?;
+    let entry_link = entry.attach().map_err(|e| format!("{e}"))?;
+    let exit: &mut FExit = program(ebpf, hook.fexit)?;
+    let exit_link = exit
+        .load(hook.function, btf)
+        .and_then(|()| exit.attach())
+        .map_err(|e| format!("{e}"));
+    match exit_link {
+        Ok(exit_link) => Ok(TimerLinks::Trampoline(entry_link, exit_link)),
+        Err(e) => {
+            // An entry without its exit would leave stale marks: both or neither.
+            if let Ok(entry) = program::<FEntry>(ebpf, hook.fentry) {
+                let _ = entry.detach(entry_link);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn attach_probe(ebpf: &mut Ebpf, hook: &TimerHook) -> Result<TimerLinks, String> {
+    let entry: &mut KProbe = program(ebpf, hook.kprobe)?;
+    entry.load().map_err(|e| format!("{e}"))?;
+    let entry_link = entry.attach(hook.function, 0).map_err(|e| format!("{e}"))?;
+    let exit: &mut KProbe = program(ebpf, hook.kretprobe)?;
+    let exit_link = exit
+        .load()
+        .and_then(|()| exit.attach(hook.function, 0))
+        .map_err(|e| format!("{e}"));
+    match exit_link {
+        Ok(exit_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
+        Err(e) => {
+            if let Ok(entry) = program::<KProbe>(ebpf, hook.kprobe) {
+                let _ = entry.detach(entry_link);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    program.try_into().map_err(|e| format!("{e}"))
+}
+
+/// Detaches every pair (no more marks after this returns).
+pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static TimerHook, TimerLinks)>) {
+    for (hook, pair) in links {
+        match pair {
+            TimerLinks::Trampoline(entry, exit) => {
+                if let Ok(p) = program::<FEntry>(ebpf, hook.fentry) {
+                    let _ = p.detach(entry);
+                }
+                if let Ok(p) = program::<FExit>(ebpf, hook.fexit) {
+                    let _ = p.detach(exit);
+                }
+            }
+            TimerLinks::Probe(entry, exit) => {
+                if let Ok(p) = program::<KProbe>(ebpf, hook.kprobe) {
+                    let _ = p.detach(entry);
+                }
+                if let Ok(p) = program::<KProbe>(ebpf, hook.kretprobe) {
+                    let _ = p.detach(exit);
+                }
+            }
+        }
+    }
+}

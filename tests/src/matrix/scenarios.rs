@@ -1,0 +1,284 @@
+//! The kernel matrix's scenario set, run on the kernel under test (inside a qemu guest, or on
+//! this host): one `netprobe trace` attached once, host-wide, while each scenario runs in its
+//! own pair of namespaces created after the hooks are attached. Every namespace is new, so its
+//! counters start at zero inside the trace's window and the final reading is the window's
+//! delta. What comes back is measurements only; `super::check` judges them on the host.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+use crate::{
+    bulk_transfer, input_loss_ruleset, netprobe_once, nft_counter_packets, nft_in, sh,
+    wait_no_programs, Link, Netns, TraceOutput, Tracer,
+};
+
+/// Everything the host needs to judge one kernel.
+pub fn run_all() -> Value {
+    let started = Instant::now();
+    let tracer = Tracer::start(&[]);
+    let attach_s = started.elapsed().as_secs_f64();
+    let lossy = Lossy::run();
+    let syn = Handshake::run(Side::Client);
+    let synack = Handshake::run(Side::Server);
+    let tail = TailLoss::run();
+    let (report_ok, report_err) = report();
+    let out = tracer.stop();
+    let left = wait_no_programs(Duration::from_secs(20));
+    json!({
+        "kernel": sh("uname", &["-r"]).trim(),
+        "attach_s": attach_s,
+        "success": out.success,
+        "stderr_tail": tail_of(&out.stderr, 4000),
+        "hooks": out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
+        "events": out.summary()["events"].clone(),
+        "kernel_skipped": out.summary()["kernel_skipped"].clone(),
+        "lossy": lossy.measure(&out),
+        "syn": syn.measure(&out),
+        "synack": synack.measure(&out),
+        "tail": tail.measure(&out),
+        "report": { "ok": report_ok, "error": report_err },
+        "programs_left": left,
+    })
+}
+
+fn tail_of(s: &str, n: usize) -> String {
+    s.chars()
+        .rev()
+        .take(n)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+/// `netprobe report --json` parses and names its sections.
+fn report() -> (bool, String) {
+    let (ok, stdout, stderr) = netprobe_once(&["report", "--json", "--interval", "0.5"]);
+    let parsed: Option<Value> = serde_json::from_str(&stdout).ok();
+    let good = ok && parsed.as_ref().is_some_and(|v| v["findings"].is_array());
+    (
+        good,
+        if good {
+            String::new()
+        } else {
+            tail_of(&stderr, 500)
+        },
+    )
+}
+
+/// The summary's retransmit flows of a namespace.
+fn retransmit_flows<'a>(out: &'a TraceOutput, netns: u64) -> Vec<&'a Value> {
+    out.summary()["retransmits"]["flows"]
+        .as_array()
+        .map(|flows| flows.iter().filter(|f| f["netns"] == netns).collect())
+        .unwrap_or_default()
+}
+
+fn sum(flows: &[&Value], get: impl Fn(&Value) -> u64) -> u64 {
+    flows.iter().map(|f| get(f)).sum()
+}
+
+/// Retransmit totals of a namespace, by kind, beside its own Tcp/TcpExt counters.
+fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
+    let flows = retransmit_flows(out, ns.inode());
+    let kind = |k: &str| sum(&flows, |f| f["kinds"][k].as_u64().unwrap_or(0));
+    let timer = |k: &str| {
+        sum(&flows, |f| {
+            f["kind_detail"][k]["timer"].as_u64().unwrap_or(0)
+        })
+    };
+    json!({
+        "netns": ns.inode(),
+        "segs": sum(&flows, |f| f["segs"].as_u64().unwrap_or(0)),
+        "failed": sum(&flows, |f| f["failed"].as_u64().unwrap_or(0)),
+        "kinds": {
+            "fast": kind("fast"), "rto": kind("rto"), "tlp": kind("tlp"), "syn": kind("syn"),
+            "synack": kind("synack"), "other": kind("other"),
+        },
+        "rto_timer": timer("rto"),
+        "counters": {
+            "RetransSegs": ns.snmp("Tcp", "RetransSegs"),
+            "TCPSynRetrans": ns.netstat("TcpExt", "TCPSynRetrans"),
+            "TCPLossProbes": ns.netstat("TcpExt", "TCPLossProbes"),
+            "TCPTimeouts": ns.netstat("TcpExt", "TCPTimeouts"),
+            "TCPFastRetrans": ns.netstat("TcpExt", "TCPFastRetrans"),
+        },
+    })
+}
+
+/// A bulk transfer a → b with 3 % of the segments dropped at b's INPUT hook.
+struct Lossy {
+    link: Link,
+}
+
+const LOSSY_PORT: u16 = 5001;
+
+impl Lossy {
+    fn run() -> Lossy {
+        let link = Link::new("mxl", 60);
+        link.static_neighbours();
+        nft_in(&link.b.name, &input_loss_ruleset("mxl", LOSSY_PORT, 3));
+        let to = SocketAddr::new(link.addr(2, false), LOSSY_PORT);
+        bulk_transfer(&link.a, &link.b, to, 8 << 20);
+        Lossy { link }
+    }
+
+    fn measure(&self, out: &TraceOutput) -> Value {
+        let receiver = self.link.b.inode();
+        let received: Vec<&Value> = out.summary()["received"]["flows"]
+            .as_array()
+            .map(|flows| flows.iter().filter(|f| f["netns"] == receiver).collect())
+            .unwrap_or_default();
+        let netfilter_drops: Vec<&Value> = out
+            .of_type("drop")
+            .into_iter()
+            .filter(|d| d["netns"] == receiver && d["dport"] == LOSSY_PORT)
+            .collect();
+        let b = &self.link.b;
+        json!({
+            "sender": retransmits_of(out, &self.link.a),
+            "receiver": {
+                "netns": receiver,
+                "duplicate": sum(&received, |f| f["duplicate"].as_u64().unwrap_or(0)),
+                "fills_hole": sum(&received, |f| f["fills_hole"].as_u64().unwrap_or(0)),
+                "out_of_order": sum(&received, |f| f["out_of_order"].as_u64().unwrap_or(0)),
+                "DelayedACKLost": b.netstat("TcpExt", "DelayedACKLost"),
+                "TCPOFOQueue": b.netstat("TcpExt", "TCPOFOQueue"),
+                "TCPOFODrop": b.netstat("TcpExt", "TCPOFODrop"),
+            },
+            "drops": {
+                "events": netfilter_drops.len(),
+                "netfilter_ingress": netfilter_drops.iter()
+                    .filter(|d| d["layer"] == "netfilter" && d["direction"] == "ingress").count(),
+                "reasons": netfilter_drops
+                    .iter()
+                    .map(|d| d["reason"].as_str().unwrap_or("").to_string())
+                    .collect::<std::collections::BTreeSet<_>>(),
+                "nft_counter": nft_counter_packets(&b.name, "mxl"),
+            },
+        })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The server never sees the SYNs: the client retransmits them.
+    Client,
+    /// The client never sees the SYN-ACKs: the server retransmits them (and the client its SYNs).
+    Server,
+}
+
+/// A handshake that cannot complete for 2.5 s.
+struct Handshake {
+    link: Link,
+}
+
+impl Handshake {
+    fn run(side: Side) -> Handshake {
+        let (tag, subnet, port) = match side {
+            Side::Client => ("mxs", 61, 5002u16),
+            Side::Server => ("mxa", 62, 5003u16),
+        };
+        let link = Link::new(tag, subnet);
+        link.static_neighbours();
+        let (ns, rule) = match side {
+            Side::Client => (
+                &link.b,
+                format!("tcp dport {port} tcp flags & (syn|ack) == syn drop"),
+            ),
+            Side::Server => (
+                &link.a,
+                format!("tcp sport {port} tcp flags & (syn|ack) == syn|ack drop"),
+            ),
+        };
+        nft_in(
+            &ns.name,
+            &format!("table inet {tag} {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    {rule}\n  }}\n}}\n"),
+        );
+        let listener = link
+            .b
+            .run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind"));
+        let to = SocketAddr::new(link.addr(2, false), port);
+        let attempt = link
+            .a
+            .run(move || TcpStream::connect_timeout(&to, Duration::from_millis(2500)).is_ok());
+        assert!(!attempt, "the handshake was blocked, yet it completed");
+        // The server's request socket keeps retransmitting its SYN-ACK after the client gave
+        // up; the listener goes away before the counters are read, which ends them.
+        drop(listener);
+        thread::sleep(Duration::from_millis(200));
+        Handshake { link }
+    }
+
+    fn measure(&self, out: &TraceOutput) -> Value {
+        json!({
+            "client": retransmits_of(out, &self.link.a),
+            "server": retransmits_of(out, &self.link.b),
+        })
+    }
+}
+
+/// A request/response connection whose packets are all dropped at the server for a second
+/// while the client sends: the tail-loss probe fires first, then the RTO timer, backing off.
+struct TailLoss {
+    link: Link,
+}
+
+const TAIL_PORT: u16 = 5004;
+
+impl TailLoss {
+    fn run() -> TailLoss {
+        let link = Link::new("mxt", 63);
+        link.static_neighbours();
+        let listener = link
+            .b
+            .run(|| TcpListener::bind(("0.0.0.0", TAIL_PORT)).expect("bind"));
+        let server = link.b.spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let mut total = 0;
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                let _ = conn.write_all(&buf[..1]);
+            }
+            total
+        });
+        let to = SocketAddr::new(link.addr(2, false), TAIL_PORT);
+        let blackout = link.b.shared();
+        let sent = link.a.run(move || {
+            let mut conn = TcpStream::connect(to).expect("connect");
+            conn.set_nodelay(true).unwrap();
+            let mut one = [0u8; 1];
+            // A few round trips first, so that the probe timeout comes from a measured RTT.
+            for _ in 0..20 {
+                conn.write_all(b"x").unwrap();
+                conn.read_exact(&mut one).unwrap();
+            }
+            nft_in(&blackout.name, &format!(
+                "table inet mxt {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {TAIL_PORT} drop\n  }}\n}}\n"));
+            conn.write_all(&[0x61; 1000]).unwrap();
+            thread::sleep(Duration::from_millis(1000));
+            sh("ip", &["netns", "exec", &blackout.name, "nft", "delete", "table", "inet", "mxt"]);
+            conn.read_exact(&mut one).expect("the reply once the blackout ends");
+            conn.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut rest = Vec::new();
+            let _ = conn.read_to_end(&mut rest);
+            20 + 1000
+        });
+        assert_eq!(server.join().expect("server"), sent);
+        TailLoss { link }
+    }
+
+    fn measure(&self, out: &TraceOutput) -> Value {
+        json!({ "client": retransmits_of(out, &self.link.a) })
+    }
+}
