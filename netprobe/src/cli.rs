@@ -44,6 +44,15 @@ pub struct ReportArgs {
     pub interface: Option<String>,
 }
 
+/// Which method attaches the function hooks (`--function-hooks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FunctionHooks {
+    Auto,
+    Fentry,
+    Kprobe,
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Stop after this many seconds (fractions allowed).
@@ -77,6 +86,11 @@ pub struct TraceArgs {
     /// Do not attach the receive-path hook (no peer_retransmit / ooo).
     #[arg(long)]
     pub without_receive_hook: bool,
+    /// How to hook tcp_send_loss_probe and tcp_retransmit_timer for exact TLP/RTO kinds:
+    /// the best the kernel allows (auto: fentry/fexit, else kprobes), one method only, or off
+    /// (kinds inferred from the congestion state and the softirq, as without either).
+    #[arg(long, value_enum, default_value_t = FunctionHooks::Auto)]
+    pub function_hooks: FunctionHooks,
     /// Also print the findings bundle every SECS seconds (each covers the trace so far);
     /// one is always printed at the end.
     #[arg(long, value_name = "SECS")]

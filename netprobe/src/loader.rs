@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::{
     btf::{BtfError, KernelBtf},
+    cli::FunctionHooks,
     timer_hooks::{self, TimerHook, TimerLinks},
     tracefs::{self, TracefsError},
 };
@@ -164,6 +165,8 @@ pub struct LoadOptions<'a> {
     pub without_cpu_hooks: bool,
     /// Leave the receive-path hook (`tcp_probe`, every segment received) detached.
     pub without_receive_hook: bool,
+    /// How the timer functions are hooked (`--function-hooks`).
+    pub function_hooks: FunctionHooks,
 }
 
 /// Loaded and attached programs, and the maps they fill.
@@ -571,8 +574,8 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         .iter()
         .any(|(program, _)| *program == RETRANSMIT_HOOK.program)
     {
-        let aya_btf = aya::Btf::parse_file(options.btf_path, aya::Endianness::default()).ok();
-        let (statuses, attached) = timer_hooks::attach_all(&mut ebpf, aya_btf.as_ref());
+        let (statuses, attached) =
+            timer_hooks::attach_all(&mut ebpf, options.btf_path, options.function_hooks);
         if !attached.is_empty() {
             let methods: Vec<String> = statuses
                 .iter()

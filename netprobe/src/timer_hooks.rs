@@ -12,7 +12,9 @@ use aya::{
     Btf, Ebpf,
 };
 
-use crate::loader::HookStatus;
+use std::path::Path;
+
+use crate::{cli::FunctionHooks, loader::HookStatus};
 
 /// One hooked kernel function and its programs.
 pub struct TimerHook {
@@ -61,50 +63,51 @@ pub enum TimerLinks {
     Probe(KProbeLinkId, KProbeLinkId),
 }
 
-/// Attaches each timer hook by the best method that works, marks it in `TIMER_HOOKS` for the
-/// retransmit program, and reports it. `btf` is `None` when the kernel BTF could not be
-/// parsed for fentry (then only kprobes are tried).
+/// Attaches each timer hook by the best method that works (or the one `method` names),
+/// marks it in `TIMER_HOOKS` for the retransmit program, and reports it.
 pub fn attach_all(
     ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
+    btf_path: &Path,
+    method: FunctionHooks,
 ) -> (Vec<HookStatus>, Vec<(&'static TimerHook, TimerLinks)>) {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
+    // fentry needs the kernel's BTF in aya's own form; parsed only when fentry is tried.
+    let mut btf: Option<Result<Btf, String>> = None;
     for hook in &TIMER_HOOKS {
         let started = std::time::Instant::now();
-        let trampoline = match btf {
-            Some(btf) => attach_trampoline(ebpf, hook, btf),
-            None => Err("kernel BTF unavailable for fentry".to_string()),
-        };
-        let attached = match trampoline {
-            Ok(pair) => Ok(("fentry/fexit", pair, String::new())),
-            Err(no_fentry) => match attach_probe(ebpf, hook) {
-                Ok(pair) => Ok(("kprobe/kretprobe", pair, format!(" (fentry: {no_fentry})"))),
-                Err(no_kprobe) => Err(format!(
-                    "fentry: {no_fentry}; kprobe: {no_kprobe}; retransmit kinds are inferred from the congestion state and the softirq instead"
-                )),
-            },
+        let attached = match method {
+            FunctionHooks::Off => Err("turned off (--function-hooks off); retransmit kinds are inferred from the congestion state and the softirq".to_string()),
+            FunctionHooks::Kprobe => attach_probe(ebpf, hook)
+                .map(|pair| ("kprobe/kretprobe", pair, " (--function-hooks kprobe)".to_string()))
+                .map_err(|e| format!("kprobe: {e}")),
+            FunctionHooks::Fentry | FunctionHooks::Auto => {
+                let btf = btf.get_or_insert_with(|| {
+                    Btf::parse_file(btf_path, aya::Endianness::default())
+                        .map_err(|e| format!("kernel BTF: {e}"))
+                });
+                let trampoline = match btf {
+                    Ok(btf) => attach_trampoline(ebpf, hook, btf),
+                    Err(e) => Err(e.clone()),
+                };
+                match (trampoline, method) {
+                    (Ok(pair), _) => Ok(("fentry/fexit", pair, String::new())),
+                    (Err(no_fentry), FunctionHooks::Fentry) => Err(format!("fentry: {no_fentry}")),
+                    (Err(no_fentry), _) => match attach_probe(ebpf, hook) {
+                        Ok(pair) => Ok(("kprobe/kretprobe", pair, format!(" (fentry: {no_fentry})"))),
+                        Err(no_kprobe) => Err(format!(
+                            "fentry: {no_fentry}; kprobe: {no_kprobe}; retransmit kinds are inferred from the congestion state and the softirq instead"
+                        )),
+                    },
+                }
+            }
         };
         let load_ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-        let status = match attached {
+        statuses.push(match attached {
             Ok((attach, pair, note)) => {
-                let marked = mark_hooked(ebpf, hook.slot);
-                let (program, verified_insns) = programs_of(ebpf, hook, &pair);
+                let status = active_status(ebpf, hook, attach, &pair, note, load_ms);
                 links.push((hook, pair));
-                HookStatus {
-                    hook: format!("function:{}", hook.function),
-                    attach,
-                    program,
-                    active: marked.is_ok(),
-                    detail: match marked {
-                        Ok(()) => format!("{}{note}", hook.gives),
-                        Err(e) => {
-                            format!("attached, but the retransmit program cannot be told: {e}")
-                        }
-                    },
-                    verified_insns,
-                    load_ms: Some(load_ms),
-                }
+                status
             }
             Err(why) => HookStatus {
                 hook: format!("function:{}", hook.function),
@@ -115,10 +118,33 @@ pub fn attach_all(
                 verified_insns: None,
                 load_ms: None,
             },
-        };
-        statuses.push(status);
+        });
     }
     (statuses, links)
+}
+
+fn active_status(
+    ebpf: &mut Ebpf,
+    hook: &TimerHook,
+    attach: &'static str,
+    pair: &TimerLinks,
+    note: String,
+    load_ms: f64,
+) -> HookStatus {
+    let marked = mark_hooked(ebpf, hook.slot);
+    let (program, verified_insns) = programs_of(ebpf, hook, pair);
+    HookStatus {
+        hook: format!("function:{}", hook.function),
+        attach,
+        program,
+        active: marked.is_ok(),
+        detail: match marked {
+            Ok(()) => format!("{}{note}", hook.gives),
+            Err(e) => format!("attached, but the retransmit program cannot be told: {e}"),
+        },
+        verified_insns,
+        load_ms: Some(load_ms),
+    }
 }
 
 /// The entry program's name and the pair's verified instructions (summed).
@@ -149,13 +175,13 @@ fn mark_hooked(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
 
 fn attach_trampoline(ebpf: &mut Ebpf, hook: &TimerHook, btf: &Btf) -> Result<TimerLinks, String> {
     let entry: &mut FEntry = program(ebpf, hook.fentry)?;
-    entry.load(hook.function, btf).map_err(|e| format!("{e}"))?;
-    let entry_link = entry.attach().map_err(|e| format!("{e}"))?;
+    entry.load(hook.function, btf).map_err(describe)?;
+    let entry_link = entry.attach().map_err(describe)?;
     let exit: &mut FExit = program(ebpf, hook.fexit)?;
     let exit_link = exit
         .load(hook.function, btf)
         .and_then(|()| exit.attach())
-        .map_err(|e| format!("{e}"));
+        .map_err(describe);
     match exit_link {
         Ok(exit_link) => Ok(TimerLinks::Trampoline(entry_link, exit_link)),
         Err(e) => {
@@ -168,15 +194,29 @@ fn attach_trampoline(ebpf: &mut Ebpf, hook: &TimerHook, btf: &Btf) -> Result<Tim
     }
 }
 
+/// A program error in one line: aya appends an empty verifier log to load failures.
+fn describe(e: aya::programs::ProgramError) -> String {
+    let text = e.to_string();
+    text.trim_end()
+        .strip_suffix("Verifier output:")
+        .map(|t| t.trim_end_matches(['.', ' ']).to_string())
+        .unwrap_or(text)
+}
+
 fn attach_probe(ebpf: &mut Ebpf, hook: &TimerHook) -> Result<TimerLinks, String> {
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Err(
+            "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices)".into(),
+        );
+    }
     let entry: &mut KProbe = program(ebpf, hook.kprobe)?;
-    entry.load().map_err(|e| format!("{e}"))?;
-    let entry_link = entry.attach(hook.function, 0).map_err(|e| format!("{e}"))?;
+    entry.load().map_err(describe)?;
+    let entry_link = entry.attach(hook.function, 0).map_err(describe)?;
     let exit: &mut KProbe = program(ebpf, hook.kretprobe)?;
     let exit_link = exit
         .load()
         .and_then(|()| exit.attach(hook.function, 0))
-        .map_err(|e| format!("{e}"));
+        .map_err(describe);
     match exit_link {
         Ok(exit_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
         Err(e) => {
@@ -195,7 +235,7 @@ where
     let program = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?;
-    program.try_into().map_err(|e| format!("{e}"))
+    program.try_into().map_err(describe)
 }
 
 /// Detaches every pair (no more marks after this returns).

@@ -99,6 +99,7 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
         ring_size: args.ring_size,
         without_cpu_hooks: args.without_cpu_hooks,
         without_receive_hook: args.without_receive_hook,
+        function_hooks: args.function_hooks,
     })?;
     let started = Instant::now();
     let renderer = Renderer::new(reasons, symbols, realtime_offset_ns());
@@ -130,6 +131,12 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
             hook.hook, state, hook.attach, hook.detail
         );
     }
+    // The moment events start to count, for people and for scripts that wait for it.
+    eprintln!(
+        "netprobe: tracing ({} of {} hooks active)",
+        probe.hooks.iter().filter(|h| h.active).count(),
+        probe.hooks.len()
+    );
 
     let own_netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)

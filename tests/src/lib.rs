@@ -698,6 +698,45 @@ pub fn netprobe_unprivileged(args: &[&str]) -> std::process::Output {
         .expect("setpriv")
 }
 
+/// Runs `netprobe trace <args>` (text mode), runs `during` once netprobe says it is tracing,
+/// and waits for it to exit; returns (exit ok, stdout, stderr).
+pub fn netprobe_traced(args: &[&str], during: impl FnOnce()) -> (bool, String, String) {
+    let mut child = Command::new(netprobe_bin())
+        .arg("trace")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netprobe");
+    let mut stdout = child.stdout.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("netprobe: tracing") {
+                let _ = ready_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let ready = ready_rx.recv_timeout(attach_timeout()).is_ok();
+    if ready {
+        during();
+    }
+    let status = child.wait().expect("netprobe");
+    let stderr = stderr.join().unwrap();
+    assert!(ready, "netprobe never said it was tracing: {stderr}");
+    (status.success(), stdout.join().unwrap(), stderr)
+}
+
 /// Runs the netprobe binary to completion with `args`; returns (exit ok, stdout, stderr).
 pub fn netprobe_once(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(netprobe_bin())

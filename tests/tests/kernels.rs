@@ -72,23 +72,23 @@ fn in_guest(prefix: &str, major: u32, minor: u32) {
 }
 
 #[test]
-fn debian_11_linux_5_10() {
+fn matrix_debian_11_linux_5_10() {
     in_guest("5.10.", 5, 10);
 }
 
 #[test]
-fn debian_12_linux_6_1() {
+fn matrix_debian_12_linux_6_1() {
     in_guest("6.1.", 6, 1);
 }
 
 #[test]
-fn debian_13_linux_6_12() {
+fn matrix_debian_13_linux_6_12() {
     in_guest("6.12.", 6, 12);
 }
 
 /// The same scenarios on this machine's own kernel, directly.
 #[test]
-fn this_host() {
+fn matrix_this_host() {
     let dir = std::env::temp_dir().join(format!("np-matrix-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("matrix.json");

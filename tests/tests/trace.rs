@@ -1090,28 +1090,25 @@ fn retransmit_kinds_match_tcpext() {
 fn text_mode_prints_findings_so_far_and_at_the_end() {
     let link = Link::new("txt", 30);
     let udp_to = SocketAddr::new(link.addr(2, false), 7301);
-    let (ok, stdout, stderr) = std::thread::scope(|scope| {
-        let traced = scope.spawn(|| {
-            netprobe_once(&[
-                "trace",
-                "--duration",
-                "1.6",
-                "--report-every",
-                "0.5",
-                "--port",
-                "7301",
-            ])
-        });
-        // Closed port in b: NO_SOCKET drops, named in the findings.
-        std::thread::sleep(Duration::from_millis(700));
-        link.a.run(move || {
-            let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..20 {
-                udp.send_to(b"x", udp_to).unwrap();
-            }
-        });
-        traced.join().unwrap()
-    });
+    // Closed port in b: NO_SOCKET drops, named in the findings, sent once netprobe traces.
+    let (ok, stdout, stderr) = netprobe_traced(
+        &[
+            "--duration",
+            "1.6",
+            "--report-every",
+            "0.5",
+            "--port",
+            "7301",
+        ],
+        || {
+            link.a.run(move || {
+                let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..20 {
+                    udp.send_to(b"x", udp_to).unwrap();
+                }
+            })
+        },
+    );
     assert!(ok, "{stderr}");
     let interim = stdout.matches("== netprobe findings (so far").count();
     assert!(interim >= 2, "--report-every 0.5 over 1.6 s: {stdout}");

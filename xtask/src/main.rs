@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | lint | kernels`.
+//! Project tasks: `cargo xtask setup | build | run | test | test-kernels | bench | lint | kernels`.
 //!
 //! `run` and `test` are the README's two fresh-machine commands: each installs what is
 //! missing (Debian's BPF-capable rustc, LLVM 22, bpf-linker, bpftool, nftables…), builds, and
@@ -44,6 +44,9 @@ enum Task {
     },
     /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate's formatting.
     Lint,
+    /// Setup, build, fetch the kernels, then the kernel matrix alone: the scenario set on
+    /// Debian's 5.10, 6.1 and 6.12 under qemu and on this host's kernel, one line per kernel.
+    TestKernels,
     /// Fetch Debian's stock kernels (5.10, 6.1, 6.12) for the qemu kernel matrix into
     /// $NETPROBE_KERNEL_CACHE (default /var/cache/netprobe/kernels); cached after the first run.
     Kernels {
@@ -76,6 +79,19 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The kernel matrix (tests/tests/kernels.rs): one guest at a time, its lines shown.
+const MATRIX_TEST: &[&str] = &[
+    "test",
+    "--release",
+    "-p",
+    "netprobe-integration",
+    "--test",
+    "kernels",
+    "--",
+    "--test-threads=1",
+    "--nocapture",
+];
+
 fn build() -> Result<()> {
     setup::ensure()?;
     run(cargo().args(["build", "--release", "-p", "netprobe"]))
@@ -93,8 +109,15 @@ fn main() -> Result<()> {
                 run(Command::new(workspace_root().join("target/release/netprobe")).args(args))
             }
         }
+        Task::TestKernels => {
+            build()?;
+            kernels::ensure()?;
+            run(cargo().args(MATRIX_TEST))
+        }
         Task::Test => {
             build()?;
+            // The kernel matrix (tests/tests/kernels.rs) boots these.
+            kernels::ensure()?;
             // Unit tests in parallel; privileged tests one at a time (they check the whole
             // kernel for leftover programs).
             run(cargo().args([
@@ -104,8 +127,8 @@ fn main() -> Result<()> {
                 "--exclude",
                 "netprobe-integration",
             ]))?;
-            // `--tests`: no (empty) doc-test run after them, so the last line reports the
-            // privileged tests.
+            // `--tests`: no (empty) doc-test run after them. The kernel matrix last, on its own,
+            // so that its one line per kernel shows and the last line reports its tests.
             run(cargo().args([
                 "test",
                 "--release",
@@ -114,7 +137,10 @@ fn main() -> Result<()> {
                 "--tests",
                 "--",
                 "--test-threads=1",
-            ]))
+                "--skip",
+                "matrix_",
+            ]))?;
+            run(cargo().args(MATRIX_TEST))
         }
         Task::Bench { throughput_only } => {
             build()?;

@@ -60,9 +60,11 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     check_handshakes(&mut c, results);
     check_tail(
         &mut c,
+        "tail",
         &results["tail"]["client"],
         tlp_hooked(&results["hooks"]),
     );
+    check_kprobes(&mut c, &results["kprobe"], expect);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
@@ -80,15 +82,38 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
             )
         },
     );
+    c.that(
+        results["programs_left_after_kill"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        || {
+            format!(
+                "programs left loaded after kill -9: {}",
+                results["programs_left_after_kill"]
+            )
+        },
+    );
+    c.that(
+        results["kprobe_events"]
+            .as_str()
+            .is_some_and(|k| k.trim().is_empty()),
+        || {
+            format!(
+                "kprobes left in kprobe_events: {}",
+                results["kprobe_events"]
+            )
+        },
+    );
     if !c.0.is_empty() {
         return Err(c.0);
     }
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     Ok(format!(
-        "{}: attached in {:.1} s; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
+        function_hook_method(&results["hooks"]),
         l["sender"]["segs"],
         l["sender"]["counters"]["RetransSegs"],
         l["receiver"]["out_of_order"],
@@ -166,23 +191,28 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
     let mut parts = Vec::new();
     for h in hooks.iter().filter(|h| h["active"] == true) {
         let program = h["program"].as_str().unwrap_or("?");
+        let load_ms = h["load_ms"].as_f64().unwrap_or(f64::NAN);
         match h["verified_insns"].as_u64() {
             Some(insns) => {
                 c.that(insns < VERIFIER_BUDGET, || {
                     format!("{program}: {insns} verified instructions, over ¼ of the 1M limit")
                 });
-                parts.push(format!("{program} {insns}"));
+                parts.push(format!("{program} {insns} insns/{load_ms:.0} ms"));
             }
-            None => c.that(!expect.verified_insns, || {
-                format!("{program}: no verified_insns")
-            }),
+            None => {
+                c.that(!expect.verified_insns, || {
+                    format!("{program}: no verified_insns")
+                });
+                parts.push(format!("{program} {load_ms:.0} ms"));
+            }
         }
     }
-    if parts.is_empty() {
-        "verified_insns not reported by this kernel (before 5.16)".into()
+    let counted = if expect.verified_insns {
+        "verified insns (limit 1M)/load+attach"
     } else {
-        format!("verified insns: {}", parts.join(", "))
-    }
+        "load+attach (verified_insns arrived in 5.16)"
+    };
+    format!("{counted}: {}", parts.join(", "))
 }
 
 fn check_events(c: &mut Checks, results: &Value) {
@@ -278,6 +308,20 @@ fn check_handshakes(c: &mut Checks, results: &Value) {
     exact(c, "synack client", &results["synack"]["client"], "syn");
 }
 
+/// How the timer functions were hooked, or that they were not.
+fn function_hook_method(hooks: &Value) -> String {
+    hooks
+        .as_array()
+        .and_then(|hooks| {
+            hooks
+                .iter()
+                .find(|h| h["hook"] == "function:tcp_send_loss_probe" && h["active"] == true)
+        })
+        .map_or("inferred (no function hooks)".into(), |h| {
+            format!("via {}", h["attach"].as_str().unwrap_or("?"))
+        })
+}
+
 /// Whether the tail-loss probe was hooked in this run.
 fn tlp_hooked(hooks: &Value) -> bool {
     hooks.as_array().is_some_and(|hooks| {
@@ -287,7 +331,35 @@ fn tlp_hooked(hooks: &Value) -> bool {
     })
 }
 
-fn check_tail(c: &mut Checks, client: &Value, hooked: bool) {
+/// The second trace, with `--function-hooks kprobe`: on kernels with function hooks the
+/// kprobe pair attaches and the tail loss is attributed exactly through it; elsewhere both
+/// are inactive with a reason.
+fn check_kprobes(c: &mut Checks, run: &Value, expect: Expect) {
+    c.that(run["success"] == true, || {
+        "the --function-hooks kprobe trace failed".into()
+    });
+    let hooks = run["hooks"].as_array().cloned().unwrap_or_default();
+    for name in FUNCTION_HOOKS {
+        let h = hooks.iter().find(|h| h["hook"] == *name);
+        let method = h.map(|h| h["attach"].clone()).unwrap_or(Value::Null);
+        let active = h.is_some_and(|h| h["active"] == true);
+        c.that(
+            expect.function_hooks.is_none_or(|want| want == active),
+            || format!("--function-hooks kprobe: {name} active={active} ({method})"),
+        );
+        c.that(!active || method == "kprobe/kretprobe", || {
+            format!("--function-hooks kprobe: {name} attached by {method}")
+        });
+    }
+    check_tail(
+        c,
+        "tail (kprobes)",
+        &run["tail"]["client"],
+        tlp_hooked(&run["hooks"]),
+    );
+}
+
+fn check_tail(c: &mut Checks, what: &str, client: &Value, hooked: bool) {
     let counters = &client["counters"];
     let tlp = n(&client["kinds"]["tlp"]);
     let probes = n(&counters["TCPLossProbes"]);
@@ -295,16 +367,16 @@ fn check_tail(c: &mut Checks, client: &Value, hooked: bool) {
     // probe has new data to send instead: equal. Inferred, it is a bound.
     let tlp_ok = if hooked { tlp == probes } else { tlp <= probes };
     c.that(tlp > 0 && tlp_ok, || {
-        format!("tail: TLP retransmits {tlp} vs TCPLossProbes {probes}")
+        format!("{what}: TLP retransmits {tlp} vs TCPLossProbes {probes}")
     });
     let rto = n(&client["rto_timer"]);
     let timeouts = n(&counters["TCPTimeouts"]);
     c.that(rto > 0 && rto <= timeouts, || {
-        format!("tail: RTO timer retransmits {rto} vs TCPTimeouts {timeouts}")
+        format!("{what}: RTO timer retransmits {rto} vs TCPTimeouts {timeouts}")
     });
     c.that(n(&client["segs"]) == n(&counters["RetransSegs"]), || {
         format!(
-            "tail: segments {} vs RetransSegs {}",
+            "{what}: segments {} vs RetransSegs {}",
             client["segs"], counters["RetransSegs"]
         )
     });

@@ -26,10 +26,20 @@ pub fn run_all() -> Value {
     let lossy = Lossy::run();
     let syn = Handshake::run(Side::Client);
     let synack = Handshake::run(Side::Server);
-    let tail = TailLoss::run();
+    let tail = TailLoss::run(63);
     let (report_ok, report_err) = report();
     let out = tracer.stop();
     let left = wait_no_programs(Duration::from_secs(20));
+    // The other way to hook the timer functions, where fentry is preferred: kprobes.
+    let kprobe_tracer = Tracer::start(&["--function-hooks", "kprobe"]);
+    let kprobe_tail = TailLoss::run(64);
+    let kprobe_out = kprobe_tracer.stop();
+    // A netprobe that cannot clean up (kill -9) must leave nothing either: every attachment,
+    // kprobes included, belongs to a file descriptor the kernel closes.
+    Tracer::start(&["--function-hooks", "kprobe"]).kill();
+    let left_after_kill = wait_no_programs(Duration::from_secs(20));
+    let kprobe_events =
+        std::fs::read_to_string("/sys/kernel/tracing/kprobe_events").unwrap_or_default();
     json!({
         "kernel": sh("uname", &["-r"]).trim(),
         "attach_s": attach_s,
@@ -42,8 +52,15 @@ pub fn run_all() -> Value {
         "syn": syn.measure(&out),
         "synack": synack.measure(&out),
         "tail": tail.measure(&out),
+        "kprobe": {
+            "success": kprobe_out.success,
+            "hooks": kprobe_out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
+            "tail": kprobe_tail.measure(&kprobe_out),
+        },
         "report": { "ok": report_ok, "error": report_err },
         "programs_left": left,
+        "programs_left_after_kill": left_after_kill,
+        "kprobe_events": kprobe_events,
     })
 }
 
@@ -73,7 +90,7 @@ fn report() -> (bool, String) {
 }
 
 /// The summary's retransmit flows of a namespace.
-fn retransmit_flows<'a>(out: &'a TraceOutput, netns: u64) -> Vec<&'a Value> {
+fn retransmit_flows(out: &TraceOutput, netns: u64) -> Vec<&Value> {
     out.summary()["retransmits"]["flows"]
         .as_array()
         .map(|flows| flows.iter().filter(|f| f["netns"] == netns).collect())
@@ -233,8 +250,8 @@ struct TailLoss {
 const TAIL_PORT: u16 = 5004;
 
 impl TailLoss {
-    fn run() -> TailLoss {
-        let link = Link::new("mxt", 63);
+    fn run(subnet: u8) -> TailLoss {
+        let link = Link::new(&format!("mxt{subnet}"), subnet);
         link.static_neighbours();
         let listener = link
             .b
