@@ -65,6 +65,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
         tlp_hooked(&results["hooks"]),
     );
     check_kprobes(&mut c, &results["kprobe"], expect);
+    check_ack_loss(&mut c, &results["ack_loss"], expect);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
@@ -110,10 +111,12 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     Ok(format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
+        results["ack_loss"]["duplicates"],
+        results["ack_loss"]["tcp_drops_in_server_netns"],
         l["sender"]["segs"],
         l["sender"]["counters"]["RetransSegs"],
         l["receiver"]["out_of_order"],
@@ -329,6 +332,23 @@ fn tlp_hooked(hooks: &Value) -> bool {
             .iter()
             .any(|h| h["hook"] == "function:tcp_send_loss_probe" && h["active"] == true)
     })
+}
+
+/// ACKs lost: the duplicates the server receives equal its DelayedACKLost, and every drop of
+/// them by TCP carries the server's namespace, on kernels without `rx_sk` too. Linux 5.10
+/// frees them with `__kfree_skb` (no tracepoint): none is seen there.
+fn check_ack_loss(c: &mut Checks, acks: &Value, expect: Expect) {
+    let (dups, lost) = (n(&acks["duplicates"]), n(&acks["DelayedACKLost"]));
+    c.that(dups > 0 && dups == lost, || {
+        format!("ack loss: duplicates {dups} vs DelayedACKLost {lost}")
+    });
+    let drops = n(&acks["tcp_drops"]);
+    c.that(drops == n(&acks["tcp_drops_in_server_netns"]), || {
+        format!("ack loss: TCP drops without the server's netns: {acks}")
+    });
+    c.that(!expect.drop_reasons || drops > 0, || {
+        format!("ack loss: no TCP-layer drop of the duplicates seen: {acks}")
+    });
 }
 
 /// The second trace, with `--function-hooks kprobe`: on kernels with function hooks the

@@ -26,13 +26,14 @@ pub fn run_all() -> Value {
     let lossy = Lossy::run();
     let syn = Handshake::run(Side::Client);
     let synack = Handshake::run(Side::Server);
-    let tail = TailLoss::run(63);
+    let tail = TailLoss::run(63, Dark::Data);
+    let acks = TailLoss::run(65, Dark::Acks);
     let (report_ok, report_err) = report();
     let out = tracer.stop();
     let left = wait_no_programs(Duration::from_secs(20));
     // The other way to hook the timer functions, where fentry is preferred: kprobes.
     let kprobe_tracer = Tracer::start(&["--function-hooks", "kprobe"]);
-    let kprobe_tail = TailLoss::run(64);
+    let kprobe_tail = TailLoss::run(64, Dark::Data);
     let kprobe_out = kprobe_tracer.stop();
     // A netprobe that cannot clean up (kill -9) must leave nothing either: every attachment,
     // kprobes included, belongs to a file descriptor the kernel closes.
@@ -52,6 +53,7 @@ pub fn run_all() -> Value {
         "syn": syn.measure(&out),
         "synack": synack.measure(&out),
         "tail": tail.measure(&out),
+        "ack_loss": acks.measure(&out),
         "kprobe": {
             "success": kprobe_out.success,
             "hooks": kprobe_out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
@@ -241,16 +243,27 @@ impl Handshake {
     }
 }
 
-/// A request/response connection whose packets are all dropped at the server for a second
-/// while the client sends: the tail-loss probe fires first, then the RTO timer, backing off.
+/// A request/response connection that goes dark for a second while the client sends: the
+/// tail-loss probe fires first, then the RTO timer, backing off.
 struct TailLoss {
     link: Link,
+    dark: Dark,
+}
+
+/// Which packets the blackout drops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dark {
+    /// The client's segments, at the server's input: its data is lost.
+    Data,
+    /// The server's segments, at the client's input: its ACKs are lost, so every segment the
+    /// client sends again is a duplicate the server's TCP drops (inside tcp_rcv_established).
+    Acks,
 }
 
 const TAIL_PORT: u16 = 5004;
 
 impl TailLoss {
-    fn run(subnet: u8) -> TailLoss {
+    fn run(subnet: u8, dark: Dark) -> TailLoss {
         let link = Link::new(&format!("mxt{subnet}"), subnet);
         link.static_neighbours();
         let listener = link
@@ -270,7 +283,10 @@ impl TailLoss {
             total
         });
         let to = SocketAddr::new(link.addr(2, false), TAIL_PORT);
-        let blackout = link.b.shared();
+        let (blackout, rule) = match dark {
+            Dark::Data => (link.b.shared(), format!("tcp dport {TAIL_PORT} drop")),
+            Dark::Acks => (link.a.shared(), format!("tcp sport {TAIL_PORT} drop")),
+        };
         let sent = link.a.run(move || {
             let mut conn = TcpStream::connect(to).expect("connect");
             conn.set_nodelay(true).unwrap();
@@ -281,7 +297,7 @@ impl TailLoss {
                 conn.read_exact(&mut one).unwrap();
             }
             nft_in(&blackout.name, &format!(
-                "table inet mxt {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {TAIL_PORT} drop\n  }}\n}}\n"));
+                "table inet mxt {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    {rule}\n  }}\n}}\n"));
             conn.write_all(&[0x61; 1000]).unwrap();
             thread::sleep(Duration::from_millis(1000));
             sh("ip", &["netns", "exec", &blackout.name, "nft", "delete", "table", "inet", "mxt"]);
@@ -292,10 +308,37 @@ impl TailLoss {
             20 + 1000
         });
         assert_eq!(server.join().expect("server"), sent);
-        TailLoss { link }
+        TailLoss { link, dark }
     }
 
     fn measure(&self, out: &TraceOutput) -> Value {
-        json!({ "client": retransmits_of(out, &self.link.a) })
+        if self.dark == Dark::Data {
+            return json!({ "client": retransmits_of(out, &self.link.a) });
+        }
+        let server = &self.link.b;
+        let tcp_drops: Vec<&Value> = out
+            .of_type("drop")
+            .into_iter()
+            .filter(|d| d["dport"] == TAIL_PORT && d["layer"] == "tcp")
+            .collect();
+        let duplicates: u64 = out.summary()["received"]["flows"]
+            .as_array()
+            .map(|flows| {
+                flows
+                    .iter()
+                    .filter(|f| f["netns"] == server.inode())
+                    .map(|f| f["duplicate"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        json!({
+            "client": retransmits_of(out, &self.link.a),
+            "server_netns": server.inode(),
+            "tcp_drops": tcp_drops.len(),
+            "tcp_drops_in_server_netns": tcp_drops.iter().filter(|d| d["netns"] == server.inode()).count(),
+            "tcp_drop_reasons": tcp_drops.iter().map(|d| d["reason"].as_str().unwrap_or("").to_string()).collect::<std::collections::BTreeSet<_>>(),
+            "duplicates": duplicates,
+            "DelayedACKLost": server.netstat("TcpExt", "DelayedACKLost"),
+        })
     }
 }
