@@ -66,6 +66,16 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     );
     check_kprobes(&mut c, &results["kprobe"], expect);
     check_ack_loss(&mut c, &results["ack_loss"], expect);
+    let reasons = &results["reasons"];
+    c.that(
+        reasons["ok"] == true
+            && reasons["netfilter_drop"] == expect.drop_reasons
+            && (expect.drop_reasons
+                || reasons["stderr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("records no drop reasons"))),
+        || format!("netprobe reasons: {reasons}"),
+    );
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",

@@ -29,6 +29,7 @@ pub fn run_all() -> Value {
     let tail = TailLoss::run(63, Dark::Data);
     let acks = TailLoss::run(65, Dark::Acks);
     let (report_ok, report_err) = report();
+    let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
     let left = wait_no_programs(Duration::from_secs(20));
     // The other way to hook the timer functions, where fentry is preferred: kprobes.
@@ -60,6 +61,11 @@ pub fn run_all() -> Value {
             "tail": kprobe_tail.measure(&kprobe_out),
         },
         "report": { "ok": report_ok, "error": report_err },
+        "reasons": {
+            "ok": reasons_ok,
+            "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),
+            "stderr": tail_of(&reasons_err, 500),
+        },
         "programs_left": left,
         "programs_left_after_kill": left_after_kill,
         "kprobe_events": kprobe_events,
