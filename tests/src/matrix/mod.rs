@@ -58,6 +58,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     check_events(&mut c, results);
     check_lossy(&mut c, &results["lossy"], expect);
     check_handshakes(&mut c, results);
+    check_backlog(&mut c, &results["backlog"], expect);
     check_tail(
         &mut c,
         "tail",
@@ -121,12 +122,14 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     Ok(format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
         results["ack_loss"]["duplicates"],
         results["ack_loss"]["tcp_drops_in_server_netns"],
+        results["backlog"]["drop_events"],
+        results["backlog"]["softnet_dropped"],
         l["sender"]["segs"],
         l["sender"]["counters"]["RetransSegs"],
         l["receiver"]["out_of_order"],
@@ -297,6 +300,28 @@ fn check_lossy(c: &mut Checks, lossy: &Value, expect: Expect) {
             drops["reasons"]
         )
     });
+}
+
+/// Backlog drops: the drop events equal softnet_stat's `dropped` over the same window, host
+/// wide, where the kernel names them (CPU_BACKLOG); before drop reasons the row says why not.
+fn check_backlog(c: &mut Checks, backlog: &Value, expect: Expect) {
+    let (events, softnet) = (n(&backlog["drop_events"]), n(&backlog["softnet_dropped"]));
+    c.that(softnet > 0 && softnet != u64::MAX, || {
+        format!("backlog: softnet_stat counted no drop: {backlog}")
+    });
+    if expect.drop_reasons {
+        c.that(backlog["must_match"] == true && events == softnet, || {
+            format!("backlog: drop events {events} vs softnet_stat dropped {softnet}: {backlog}")
+        });
+    } else {
+        c.that(
+            backlog["must_match"] == false
+                && backlog["not_exact_because"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("no drop reasons")),
+            || format!("backlog without drop reasons must say why it is not exact: {backlog}"),
+        );
+    }
 }
 
 fn check_handshakes(c: &mut Checks, results: &Value) {

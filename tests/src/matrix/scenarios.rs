@@ -14,8 +14,8 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
-    bulk_transfer, input_loss_ruleset, netprobe_once, nft_counter_packets, nft_in, sh,
-    wait_no_programs, Link, Netns, TraceOutput, Tracer,
+    bulk_transfer, input_loss_ruleset, netprobe_once, nft_counter_packets, nft_in, pin_to_cpu, sh,
+    wait_no_programs, Link, Netns, SysctlGuard, TraceOutput, Tracer,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -24,6 +24,7 @@ pub fn run_all() -> Value {
     let tracer = Tracer::start(&[]);
     let attach_s = started.elapsed().as_secs_f64();
     let lossy = Lossy::run();
+    backlog_overflow();
     let syn = Handshake::run(Side::Client);
     let synack = Handshake::run(Side::Server);
     let tail = TailLoss::run(63, Dark::Data);
@@ -51,6 +52,7 @@ pub fn run_all() -> Value {
         "events": out.summary()["events"].clone(),
         "kernel_skipped": out.summary()["kernel_skipped"].clone(),
         "lossy": lossy.measure(&out),
+        "backlog": out.summary()["backlog"].clone(),
         "syn": syn.measure(&out),
         "synack": synack.measure(&out),
         "tail": tail.measure(&out),
@@ -135,6 +137,34 @@ fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
             "TCPFastRetrans": ns.netstat("TcpExt", "TCPFastRetrans"),
         },
     })
+}
+
+/// A UDP flood from CPU 0 that RPS steers onto CPU 1, whose input backlog holds 8 packets:
+/// per-CPU backlog drops, counted by softnet_stat on the overflowing CPU.
+fn backlog_overflow() {
+    let link = Link::new("mxb", 66);
+    link.static_neighbours();
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &link.b.name,
+            "sh",
+            "-c",
+            "echo 2 > /sys/class/net/veth0/queues/rx-0/rps_cpus",
+        ],
+    );
+    let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    link.a.run(move || {
+        pin_to_cpu(0);
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..5_000 {
+            let _ = udp.send_to(b"rps", to);
+        }
+    });
+    thread::sleep(Duration::from_millis(300));
 }
 
 /// A bulk transfer a → b with 3 % of the segments dropped at b's INPUT hook.
