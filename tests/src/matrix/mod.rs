@@ -300,6 +300,22 @@ fn check_lossy(c: &mut Checks, lossy: &Value, expect: Expect) {
             drops["reasons"]
         )
     });
+    // The flow's other drops at the receiver are TCP's own (duplicates of spurious
+    // retransmits): never a firewall drop put in another layer.
+    let misplaced = drops["other_reasons"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r == "NETFILTER_DROP"));
+    let other_layers_ok = drops["other_layers"].as_array().is_some_and(|layers| {
+        layers
+            .iter()
+            .all(|l| l.as_str().is_some_and(|l| l.starts_with("tcp/")))
+    });
+    c.that(!misplaced && other_layers_ok, || {
+        format!(
+            "lossy: drops of the flow outside netfilter: {}",
+            drops["other_layers"]
+        )
+    });
 }
 
 /// Backlog drops: the drop events equal softnet_stat's `dropped` over the same window, host

@@ -190,11 +190,21 @@ impl Lossy {
             .as_array()
             .map(|flows| flows.iter().filter(|f| f["netns"] == receiver).collect())
             .unwrap_or_default();
-        let netfilter_drops: Vec<&Value> = out
+        // The flow's drops at the receiver: the firewall's, and TCP's own of duplicates that
+        // spurious retransmits bring (TCP_OLD_DATA…), which are real drops of another layer.
+        let flow_drops: Vec<&Value> = out
             .of_type("drop")
             .into_iter()
             .filter(|d| d["netns"] == receiver && d["dport"] == LOSSY_PORT)
             .collect();
+        let (netfilter_drops, other_drops): (Vec<&Value>, Vec<&Value>) =
+            flow_drops.iter().partition(|d| d["layer"] == "netfilter");
+        let reasons = |drops: &[&Value]| {
+            drops
+                .iter()
+                .map(|d| d["reason"].as_str().unwrap_or("").to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
         let b = &self.link.b;
         json!({
             "sender": retransmits_of(out, &self.link.a),
@@ -210,11 +220,10 @@ impl Lossy {
             "drops": {
                 "events": netfilter_drops.len(),
                 "netfilter_ingress": netfilter_drops.iter()
-                    .filter(|d| d["layer"] == "netfilter" && d["direction"] == "ingress").count(),
-                "reasons": netfilter_drops
-                    .iter()
-                    .map(|d| d["reason"].as_str().unwrap_or("").to_string())
-                    .collect::<std::collections::BTreeSet<_>>(),
+                    .filter(|d| d["direction"] == "ingress").count(),
+                "reasons": reasons(&netfilter_drops),
+                "other_layers": other_drops.iter().map(|d| format!("{}/{}", d["layer"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or(""))).collect::<std::collections::BTreeSet<_>>(),
+                "other_reasons": reasons(&other_drops),
                 "nft_counter": nft_counter_packets(&b.name, "mxl"),
             },
         })
