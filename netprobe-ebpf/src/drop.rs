@@ -19,7 +19,9 @@ use netprobe_common::{
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
-use crate::maps::{bump, setting, submit_flags, DROP_REASONS, EVENTS};
+use crate::maps::{
+    bump, nest_in, nest_out, setting, submit_flags, DROP_REASONS, EVENTS, MAX_NESTING,
+};
 use crate::receive::RX_STASH;
 
 const ETH_P_IP: u16 = 0x0800;
@@ -97,12 +99,19 @@ fn span_get<T: Copy + Default>(span: &[u8; SKB_SPAN_MAX as usize], offset: u32, 
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
-    let _ = try_drop(&ctx);
+    if let Some(level) = nest_in(&DROP_DEPTH) {
+        let _ = try_drop(&ctx, level);
+        nest_out(&DROP_DEPTH, level);
+    }
     0
 }
 
-/// One drop on its way to the counts and the stream, in a per-CPU slot (this program does
-/// not nest with itself on a CPU), filled in stages that are global functions: the verifier
+/// This program's nesting level on each CPU (see `MAX_NESTING`).
+#[map]
+static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// One drop on its way to the counts and the stream, in a per-CPU slot per nesting level,
+/// filled in stages that are global functions: the verifier
 /// checks each once, on its own, rather than once per path through the stages before it
 /// (Linux 6.1's verifier walked ~290k instructions through the single-function version).
 #[repr(C)]
@@ -126,30 +135,30 @@ pub struct PendingDrop {
 }
 
 #[map]
-static PENDING_DROP: PerCpuArray<PendingDrop> = PerCpuArray::with_max_entries(1, 0);
+static PENDING_DROP: PerCpuArray<PendingDrop> = PerCpuArray::with_max_entries(MAX_NESTING, 0);
 
 #[inline(always)]
-fn pending() -> Option<&'static mut PendingDrop> {
-    // SAFETY: this CPU's slot, used by this program only, which does not nest with itself.
-    PENDING_DROP.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+fn pending(level: u32) -> Option<&'static mut PendingDrop> {
+    // SAFETY: this CPU's slot for this nesting level: only this run uses it.
+    PENDING_DROP.get_ptr_mut(level).map(|p| unsafe { &mut *p })
 }
 
-fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
+fn try_drop(ctx: &RawTracePointContext, level: u32) -> Result<(), i32> {
     // Before drop reasons existed every drop is reported as reason 0 ("unknown").
     let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
     if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
         return Ok(());
     }
-    let p = pending().ok_or(-1)?;
+    let p = pending(level).ok_or(-1)?;
     p.reason = reason;
     p.skb = arg::<0>(ctx, setting!(drop.skb))?;
     p.location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
     p.sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
-    if netprobe_drop_where() != 0 || netprobe_drop_parse() != 0 {
+    if netprobe_drop_where(level) != 0 || netprobe_drop_parse(level) != 0 {
         return Ok(());
     }
-    netprobe_drop_emit();
+    netprobe_drop_emit(level);
     Ok(())
 }
 
@@ -157,8 +166,8 @@ fn try_drop(ctx: &RawTracePointContext) -> Result<(), i32> {
 /// when the netns filter excludes it.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_drop_where() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
     let fields = skb_fields(p.skb);
@@ -222,8 +231,8 @@ fn stashed_socket(skb: u64) -> u64 {
 /// Stage three: the flow from the packet headers; nonzero when the flow filters exclude it.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_drop_parse() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_drop_parse(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
     let (ip_proto, header_flags) = parse_headers(p.head, p.network_header, p.protocol, &mut p.flow);
@@ -235,8 +244,8 @@ pub extern "C" fn netprobe_drop_parse() -> i32 {
 /// Stage four: the exact counts, then the event, filled in place in its ring slot.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_drop_emit() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
     bump(COUNTER_DROP_SEEN);

@@ -75,3 +75,34 @@ pub fn bump(counter: u32) {
         unsafe { *slot += 1 };
     }
 }
+
+/// How deep a raw tracepoint program can be nested in itself on one CPU: task, softirq,
+/// hardirq, NMI. Kernels before 6.0 have no per-program recursion guard for raw tracepoints,
+/// so a drop in a softirq can run the drop program inside its own run in task context.
+pub const MAX_NESTING: u32 = 4;
+
+/// Enters one more level of `depth` (this CPU's nesting counter for one program): the level
+/// whose per-CPU working slot this run owns. `None` only past [`MAX_NESTING`], which cannot
+/// happen.
+#[inline(always)]
+pub fn nest_in(depth: &PerCpuArray<u32>) -> Option<u32> {
+    let slot = depth.get_ptr_mut(0)?;
+    // SAFETY: this CPU's counter; a nested run restores it before the outer run resumes.
+    unsafe {
+        let level = *slot;
+        if level >= MAX_NESTING {
+            return None;
+        }
+        *slot = level + 1;
+        Some(level)
+    }
+}
+
+/// Leaves the level [`nest_in`] returned.
+#[inline(always)]
+pub fn nest_out(depth: &PerCpuArray<u32>, level: u32) {
+    if let Some(slot) = depth.get_ptr_mut(0) {
+        // SAFETY: as in `nest_in`.
+        unsafe { *slot = level };
+    }
+}

@@ -34,7 +34,7 @@ use netprobe_common::{
 };
 
 use crate::kernel::{flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns};
-use crate::maps::{bump, setting, submit_flags, EVENTS};
+use crate::maps::{bump, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING};
 
 /// Exact per-flow receive totals, per CPU (summed by the agent). Only this program writes it:
 /// as a raw tracepoint it may run nested inside a classic-tracepoint program on the same CPU,
@@ -70,7 +70,13 @@ pub struct ReceiveScratch {
 }
 
 #[map]
-static RECEIVE_SCRATCH: PerCpuArray<ReceiveScratch> = PerCpuArray::with_max_entries(1, 0);
+static RECEIVE_SCRATCH: PerCpuArray<ReceiveScratch> = PerCpuArray::with_max_entries(MAX_NESTING, 0);
+
+/// This program's nesting level on each CPU (see `MAX_NESTING`): backlog processing runs
+/// `tcp_rcv_established` with bottom halves enabled, so a softirq's segment can run this
+/// program inside its own run on kernels without a raw-tracepoint recursion guard.
+#[map]
+static RECEIVE_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[raw_tracepoint(tracepoint = "tcp_probe")]
 pub fn netprobe_rcv(ctx: RawTracePointContext) -> i32 {
@@ -166,8 +172,13 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
     };
 
-    let scratch = RECEIVE_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
-    // SAFETY: this CPU's scratch slot; this program does not nest with itself on a CPU.
+    // Only out-of-sequence segments get here: the nesting level is taken for them alone.
+    let level = nest_in(&RECEIVE_DEPTH).ok_or(-1)?;
+    let Some(scratch) = RECEIVE_SCRATCH.get_ptr_mut(level) else {
+        nest_out(&RECEIVE_DEPTH, level);
+        return Err(-1);
+    };
+    // SAFETY: this CPU's scratch slot for this nesting level: only this run uses it.
     let p = unsafe { &mut *scratch };
     p.sk = sk;
     p.seq = seq;
@@ -179,15 +190,16 @@ fn try_receive(ctx: &RawTracePointContext) -> Result<(), i32> {
     p.flags = flags;
     p.event = verdict.kind.map_or(0, |k| k.id());
     p.out_of_order = (ahead > 0) as u8;
-    netprobe_rcv_record();
+    netprobe_rcv_record(level);
+    nest_out(&RECEIVE_DEPTH, level);
     Ok(())
 }
 
 /// Counts the classed segment in its flow's totals and streams its event, if it has one.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_rcv_record() -> i32 {
-    let Some(scratch) = RECEIVE_SCRATCH.get_ptr_mut(0) else {
+pub extern "C" fn netprobe_rcv_record(level: u32) -> i32 {
+    let Some(scratch) = RECEIVE_SCRATCH.get_ptr_mut(level) else {
         return 1;
     };
     // SAFETY: as in `try_receive`, which called this.

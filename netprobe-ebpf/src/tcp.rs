@@ -85,12 +85,17 @@ fn read_flow(ctx: &TracePointContext, at: &RecordFlow, flow: &mut Flow) -> Resul
     };
     let v6_saddr: [u8; 16] = field(ctx, at.saddr_v6)?;
     let v6_daddr: [u8; 16] = field(ctx, at.daddr_v6)?;
-    flow.family = if at.family != OFFSET_ABSENT {
+    let family: u16 = if at.family != OFFSET_ABSENT {
         field(ctx, at.family)?
-    } else if is_v4_mapped(&v6_saddr) && is_v4_mapped(&v6_daddr) {
-        AF_INET
     } else {
         AF_INET6
+    };
+    // An IPv6 socket carrying IPv4 (v4-mapped pair) is the IPv4 flow it carries, as the
+    // receive and drop programs report it; the record's IPv4 fields hold the same pair.
+    flow.family = if family == AF_INET6 && is_v4_mapped(&v6_saddr) && is_v4_mapped(&v6_daddr) {
+        AF_INET
+    } else {
+        family
     };
     if flow.family == AF_INET {
         let saddr: [u8; 4] = field(ctx, at.saddr)?;
@@ -249,7 +254,9 @@ fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
     let ca_state = ((raw >> setting!(kind.ca_state_shift)) & ((1u16 << bits) - 1)) as u8;
     match ca_state {
         // Hooked, the timer's own retransmit was caught above: this one is a slow-start one.
-        TCP_CA_LOSS if timers::hooked(TIMER_KIND_RTO) => (KIND_RTO, TRIGGER_OTHER),
+        TCP_CA_LOSS if timers::hooked(TIMER_KIND_RTO) && trigger != TRIGGER_UNKNOWN => {
+            (KIND_RTO, TRIGGER_OTHER)
+        }
         TCP_CA_LOSS => (KIND_RTO, trigger),
         TCP_CA_RECOVERY => (KIND_FAST, trigger),
         _ if trigger == TRIGGER_TIMER && !timers::hooked(TIMER_KIND_TLP) => (KIND_TLP, trigger),

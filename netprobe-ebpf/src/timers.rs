@@ -66,11 +66,21 @@ pub fn hooked(which: u32) -> bool {
     TIMER_HOOKS.get(which).is_some_and(|v| *v != 0)
 }
 
-/// The kind of a retransmit of `sk` sent from inside one of the hooked functions.
+/// The kind of a retransmit of `sk` sent from inside one of the hooked functions. A mark is
+/// trusted only while its pair is attached (the agent sets the flag once both are), so an
+/// entry that fired during attaching, before its exit could clear it, is ignored.
 #[inline(always)]
 pub fn kind_inside(sk: u64) -> Option<u8> {
     let slot = TIMER_CONTEXT.get(0)?;
-    (slot.sk == sk && sk != 0).then_some(slot.kind as u8)
+    if slot.sk != sk || sk == 0 {
+        return None;
+    }
+    let which = if slot.kind == KIND_TLP as u32 {
+        TIMER_KIND_TLP
+    } else {
+        TIMER_KIND_RTO
+    };
+    hooked(which).then_some(slot.kind as u8)
 }
 
 #[fentry(function = "tcp_send_loss_probe")]

@@ -353,10 +353,12 @@ impl DropReasons {
         let mut reasons = Self::default();
         let members = match btf.enum_members("skb_drop_reason") {
             Ok(members) => members,
-            Err(_) => {
+            // Only a kernel without the enum (before 5.17) records none; other errors stand.
+            Err(BtfError::Other(why)) if why.starts_with("no enum") => {
                 reasons.recorded = false;
                 return Ok(reasons);
             }
+            Err(e) => return Err(e),
         };
         for (name, value) in members {
             let short = name.strip_prefix(REASON_PREFIX).unwrap_or(&name);

@@ -436,7 +436,12 @@ fn plan_raw_hooks(
             Ok(layout) => {
                 config.receive = layout;
                 let drop_planned = wanted.iter().any(|(spec, _)| spec.name == DROP_HOOK.name);
-                if drop_planned && config.drop.rx_sk == OFFSET_ABSENT {
+                // Only where TCP's drops fire the tracepoint at all: with drop reasons (5.17+);
+                // before, tcp_drop() frees with __kfree_skb, which fires none.
+                if drop_planned
+                    && config.drop.rx_sk == OFFSET_ABSENT
+                    && config.drop.reason != OFFSET_ABSENT
+                {
                     // Without rx_sk, a segment TCP drops after clearing skb->dev names no
                     // namespace; the receive program tells the drop program its socket.
                     config.drop.rx_sk_stash = 1;
@@ -586,10 +591,12 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
                 .iter_mut()
                 .find(|h| h.program == RETRANSMIT_HOOK.program)
             {
-                status.detail = status.detail.replace(
-                    "; no kprobe/fentry here",
-                    &format!("; exact where hooked: {}", methods.join(", ")),
-                );
+                // The inferred method's caveats no longer apply to the hooked kinds.
+                let inferred = status
+                    .detail
+                    .replace("; no kprobe/fentry here", "")
+                    .replace(", so tlp cannot be told from other", "");
+                status.detail = format!("{inferred}; exact where hooked: {}", methods.join(", "));
             }
         }
         hooks.extend(statuses);

@@ -111,8 +111,18 @@ pub fn attach_all(
             }
             Err(why) => HookStatus {
                 hook: format!("function:{}", hook.function),
-                attach: "fentry/fexit or kprobe/kretprobe",
-                program: hook.fentry,
+                // What was tried.
+                attach: match method {
+                    FunctionHooks::Auto => "fentry/fexit or kprobe/kretprobe",
+                    FunctionHooks::Fentry => "fentry/fexit",
+                    FunctionHooks::Kprobe => "kprobe/kretprobe",
+                    FunctionHooks::Off => "off",
+                },
+                program: if method == FunctionHooks::Kprobe {
+                    hook.kprobe
+                } else {
+                    hook.fentry
+                },
                 active: false,
                 detail: why,
                 verified_insns: None,
@@ -173,21 +183,22 @@ fn mark_hooked(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
     hooks.set(slot, 1, 0).map_err(|e| e.to_string())
 }
 
+/// Exit first, then entry: an exit without its entry only clears a mark, while an entry
+/// without its exit (attached, or failed to attach) would leave marks nothing clears.
 fn attach_trampoline(ebpf: &mut Ebpf, hook: &TimerHook, btf: &Btf) -> Result<TimerLinks, String> {
-    let entry: &mut FEntry = program(ebpf, hook.fentry)?;
-    entry.load(hook.function, btf).map_err(describe)?;
-    let entry_link = entry.attach().map_err(describe)?;
     let exit: &mut FExit = program(ebpf, hook.fexit)?;
-    let exit_link = exit
+    exit.load(hook.function, btf).map_err(describe)?;
+    let exit_link = exit.attach().map_err(describe)?;
+    let entry: &mut FEntry = program(ebpf, hook.fentry)?;
+    let entry_link = entry
         .load(hook.function, btf)
-        .and_then(|()| exit.attach())
+        .and_then(|()| entry.attach())
         .map_err(describe);
-    match exit_link {
-        Ok(exit_link) => Ok(TimerLinks::Trampoline(entry_link, exit_link)),
+    match entry_link {
+        Ok(entry_link) => Ok(TimerLinks::Trampoline(entry_link, exit_link)),
         Err(e) => {
-            // An entry without its exit would leave stale marks: both or neither.
-            if let Ok(entry) = program::<FEntry>(ebpf, hook.fentry) {
-                let _ = entry.detach(entry_link);
+            if let Ok(exit) = program::<FExit>(ebpf, hook.fexit) {
+                let _ = exit.detach(exit_link);
             }
             Err(e)
         }
@@ -203,25 +214,26 @@ fn describe(e: aya::programs::ProgramError) -> String {
         .unwrap_or(text)
 }
 
+/// As [`attach_trampoline`]: the return probe first.
 fn attach_probe(ebpf: &mut Ebpf, hook: &TimerHook) -> Result<TimerLinks, String> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices)".into(),
         );
     }
-    let entry: &mut KProbe = program(ebpf, hook.kprobe)?;
-    entry.load().map_err(describe)?;
-    let entry_link = entry.attach(hook.function, 0).map_err(describe)?;
     let exit: &mut KProbe = program(ebpf, hook.kretprobe)?;
-    let exit_link = exit
+    exit.load().map_err(describe)?;
+    let exit_link = exit.attach(hook.function, 0).map_err(describe)?;
+    let entry: &mut KProbe = program(ebpf, hook.kprobe)?;
+    let entry_link = entry
         .load()
-        .and_then(|()| exit.attach(hook.function, 0))
+        .and_then(|()| entry.attach(hook.function, 0))
         .map_err(describe);
-    match exit_link {
-        Ok(exit_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
+    match entry_link {
+        Ok(entry_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
         Err(e) => {
-            if let Ok(entry) = program::<KProbe>(ebpf, hook.kprobe) {
-                let _ = entry.detach(entry_link);
+            if let Ok(exit) = program::<KProbe>(ebpf, hook.kretprobe) {
+                let _ = exit.detach(exit_link);
             }
             Err(e)
         }

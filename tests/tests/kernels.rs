@@ -2,7 +2,7 @@
 //! 5.10, 6.1 and 6.12 (booted under qemu from the cache `cargo xtask kernels` fills) and on
 //! this host's kernel, each judged on the host. One test per kernel, one line each.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use netprobe_integration::{
     matrix::{self, Expect},
@@ -106,5 +106,4 @@ fn matrix_this_host() {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     judge(&results, Expect::for_kernel(major, minor, None));
-    assert!(Path::new(MATRIX_BIN).exists());
 }

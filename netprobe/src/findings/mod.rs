@@ -915,6 +915,7 @@ mod tests {
             "tcp:tcp_probe",
             "irq:softirq_entry",
             "irq:softirq_exit",
+            "function:tcp_retransmit_timer",
         ]
         .into_iter()
         .map(|hook| crate::loader::HookStatus {
@@ -1354,6 +1355,30 @@ mod tests {
         );
         let retrans = row("retransmitted segments (this namespace)");
         assert!(retrans.must_match && retrans.matches && retrans.not_exact_because.is_none());
+
+        // Without the RTO timer hooked, which retransmits are the timer's own is inferred: the
+        // slow-start row says so, the total stays exact.
+        summary.hooks = hooks_with_inactive(Some("function:tcp_retransmit_timer"));
+        let bundle = bundle_of(&summary, &DropTally::default(), &before, &after);
+        let split = bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == "slow-start retransmitted segments after an RTO")
+            .unwrap();
+        assert!(!split.must_match, "{split:?}");
+        assert!(split
+            .not_exact_because
+            .as_deref()
+            .unwrap()
+            .starts_with("hook function:tcp_retransmit_timer is inactive"));
+        assert!(
+            bundle
+                .reconciliation
+                .iter()
+                .find(|r| r.what == "retransmitted segments (this namespace)")
+                .unwrap()
+                .must_match
+        );
 
         // 0 timer retransmits ≤ 0 timeouts holds; make the events exceed the counter.
         let mut totals = KernelTotals::default();

@@ -52,7 +52,17 @@ pub struct Reconciliation {
 const RETRANSMIT_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb"];
 const SYN_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb", "tcp:tcp_retransmit_synack"];
 const RECEIVE_HOOKS: &[&str] = &["tcp:tcp_probe"];
-const RETRANSMIT_PROGRAMS: &[&str] = &["netprobe_rtx", "netprobe_synack"];
+/// The retransmit programs and the function hooks that name their kinds (prefixes).
+const RETRANSMIT_PROGRAMS: &[&str] = &[
+    "netprobe_rtx",
+    "netprobe_synack",
+    "netprobe_tlp",
+    "netprobe_rto",
+];
+/// Which retransmits are the RTO timer's own is exact only with the timer hooked: without it
+/// they are told by the TIMER softirq, and a timer the kernel deferred to the socket owner
+/// (`tcp_release_cb`, common under bulk sends) runs in process context.
+const TIMER_SPLIT_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb", "function:tcp_retransmit_timer"];
 const RECEIVE_PROGRAMS: &[&str] = &["netprobe_rcv"];
 
 /// What a row is built from.
@@ -194,8 +204,11 @@ fn retransmit_rows(inputs: &Inputs, flows: &[&FlowRetransmits]) -> Vec<Reconcili
             "the same segments: tcp_skb_pcount of every successful retransmit"),
         exact("fast-retransmitted segments (Recovery)", fast.segs, "TcpExt TCPFastRetrans", d("TcpExt", "TCPFastRetrans"),
             "the same segments: retransmitted from the queue outside the Loss state"),
-        exact("slow-start retransmitted segments after an RTO", rto.segs - rto.timer_segs, "TcpExt TCPSlowStartRetrans", d("TcpExt", "TCPSlowStartRetrans"),
-            "the same segments: retransmitted from the queue in the Loss state, after the timer's own"),
+        Row {
+            hooks: TIMER_SPLIT_HOOKS,
+            ..exact("slow-start retransmitted segments after an RTO", rto.segs - rto.timer_segs, "TcpExt TCPSlowStartRetrans", d("TcpExt", "TCPSlowStartRetrans"),
+                "the same segments: retransmitted from the queue in the Loss state, after the timer's own")
+        },
         bound("RTO timer retransmits", rto.timer, "TcpExt TCPTimeouts", d("TcpExt", "TCPTimeouts"),
             "the kernel also counts timeouts that retransmit nothing (events ≤ counter)"),
         bound("tail-loss probe retransmits", events_of("tlp"), "TcpExt TCPLossProbes", d("TcpExt", "TCPLossProbes"),
