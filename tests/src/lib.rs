@@ -373,6 +373,34 @@ fn transfer(
     Transfer { local, bytes }
 }
 
+/// RPS on `ns`'s veth0: every packet it receives is processed on CPU 1's backlog, whichever
+/// CPU it arrived on (with a tiny `netdev_max_backlog`, per-CPU backlog drops on demand).
+pub fn steer_rx_to_cpu1(ns: &Netns) {
+    sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns.name,
+            "sh",
+            "-c",
+            "echo 2 > /sys/class/net/veth0/queues/rx-0/rps_cpus",
+        ],
+    );
+}
+
+/// `count` UDP datagrams from `link.a`, pinned to CPU 0, to the discard port of `link.b`.
+pub fn udp_flood_from_cpu0(link: &Link, count: usize) {
+    let to = SocketAddr::new(link.addr(2, false), 9);
+    link.a.run(move || {
+        pin_to_cpu(0);
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..count {
+            let _ = udp.send_to(b"rps", to);
+        }
+    });
+}
+
 /// Sets a global sysctl for a test and restores the old value when dropped (also on panic).
 pub struct SysctlGuard {
     path: PathBuf,

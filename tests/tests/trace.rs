@@ -719,27 +719,10 @@ fn rps_backlog_drops_name_the_overflowing_and_enqueuing_cpus() {
     );
     let link = Link::new("rps", 18);
     link.static_neighbours();
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.b.name,
-            "sh",
-            "-c",
-            "echo 2 > /sys/class/net/veth0/queues/rx-0/rps_cpus",
-        ],
-    );
+    steer_rx_to_cpu1(&link.b);
     let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
     let tracer = Tracer::start(&[]);
-    let to = SocketAddr::new(link.addr(2, false), 9);
-    link.a.run(move || {
-        pin_to_cpu(0);
-        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..20_000 {
-            let _ = udp.send_to(b"rps", to);
-        }
-    });
+    udp_flood_from_cpu0(&link, 20_000);
     std::thread::sleep(Duration::from_millis(300));
     let out = tracer.stop();
     assert!(out.success, "{}", out.stderr);

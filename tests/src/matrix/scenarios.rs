@@ -14,8 +14,8 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
-    bulk_transfer, netprobe_once, nft_counter_packets, nft_in, pin_to_cpu, sh, wait_no_programs,
-    Link, Netns, SysctlGuard, TraceOutput, Tracer,
+    bulk_transfer, netprobe_once, nft_counter_packets, nft_in, sh, steer_rx_to_cpu1,
+    udp_flood_from_cpu0, wait_no_programs, Link, Netns, SysctlGuard, TraceOutput, Tracer,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -141,26 +141,9 @@ fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
 fn backlog_overflow() {
     let link = Link::new("mxb", 66);
     link.static_neighbours();
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.b.name,
-            "sh",
-            "-c",
-            "echo 2 > /sys/class/net/veth0/queues/rx-0/rps_cpus",
-        ],
-    );
+    steer_rx_to_cpu1(&link.b);
     let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
-    let to = SocketAddr::new(link.addr(2, false), 9);
-    link.a.run(move || {
-        pin_to_cpu(0);
-        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..5_000 {
-            let _ = udp.send_to(b"rps", to);
-        }
-    });
+    udp_flood_from_cpu0(&link, 5_000);
     thread::sleep(Duration::from_millis(300));
 }
 
