@@ -3,7 +3,10 @@
 
 use std::{hint::black_box, time::Instant};
 
-use netprobe::{btf::DropReasons, kallsyms::Symbolizer, output::Renderer, owners::Owner};
+use netprobe::{
+    kernel::btf::DropReasons, kernel::kallsyms::Symbolizer, model::owners::Owner,
+    trace::output::Renderer,
+};
 use netprobe_common::{
     decode::{Encode, Event},
     DropEvent, EventHeader, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, DROP_HAS_DEV,

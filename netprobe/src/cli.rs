@@ -4,7 +4,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{btf::VMLINUX_BTF, filter};
+use crate::{kernel::btf::VMLINUX_BTF, kernel::filter};
 
 #[derive(Debug, Parser)]
 #[command(

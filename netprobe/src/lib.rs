@@ -1,17 +1,12 @@
 //! netprobe: where packets are lost, from eBPF events and the kernel's own counters.
+//!
+//! The pipeline: `kernel` (BTF, tracefs, loading, the ring buffer) → `model` (typed events,
+//! classified once) → `trace` (the command, its stream and summary) and `findings`
+//! (aggregations, rules, reconciliation) beside `report` (the kernel's own counters).
 
-pub mod btf;
 pub mod cli;
-pub mod dropclass;
-pub mod filter;
 pub mod findings;
-pub mod kallsyms;
-pub mod loader;
-pub mod output;
-pub mod owners;
-pub mod reader;
+pub mod kernel;
+pub mod model;
 pub mod report;
-pub mod summary;
-pub mod timer_hooks;
 pub mod trace;
-pub mod tracefs;

@@ -2,8 +2,8 @@ use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use netprobe::{
-    btf::{DropReasons, KernelBtf},
     cli::{Cli, Command},
+    kernel::btf::{DropReasons, KernelBtf},
     report, trace,
 };
 

@@ -13,11 +13,11 @@ use reconcile::reconcile;
 pub use reconcile::{Reconciliation, Relation};
 
 use crate::{
-    dropclass::{Direction, Layer},
-    output::{endpoint, DropJson},
-    owners::Owner,
+    model::classify::{Direction, Layer},
+    model::owners::Owner,
     report::{model::Report, procfs::Counters, rules::cpu_mask},
-    summary::SummaryJson,
+    trace::output::{endpoint, DropJson},
+    trace::summary::SummaryJson,
 };
 
 /// Drops tallied from the stream (classification needs each event's location and device,
@@ -827,7 +827,7 @@ fn event_findings(inputs: &Inputs, flows: &[FlowRow], steering: &[Steering]) -> 
     }
 
     // NAPI polls out of budget beside softnet's time_squeeze.
-    let squeezed: Vec<&crate::summary::CpuSummary> = s
+    let squeezed: Vec<&crate::trace::summary::CpuSummary> = s
         .cpus
         .iter()
         .filter(|c| c.time_squeeze > 0 && c.napi_full_budget > 0)
@@ -861,10 +861,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        btf::DropReasons,
-        loader::KernelTotals,
+        kernel::btf::DropReasons,
+        kernel::loader::KernelTotals,
         report::{model, sample::Snapshot},
-        summary::{self, SoftnetDeltas, Streamed},
+        trace::summary::{self, SoftnetDeltas, Streamed},
     };
 
     fn snapshot(at: Instant, counters: &[(&str, &str, i64)]) -> Snapshot {
@@ -907,7 +907,7 @@ mod tests {
     const OWN: u32 = 7;
 
     /// Every hook a reconciliation row can depend on, active (or the one named, inactive).
-    fn hooks_with_inactive(inactive: Option<&str>) -> Vec<crate::loader::HookStatus> {
+    fn hooks_with_inactive(inactive: Option<&str>) -> Vec<crate::kernel::loader::HookStatus> {
         [
             "tcp:tcp_retransmit_skb",
             "tcp:tcp_retransmit_synack",
@@ -918,7 +918,7 @@ mod tests {
             "function:tcp_retransmit_timer",
         ]
         .into_iter()
-        .map(|hook| crate::loader::HookStatus {
+        .map(|hook| crate::kernel::loader::HookStatus {
             hook: hook.to_string(),
             attach: "raw_tracepoint",
             program: "netprobe_x",

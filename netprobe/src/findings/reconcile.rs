@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::{delta, Inputs};
-use crate::summary::{FlowReceives, FlowRetransmits, KindDetail, SummaryJson};
+use crate::trace::summary::{FlowReceives, FlowRetransmits, KindDetail, SummaryJson};
 
 /// How the two sides of a row relate when nothing is missing.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]

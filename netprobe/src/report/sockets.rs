@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::netlink::InetSocket;
-pub use crate::owners::Owner;
-use crate::{output::tcp_state, owners};
+pub use crate::model::owners::Owner;
+use crate::{model::owners, trace::output::tcp_state};
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u8 = 10;

@@ -1,5 +1,8 @@
 //! `netprobe trace`: load, stream, detach, drain, summarize.
 
+pub mod output;
+pub mod summary;
+
 use std::{
     io::{self, Write},
     path::Path,
@@ -10,21 +13,21 @@ use netprobe_common::decode::Event;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    btf::{BtfError, DropReasons, KernelBtf},
     cli::TraceArgs,
-    filter::{FilterError, FilterSpec},
     findings::{self, DropTally},
-    kallsyms::Symbolizer,
-    loader::{self, LoadError, LoadOptions},
-    output::{realtime_offset_ns, HooksJson, Renderer},
-    owners::OwnerCache,
-    reader::{EventReader, ReaderError},
+    kernel::btf::{BtfError, DropReasons, KernelBtf},
+    kernel::filter::{FilterError, FilterSpec},
+    kernel::kallsyms::Symbolizer,
+    kernel::loader::{self, LoadError, LoadOptions},
+    kernel::reader::{EventReader, ReaderError},
+    model::owners::OwnerCache,
     report::{
         self,
         procfs::Softnet,
         sample::{self, Scope, Snapshot},
     },
-    summary::{self, SoftnetDeltas, Streamed, SummaryJson},
+    trace::output::{realtime_offset_ns, HooksJson, Renderer},
+    trace::summary::{SoftnetDeltas, Streamed, SummaryJson},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -19,10 +19,10 @@ use netprobe_common::{
 use serde::Serialize;
 
 use crate::{
-    btf::{BtfError, KernelBtf},
     cli::FunctionHooks,
-    timer_hooks::{self, TimerHook, TimerLinks},
-    tracefs::{self, TracefsError},
+    kernel::btf::{BtfError, KernelBtf},
+    kernel::timer_hooks::{self, TimerHook, TimerLinks},
+    kernel::tracefs::{self, TracefsError},
 };
 
 /// At most one reader wakeup per this interval while events keep coming (plus one whenever a
@@ -904,7 +904,7 @@ mod tests {
     fn a_missing_tracepoint_is_reported_and_the_rest_carry_on() {
         let root = fake_tracefs(&[(
             "tcp/tcp_retransmit_skb",
-            include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15"),
+            include_str!("../../fixtures/tracefs/tcp_retransmit_skb.5.15"),
         )]);
         let plan = plan_hooks(&root);
         assert_eq!(plan.wanted.len(), 1);

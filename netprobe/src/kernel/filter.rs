@@ -10,7 +10,7 @@ use netprobe_common::{
     Filter, AF_INET, AF_INET6, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, FILTER_REASON,
 };
 
-use crate::btf::DropReasons;
+use crate::kernel::btf::DropReasons;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {

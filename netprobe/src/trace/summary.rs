@@ -11,10 +11,10 @@ use netprobe_common::{
 use serde::Serialize;
 
 use crate::{
-    btf::DropReasons,
-    loader::{HookStatus, KernelTotals, DROP_PROGRAM},
-    output::{addr, endpoint, family_name, kind_name},
-    owners::Owner,
+    kernel::btf::DropReasons,
+    kernel::loader::{HookStatus, KernelTotals, DROP_PROGRAM},
+    model::owners::Owner,
+    trace::output::{addr, endpoint, family_name, kind_name},
 };
 
 /// Events received by the agent, per kind.

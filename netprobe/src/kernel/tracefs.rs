@@ -249,9 +249,9 @@ mod tests {
     use super::*;
 
     /// Linux 6.18: `err` at the end.
-    const RETRANSMIT_6_18: &str = include_str!("../fixtures/tracefs/tcp_retransmit_skb.6.18");
+    const RETRANSMIT_6_18: &str = include_str!("../../fixtures/tracefs/tcp_retransmit_skb.6.18");
     /// Linux 5.15: no `err`.
-    const RETRANSMIT_5_15: &str = include_str!("../fixtures/tracefs/tcp_retransmit_skb.5.15");
+    const RETRANSMIT_5_15: &str = include_str!("../../fixtures/tracefs/tcp_retransmit_skb.5.15");
 
     #[test]
     fn parses_every_field_of_a_current_format() {
@@ -311,7 +311,7 @@ mod tests {
     fn synack_layout() {
         let f = Format::parse(
             "tcp:tcp_retransmit_synack",
-            include_str!("../fixtures/tracefs/tcp_retransmit_synack.6.18"),
+            include_str!("../../fixtures/tracefs/tcp_retransmit_synack.6.18"),
         )
         .unwrap();
         let l = f.synack_layout().unwrap();
@@ -323,7 +323,7 @@ mod tests {
     fn data_loc_strings_parse() {
         let napi = Format::parse(
             "napi:napi_poll",
-            include_str!("../fixtures/tracefs/napi_poll.6.18"),
+            include_str!("../../fixtures/tracefs/napi_poll.6.18"),
         )
         .unwrap();
         let dev = napi.field("dev_name").unwrap();
@@ -351,7 +351,7 @@ mod tests {
 
         let err = Format::parse(
             "napi:napi_poll",
-            include_str!("../fixtures/tracefs/napi_poll.6.18"),
+            include_str!("../../fixtures/tracefs/napi_poll.6.18"),
         )
         .unwrap()
         .retransmit_layout()

@@ -15,11 +15,11 @@ use netprobe_common::{
 use serde::Serialize;
 
 use crate::{
-    btf::DropReasons,
-    dropclass::{classify_at, classify_site, Direction, DropContext, Layer, SiteClass},
-    kallsyms::Symbolizer,
-    loader::HookStatus,
-    owners::Owner,
+    kernel::btf::DropReasons,
+    kernel::kallsyms::Symbolizer,
+    kernel::loader::HookStatus,
+    model::classify::{classify_at, classify_site, Direction, DropContext, Layer, SiteClass},
+    model::owners::Owner,
 };
 
 /// `{"type":"hooks"}`: first line of the stream, once every hook is attached or known absent.

@@ -14,7 +14,7 @@ use aya::{
 
 use std::path::Path;
 
-use crate::{cli::FunctionHooks, loader::HookStatus};
+use crate::{cli::FunctionHooks, kernel::loader::HookStatus};
 
 /// One hooked kernel function and its programs.
 pub struct TimerHook {

@@ -1,0 +1,5 @@
+//! The domain model: what was lost, built once per event from the decoded records, and read
+//! by every view (the event stream, the summary, the findings).
+
+pub mod classify;
+pub mod owners;
