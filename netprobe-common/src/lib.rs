@@ -14,6 +14,7 @@ extern crate std;
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod vocab;
 
 #[cfg(feature = "user")]
 pub mod decode;

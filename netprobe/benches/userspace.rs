@@ -4,7 +4,8 @@
 use std::{hint::black_box, time::Instant};
 
 use netprobe::{
-    kernel::btf::DropReasons, kernel::kallsyms::Symbolizer, model::owners::Owner,
+    kernel::{btf::DropReasons, kallsyms::Symbolizer},
+    model::{event::EventModel, owners::Owner},
     trace::output::Renderer,
 };
 use netprobe_common::{
@@ -15,16 +16,23 @@ use netprobe_common::{
 
 const ITERATIONS: u32 = 500_000;
 
-fn measure(name: &str, record: &[u8], renderer: &Renderer, owner: &Owner, json: bool) {
+/// Decode, build the typed event (naming and classifying drops), render.
+fn measure(
+    name: &str,
+    record: &[u8],
+    (model, renderer): (&mut EventModel, &Renderer),
+    owner: &Owner,
+    json: bool,
+) {
     // Warm up.
     for _ in 0..10_000 {
-        let e = Event::try_from(black_box(record)).unwrap();
+        let e = model.build(&Event::try_from(black_box(record)).unwrap());
         black_box(renderer.json_line(&e, Some(owner)));
     }
     let start = Instant::now();
     let mut bytes = 0usize;
     for _ in 0..ITERATIONS {
-        let e = Event::try_from(black_box(record)).unwrap();
+        let e = model.build(&Event::try_from(black_box(record)).unwrap());
         let line = if json {
             renderer.json_line(&e, Some(owner))
         } else {
@@ -53,7 +61,8 @@ fn main() {
             0xffffffff81000000 + i * 0x40
         ));
     }
-    let renderer = Renderer::new(DropReasons::default(), Symbolizer::parse(&kallsyms), 0);
+    let mut model = EventModel::new(DropReasons::default(), Symbolizer::parse(&kallsyms));
+    let renderer = Renderer::new(0);
     let mut flow = Flow {
         family: AF_INET,
         sport: 40000,
@@ -125,9 +134,27 @@ fn main() {
         ..Default::default()
     }
     .encode();
-    measure("peer_retransmit (json)", &peer, &renderer, &owner, true);
-    measure("retransmit (json)", &retransmit, &renderer, &owner, true);
-    measure("drop (json)", &drop, &renderer, &owner, true);
-    measure("retransmit (text)", &retransmit, &renderer, &owner, false);
-    measure("drop (text)", &drop, &renderer, &owner, false);
+    measure(
+        "peer_retransmit (json)",
+        &peer,
+        (&mut model, &renderer),
+        &owner,
+        true,
+    );
+    measure(
+        "retransmit (json)",
+        &retransmit,
+        (&mut model, &renderer),
+        &owner,
+        true,
+    );
+    measure("drop (json)", &drop, (&mut model, &renderer), &owner, true);
+    measure(
+        "retransmit (text)",
+        &retransmit,
+        (&mut model, &renderer),
+        &owner,
+        false,
+    );
+    measure("drop (text)", &drop, (&mut model, &renderer), &owner, false);
 }

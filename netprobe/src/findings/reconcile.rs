@@ -6,8 +6,10 @@
 
 use serde::Serialize;
 
-use super::{delta, Inputs};
-use crate::trace::summary::{FlowReceives, FlowRetransmits, KindDetail, SummaryJson};
+use netprobe_common::vocab::RetransmitKind;
+
+use super::Inputs;
+use crate::model::window::{ReceiveFlow, RetransmitFlow, Window};
 
 /// How the two sides of a row relate when nothing is missing.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +80,7 @@ struct Row<'a> {
 }
 
 /// Why a row fed by `hooks` and `programs` cannot be held to its relation, if anything.
-fn missing_input(
-    s: &SummaryJson,
-    filtered: bool,
-    hooks: &[&str],
-    programs: &[&str],
-) -> Option<String> {
+fn missing_input(s: &Window, filtered: bool, hooks: &[&str], programs: &[&str]) -> Option<String> {
     for name in hooks {
         match s.hooks.iter().find(|h| h.hook == *name) {
             Some(h) if h.active => {}
@@ -106,7 +103,7 @@ fn missing_input(
 }
 
 fn build_row(inputs: &Inputs, row: Row) -> Reconciliation {
-    let not_exact_because = missing_input(inputs.summary, inputs.filtered, row.hooks, row.programs);
+    let not_exact_because = missing_input(inputs.window, inputs.filtered, row.hooks, row.programs);
     Reconciliation {
         what: row.what,
         events: row.events,
@@ -123,19 +120,18 @@ fn build_row(inputs: &Inputs, row: Row) -> Reconciliation {
 /// Every row of the bundle, in a fixed order.
 pub fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
     let own = inputs.own_netns;
-    let retransmits: Vec<&FlowRetransmits> = inputs
-        .summary
+    let w = inputs.window;
+    let retransmits: Vec<&RetransmitFlow> = w
         .retransmits
         .flows
         .iter()
-        .filter(|f| f.netns == own)
+        .filter(|f| f.flow.netns == own)
         .collect();
-    let received: Vec<&FlowReceives> = inputs
-        .summary
+    let received: Vec<&ReceiveFlow> = w
         .received
         .flows
         .iter()
-        .filter(|f| f.netns == own)
+        .filter(|f| f.flow.netns == own)
         .collect();
     let mut rows = retransmit_rows(inputs, &retransmits);
     rows.splice(1..1, receive_rows(inputs, &received));
@@ -144,8 +140,8 @@ pub fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
     rows
 }
 
-fn receive_rows(inputs: &Inputs, received: &[&FlowReceives]) -> Vec<Reconciliation> {
-    let d = |group, field| delta(inputs.counters_before, inputs.counters_now, group, field);
+fn receive_rows(inputs: &Inputs, received: &[&ReceiveFlow]) -> Vec<Reconciliation> {
+    let d = |group, field| inputs.delta(group, field);
     vec![
         build_row(inputs, Row {
             what: "duplicate segments received (this namespace)",
@@ -172,19 +168,12 @@ fn receive_rows(inputs: &Inputs, received: &[&FlowReceives]) -> Vec<Reconciliati
 
 /// Retransmit totals beside Tcp/TcpExt of the same namespace: exact where the kernel counts
 /// the same segments, a bound where it also counts something else.
-fn retransmit_rows(inputs: &Inputs, flows: &[&FlowRetransmits]) -> Vec<Reconciliation> {
-    let d = |group, field| delta(inputs.counters_before, inputs.counters_now, group, field);
-    let kind = |name: &str| -> KindDetail {
-        let mut sum = KindDetail::default();
-        for detail in flows.iter().filter_map(|f| f.kind_detail.get(name)) {
-            sum.segs += detail.segs;
-            sum.timer += detail.timer;
-            sum.timer_segs += detail.timer_segs;
-        }
-        sum
-    };
-    let events_of = |name: &str| -> u64 { flows.iter().filter_map(|f| f.kinds.get(name)).sum() };
-    let (fast, rto) = (kind("fast"), kind("rto"));
+fn retransmit_rows(inputs: &Inputs, flows: &[&RetransmitFlow]) -> Vec<Reconciliation> {
+    let d = |group, field| inputs.delta(group, field);
+    let kinds = inputs.window.kinds_in(inputs.own_netns);
+    let kind = |k: RetransmitKind| kinds.get(&k).copied().unwrap_or_default();
+    let events_of = |k: RetransmitKind| kind(k).count;
+    let (fast, rto) = (kind(RetransmitKind::Fast), kind(RetransmitKind::Rto));
     let exact = |what, events, counter, counters, note| Row {
         what,
         events,
@@ -211,11 +200,11 @@ fn retransmit_rows(inputs: &Inputs, flows: &[&FlowRetransmits]) -> Vec<Reconcili
         },
         bound("RTO timer retransmits", rto.timer, "TcpExt TCPTimeouts", d("TcpExt", "TCPTimeouts"),
             "the kernel also counts timeouts that retransmit nothing (events ≤ counter)"),
-        bound("tail-loss probe retransmits", events_of("tlp"), "TcpExt TCPLossProbes", d("TcpExt", "TCPLossProbes"),
+        bound("tail-loss probe retransmits", events_of(RetransmitKind::Tlp), "TcpExt TCPLossProbes", d("TcpExt", "TCPLossProbes"),
             "the kernel also counts probes that send new data instead (events ≤ counter)"),
         Row {
             hooks: SYN_HOOKS,
-            ..exact("SYN and SYN-ACK retransmits", events_of("syn") + events_of("synack"), "TcpExt TCPSynRetrans", d("TcpExt", "TCPSynRetrans"),
+            ..exact("SYN and SYN-ACK retransmits", events_of(RetransmitKind::Syn) + events_of(RetransmitKind::Synack), "TcpExt TCPSynRetrans", d("TcpExt", "TCPSynRetrans"),
                 "the same retransmits: SYN (client) and SYN-ACK (server) alike")
         },
     ];
@@ -223,14 +212,14 @@ fn retransmit_rows(inputs: &Inputs, flows: &[&FlowRetransmits]) -> Vec<Reconcili
 }
 
 fn backlog_row(inputs: &Inputs) -> Reconciliation {
-    let b = &inputs.summary.backlog;
+    let b = &inputs.window.backlog;
     Reconciliation {
         what: "input backlog drops (all CPUs)",
         events: b.drop_events,
         counter: "softnet_stat dropped".into(),
         counters: b.softnet_dropped,
         relation: Relation::Equal,
-        must_match: b.must_match,
+        must_match: b.not_exact_because.is_none(),
         matches: b.drop_events == b.softnet_dropped,
         not_exact_because: b.not_exact_because.clone(),
         note: "the same drops, counted on the enqueuing CPU (events) and on the overflowing CPU (softnet_stat)".into(),
@@ -238,7 +227,7 @@ fn backlog_row(inputs: &Inputs) -> Reconciliation {
 }
 
 fn net_rx_row(inputs: &Inputs) -> Reconciliation {
-    let traced_runs: u64 = inputs.summary.cpus.iter().map(|c| c.net_rx_runs).sum();
+    let traced_runs: u64 = inputs.window.cpus.iter().map(|c| c.net_rx_runs).sum();
     let kernel_runs: u64 = inputs
         .net_rx_now
         .iter()
@@ -250,7 +239,7 @@ fn net_rx_row(inputs: &Inputs) -> Reconciliation {
     // not in the counter's delta, runs under way at either edge the other way round.
     let edges = "runs at the window's edges: begun before the hooks were attached, or between attaching and the counters' first read";
     let hooks = ["irq:softirq_entry", "irq:softirq_exit"];
-    let not_exact_because = missing_input(inputs.summary, false, &hooks, &[])
+    let not_exact_because = missing_input(inputs.window, false, &hooks, &[])
         .unwrap_or_else(|| format!("the two differ by the {edges}"));
     Reconciliation {
         what: "NET_RX softirq runs (all CPUs)",

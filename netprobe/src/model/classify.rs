@@ -5,66 +5,7 @@
 //! Otherwise the direction comes from `skb->skb_iif`: set when a device received the packet,
 //! zero for packets this host generated. Loopback (ifindex 1 in every namespace) is `local`.
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Arriving at this host (from a device).
-    Ingress,
-    /// Leaving this host (generated here, or forwarded out).
-    Egress,
-    /// Never left the host: loopback or between local sockets.
-    Local,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Layer {
-    /// Device, driver, L2 (rings, XDP, MAC checks, tunnels' outer headers).
-    Nic,
-    /// Traffic control: qdiscs and tc filters.
-    Qdisc,
-    /// Per-CPU input backlog and the NET_RX softirq core.
-    Backlog,
-    /// Netfilter and other policy hooks (LSM, cgroup BPF).
-    Netfilter,
-    Ip,
-    Tcp,
-    Udp,
-    Socket,
-    Unknown,
-}
-
-impl Direction {
-    /// The name used in JSON and text.
-    pub fn name(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-            Direction::Local => "local",
-            Direction::Unknown => "unknown",
-        }
-    }
-}
-
-impl Layer {
-    /// The name used in JSON and text.
-    pub fn name(self) -> &'static str {
-        match self {
-            Layer::Nic => "nic",
-            Layer::Qdisc => "qdisc",
-            Layer::Backlog => "backlog",
-            Layer::Netfilter => "netfilter",
-            Layer::Ip => "ip",
-            Layer::Tcp => "tcp",
-            Layer::Udp => "udp",
-            Layer::Socket => "socket",
-            Layer::Unknown => "unknown",
-        }
-    }
-}
+pub use netprobe_common::vocab::{Direction, Layer};
 
 // Short names for the table; `Unknown` exists in both and is always written qualified.
 use Direction::{Egress, Ingress, Local};

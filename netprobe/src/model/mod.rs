@@ -2,4 +2,8 @@
 //! by every view (the event stream, the summary, the findings).
 
 pub mod classify;
+pub mod event;
+pub mod flow;
 pub mod owners;
+pub mod tally;
+pub mod window;

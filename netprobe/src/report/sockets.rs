@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use super::netlink::InetSocket;
 pub use crate::model::owners::Owner;
-use crate::{model::owners, trace::output::tcp_state};
+use netprobe_common::vocab::TcpState;
+
+use crate::model::owners;
 
 const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u8 = 10;
@@ -125,7 +127,7 @@ pub fn summarize(
         }
         r.tcp_total += 1;
         *r.tcp_states
-            .entry(tcp_state(s.state).to_string())
+            .entry(TcpState::name_of(s.state).to_string())
             .or_default() += 1;
         match s.state {
             TCP_TIME_WAIT => {

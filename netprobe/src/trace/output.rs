@@ -1,25 +1,17 @@
-//! What `netprobe trace` prints: NDJSON objects (serde types built from the ABI types, never
-//! the ABI types themselves) and one-line text renderings for people.
+//! What `netprobe trace` streams: NDJSON objects (serde types built from the typed events of
+//! `model::event`, never the model itself) and one-line text renderings for people.
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::cell::RefCell;
 
-use netprobe_common::{
-    decode::Event, DropEvent, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, AF_INET6,
-    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, KIND_NAMES, RX_DUPLICATE,
-    RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE, TRIGGER_OTHER, TRIGGER_TIMER,
-};
+use netprobe_common::vocab::{ip_proto, TcpState};
 use serde::Serialize;
 
 use crate::{
-    kernel::btf::DropReasons,
-    kernel::kallsyms::Symbolizer,
     kernel::loader::HookStatus,
-    model::classify::{classify_at, classify_site, Direction, DropContext, Layer, SiteClass},
-    model::owners::Owner,
+    model::{
+        event::{Drop, NetEvent, Receive, Retransmit},
+        owners::Owner,
+    },
 };
 
 /// `{"type":"hooks"}`: first line of the stream, once every hook is attached or known absent.
@@ -31,7 +23,7 @@ pub struct HooksJson<'a> {
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct RetransmitJson {
+pub struct RetransmitJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub ts_ns: u64,
@@ -54,11 +46,11 @@ pub struct RetransmitJson {
     pub seq: u32,
     /// The process that owns the socket (not the task on the CPU), when it can be named.
     #[serde(flatten)]
-    pub owner: Option<Owner>,
+    pub owner: Option<&'a Owner>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct DropJson {
+pub struct DropJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub ts_ns: u64,
@@ -71,20 +63,20 @@ pub struct DropJson {
     pub sport: Option<u16>,
     pub daddr: Option<String>,
     pub dport: Option<u16>,
-    pub reason: String,
+    pub reason: &'a str,
     pub reason_code: u32,
-    /// `ingress`, `egress`, `local` or `unknown` (see `dropclass`).
-    pub direction: Direction,
+    /// `ingress`, `egress`, `local` or `unknown` (see `model::classify`).
+    pub direction: &'static str,
     /// `nic`, `qdisc`, `backlog`, `netfilter`, `ip`, `tcp`, `udp`, `socket` or `unknown`.
-    pub layer: Layer,
-    pub location: String,
+    pub layer: &'static str,
+    pub location: &'a str,
     /// Ethertype: `ipv4`, `ipv6`, `arp` or `0x....`.
     pub protocol: String,
     /// IP protocol (`tcp`, `udp`, `icmp`, … or the number) when the IP header was parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_proto: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ifname: Option<String>,
+    pub ifname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifindex: Option<u32>,
     /// State of the socket the packet belonged to, when it had one.
@@ -92,13 +84,13 @@ pub struct DropJson {
     pub state: Option<&'static str>,
     /// The process that owns that socket, when it can be named.
     #[serde(flatten)]
-    pub owner: Option<Owner>,
+    pub owner: Option<&'a Owner>,
 }
 
 /// `{"type":"peer_retransmit"}` or `{"type":"ooo"}`: a data segment out of sequence on an
 /// established socket's receive path.
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ReceiveJson {
+pub struct ReceiveJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub ts_ns: u64,
@@ -131,63 +123,86 @@ pub struct ReceiveJson {
     pub hole_bytes: Option<u32>,
     /// The process that owns the receiving socket (`pid`, `comm`), when it can be named.
     #[serde(flatten)]
-    pub owner: Option<Owner>,
+    pub owner: Option<&'a Owner>,
 }
 
-/// The JSON name of a receive class.
-pub fn receive_class_name(class: u8) -> &'static str {
-    match class {
-        RX_DUPLICATE | RX_DUPLICATE_PARTIAL => "duplicate",
-        RX_FILLS_HOLE => "fills_hole",
-        RX_OPENS_HOLE => "opens_hole",
-        _ => "other",
+impl<'a> RetransmitJson<'a> {
+    pub fn new(e: &Retransmit, owner: Option<&'a Owner>) -> Self {
+        RetransmitJson {
+            kind: "retransmit",
+            ts_ns: e.at.ts_ns,
+            cpu: e.at.cpu,
+            netns: e.flow.netns,
+            family: e.family.map(|f| f.name()).unwrap_or("unknown"),
+            saddr: e.flow.src.addr.to_string(),
+            sport: e.flow.src.port.unwrap_or(0),
+            daddr: e.flow.dst.addr.to_string(),
+            dport: e.flow.dst.port.unwrap_or(0),
+            state: e.state.map(TcpState::name).unwrap_or("UNKNOWN"),
+            retransmit_kind: e.kind.name(),
+            trigger: e.trigger.name(),
+            err: e.err,
+            segs: e.segs,
+            bytes: e.bytes,
+            seq: e.seq,
+            owner,
+        }
     }
 }
 
-pub fn family_name(family: u16) -> Option<&'static str> {
-    match family {
-        AF_INET => Some("ipv4"),
-        AF_INET6 => Some("ipv6"),
-        _ => None,
+impl<'a> DropJson<'a> {
+    pub fn new(e: &'a Drop, owner: Option<&'a Owner>) -> Self {
+        DropJson {
+            kind: "drop",
+            ts_ns: e.at.ts_ns,
+            cpu: e.at.cpu,
+            netns: e.netns,
+            family: e.flow.map(|f| f.family().name()),
+            saddr: e.flow.map(|f| f.src.addr.to_string()),
+            sport: e.flow.and_then(|f| f.src.port),
+            daddr: e.flow.map(|f| f.dst.addr.to_string()),
+            dport: e.flow.and_then(|f| f.dst.port),
+            reason: &e.reason,
+            reason_code: e.reason_code,
+            direction: e.direction.name(),
+            layer: e.layer.name(),
+            location: &e.location,
+            protocol: ethertype(e.ethertype),
+            ip_proto: e.ip_proto.map(ip_proto_name),
+            ifname: e.device.as_ref().and_then(|d| d.name.as_deref()),
+            ifindex: e.device.as_ref().map(|d| d.ifindex),
+            state: e.socket_state.map(TcpState::name_of),
+            owner,
+        }
     }
 }
 
-pub fn addr(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == AF_INET {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    }
-}
-
-pub fn kind_name(kind: u8) -> &'static str {
-    KIND_NAMES.get(kind as usize).copied().unwrap_or("other")
-}
-
-pub fn trigger_name(trigger: u8) -> &'static str {
-    match trigger {
-        TRIGGER_TIMER => "timer",
-        TRIGGER_OTHER => "other",
-        _ => "unknown",
-    }
-}
-
-/// `TCP_ESTABLISHED` … from include/net/tcp_states.h (a stable user-visible ABI).
-pub fn tcp_state(state: u8) -> &'static str {
-    match state {
-        1 => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        12 => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
+impl<'a> ReceiveJson<'a> {
+    pub fn new(e: &Receive, owner: Option<&'a Owner>) -> Self {
+        ReceiveJson {
+            kind: if e.out_of_order {
+                "ooo"
+            } else {
+                "peer_retransmit"
+            },
+            ts_ns: e.at.ts_ns,
+            cpu: e.at.cpu,
+            netns: e.flow.netns,
+            family: e.family.map(|f| f.name()).unwrap_or("unknown"),
+            saddr: e.flow.src.addr.to_string(),
+            sport: e.flow.src.port.unwrap_or(0),
+            daddr: e.flow.dst.addr.to_string(),
+            dport: e.flow.dst.port.unwrap_or(0),
+            class: e.class.map(|c| c.name()).unwrap_or("other"),
+            partial: e.class == Some(netprobe_common::vocab::ReceiveClass::DuplicatePartial),
+            seq: e.seq,
+            len: e.len,
+            rcv_nxt: e.rcv_nxt,
+            ooo_end: e.ooo_end,
+            old_bytes: e.old_bytes(),
+            hole_bytes: e.hole_bytes(),
+            owner,
+        }
     }
 }
 
@@ -200,21 +215,11 @@ pub fn ethertype(protocol: u16) -> String {
     }
 }
 
-pub fn ip_proto(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        other => other.to_string(),
-    }
-}
-
-fn ifname(raw: &[u8; 16]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+/// The protocol's name, or its number for the ones netprobe does not name.
+pub fn ip_proto_name(proto: u8) -> String {
+    ip_proto::name(proto)
+        .map(str::to_string)
+        .unwrap_or_else(|| proto.to_string())
 }
 
 fn errno_name(err: i32) -> String {
@@ -232,236 +237,100 @@ fn errno_name(err: i32) -> String {
     format!("failed {name}")
 }
 
-/// Turns events into JSON objects or text lines.
+/// Turns typed events into JSON objects or text lines.
 pub struct Renderer {
-    pub reasons: DropReasons,
-    pub symbols: Symbolizer,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start-up, for wall-clock text timestamps.
     pub realtime_offset_ns: i128,
-    /// Drop sites seen so far, by (reason, location): their names and the part of the
-    /// classification that depends on nothing else. A drop storm repeats a few sites
-    /// millions of times; naming and classifying each once halves the cost of a drop line.
-    drop_sites: RefCell<HashMap<(u32, u64), DropSite>>,
     /// The last second rendered as `HH:MM:SS` local time.
     last_second: RefCell<(i64, String)>,
 }
 
-#[derive(Clone)]
-struct DropSite {
-    reason: String,
-    location: String,
-    class: SiteClass,
-}
-
-/// Beyond this many sites the cache stops growing (each site is still named, just not kept).
-const MAX_DROP_SITES: usize = 4096;
-
 impl Renderer {
-    pub fn new(reasons: DropReasons, symbols: Symbolizer, realtime_offset_ns: i128) -> Self {
+    pub fn new(realtime_offset_ns: i128) -> Self {
         Self {
-            reasons,
-            symbols,
             realtime_offset_ns,
-            drop_sites: RefCell::new(HashMap::new()),
             last_second: RefCell::new((0, String::new())),
         }
     }
 
-    fn drop_site(&self, reason: u32, location: u64) -> DropSite {
-        if let Some(site) = self.drop_sites.borrow().get(&(reason, location)) {
-            return site.clone();
-        }
-        let reason_name = self.reasons.name(reason);
-        let location_name = self.symbols.resolve(location);
-        let site = DropSite {
-            class: classify_site(&reason_name, &location_name),
-            reason: reason_name,
-            location: location_name,
-        };
-        let mut sites = self.drop_sites.borrow_mut();
-        if sites.len() < MAX_DROP_SITES {
-            sites.insert((reason, location), site.clone());
-        }
-        site
-    }
-
-    pub fn retransmit_json(&self, e: &RetransmitEvent, owner: Option<&Owner>) -> RetransmitJson {
-        RetransmitJson {
-            kind: "retransmit",
-            ts_ns: e.header.ts_ns,
-            cpu: e.header.cpu,
-            netns: e.netns,
-            family: family_name(e.flow.family).unwrap_or("unknown"),
-            saddr: addr(e.flow.family, &e.flow.saddr).to_string(),
-            sport: e.flow.sport,
-            daddr: addr(e.flow.family, &e.flow.daddr).to_string(),
-            dport: e.flow.dport,
-            state: tcp_state(e.state),
-            retransmit_kind: kind_name(e.kind),
-            trigger: trigger_name(e.trigger),
-            err: e.err,
-            segs: e.segs,
-            bytes: e.bytes,
-            seq: e.seq,
-            owner: owner.cloned(),
-        }
-    }
-
-    pub fn drop_json(&self, e: &DropEvent, owner: Option<&Owner>) -> DropJson {
-        let has_flow = e.flags & DROP_HAS_FLOW != 0;
-        let has_ports = e.flags & DROP_HAS_PORTS != 0;
-        let has_dev = e.flags & DROP_HAS_DEV != 0;
-        let flow_addr = |bytes: &[u8; 16]| has_flow.then(|| addr(e.flow.family, bytes).to_string());
-        let DropSite {
-            reason,
-            location,
-            class,
-        } = self.drop_site(e.reason, e.location);
-        let (direction, layer) = classify_at(
-            class,
-            DropContext {
-                location: &location,
-                skb_iif: e.skb_iif,
-                ifindex: has_dev.then_some(e.ifindex),
-                has_socket: e.flags & DROP_HAS_SOCK != 0,
-            },
-        );
-        DropJson {
-            kind: "drop",
-            ts_ns: e.header.ts_ns,
-            cpu: e.header.cpu,
-            netns: e.netns,
-            family: if has_flow {
-                family_name(e.flow.family)
-            } else {
-                None
-            },
-            saddr: flow_addr(&e.flow.saddr),
-            sport: has_ports.then_some(e.flow.sport),
-            daddr: flow_addr(&e.flow.daddr),
-            dport: has_ports.then_some(e.flow.dport),
-            reason,
-            reason_code: e.reason,
-            direction,
-            layer,
-            location,
-            protocol: ethertype(e.protocol),
-            ip_proto: has_flow.then(|| ip_proto(e.ip_proto)),
-            ifname: has_dev.then(|| ifname(&e.ifname)).filter(|n| !n.is_empty()),
-            ifindex: has_dev.then_some(e.ifindex),
-            state: (e.flags & DROP_HAS_SOCK != 0).then(|| tcp_state(e.sk_state)),
-            owner: owner.cloned(),
-        }
-    }
-
-    pub fn receive_json(&self, e: &ReceiveEvent, owner: Option<&Owner>) -> ReceiveJson {
-        let ooo = e.header.kind == EventKind::OutOfOrder.id();
-        let duplicate = matches!(e.class, RX_DUPLICATE | RX_DUPLICATE_PARTIAL);
-        ReceiveJson {
-            kind: if ooo { "ooo" } else { "peer_retransmit" },
-            ts_ns: e.header.ts_ns,
-            cpu: e.header.cpu,
-            netns: e.netns,
-            family: family_name(e.flow.family).unwrap_or("unknown"),
-            saddr: addr(e.flow.family, &e.flow.saddr).to_string(),
-            sport: e.flow.sport,
-            daddr: addr(e.flow.family, &e.flow.daddr).to_string(),
-            dport: e.flow.dport,
-            class: receive_class_name(e.class),
-            partial: e.class == RX_DUPLICATE_PARTIAL,
-            seq: e.seq,
-            len: e.len,
-            rcv_nxt: e.rcv_nxt,
-            ooo_end: (e.flags & RX_HAD_OOO != 0).then_some(e.ooo_end),
-            old_bytes: duplicate.then_some(e.gap),
-            hole_bytes: (e.class == RX_OPENS_HOLE).then_some(e.gap),
-            owner: owner.cloned(),
-        }
-    }
-
     /// `owner`: the process owning the event's socket, when known.
-    pub fn json_line(&self, event: &Event, owner: Option<&Owner>) -> String {
+    pub fn json_line(&self, event: &NetEvent, owner: Option<&Owner>) -> String {
         let value = match event {
-            Event::Retransmit(e) => serde_json::to_string(&self.retransmit_json(e, owner)),
-            Event::Drop(e) => serde_json::to_string(&self.drop_json(e, owner)),
-            Event::Receive(e) => serde_json::to_string(&self.receive_json(e, owner)),
+            NetEvent::Retransmit(e) => serde_json::to_string(&RetransmitJson::new(e, owner)),
+            NetEvent::Drop(e) => serde_json::to_string(&DropJson::new(e, owner)),
+            NetEvent::Receive(e) => serde_json::to_string(&ReceiveJson::new(e, owner)),
         };
         value.expect("event JSON serializes")
     }
 
-    pub fn text_line(&self, event: &Event, owner: Option<&Owner>) -> String {
+    pub fn text_line(&self, event: &NetEvent, owner: Option<&Owner>) -> String {
         let line = match event {
-            Event::Retransmit(e) => format!(
+            NetEvent::Retransmit(e) => format!(
                 "{} cpu{:<3} RETRANS {} {} {} segs={} bytes={} seq={} {} netns={}",
-                self.wall_clock(e.header.ts_ns),
-                e.header.cpu,
-                kind_name(e.kind),
-                flow_text(&e.flow, true),
-                tcp_state(e.state),
+                self.wall_clock(e.at.ts_ns),
+                e.at.cpu,
+                e.kind.name(),
+                e.flow,
+                e.state.map(TcpState::name).unwrap_or("UNKNOWN"),
                 e.segs,
                 e.bytes,
                 e.seq,
                 errno_name(e.err),
-                e.netns
+                e.flow.netns
             ),
-            Event::Receive(e) => {
-                let j = self.receive_json(e, None);
-                let detail = match (j.old_bytes, j.hole_bytes) {
-                    (Some(old), _) => format!(" old={old}"),
-                    (_, Some(hole)) => format!(" hole={hole}"),
-                    _ => String::new(),
-                };
-                // As the data travelled: from the peer to this socket.
-                let incoming = Flow {
-                    saddr: e.flow.daddr,
-                    daddr: e.flow.saddr,
-                    sport: e.flow.dport,
-                    dport: e.flow.sport,
-                    ..e.flow
-                };
-                format!(
-                    "{} cpu{:<3} {:<7} {}{} {} seq={} len={} rcv_nxt={}{detail} netns={}",
-                    self.wall_clock(e.header.ts_ns),
-                    e.header.cpu,
-                    if j.kind == "ooo" { "OOO" } else { "PEERRTX" },
-                    j.class,
-                    if j.partial { "(partial)" } else { "" },
-                    flow_text(&incoming, true),
-                    e.seq,
-                    e.len,
-                    e.rcv_nxt,
-                    e.netns
-                )
-            }
-            Event::Drop(e) => {
-                let j = self.drop_json(e, None);
-                let what = match (&j.ip_proto, e.flags & DROP_HAS_FLOW != 0) {
-                    (Some(p), true) => {
-                        format!("{p} {}", flow_text(&e.flow, e.flags & DROP_HAS_PORTS != 0))
-                    }
-                    _ => j.protocol.clone(),
-                };
-                let dev = j
-                    .ifname
-                    .as_deref()
-                    .map(|d| format!(" dev={d}"))
-                    .unwrap_or_default();
-                format!(
-                    "{} cpu{:<3} DROP    {} {what}{dev} {}/{} at {} netns={}",
-                    self.wall_clock(e.header.ts_ns),
-                    e.header.cpu,
-                    j.reason,
-                    j.direction.name(),
-                    j.layer.name(),
-                    j.location,
-                    e.netns
-                )
-            }
+            NetEvent::Receive(e) => self.receive_text(e),
+            NetEvent::Drop(e) => self.drop_text(e),
         };
         match owner {
             Some(o) => format!("{line} pid={} comm={}", o.pid, o.comm),
             None => line,
         }
+    }
+
+    fn receive_text(&self, e: &Receive) -> String {
+        let detail = match (e.old_bytes(), e.hole_bytes()) {
+            (Some(old), _) => format!(" old={old}"),
+            (_, Some(hole)) => format!(" hole={hole}"),
+            _ => String::new(),
+        };
+        let partial = e.class == Some(netprobe_common::vocab::ReceiveClass::DuplicatePartial);
+        format!(
+            "{} cpu{:<3} {:<7} {}{} {} seq={} len={} rcv_nxt={}{detail} netns={}",
+            self.wall_clock(e.at.ts_ns),
+            e.at.cpu,
+            if e.out_of_order { "OOO" } else { "PEERRTX" },
+            e.class.map(|c| c.name()).unwrap_or("other"),
+            if partial { "(partial)" } else { "" },
+            // As the data travelled: from the peer to this socket.
+            e.flow.reversed(),
+            e.seq,
+            e.len,
+            e.rcv_nxt,
+            e.flow.netns
+        )
+    }
+
+    fn drop_text(&self, e: &Drop) -> String {
+        let what = match (e.ip_proto, e.flow) {
+            (Some(p), Some(flow)) => format!("{} {flow}", ip_proto_name(p)),
+            _ => ethertype(e.ethertype),
+        };
+        let dev = e
+            .device
+            .as_ref()
+            .and_then(|d| d.name.as_deref())
+            .map(|d| format!(" dev={d}"))
+            .unwrap_or_default();
+        format!(
+            "{} cpu{:<3} DROP    {} {what}{dev} {}/{} at {} netns={}",
+            self.wall_clock(e.at.ts_ns),
+            e.at.cpu,
+            e.reason,
+            e.direction.name(),
+            e.layer.name(),
+            e.location,
+            e.netns
+        )
     }
 
     /// Local wall-clock time `HH:MM:SS.micros` of a monotonic timestamp.
@@ -472,8 +341,9 @@ impl Renderer {
         // localtime_r costs more than the rest of a line; events come in bursts within a second.
         let mut last = self.last_second.borrow_mut();
         if last.0 != secs as i64 || last.1.is_empty() {
-            // SAFETY: localtime_r writes into the tm we own.
+            // SAFETY: an all-zero `tm` is a valid value of this plain C struct.
             let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are to live locals; localtime_r writes only into `tm`.
             unsafe { libc::localtime_r(&secs, &mut tm) };
             *last = (
                 secs as i64,
@@ -481,27 +351,6 @@ impl Renderer {
             );
         }
         format!("{}.{:06}", last.1, micros)
-    }
-}
-
-/// `addr:port`, with the address in brackets for IPv6 (`[2001:db8::1]:80`).
-pub fn endpoint(addr: &str, port: u16) -> String {
-    if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-pub fn flow_text(flow: &Flow, with_ports: bool) -> String {
-    let s = addr(flow.family, &flow.saddr);
-    let d = addr(flow.family, &flow.daddr);
-    if !with_ports {
-        return format!("{s} > {d}");
-    }
-    match (s, d) {
-        (IpAddr::V6(_), IpAddr::V6(_)) => format!("[{s}]:{} > [{d}]:{}", flow.sport, flow.dport),
-        _ => format!("{s}:{} > {d}:{}", flow.sport, flow.dport),
     }
 }
 
@@ -521,15 +370,30 @@ pub fn realtime_offset_ns() -> i128 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use netprobe_common::EventHeader;
+    use netprobe_common::{
+        decode::Event, DropEvent, EventHeader, Flow, RetransmitEvent, AF_INET, AF_INET6,
+        DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, TRIGGER_OTHER,
+    };
 
-    fn renderer() -> Renderer {
-        Renderer::new(
+    use super::*;
+    use crate::{
+        kernel::{btf::DropReasons, kallsyms::Symbolizer},
+        model::event::EventModel,
+    };
+
+    fn model() -> EventModel {
+        EventModel::new(
             DropReasons::from_pairs(&[(12, "NETFILTER_DROP")], &[]),
             Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n"),
-            0,
         )
+    }
+
+    fn json(event: &Event, owner: Option<&Owner>) -> String {
+        Renderer::new(0).json_line(&model().build(event), owner)
+    }
+
+    fn text(event: &Event, owner: Option<&Owner>) -> String {
+        Renderer::new(0).text_line(&model().build(event), owner)
     }
 
     fn v4(a: [u8; 4]) -> [u8; 16] {
@@ -566,14 +430,14 @@ mod tests {
             ..Default::default()
         };
         let v: serde_json::Value =
-            serde_json::from_str(&renderer().json_line(&Event::Retransmit(e), None)).unwrap();
+            serde_json::from_str(&json(&Event::Retransmit(e), None)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"type":"retransmit","ts_ns":5,"cpu":1,"netns":99,"family":"ipv4",
                 "saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":5001,
                 "state":"ESTABLISHED","kind":"fast","trigger":"other","err":-16,"segs":1,"bytes":1448,"seq":7})
         );
-        let text = renderer().text_line(
+        let text = text(
             &Event::Retransmit(e),
             Some(&Owner {
                 pid: 42,
@@ -624,7 +488,7 @@ mod tests {
             skb_iif: 0,
             sock_ino: 0,
         };
-        let v: serde_json::Value = serde_json::from_str(&renderer().json_line(
+        let v: serde_json::Value = serde_json::from_str(&json(
             &Event::Drop(e),
             Some(&Owner {
                 pid: 7,
@@ -648,8 +512,7 @@ mod tests {
             protocol: 0x0806,
             ..e
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&renderer().json_line(&Event::Drop(bare), None)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json(&Event::Drop(bare), None)).unwrap();
         assert_eq!(v["family"], serde_json::Value::Null);
         assert_eq!(v["sport"], serde_json::Value::Null);
         assert_eq!(v["reason"], "UNKNOWN_77");
@@ -664,7 +527,7 @@ mod tests {
             v["layer"], "netfilter",
             "unknown reason: the freeing function's layer"
         );
-        let text = renderer().text_line(&Event::Drop(bare), None);
+        let text = text(&Event::Drop(bare), None);
         assert!(
             text.contains("DROP    UNKNOWN_77 arp unknown/netfilter at nf_hook_slow+0x3a"),
             "{text}"

@@ -1,59 +1,50 @@
-//! The end-of-trace summary: exact totals from the kernel maps, set beside what reached
-//! userspace, so that lost events are always counted and shown.
+//! `{"type":"summary"}`: the trace window's exact totals from the kernel maps, set beside what
+//! reached userspace, so that lost events are always counted and shown. Serde types built
+//! from `model::window`, never the model itself.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
-use netprobe_common::{
-    ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL,
-    COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
-    COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
-};
 use serde::Serialize;
 
 use crate::{
-    kernel::btf::DropReasons,
-    kernel::loader::{HookStatus, KernelTotals, DROP_PROGRAM},
-    model::owners::Owner,
-    trace::output::{addr, endpoint, family_name, kind_name},
+    kernel::loader::HookStatus,
+    model::{
+        owners::Owner,
+        window::{
+            self, Backlog, CpuWork, KindAccounting, KindCounts, ReceiveCounts, ReceiveFlow,
+            RetransmitFlow, Window,
+        },
+    },
 };
 
-/// Events received by the agent, per kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Streamed {
-    pub retransmits: u64,
-    pub drops: u64,
-    pub receives: u64,
-    pub decode_errors: u64,
-}
-
 #[derive(Debug, Serialize)]
-pub struct SummaryJson {
+pub struct SummaryJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub duration_ms: u64,
-    pub hooks: Vec<HookStatus>,
-    pub retransmits: RetransmitSummary,
+    pub hooks: &'a [HookStatus],
+    pub retransmits: RetransmitSummary<'a>,
     /// The incoming direction: what peers sent again, and holes in what they sent.
-    pub received: ReceiveSummary,
-    pub drops: DropSummary,
+    pub received: ReceiveSummary<'a>,
+    pub drops: DropSummary<'a>,
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
     pub events_lost: u64,
     /// Program invocations the kernel skipped (`recursion_misses`: the hook fired in an
     /// interrupt that had interrupted another BPF program on that CPU). Neither counted nor
     /// streamed: the one loss netprobe cannot recover, so it is reported by program.
-    pub kernel_skipped: BTreeMap<&'static str, u64>,
+    pub kernel_skipped: &'a BTreeMap<&'static str, u64>,
     /// Receive processing per CPU (host-wide; filters do not apply), CPUs with activity only.
-    pub cpus: Vec<CpuSummary>,
+    pub cpus: Vec<CpuSummary<'a>>,
     /// Input-backlog drops from both sides: the CPUs that tried to enqueue (drop events) and
     /// the CPUs whose backlog overflowed (softnet_stat).
-    pub backlog: BacklogSummary,
+    pub backlog: BacklogSummary<'a>,
 }
 
 /// softnet_stat counts a backlog drop against the CPU whose backlog overflowed; the drop
 /// event fires on the CPU that tried to enqueue (they differ under RPS/RFS steering).
-#[derive(Debug, Serialize, Default, PartialEq, Eq)]
-pub struct BacklogSummary {
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct BacklogSummary<'a> {
     /// CPU_BACKLOG drops counted in the kernel (exact, whatever the stream lost).
     pub drop_events: u64,
     /// softnet_stat `dropped` growth over the same window, all CPUs.
@@ -63,67 +54,13 @@ pub struct BacklogSummary {
     pub must_match: bool,
     /// Why they need not agree, when `must_match` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_exact_because: Option<String>,
+    pub not_exact_because: Option<&'a str>,
     pub overflowing_cpus: Vec<CpuCount>,
     pub enqueuing_cpus: Vec<CpuCount>,
 }
 
-fn backlog_summary(
-    totals: &KernelTotals,
-    reasons: &DropReasons,
-    softnet: &SoftnetDeltas,
-    filtered: bool,
-    drop_hook_skipped: u64,
-) -> BacklogSummary {
-    // Each of these keeps some CPU_BACKLOG drops out of the per-reason table while
-    // softnet_stat still counts them.
-    let not_exact_because = if !reasons.recorded() {
-        Some("this kernel records no drop reasons (before Linux 5.17): the kernel-side counts cannot tell backlog drops from others".to_string())
-    } else if filtered {
-        Some("trace filters exclude some drops; softnet_stat counts all".to_string())
-    } else if drop_hook_skipped > 0 {
-        Some(format!(
-            "the kernel skipped the drop hook {drop_hook_skipped} times (another BPF program was running on that CPU)"
-        ))
-    } else if totals.counter(COUNTER_REASON_TABLE_FULL) > 0 {
-        Some(format!(
-            "{} drops missing from the per-reason table",
-            totals.counter(COUNTER_REASON_TABLE_FULL)
-        ))
-    } else {
-        None
-    };
-    let code = reasons.value("CPU_BACKLOG");
-    let per_cpu: Vec<u64> = totals
-        .reasons
-        .iter()
-        .find(|(reason, _)| Some(*reason) == code)
-        .map(|(_, counts)| counts.clone())
-        .unwrap_or_default();
-    BacklogSummary {
-        drop_events: per_cpu.iter().sum(),
-        softnet_dropped: softnet.values().map(|(_, dropped)| dropped).sum(),
-        must_match: not_exact_because.is_none(),
-        not_exact_because,
-        overflowing_cpus: softnet
-            .iter()
-            .filter(|(_, (_, dropped))| *dropped > 0)
-            .map(|(cpu, (_, dropped))| CpuCount {
-                cpu: *cpu,
-                count: *dropped,
-            })
-            .collect(),
-        enqueuing_cpus: per_cpu
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c > 0)
-            .map(|(cpu, count)| CpuCount { cpu, count: *count })
-            .collect(),
-    }
-}
-
-#[derive(Debug, Serialize, Default, PartialEq, Eq)]
-pub struct CpuSummary {
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct CpuSummary<'a> {
     pub cpu: usize,
     /// NET_RX softirq runs that began and ended inside the window.
     pub net_rx_runs: u64,
@@ -136,63 +73,20 @@ pub struct CpuSummary {
     pub time_squeeze: u64,
     /// softnet_stat's dropped delta over the same window (input backlog full).
     pub backlog_dropped: u64,
-    pub napi: Vec<NapiDevice>,
+    pub napi: Vec<NapiDevice<'a>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct NapiDevice {
+pub struct NapiDevice<'a> {
     /// Device name; `(no_device)` is the per-CPU backlog (RPS, netif_rx, veth).
-    pub dev: String,
+    pub dev: &'a str,
     pub polls: u64,
     pub full_budget: u64,
     pub packets: u64,
 }
 
-/// softnet_stat per-CPU deltas over the trace window: (time_squeeze, dropped) by CPU id.
-pub type SoftnetDeltas = std::collections::BTreeMap<usize, (u64, u64)>;
-
-fn cpu_summaries(totals: &KernelTotals, softnet: &SoftnetDeltas) -> Vec<CpuSummary> {
-    let ncpu = totals
-        .net_rx
-        .len()
-        .max(totals.napi.iter().map(|(_, v)| v.len()).max().unwrap_or(0))
-        .max(softnet.keys().next_back().map(|c| c + 1).unwrap_or(0));
-    let mut out = Vec::new();
-    for cpu in 0..ncpu {
-        let net_rx = totals.net_rx.get(cpu).copied().unwrap_or_default();
-        let (time_squeeze, backlog_dropped) = softnet.get(&cpu).copied().unwrap_or((0, 0));
-        let mut summary = CpuSummary {
-            cpu,
-            net_rx_runs: net_rx.runs,
-            net_rx_total_ns: net_rx.total_ns,
-            net_rx_max_ns: net_rx.max_ns,
-            time_squeeze,
-            backlog_dropped,
-            ..Default::default()
-        };
-        for (dev, per_cpu) in &totals.napi {
-            let t = per_cpu.get(cpu).copied().unwrap_or_default();
-            if t.polls == 0 {
-                continue;
-            }
-            summary.napi_polls += t.polls;
-            summary.napi_full_budget += t.full_budget;
-            summary.napi.push(NapiDevice {
-                dev: dev.clone(),
-                polls: t.polls,
-                full_budget: t.full_budget,
-                packets: t.work,
-            });
-        }
-        if summary.net_rx_runs + summary.napi_polls + time_squeeze + backlog_dropped > 0 {
-            out.push(summary);
-        }
-    }
-    out
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct RetransmitSummary {
+#[derive(Debug, Serialize)]
+pub struct RetransmitSummary<'a> {
     pub sent: u64,
     pub failed: u64,
     pub segs: u64,
@@ -200,11 +94,11 @@ pub struct RetransmitSummary {
     /// All flows' retransmits by kind (exact, from the kernel's flow table).
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Busiest first.
-    pub flows: Vec<FlowRetransmits>,
+    pub flows: Vec<FlowRetransmits<'a>>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct FlowRetransmits {
+pub struct FlowRetransmits<'a> {
     pub netns: u32,
     pub family: &'static str,
     pub saddr: String,
@@ -222,7 +116,7 @@ pub struct FlowRetransmits {
     pub kind_detail: BTreeMap<&'static str, KindDetail>,
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<Owner>,
+    pub owner: Option<&'a Owner>,
 }
 
 #[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -234,34 +128,9 @@ pub struct KindDetail {
     pub timer_segs: u64,
 }
 
-fn kind_details(t: &RetransmitTotals) -> BTreeMap<&'static str, KindDetail> {
-    (0..8)
-        .filter(|&k| t.kinds[k] > 0)
-        .map(|k| {
-            (
-                kind_name(k as u8),
-                KindDetail {
-                    segs: t.kind_segs[k] as u64,
-                    timer: t.timer_kinds[k] as u64,
-                    timer_segs: t.timer_segs[k] as u64,
-                },
-            )
-        })
-        .collect()
-}
-
-fn kind_counts(kinds: &[u32; 8]) -> BTreeMap<&'static str, u64> {
-    kinds
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .map(|(kind, n)| (kind_name(kind as u8), *n as u64))
-        .collect()
-}
-
 /// Counts of out-of-sequence data on a receive path.
 #[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReceiveCounts {
+pub struct ReceiveCountsJson {
     /// Segments wholly received before: the peer re-sent data we had (a spurious
     /// retransmit, or our ACK lost on the way out).
     pub duplicate: u64,
@@ -278,33 +147,18 @@ pub struct ReceiveCounts {
     pub hole_bytes: u64,
 }
 
-impl From<&ReceiveTotals> for ReceiveCounts {
-    fn from(t: &ReceiveTotals) -> Self {
-        Self {
-            duplicate: t.duplicate,
-            duplicate_partial: t.duplicate_partial,
-            duplicate_bytes: t.duplicate_bytes,
-            fills_hole: t.fills_hole,
-            fills_hole_bytes: t.fills_hole_bytes,
-            out_of_order: t.out_of_order,
-            holes: t.holes,
-            hole_bytes: t.hole_bytes,
-        }
-    }
-}
-
 /// Out-of-sequence data on established sockets' receive path (exact, from the kernel's
 /// per-flow receive table).
-#[derive(Debug, Serialize, Default, Clone)]
-pub struct ReceiveSummary {
+#[derive(Debug, Serialize)]
+pub struct ReceiveSummary<'a> {
     #[serde(flatten)]
-    pub totals: ReceiveCounts,
+    pub totals: ReceiveCountsJson,
     /// Busiest first.
-    pub flows: Vec<FlowReceives>,
+    pub flows: Vec<FlowReceives<'a>>,
 }
 
-#[derive(Debug, Serialize, Clone)]
-pub struct FlowReceives {
+#[derive(Debug, Serialize)]
+pub struct FlowReceives<'a> {
     pub netns: u32,
     pub family: &'static str,
     /// The receiving socket's end.
@@ -314,51 +168,21 @@ pub struct FlowReceives {
     pub daddr: String,
     pub dport: u16,
     #[serde(flatten)]
-    pub counts: ReceiveCounts,
+    pub counts: ReceiveCountsJson,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<Owner>,
+    pub owner: Option<&'a Owner>,
 }
 
-fn receive_summary(
-    totals: &KernelTotals,
-    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
-) -> ReceiveSummary {
-    let mut all = ReceiveTotals::default();
-    let mut flows = Vec::new();
-    for (key, t) in &totals.receive_flows {
-        all.add(t);
-        flows.push(FlowReceives {
-            netns: key.netns,
-            family: family_name(key.flow.family).unwrap_or("unknown"),
-            saddr: addr(key.flow.family, &key.flow.saddr).to_string(),
-            sport: key.flow.sport,
-            daddr: addr(key.flow.family, &key.flow.daddr).to_string(),
-            dport: key.flow.dport,
-            counts: t.into(),
-            owner: owner_of(t.sock_ino),
-        });
-    }
-    let weight = |f: &FlowReceives| {
-        let c = &f.counts;
-        c.duplicate + c.duplicate_partial + c.fills_hole + c.holes
-    };
-    flows.sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.sport.cmp(&b.sport)));
-    ReceiveSummary {
-        totals: (&all).into(),
-        flows,
-    }
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct DropSummary {
+#[derive(Debug, Serialize)]
+pub struct DropSummary<'a> {
     pub total: u64,
-    pub by_reason: Vec<ReasonCount>,
+    pub by_reason: Vec<ReasonCount<'a>>,
     pub by_cpu: Vec<CpuCount>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ReasonCount {
-    pub reason: String,
+pub struct ReasonCount<'a> {
+    pub reason: &'a str,
     pub code: u32,
     pub count: u64,
 }
@@ -371,10 +195,10 @@ pub struct CpuCount {
 
 #[derive(Debug, Serialize, Default)]
 pub struct EventAccounting {
-    pub retransmit: KindAccounting,
-    pub drop: KindAccounting,
+    pub retransmit: KindAccountingJson,
+    pub drop: KindAccountingJson,
     /// peer_retransmit and ooo events.
-    pub receive: KindAccounting,
+    pub receive: KindAccountingJson,
     pub decode_errors: u64,
     /// Retransmits missing from the per-flow totals because the flow table was full.
     pub flow_table_full: u64,
@@ -386,290 +210,200 @@ pub struct EventAccounting {
 
 /// For one kind: `counted` (kernel, exact) = `streamed` + `lost`.
 #[derive(Debug, Serialize, Default, PartialEq, Eq)]
-pub struct KindAccounting {
+pub struct KindAccountingJson {
     pub counted: u64,
     pub streamed: u64,
     pub lost: u64,
 }
 
-/// What the agent knows about the trace window beside the kernel's totals.
-pub struct Window<'a> {
-    pub streamed: Streamed,
-    pub hooks: Vec<HookStatus>,
-    pub reasons: &'a DropReasons,
-    /// softnet_stat growth over the window.
-    pub softnet: &'a SoftnetDeltas,
-    /// Trace filters were set: counter-side totals then cover more than the events do.
-    pub filtered: bool,
-    pub duration_ms: u64,
-    /// (program, recursion misses).
-    pub kernel_skipped: Vec<(&'static str, u64)>,
-}
-
-pub fn build(
-    totals: &KernelTotals,
-    window: Window,
-    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
-) -> SummaryJson {
-    let Window {
-        streamed,
-        hooks,
-        reasons,
-        softnet,
-        filtered,
-        duration_ms,
-        kernel_skipped,
-    } = window;
-    let drop_hook_skipped = kernel_skipped
-        .iter()
-        .filter(|(program, _)| *program == DROP_PROGRAM)
-        .map(|(_, n)| n)
-        .sum();
-    let mut retransmits = RetransmitSummary::default();
-    for (key, t) in &totals.flows {
-        retransmits.sent += t.sent;
-        retransmits.failed += t.failed;
-        retransmits.segs += t.segs;
-        retransmits.bytes += t.bytes;
-        for (kind, n) in kind_counts(&t.kinds) {
-            *retransmits.by_kind.entry(kind).or_default() += n;
+impl<'a> SummaryJson<'a> {
+    pub fn new(w: &'a Window) -> Self {
+        let r = &w.retransmits;
+        SummaryJson {
+            kind: "summary",
+            duration_ms: w.duration_ms,
+            hooks: &w.hooks,
+            retransmits: RetransmitSummary {
+                sent: r.sent,
+                failed: r.failed,
+                segs: r.segs,
+                bytes: r.bytes,
+                by_kind: r.by_kind.iter().map(|(k, n)| (k.name(), *n)).collect(),
+                flows: r.flows.iter().map(FlowRetransmits::new).collect(),
+            },
+            received: ReceiveSummary {
+                totals: (&w.received.totals).into(),
+                flows: w.received.flows.iter().map(FlowReceives::new).collect(),
+            },
+            drops: DropSummary {
+                total: w.drops.total,
+                by_reason: w
+                    .drops
+                    .by_reason
+                    .iter()
+                    .map(|d| ReasonCount {
+                        reason: &d.reason,
+                        code: d.code,
+                        count: d.count,
+                    })
+                    .collect(),
+                by_cpu: cpu_counts(&w.drops.by_cpu),
+            },
+            events: (&w.events).into(),
+            events_lost: w.events.lost(),
+            kernel_skipped: &w.kernel_skipped,
+            cpus: w.cpus.iter().map(CpuSummary::new).collect(),
+            backlog: BacklogSummary::new(&w.backlog),
         }
-        retransmits.flows.push(FlowRetransmits {
-            netns: key.netns,
-            family: family_name(key.flow.family).unwrap_or("unknown"),
-            saddr: addr(key.flow.family, &key.flow.saddr).to_string(),
-            sport: key.flow.sport,
-            daddr: addr(key.flow.family, &key.flow.daddr).to_string(),
-            dport: key.flow.dport,
-            sent: t.sent,
-            failed: t.failed,
-            segs: t.segs,
-            bytes: t.bytes,
-            kinds: kind_counts(&t.kinds),
-            kind_detail: kind_details(t),
-            owner: owner_of(t.sock_ino),
-        });
-    }
-    retransmits.flows.sort_by(|a, b| {
-        (b.sent + b.failed)
-            .cmp(&(a.sent + a.failed))
-            .then(a.sport.cmp(&b.sport))
-    });
-
-    let mut drops = DropSummary::default();
-    let mut per_cpu: Vec<u64> = Vec::new();
-    for (code, counts) in &totals.reasons {
-        let count: u64 = counts.iter().sum();
-        drops.total += count;
-        drops.by_reason.push(ReasonCount {
-            reason: reasons.name(*code),
-            code: *code,
-            count,
-        });
-        if per_cpu.len() < counts.len() {
-            per_cpu.resize(counts.len(), 0);
-        }
-        for (cpu, c) in counts.iter().enumerate() {
-            per_cpu[cpu] += c;
-        }
-    }
-    drops
-        .by_reason
-        .sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
-    drops.by_cpu = per_cpu
-        .into_iter()
-        .enumerate()
-        .filter(|(_, c)| *c > 0)
-        .map(|(cpu, count)| CpuCount { cpu, count })
-        .collect();
-
-    let events = EventAccounting {
-        retransmit: KindAccounting {
-            counted: totals.counter(COUNTER_RETRANSMIT_SEEN),
-            streamed: streamed.retransmits,
-            lost: totals.counter(COUNTER_RETRANSMIT_LOST),
-        },
-        drop: KindAccounting {
-            counted: totals.counter(COUNTER_DROP_SEEN),
-            streamed: streamed.drops,
-            lost: totals.counter(COUNTER_DROP_LOST),
-        },
-        receive: KindAccounting {
-            counted: totals.counter(COUNTER_RECEIVE_SEEN),
-            streamed: streamed.receives,
-            lost: totals.counter(COUNTER_RECEIVE_LOST),
-        },
-        receive_table_full: totals.counter(COUNTER_RECEIVE_TABLE_FULL),
-        decode_errors: streamed.decode_errors,
-        flow_table_full: totals.counter(COUNTER_FLOW_TABLE_FULL),
-        reason_table_full: totals.counter(COUNTER_REASON_TABLE_FULL),
-    };
-    SummaryJson {
-        kind: "summary",
-        duration_ms,
-        hooks,
-        events_lost: events.retransmit.lost + events.drop.lost + events.receive.lost,
-        kernel_skipped: kernel_skipped.into_iter().collect(),
-        retransmits,
-        received: receive_summary(totals, owner_of),
-        drops,
-        events,
-        cpus: cpu_summaries(totals, softnet),
-        backlog: backlog_summary(totals, reasons, softnet, filtered, drop_hook_skipped),
     }
 }
 
-impl SummaryJson {
-    /// The summary for people.
-    pub fn text(&self, top: usize) -> String {
-        let mut out = String::new();
-        let r = &self.retransmits;
-        let _ = writeln!(
-            out,
-            "\n== netprobe summary ({:.1} s) ==",
-            self.duration_ms as f64 / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "retransmits: {} sent ({} segments, {} bytes), {} failed attempts, {} flows; by kind: {}",
-            r.sent,
-            r.segs,
-            r.bytes,
-            r.failed,
-            r.flows.len(),
-            r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
-        );
-        for f in r.flows.iter().take(top) {
-            let _ = writeln!(
-                out,
-                "  {:>8} sent {:>6} failed {:>8} segs  {} > {}  netns={}",
-                f.sent,
-                f.failed,
-                f.segs,
-                endpoint(&f.saddr, f.sport),
-                endpoint(&f.daddr, f.dport),
-                f.netns
-            );
+fn cpu_counts(cpus: &[window::CpuCount]) -> Vec<CpuCount> {
+    cpus.iter()
+        .map(|c| CpuCount {
+            cpu: c.cpu,
+            count: c.count,
+        })
+        .collect()
+}
+
+impl<'a> BacklogSummary<'a> {
+    fn new(b: &'a Backlog) -> Self {
+        BacklogSummary {
+            drop_events: b.drop_events,
+            softnet_dropped: b.softnet_dropped,
+            must_match: b.not_exact_because.is_none(),
+            not_exact_because: b.not_exact_because.as_deref(),
+            overflowing_cpus: cpu_counts(&b.overflowing_cpus),
+            enqueuing_cpus: cpu_counts(&b.enqueuing_cpus),
         }
-        let rx = &self.received.totals;
-        let _ = writeln!(
-            out,
-            "received out of sequence: {} duplicate ({} partial, {} bytes), {} filled holes ({} bytes), {} holes opened ({} bytes), {} out-of-order segments",
-            rx.duplicate + rx.duplicate_partial,
-            rx.duplicate_partial,
-            rx.duplicate_bytes,
-            rx.fills_hole,
-            rx.fills_hole_bytes,
-            rx.holes,
-            rx.hole_bytes,
-            rx.out_of_order
-        );
-        for f in self.received.flows.iter().take(top) {
-            let _ = writeln!(
-                out,
-                "  {:>8} dup {:>6} fills {:>6} holes  {} > {}  netns={}",
-                f.counts.duplicate + f.counts.duplicate_partial,
-                f.counts.fills_hole,
-                f.counts.holes,
-                endpoint(&f.daddr, f.dport),
-                endpoint(&f.saddr, f.sport),
-                f.netns
-            );
-        }
-        let _ = writeln!(out, "drops: {}", self.drops.total);
-        for d in self.drops.by_reason.iter().take(top) {
-            let _ = writeln!(out, "  {:>10}  {}", d.count, d.reason);
-        }
-        if !self.drops.by_cpu.is_empty() {
-            let cpus: Vec<String> = self
-                .drops
-                .by_cpu
-                .iter()
-                .map(|c| format!("cpu{}={}", c.cpu, c.count))
-                .collect();
-            let _ = writeln!(out, "  by cpu: {}", cpus.join(" "));
-        }
-        for c in &self.cpus {
-            let devices: Vec<String> = c
+    }
+}
+
+impl<'a> CpuSummary<'a> {
+    fn new(c: &'a CpuWork) -> Self {
+        CpuSummary {
+            cpu: c.cpu,
+            net_rx_runs: c.net_rx_runs,
+            net_rx_total_ns: c.net_rx_total_ns,
+            net_rx_max_ns: c.net_rx_max_ns,
+            napi_polls: c.napi_polls,
+            napi_full_budget: c.napi_full_budget,
+            time_squeeze: c.time_squeeze,
+            backlog_dropped: c.backlog_dropped,
+            napi: c
                 .napi
                 .iter()
-                .map(|n| format!("{} {} polls/{} full", n.dev, n.polls, n.full_budget))
-                .collect();
-            let _ = writeln!(
-                out,
-                "cpu{}: NET_RX {} runs, {:.1} ms (max {} µs); NAPI {}; softnet time_squeeze +{}, backlog dropped +{}",
-                c.cpu,
-                c.net_rx_runs,
-                c.net_rx_total_ns as f64 / 1e6,
-                c.net_rx_max_ns / 1000,
-                if devices.is_empty() { "-".to_string() } else { devices.join(", ") },
-                c.time_squeeze,
-                c.backlog_dropped
-            );
+                .map(|n| NapiDevice {
+                    dev: &n.dev,
+                    polls: n.polls,
+                    full_budget: n.full_budget,
+                    packets: n.packets,
+                })
+                .collect(),
         }
-        let b = &self.backlog;
-        if b.drop_events + b.softnet_dropped > 0 {
-            let list = |cpus: &[CpuCount]| {
-                cpus.iter()
-                    .map(|c| format!("cpu{}={}", c.cpu, c.count))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let _ = writeln!(
-                out,
-                "backlog: {} drops (softnet_stat: {}); overflowed on {}; enqueued from {}{}",
-                b.drop_events,
-                b.softnet_dropped,
-                list(&b.overflowing_cpus),
-                list(&b.enqueuing_cpus),
-                b.not_exact_because
-                    .as_ref()
-                    .map(|why| format!(" (not exact: {why})"))
-                    .unwrap_or_default()
-            );
-        }
-        let e = &self.events;
-        if self.events_lost > 0 {
-            let _ = writeln!(
-                out,
-                "WARNING: {} events lost (ring buffer full: {} retransmit, {} drop); totals above are exact, the stream is not. Raise --ring-size.",
-                self.events_lost, e.retransmit.lost, e.drop.lost
-            );
-        } else {
-            let _ = writeln!(out, "events: none lost");
-        }
-        if e.flow_table_full > 0 || e.reason_table_full > 0 {
-            let _ = writeln!(
-                out,
-                "WARNING: kernel tables full: {} retransmits missing from per-flow totals, {} drops from per-reason totals",
-                e.flow_table_full, e.reason_table_full
-            );
-        }
-        let skipped: u64 = self.kernel_skipped.values().sum();
-        if skipped > 0 {
-            let which: Vec<String> = self
-                .kernel_skipped
+    }
+}
+
+impl<'a> FlowRetransmits<'a> {
+    fn new(f: &'a RetransmitFlow) -> Self {
+        FlowRetransmits {
+            netns: f.flow.netns,
+            family: f.family.map(|f| f.name()).unwrap_or("unknown"),
+            saddr: f.flow.src.addr.to_string(),
+            sport: f.flow.src.port.unwrap_or(0),
+            daddr: f.flow.dst.addr.to_string(),
+            dport: f.flow.dst.port.unwrap_or(0),
+            sent: f.sent,
+            failed: f.failed,
+            segs: f.segs,
+            bytes: f.bytes,
+            kinds: f.kinds.iter().map(|(k, c)| (k.name(), c.count)).collect(),
+            kind_detail: f
+                .kinds
                 .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(p, n)| format!("{p} {n}"))
-                .collect();
-            let _ = writeln!(
-                out,
-                "WARNING: the kernel skipped {skipped} hook invocations (another BPF program was running on that CPU): {}",
-                which.join(", ")
-            );
+                .map(|(k, c)| (k.name(), KindDetail::from(c)))
+                .collect(),
+            owner: f.owner.as_ref(),
         }
-        if e.decode_errors > 0 {
-            let _ = writeln!(out, "WARNING: {} records did not decode", e.decode_errors);
+    }
+}
+
+impl From<&KindCounts> for KindDetail {
+    fn from(c: &KindCounts) -> Self {
+        KindDetail {
+            segs: c.segs,
+            timer: c.timer,
+            timer_segs: c.timer_segs,
         }
-        out
+    }
+}
+
+impl<'a> FlowReceives<'a> {
+    fn new(f: &'a ReceiveFlow) -> Self {
+        FlowReceives {
+            netns: f.flow.netns,
+            family: f.family.map(|f| f.name()).unwrap_or("unknown"),
+            saddr: f.flow.src.addr.to_string(),
+            sport: f.flow.src.port.unwrap_or(0),
+            daddr: f.flow.dst.addr.to_string(),
+            dport: f.flow.dst.port.unwrap_or(0),
+            counts: (&f.counts).into(),
+            owner: f.owner.as_ref(),
+        }
+    }
+}
+
+impl From<&ReceiveCounts> for ReceiveCountsJson {
+    fn from(c: &ReceiveCounts) -> Self {
+        ReceiveCountsJson {
+            duplicate: c.duplicate,
+            duplicate_partial: c.duplicate_partial,
+            duplicate_bytes: c.duplicate_bytes,
+            fills_hole: c.fills_hole,
+            fills_hole_bytes: c.fills_hole_bytes,
+            out_of_order: c.out_of_order,
+            holes: c.holes,
+            hole_bytes: c.hole_bytes,
+        }
+    }
+}
+
+impl From<&window::EventAccounting> for EventAccounting {
+    fn from(e: &window::EventAccounting) -> Self {
+        let kind = |k: &KindAccounting| KindAccountingJson {
+            counted: k.counted,
+            streamed: k.streamed,
+            lost: k.lost,
+        };
+        EventAccounting {
+            retransmit: kind(&e.retransmit),
+            drop: kind(&e.drop),
+            receive: kind(&e.receive),
+            decode_errors: e.decode_errors,
+            flow_table_full: e.flow_table_full,
+            reason_table_full: e.reason_table_full,
+            receive_table_full: e.receive_table_full,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use netprobe_common::{
+        Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET, COUNTER_DROP_LOST,
+        COUNTER_DROP_SEEN, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    };
+
     use super::*;
-    use netprobe_common::{Flow, FlowKey, ReceiveTotals, AF_INET};
+    use crate::{
+        kernel::{
+            btf::DropReasons,
+            loader::{KernelTotals, DROP_PROGRAM},
+        },
+        model::window::{SoftnetDeltas, Streamed, WindowInputs},
+        trace::summary_text::text,
+    };
 
     #[test]
     fn per_cpu_receive_work_beside_softnet() {
@@ -710,9 +444,9 @@ mod tests {
             ..Default::default()
         };
         let softnet: SoftnetDeltas = [(0, (1, 0)), (1, (0, 0)), (3, (0, 7))].into();
-        let s = build(
+        let s_w = Window::build(
             &totals,
-            Window {
+            WindowInputs {
                 streamed: Streamed::default(),
                 hooks: vec![],
                 reasons: &DropReasons::default(),
@@ -723,6 +457,7 @@ mod tests {
             },
             &mut |_| None,
         );
+        let s = SummaryJson::new(&s_w);
         assert_eq!(
             s.cpus.len(),
             2,
@@ -740,14 +475,14 @@ mod tests {
         assert_eq!(
             c0.napi[0],
             NapiDevice {
-                dev: "(no_device)".into(),
+                dev: "(no_device)",
                 polls: 12,
                 full_budget: 2,
                 packets: 300
             }
         );
         assert_eq!((s.cpus[1].cpu, s.cpus[1].backlog_dropped), (3, 7));
-        assert!(s.text(5).contains("cpu0: NET_RX 10 runs, 5.0 ms (max 900 µs); NAPI (no_device) 12 polls/2 full, eth0 3 polls/0 full; softnet time_squeeze +1"), "{}", s.text(5));
+        assert!(text(&s_w, 5).contains("cpu0: NET_RX 10 runs, 5.0 ms (max 900 µs); NAPI (no_device) 12 polls/2 full, eth0 3 polls/0 full; softnet time_squeeze +1"), "{}", text(&s_w, 5));
     }
 
     #[test]
@@ -759,9 +494,9 @@ mod tests {
         };
         // Enqueued from CPU 0, overflowed on CPU 1.
         let softnet: SoftnetDeltas = [(0, (0, 0)), (1, (3, 40))].into();
-        let s = build(
+        let s_w = Window::build(
             &totals,
-            Window {
+            WindowInputs {
                 streamed: Streamed::default(),
                 hooks: vec![],
                 reasons: &reasons,
@@ -772,6 +507,7 @@ mod tests {
             },
             &mut |_| None,
         );
+        let s = SummaryJson::new(&s_w);
         assert_eq!(
             s.backlog,
             BacklogSummary {
@@ -783,12 +519,12 @@ mod tests {
                 enqueuing_cpus: vec![CpuCount { cpu: 0, count: 40 }],
             }
         );
-        assert!(s.text(5).contains("backlog: 40 drops (softnet_stat: 40); overflowed on cpu1=40; enqueued from cpu0=40"), "{}", s.text(5));
+        assert!(text(&s_w, 5).contains("backlog: 40 drops (softnet_stat: 40); overflowed on cpu1=40; enqueued from cpu0=40"), "{}", text(&s_w, 5));
 
         // A skipped drop hook may have missed some of them: no longer an exact match.
-        let skipped = build(
+        let skipped_w = Window::build(
             &totals,
-            Window {
+            WindowInputs {
                 streamed: Streamed::default(),
                 hooks: vec![],
                 reasons: &reasons,
@@ -799,15 +535,16 @@ mod tests {
             },
             &mut |_| None,
         );
+        let skipped = SummaryJson::new(&skipped_w);
         assert!(!skipped.backlog.must_match);
         assert_eq!(
-            skipped.backlog.not_exact_because.as_deref(),
+            skipped.backlog.not_exact_because,
             Some("the kernel skipped the drop hook 1 times (another BPF program was running on that CPU)")
         );
         assert!(
-            skipped.text(5).contains("not exact: the kernel skipped"),
+            text(&skipped_w, 5).contains("not exact: the kernel skipped"),
             "{}",
-            skipped.text(5)
+            text(&skipped_w, 5)
         );
     }
 
@@ -871,9 +608,9 @@ mod tests {
             ..Default::default()
         };
         let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
-        let s = build(
+        let s_w = Window::build(
             &totals,
-            Window {
+            WindowInputs {
                 streamed: Streamed {
                     retransmits: 10,
                     drops: 9,
@@ -894,6 +631,7 @@ mod tests {
                 })
             },
         );
+        let s = SummaryJson::new(&s_w);
         assert_eq!(
             (s.retransmits.sent, s.retransmits.failed, s.retransmits.segs),
             (11, 1, 13)
@@ -938,7 +676,7 @@ mod tests {
         );
         assert_eq!(
             s.retransmits.flows[0].owner,
-            Some(Owner {
+            Some(&Owner {
                 pid: 5,
                 comm: "app".into()
             })
@@ -956,14 +694,14 @@ mod tests {
         );
         assert_eq!(
             s.events.retransmit,
-            KindAccounting {
+            KindAccountingJson {
                 counted: 12,
                 streamed: 10,
                 lost: 2
             }
         );
         assert_eq!(s.events_lost, 3);
-        let text = s.text(5);
+        let text = text(&s_w, 5);
         assert!(text.contains("3 events lost"), "{text}");
         assert!(text.contains("11 sent (13 segments"), "{text}");
     }

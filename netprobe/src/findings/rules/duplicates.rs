@@ -1,0 +1,40 @@
+//! `ack_loss_or_spurious_retransmits`: the peer re-sent data already received, so the ACKs
+//! did not reach it (or it was too quick to re-send).
+
+use netprobe_common::vocab::{Direction, Layer, Severity};
+use serde_json::json;
+
+use super::Namespace;
+use crate::{findings::Finding, model::flow::Flow};
+
+pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
+    let dup_flows: Vec<_> = ns
+        .flows
+        .iter()
+        .copied()
+        .filter(|f| f.peer_duplicate > 0)
+        .collect();
+    if dup_flows.is_empty() {
+        return None;
+    }
+    let here = ns.here();
+    let duplicates: u64 = dup_flows.iter().map(|f| f.peer_duplicate).sum();
+    Some(Finding {
+        id: "ack_loss_or_spurious_retransmits".into(),
+        severity: Severity::Warning,
+        netns: ns.netns,
+        source: "events+counters",
+        direction: Direction::Egress,
+        layer: Layer::Tcp,
+        cpus: Vec::new(),
+        flows: ns.printed(&dup_flows, |f: &Flow| f.reversed()),
+        summary: format!(
+            "peers re-sent {duplicates} segments {here} already had: its ACKs are lost on the way out, or the peer retransmits too early"
+        ),
+        evidence: json!({
+            "events": {"duplicate": duplicates},
+            "counters": ns.counters(&[("TcpExt", "DelayedACKLost")]),
+        }),
+        fix: "check the path back to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received".into(),
+    })
+}

@@ -1,0 +1,164 @@
+//! The rules that turn the window into findings, one per file. Flow rules run once per
+//! network namespace: "this host" is a namespace, and only netprobe's own has its counters
+//! beside the events.
+
+mod backlog;
+mod duplicates;
+mod inbound;
+mod layer_drops;
+mod napi;
+mod outbound;
+
+use netprobe_common::vocab::{Direction, Layer};
+use serde_json::{json, Value};
+
+use super::{rows::FlowLoss, Finding, Inputs, Steering};
+use crate::model::{
+    flow::Flow,
+    tally::{DropGroup, DropKey, DropTally},
+};
+
+pub(super) fn event_findings(
+    inputs: &Inputs,
+    flows: &[FlowLoss],
+    steering: &[Steering],
+) -> Vec<Finding> {
+    let steering_text: Vec<String> = steering.iter().map(|st| st.summary.clone()).collect();
+    let mut namespaces: Vec<u32> = flows.iter().map(|f| f.flow.netns).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    let mut out = Vec::new();
+    for netns in namespaces {
+        let ns = Namespace {
+            inputs,
+            netns,
+            flows: flows.iter().filter(|f| f.flow.netns == netns).collect(),
+            steering_text: &steering_text,
+        };
+        out.extend(inbound::finding(&ns));
+        out.extend(outbound::finding(&ns));
+        out.extend(duplicates::finding(&ns));
+    }
+    out.extend(backlog::finding(inputs, &steering_text));
+    out.extend(layer_drops::findings(inputs));
+    out.extend(napi::finding(inputs));
+    out
+}
+
+/// What the flow rules of one namespace read.
+struct Namespace<'a> {
+    inputs: &'a Inputs<'a>,
+    netns: u32,
+    flows: Vec<&'a FlowLoss>,
+    steering_text: &'a [String],
+}
+
+impl Namespace<'_> {
+    fn is_own(&self) -> bool {
+        self.netns == self.inputs.own_netns
+    }
+
+    /// How the findings name the host they are about.
+    fn here(&self) -> String {
+        if self.is_own() {
+            "this namespace".to_string()
+        } else {
+            format!("netns {}", self.netns)
+        }
+    }
+
+    /// The counters' side of the evidence: read only in netprobe's own namespace.
+    fn counters(&self, fields: &[(&str, &str)]) -> Value {
+        if !self.is_own() {
+            return json!(format!(
+                "not read: netns {} is not netprobe's own (run netprobe inside it for its counters)",
+                self.netns
+            ));
+        }
+        let map = fields
+            .iter()
+            .map(|(group, field)| {
+                (
+                    format!("{group}.{field}"),
+                    json!(self.inputs.delta(group, field)),
+                )
+            })
+            .collect();
+        Value::Object(map)
+    }
+
+    /// TCP drops in this namespace in a direction (see [`tcp_drops_in`]).
+    fn tcp_drops(&self, direction: Direction) -> Vec<TcpDrops<'_>> {
+        tcp_drops_in(self.inputs.drops, direction, self.netns)
+    }
+
+    /// The flows of `flows`, printed as their packets travel, `top` of them.
+    fn printed(&self, flows: &[&FlowLoss], as_sent: impl Fn(&Flow) -> Flow) -> Vec<String> {
+        flows
+            .iter()
+            .take(self.inputs.top)
+            .map(|f| as_sent(&f.flow).to_string())
+            .collect()
+    }
+}
+
+/// One group of TCP drops: its key, how many were TCP segments in the namespace, the group.
+type TcpDrops<'a> = (&'a DropKey, u64, &'a DropGroup);
+
+/// The fix for drops at a layer.
+fn layer_fix(layer: Layer, reason: &str, inputs: &Inputs) -> String {
+    match layer {
+        Layer::Netfilter => "a firewall rule drops them: find it with `nft list ruleset` (or `iptables-save -c`) and compare its counters".into(),
+        Layer::Qdisc => "the egress qdisc drops them: `tc -s qdisc show`; raise its limit or rate, or fix the shaper".into(),
+        Layer::Backlog => {
+            let current = inputs.report.sysctl_number("net.core.netdev_max_backlog").unwrap_or(1000);
+            format!("sysctl -w net.core.netdev_max_backlog={}", (current * 4).max(4096))
+        }
+        Layer::Nic => "the NIC/driver drops them: `ethtool -S <dev>`; raise the RX ring (`ethtool -G <dev> rx <max>`)".into(),
+        Layer::Socket if reason.contains("RCVBUFF") => "a socket's receive buffer is full: the application reads too slowly; raise SO_RCVBUF / net.core.rmem_max".into(),
+        Layer::Socket | Layer::Udp if reason.contains("NO_SOCKET") => "nothing listens on the destination port".into(),
+        _ => format!("dropped by the kernel's {} code ({reason})", layer.name()),
+    }
+}
+
+/// Flows by count, busiest first, `top` of them, printed.
+fn top_flows<'a>(flows: impl Iterator<Item = (&'a Flow, u64)>, top: usize) -> Vec<String> {
+    let mut v: Vec<(String, u64)> = flows.map(|(f, n)| (f.to_string(), n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.into_iter().take(top).map(|(f, _)| f).collect()
+}
+
+/// Drops of TCP segments on this host in a direction, busiest first, leaving out TCP's own
+/// discards (duplicates, out-of-window), which are the consequence of loss, not loss.
+fn tcp_drops_in(drops: &DropTally, direction: Direction, netns: u32) -> Vec<TcpDrops<'_>> {
+    let mut groups: Vec<TcpDrops> = drops
+        .groups
+        .iter()
+        .filter(|(key, _)| key.direction == direction && key.layer != Layer::Tcp)
+        .filter_map(|(key, g)| {
+            let tcp = g.tcp_by_netns.get(&netns).copied().unwrap_or(0);
+            (tcp > 0).then_some((key, tcp, g))
+        })
+        .collect();
+    groups.sort_by_key(|(_, tcp, _)| std::cmp::Reverse(*tcp));
+    groups
+}
+
+fn cpus_of(groups: &[TcpDrops]) -> Vec<usize> {
+    let mut cpus: Vec<usize> = groups
+        .iter()
+        .flat_map(|(_, _, g)| g.cpus.keys().map(|c| *c as usize))
+        .collect();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
+}
+
+/// Where the drops of a direction happened, for a summary: the busiest group's layer.
+fn dropped_at(key: &DropKey, tcp: u64, here: &str) -> String {
+    format!(
+        "dropped in {here} at the {} layer ({}, {tcp} TCP drops)",
+        key.layer.name(),
+        key.reason
+    )
+}

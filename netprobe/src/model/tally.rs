@@ -1,0 +1,66 @@
+//! Drops tallied from the stream. Classification needs each event's location and device,
+//! which the kernel's per-reason table does not keep, so the findings' view of where drops
+//! happened is this tally of the classified events.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use netprobe_common::vocab::{Direction, Layer};
+
+use super::{event::Drop, flow::Flow};
+
+/// A group of drops: the same direction, layer and reason.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DropKey {
+    pub direction: Direction,
+    pub layer: Layer,
+    pub reason: Arc<str>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DropGroup {
+    pub count: u64,
+    /// Of which TCP segments, by the namespace they were dropped in.
+    pub tcp_by_netns: BTreeMap<u32, u64>,
+    pub cpus: BTreeMap<u32, u64>,
+    /// Flows as the packets travelled → count.
+    pub flows: BTreeMap<Flow, u64>,
+    pub netns: BTreeMap<u32, u64>,
+}
+
+impl DropGroup {
+    /// Drops of packets travelling `src > dst`, whatever namespace the drop was seen in (a
+    /// packet without socket or device has none).
+    pub fn on_the_wire(&self, flow: &Flow) -> u64 {
+        self.flows
+            .iter()
+            .filter(|(f, _)| f.src == flow.src && f.dst == flow.dst)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct DropTally {
+    pub groups: BTreeMap<DropKey, DropGroup>,
+}
+
+impl DropTally {
+    /// Counts one classified drop.
+    pub fn add(&mut self, drop: &Drop) {
+        let key = DropKey {
+            direction: drop.direction,
+            layer: drop.layer,
+            reason: drop.reason.clone(),
+        };
+        let group = self.groups.entry(key).or_default();
+        group.count += 1;
+        if drop.is_tcp() {
+            *group.tcp_by_netns.entry(drop.netns).or_default() += 1;
+        }
+        *group.cpus.entry(drop.at.cpu).or_default() += 1;
+        if let Some(flow) = drop.flow {
+            *group.flows.entry(flow).or_default() += 1;
+        }
+        *group.netns.entry(drop.netns).or_default() += 1;
+    }
+}

@@ -1,0 +1,146 @@
+//! The end-of-trace summary for people: the same window as `{"type":"summary"}`.
+
+use std::fmt::Write as _;
+
+use crate::model::window::{CpuCount, Window};
+
+/// The summary for people.
+pub fn text(w: &Window, top: usize) -> String {
+    let mut out = String::new();
+    let r = &w.retransmits;
+    let _ = writeln!(
+        out,
+        "\n== netprobe summary ({:.1} s) ==",
+        w.duration_ms as f64 / 1000.0
+    );
+    let _ =
+        writeln!(
+        out,
+        "retransmits: {} sent ({} segments, {} bytes), {} failed attempts, {} flows; by kind: {}",
+        r.sent,
+        r.segs,
+        r.bytes,
+        r.failed,
+        r.flows.len(),
+        r.by_kind.iter().map(|(k, n)| format!("{} {n}", k.name())).collect::<Vec<_>>().join(", ")
+    );
+    for f in r.flows.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "  {:>8} sent {:>6} failed {:>8} segs  {} > {}  netns={}",
+            f.sent, f.failed, f.segs, f.flow.src, f.flow.dst, f.flow.netns
+        );
+    }
+    let rx = &w.received.totals;
+    let _ = writeln!(
+        out,
+        "received out of sequence: {} duplicate ({} partial, {} bytes), {} filled holes ({} bytes), {} holes opened ({} bytes), {} out-of-order segments",
+        rx.duplicate + rx.duplicate_partial,
+        rx.duplicate_partial,
+        rx.duplicate_bytes,
+        rx.fills_hole,
+        rx.fills_hole_bytes,
+        rx.holes,
+        rx.hole_bytes,
+        rx.out_of_order
+    );
+    for f in w.received.flows.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "  {:>8} dup {:>6} fills {:>6} holes  {} > {}  netns={}",
+            f.counts.duplicate + f.counts.duplicate_partial,
+            f.counts.fills_hole,
+            f.counts.holes,
+            f.flow.dst,
+            f.flow.src,
+            f.flow.netns
+        );
+    }
+    let _ = writeln!(out, "drops: {}", w.drops.total);
+    for d in w.drops.by_reason.iter().take(top) {
+        let _ = writeln!(out, "  {:>10}  {}", d.count, d.reason);
+    }
+    if !w.drops.by_cpu.is_empty() {
+        let cpus: Vec<String> = w
+            .drops
+            .by_cpu
+            .iter()
+            .map(|c| format!("cpu{}={}", c.cpu, c.count))
+            .collect();
+        let _ = writeln!(out, "  by cpu: {}", cpus.join(" "));
+    }
+    for c in &w.cpus {
+        let devices: Vec<String> = c
+            .napi
+            .iter()
+            .map(|n| format!("{} {} polls/{} full", n.dev, n.polls, n.full_budget))
+            .collect();
+        let _ = writeln!(
+            out,
+            "cpu{}: NET_RX {} runs, {:.1} ms (max {} µs); NAPI {}; softnet time_squeeze +{}, backlog dropped +{}",
+            c.cpu,
+            c.net_rx_runs,
+            c.net_rx_total_ns as f64 / 1e6,
+            c.net_rx_max_ns / 1000,
+            if devices.is_empty() { "-".to_string() } else { devices.join(", ") },
+            c.time_squeeze,
+            c.backlog_dropped
+        );
+    }
+    let b = &w.backlog;
+    if b.drop_events + b.softnet_dropped > 0 {
+        let list = |cpus: &[CpuCount]| {
+            cpus.iter()
+                .map(|c| format!("cpu{}={}", c.cpu, c.count))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "backlog: {} drops (softnet_stat: {}); overflowed on {}; enqueued from {}{}",
+            b.drop_events,
+            b.softnet_dropped,
+            list(&b.overflowing_cpus),
+            list(&b.enqueuing_cpus),
+            b.not_exact_because
+                .as_ref()
+                .map(|why| format!(" (not exact: {why})"))
+                .unwrap_or_default()
+        );
+    }
+    let e = &w.events;
+    if w.events.lost() > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} events lost (ring buffer full: {} retransmit, {} drop); totals above are exact, the stream is not. Raise --ring-size.",
+            w.events.lost(), e.retransmit.lost, e.drop.lost
+        );
+    } else {
+        let _ = writeln!(out, "events: none lost");
+    }
+    if e.flow_table_full > 0 || e.reason_table_full > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: kernel tables full: {} retransmits missing from per-flow totals, {} drops from per-reason totals",
+            e.flow_table_full, e.reason_table_full
+        );
+    }
+    let skipped: u64 = w.kernel_skipped.values().sum();
+    if skipped > 0 {
+        let which: Vec<String> = w
+            .kernel_skipped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "WARNING: the kernel skipped {skipped} hook invocations (another BPF program was running on that CPU): {}",
+            which.join(", ")
+        );
+    }
+    if e.decode_errors > 0 {
+        let _ = writeln!(out, "WARNING: {} records did not decode", e.decode_errors);
+    }
+    out
+}
