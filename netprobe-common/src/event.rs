@@ -5,6 +5,9 @@
 //! implicit padding); fields the kernel fills from flags or enums stay plain integers, so any
 //! bit pattern in a record is a valid value.
 
+#[cfg(feature = "user")]
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use crate::layout::assert_layout;
 
 /// Fixed event-kind IDs. Never renumber, never reuse a retired ID.
@@ -48,6 +51,7 @@ pub const AF_INET6: u16 = 10;
 /// Common prefix of every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct EventHeader {
     /// An [`EventKind`] ID.
     pub kind: u16,
@@ -68,6 +72,7 @@ assert_layout!(EventHeader, size 16, {
 /// addresses occupy the first four bytes and the rest is zero. Ports are host order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct Flow {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -89,6 +94,7 @@ assert_layout!(Flow, size 40, {
 /// `tcp:tcp_retransmit_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct RetransmitEvent {
     pub header: EventHeader,
     /// Local address/port first (the socket's view).
@@ -159,6 +165,7 @@ pub const DROP_HAS_PORTS: u8 = 1 << 3;
 /// `skb:kfree_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct DropEvent {
     pub header: EventHeader,
     /// From the packet's own headers (source → destination as on the wire).
@@ -225,6 +232,7 @@ pub const RX_HAD_OOO: u8 = 1 << 0;
 /// expected one (`tcp_probe`, read against the socket's receive state).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct ReceiveEvent {
     pub header: EventHeader,
     /// Local address/port first (the receiving socket's view); `daddr:dport` is the peer.
