@@ -5,7 +5,7 @@
 //! agent at start-up. Because the global lives in `.rodata`, the verifier sees the values as
 //! constants and prunes branches for absent fields and unused filters.
 
-use core::mem::size_of;
+use crate::layout::assert_layout;
 
 /// Marks an offset the running kernel does not have (an older tracepoint without `err`, …).
 pub const OFFSET_ABSENT: u32 = u32::MAX;
@@ -28,7 +28,20 @@ pub struct RetransmitRecordLayout {
     pub err: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<RetransmitRecordLayout>() == 48);
+assert_layout!(RetransmitRecordLayout, size 48, {
+    skbaddr: 0,
+    skaddr: 4,
+    state: 8,
+    sport: 12,
+    dport: 16,
+    family: 20,
+    saddr: 24,
+    daddr: 28,
+    saddr_v6: 32,
+    daddr_v6: 36,
+    err: 40,
+    _pad0: 44,
+});
 
 /// Where the raw tracepoint `kfree_skb` keeps its arguments, as found in the kernel's BTF
 /// prototype of the tracepoint: (skb, location[, reason[, rx_sk]]) in that order on every
@@ -55,7 +68,16 @@ pub struct DropArgs {
     /// drops after clearing `skb->dev` carries neither device nor socket otherwise.
     pub rx_sk_stash: u32,
 }
-const _: () = assert!(size_of::<DropArgs>() == 32);
+assert_layout!(DropArgs, size 32, {
+    skb: 0,
+    location: 4,
+    reason: 8,
+    rx_sk: 12,
+    skb_protocol: 16,
+    skb_span_start: 20,
+    skb_span_len: 24,
+    rx_sk_stash: 28,
+});
 
 /// Largest `sk_buff` span the drop program reads in one go.
 pub const SKB_SPAN_MAX: u32 = 256;
@@ -73,7 +95,16 @@ pub struct SynackRecordLayout {
     pub saddr_v6: u32,
     pub daddr_v6: u32,
 }
-const _: () = assert!(size_of::<SynackRecordLayout>() == 32);
+assert_layout!(SynackRecordLayout, size 32, {
+    skaddr: 0,
+    sport: 4,
+    dport: 8,
+    family: 12,
+    saddr: 16,
+    daddr: 20,
+    saddr_v6: 24,
+    daddr_v6: 28,
+});
 
 /// What the retransmit program reads to name a retransmit's kind.
 #[repr(C)]
@@ -87,7 +118,12 @@ pub struct KindLayout {
     /// `TIMER_SOFTIRQ` from BTF.
     pub timer_vec: u32,
 }
-const _: () = assert!(size_of::<KindLayout>() == 16);
+assert_layout!(KindLayout, size 16, {
+    ca_state: 0,
+    ca_state_shift: 4,
+    ca_state_bits: 8,
+    timer_vec: 12,
+});
 
 /// The per-CPU hooks' arguments (raw tracepoints `softirq_entry`/`softirq_exit(vec_nr)` and
 /// `napi_poll(napi, work, budget)`, indices checked against BTF), the NET_RX softirq vector
@@ -105,7 +141,14 @@ pub struct CpuLayout {
     /// Byte offset of `napi_struct.dev`.
     pub napi_dev: u32,
 }
-const _: () = assert!(size_of::<CpuLayout>() == 24);
+assert_layout!(CpuLayout, size 24, {
+    softirq_vec_arg: 0,
+    net_rx_vec: 4,
+    napi_arg: 8,
+    napi_work_arg: 12,
+    napi_budget_arg: 16,
+    napi_dev: 20,
+});
 
 /// What the receive program (raw tracepoint `tcp_probe(sk, skb)`) reads, from BTF.
 #[repr(C)]
@@ -127,7 +170,20 @@ pub struct ReceiveLayout {
     pub skc_v6_rcv_saddr: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<ReceiveLayout>() == 48);
+assert_layout!(ReceiveLayout, size 48, {
+    tcb_end_seq: 0,
+    rcv_nxt: 4,
+    ooo_root: 8,
+    ooo_last_skb: 12,
+    skc_family: 16,
+    skc_num: 20,
+    skc_dport: 24,
+    skc_daddr: 28,
+    skc_rcv_saddr: 32,
+    skc_v6_daddr: 36,
+    skc_v6_rcv_saddr: 40,
+    _pad0: 44,
+});
 
 /// Byte offsets of kernel struct members, resolved from BTF.
 #[repr(C)]
@@ -160,7 +216,25 @@ pub struct KernelLayout {
     pub tcb_seq: u32,
     pub tcb_gso_segs: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 68);
+assert_layout!(KernelLayout, size 68, {
+    skb_len: 0,
+    skb_dev: 4,
+    skb_sk: 8,
+    skb_head: 12,
+    skb_network_header: 16,
+    skb_cb: 20,
+    skb_iif: 24,
+    sk_net: 28,
+    sk_state: 32,
+    sk_socket: 36,
+    socket_ino: 40,
+    net_inum: 44,
+    dev_name: 48,
+    dev_ifindex: 52,
+    dev_nd_net: 56,
+    tcb_seq: 60,
+    tcb_gso_segs: 64,
+});
 
 pub const FILTER_PORT: u32 = 1 << 0;
 pub const FILTER_ADDR: u32 = 1 << 1;
@@ -183,7 +257,14 @@ pub struct Filter {
     /// Matches either end of the flow; network byte order, IPv4 in the first four bytes.
     pub addr: [u8; 16],
 }
-const _: () = assert!(size_of::<Filter>() == 32);
+assert_layout!(Filter, size 32, {
+    flags: 0,
+    port: 4,
+    addr_family: 6,
+    netns: 8,
+    reason: 12,
+    addr: 16,
+});
 
 /// When the kernel wakes the agent. Waking the reader on every event costs microseconds per
 /// event (an irq_work self-IPI, dear in VMs); the programs instead wake it when `wakeup_bytes`
@@ -195,7 +276,10 @@ pub struct StreamConfig {
     pub wakeup_bytes: u32,
     pub wakeup_interval_ns: u32,
 }
-const _: () = assert!(size_of::<StreamConfig>() == 8);
+assert_layout!(StreamConfig, size 8, {
+    wakeup_bytes: 0,
+    wakeup_interval_ns: 4,
+});
 
 /// The whole load-time configuration.
 #[repr(C)]
@@ -211,7 +295,17 @@ pub struct TraceConfig {
     pub kind: KindLayout,
     pub receive: ReceiveLayout,
 }
-const _: () = assert!(size_of::<TraceConfig>() == 308);
+assert_layout!(TraceConfig, size 308, {
+    retransmit: 0,
+    drop: 48,
+    kernel: 80,
+    filter: 148,
+    stream: 180,
+    cpu: 188,
+    synack: 212,
+    kind: 244,
+    receive: 260,
+});
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
@@ -315,6 +409,7 @@ impl TraceConfig {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: #[repr(C)] plain-old-data without implicit padding (size asserts above).
+    // SAFETY: #[repr(C)] structs of u32/u16 and byte arrays, so every bit pattern is valid,
+    // with no implicit padding (proved by the `assert_layout!` lists above).
     unsafe impl aya::Pod for super::TraceConfig {}
 }

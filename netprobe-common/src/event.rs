@@ -1,7 +1,14 @@
 //! Events written by the kernel programs into the ring buffer, and the keys and values of the
 //! kernel-side aggregation maps.
+//!
+//! Each type's layout is pinned by an [`assert_layout!`] list (size, every field's offset, no
+//! implicit padding); fields the kernel fills from flags or enums stay plain integers, so any
+//! bit pattern in a record is a valid value.
 
-use core::mem::size_of;
+#[cfg(feature = "user")]
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::layout::assert_layout;
 
 /// Fixed event-kind IDs. Never renumber, never reuse a retired ID.
 #[repr(u16)]
@@ -44,6 +51,7 @@ pub const AF_INET6: u16 = 10;
 /// Common prefix of every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct EventHeader {
     /// An [`EventKind`] ID.
     pub kind: u16,
@@ -53,12 +61,18 @@ pub struct EventHeader {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds since boot.
     pub ts_ns: u64,
 }
-const _: () = assert!(size_of::<EventHeader>() == 16);
+assert_layout!(EventHeader, size 16, {
+    kind: 0,
+    _pad0: 2,
+    cpu: 4,
+    ts_ns: 8,
+});
 
 /// A flow as seen from the packet or socket: addresses are in network byte order; IPv4
 /// addresses occupy the first four bytes and the rest is zero. Ports are host order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct Flow {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -68,11 +82,19 @@ pub struct Flow {
     pub family: u16,
     pub _pad0: u16,
 }
-const _: () = assert!(size_of::<Flow>() == 40);
+assert_layout!(Flow, size 40, {
+    saddr: 0,
+    daddr: 16,
+    sport: 32,
+    dport: 34,
+    family: 36,
+    _pad0: 38,
+});
 
 /// `tcp:tcp_retransmit_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct RetransmitEvent {
     pub header: EventHeader,
     /// Local address/port first (the socket's view).
@@ -97,7 +119,20 @@ pub struct RetransmitEvent {
     /// Inode of the socket (`socket:[ino]` in /proc/<pid>/fd): names the owning process.
     pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<RetransmitEvent>() == 88);
+assert_layout!(RetransmitEvent, size 88, {
+    header: 0,
+    flow: 16,
+    netns: 56,
+    err: 60,
+    seq: 64,
+    bytes: 68,
+    segs: 72,
+    state: 74,
+    kind: 75,
+    trigger: 76,
+    _pad1: 77,
+    sock_ino: 80,
+});
 
 /// Retransmit kinds. Other = 0 so that an unset byte reads as "other".
 pub const KIND_OTHER: u8 = 0;
@@ -130,6 +165,7 @@ pub const DROP_HAS_PORTS: u8 = 1 << 3;
 /// `skb:kfree_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct DropEvent {
     pub header: EventHeader,
     /// From the packet's own headers (source → destination as on the wire).
@@ -158,7 +194,22 @@ pub struct DropEvent {
     /// Inode of the attached full socket, 0 when none (or a request/TIME_WAIT socket).
     pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<DropEvent>() == 112);
+assert_layout!(DropEvent, size 112, {
+    header: 0,
+    flow: 16,
+    location: 56,
+    netns: 64,
+    reason: 68,
+    ifindex: 72,
+    protocol: 76,
+    ip_proto: 78,
+    flags: 79,
+    ifname: 80,
+    sk_state: 96,
+    _pad0: 97,
+    skb_iif: 100,
+    sock_ino: 104,
+});
 
 /// Classes of a segment seen on the receive path ([`ReceiveEvent::class`]).
 /// Every byte of it was already received: the peer re-sent data we had (a spurious
@@ -181,6 +232,7 @@ pub const RX_HAD_OOO: u8 = 1 << 0;
 /// expected one (`tcp_probe`, read against the socket's receive state).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct ReceiveEvent {
     pub header: EventHeader,
     /// Local address/port first (the receiving socket's view); `daddr:dport` is the peer.
@@ -204,7 +256,20 @@ pub struct ReceiveEvent {
     /// Inode of the receiving socket: names the owning process.
     pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<ReceiveEvent>() == 96);
+assert_layout!(ReceiveEvent, size 96, {
+    header: 0,
+    flow: 16,
+    netns: 56,
+    seq: 60,
+    len: 64,
+    rcv_nxt: 68,
+    ooo_end: 72,
+    gap: 76,
+    class: 80,
+    flags: 81,
+    _pad0: 82,
+    sock_ino: 88,
+});
 
 /// Per-CPU value of the per-flow receive table: exact even when events are lost.
 #[repr(C)]
@@ -228,7 +293,17 @@ pub struct ReceiveTotals {
     /// Inode of the flow's socket, as last seen on this CPU.
     pub sock_ino: u64,
 }
-const _: () = assert!(size_of::<ReceiveTotals>() == 72);
+assert_layout!(ReceiveTotals, size 72, {
+    duplicate: 0,
+    duplicate_partial: 8,
+    duplicate_bytes: 16,
+    fills_hole: 24,
+    fills_hole_bytes: 32,
+    out_of_order: 40,
+    holes: 48,
+    hole_bytes: 56,
+    sock_ino: 64,
+});
 
 impl ReceiveTotals {
     /// Adds another CPU's (or flow's) totals; keeps the socket inode when the other knows it.
@@ -255,7 +330,11 @@ pub struct FlowKey {
     pub netns: u32,
     pub _pad0: u32,
 }
-const _: () = assert!(size_of::<FlowKey>() == 48);
+assert_layout!(FlowKey, size 48, {
+    flow: 0,
+    netns: 40,
+    _pad0: 44,
+});
 
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
 #[repr(C)]
@@ -280,7 +359,17 @@ pub struct RetransmitTotals {
     pub timer_kinds: [u32; 8],
     pub timer_segs: [u32; 8],
 }
-const _: () = assert!(size_of::<RetransmitTotals>() == 168);
+assert_layout!(RetransmitTotals, size 168, {
+    sent: 0,
+    failed: 8,
+    segs: 16,
+    bytes: 24,
+    sock_ino: 32,
+    kinds: 40,
+    kind_segs: 72,
+    timer_kinds: 104,
+    timer_segs: 136,
+});
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
 #[repr(C)]
@@ -290,7 +379,11 @@ pub struct NetRxTotals {
     pub total_ns: u64,
     pub max_ns: u64,
 }
-const _: () = assert!(size_of::<NetRxTotals>() == 24);
+assert_layout!(NetRxTotals, size 24, {
+    runs: 0,
+    total_ns: 8,
+    max_ns: 16,
+});
 
 /// Key of the per-CPU NAPI table: the device name as the tracepoint gives it (NUL-padded;
 /// `(no_device)` for the per-CPU backlog).
@@ -299,7 +392,9 @@ const _: () = assert!(size_of::<NetRxTotals>() == 24);
 pub struct NapiKey {
     pub dev: [u8; 16],
 }
-const _: () = assert!(size_of::<NapiKey>() == 16);
+assert_layout!(NapiKey, size 16, {
+    dev: 0,
+});
 
 /// Per-CPU NAPI poll totals for one device.
 #[repr(C)]
@@ -311,15 +406,52 @@ pub struct NapiTotals {
     /// Packets processed.
     pub work: u64,
 }
-const _: () = assert!(size_of::<NapiTotals>() == 24);
+assert_layout!(NapiTotals, size 24, {
+    polls: 0,
+    full_budget: 8,
+    work: 16,
+});
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain-old-data, #[repr(C)], no implicit padding (checked by the size asserts).
+    // SAFETY: this and each impl below is for a #[repr(C)] struct of integers and integer
+    // arrays, so every bit pattern is valid, with no implicit padding (as its `assert_layout!`
+    // list proves).
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::RetransmitTotals {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::NetRxTotals {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::NapiKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::NapiTotals {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ReceiveTotals {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind ID ever assigned. Records carry these numbers, so they never change and a
+    /// retired kind keeps its row: a new kind takes a new number and a new row.
+    const KIND_IDS: [(u16, EventKind); 4] = [
+        (1, EventKind::Retransmit),
+        (2, EventKind::Drop),
+        (3, EventKind::PeerRetransmit),
+        (4, EventKind::OutOfOrder),
+    ];
+
+    #[test]
+    fn kind_ids_are_fixed() {
+        for (id, kind) in KIND_IDS {
+            assert_eq!(kind.id(), id, "{kind:?}");
+            assert_eq!(EventKind::try_from(id), Ok(kind));
+        }
+        // No other number names a kind: a kind added without its row here fails too.
+        for id in (0..=u16::MAX).filter(|id| KIND_IDS.iter().all(|(known, _)| known != id)) {
+            assert_eq!(EventKind::try_from(id), Err(id));
+        }
+    }
 }

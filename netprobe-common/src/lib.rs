@@ -2,8 +2,10 @@
 //!
 //! Everything here is `#[repr(C)]` with explicit padding so that the kernel side (compiled for
 //! `bpfel-unknown-none`) and the agent (x86_64/aarch64 Linux, both little-endian) agree on every
-//! byte. Each type carries a compile-time size assertion; the agent decodes records with checked
-//! [`TryFrom`] implementations (feature `user`), never by transmuting ring-buffer bytes.
+//! byte. Each type carries compile-time assertions of its size, of every field's offset and of
+//! the absence of implicit padding, checked on both targets; the agent (feature `user`) reads a
+//! record back as the very struct the kernel wrote, with a checked zerocopy read of exactly its
+//! size, never a hand-written codec that could drift from the definition.
 //!
 //! Event-kind IDs are fixed forever: a retired kind keeps its number and is never reused.
 #![no_std]
@@ -18,6 +20,8 @@ pub mod vocab;
 
 #[cfg(feature = "user")]
 pub mod decode;
+
+mod layout;
 
 pub use config::*;
 pub use counters::*;

@@ -68,12 +68,90 @@ fn drain_into(
     last: &mut Option<DecodeError>,
 ) {
     while let Some(item) = ring.next() {
-        match Event::try_from(&*item) {
-            Ok(event) => out.push(event),
-            Err(e) => {
-                *errors += 1;
-                *last = Some(e);
-            }
+        accept_record(&item, out, errors, last);
+    }
+}
+
+/// Decodes one ring-buffer record into `out`, or counts it as a decode error. `record` is the
+/// item exactly as aya hands it over: its length is the size the program reserved (the ring
+/// buffer's 8-byte rounding only advances the consumer position), so a record shorter or
+/// longer than its kind's struct is a real mismatch and counted, never cut to fit.
+fn accept_record(
+    record: &[u8],
+    out: &mut Vec<Event>,
+    errors: &mut u64,
+    last: &mut Option<DecodeError>,
+) {
+    match Event::try_from(record) {
+        Ok(event) => out.push(event),
+        Err(e) => {
+            *errors += 1;
+            *last = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netprobe_common::{decode::Encode, DropEvent, EventHeader, EventKind};
+
+    fn drop_record() -> Vec<u8> {
+        DropEvent {
+            header: EventHeader {
+                kind: EventKind::Drop.id(),
+                cpu: 2,
+                ts_ns: 7,
+                ..EventHeader::default()
+            },
+            reason: 2,
+            ..DropEvent::default()
+        }
+        .encode()
+    }
+
+    #[test]
+    fn records_of_the_wrong_length_are_counted_not_decoded() {
+        let good = drop_record();
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 8]);
+        let short = &good[..good.len() - 4];
+        let (mut out, mut errors, mut last) = (Vec::new(), 0, None);
+
+        accept_record(&good, &mut out, &mut errors, &mut last);
+        assert_eq!((out.len(), errors, &last), (1, 0, &None));
+        assert!(matches!(out[0], Event::Drop(e) if e.reason == 2 && e.header.cpu == 2));
+
+        accept_record(&padded, &mut out, &mut errors, &mut last);
+        assert_eq!(out.len(), 1);
+        assert_eq!(errors, 1);
+        assert_eq!(
+            last,
+            Some(DecodeError::Long {
+                what: "drop event",
+                len: 120,
+                size: 112
+            })
+        );
+
+        accept_record(short, &mut out, &mut errors, &mut last);
+        accept_record(&[9, 0, 0, 0], &mut out, &mut errors, &mut last);
+        assert_eq!(out.len(), 1);
+        assert_eq!(errors, 3);
+        assert!(matches!(
+            last,
+            Some(DecodeError::Short {
+                len: 4,
+                need: 16,
+                ..
+            })
+        ));
+
+        accept_record(&good, &mut out, &mut errors, &mut last);
+        assert_eq!(
+            (out.len(), errors),
+            (2, 3),
+            "a bad record does not stop the stream"
+        );
     }
 }
