@@ -24,15 +24,13 @@ use crate::maps::{
 };
 use crate::receive::RX_STASH;
 
+use netprobe_common::vocab::{self, TcpState};
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_UDPLITE: u8 = 136;
-const IPPROTO_SCTP: u8 = 132;
-/// Minisock states (include/net/tcp_states.h): no `sk_socket` behind them.
-const TCP_TIME_WAIT: u8 = 6;
-const TCP_NEW_SYN_RECV: u8 = 12;
+/// Minisock states: no `sk_socket` behind them.
+const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
+const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
 const HEADER_UNSET: u16 = 0xffff;
 
@@ -347,10 +345,7 @@ fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut Flow) -> (u8
         _ => return (0, 0),
     };
     let mut flags = DROP_HAS_FLOW;
-    let has_ports = matches!(
-        ip_proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE | IPPROTO_SCTP
-    );
+    let has_ports = vocab::ip_proto::has_ports(ip_proto);
     if has_ports && transport != 0 {
         if let Ok(ports) = read::<[u8; 4]>(transport, 0) {
             flow.sport = u16::from_be_bytes([ports[0], ports[1]]);

@@ -217,8 +217,8 @@ fn current_trigger() -> u8 {
     }
 }
 
-const TCP_SYN_SENT: u8 = 2;
-const TCP_NEW_SYN_RECV: u8 = 12;
+const TCP_SYN_SENT: u8 = netprobe_common::vocab::TcpState::SynSent.raw();
+const TCP_NEW_SYN_RECV: u8 = netprobe_common::vocab::TcpState::NewSynRecv.raw();
 /// `enum tcp_ca_state` (include/uapi/linux/tcp.h, user-visible ABI).
 const TCP_CA_RECOVERY: u8 = 3;
 const TCP_CA_LOSS: u8 = 4;
