@@ -6,7 +6,6 @@
 
 pub mod output;
 pub mod summary;
-pub mod summary_text;
 
 use std::{
     io::{self, Write},
@@ -273,7 +272,7 @@ impl<'a> Session<'a> {
                 serde_json::to_string(&SummaryJson::new(&window)).expect("summary serializes");
             self.write(|out| writeln!(out, "{line}"));
         } else {
-            let text = summary_text::text(&window, self.args.top);
+            let text = summary::text(&window, self.args.top);
             self.write(|out| write!(out, "{text}"));
         }
         let at_end = self.bundle(&window, &now, true);

@@ -55,12 +55,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             Layer::Unknown,
         ),
     };
-    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
-    for f in &outbound {
-        for (k, n) in &f.retransmits {
-            *kinds.entry(k.name()).or_default() += n;
-        }
-    }
+    let kinds = kinds_of(&outbound);
     Some(Finding {
         id: if ack_loss {
             "inbound_ack_loss"
@@ -116,4 +111,15 @@ fn ack_drops<'a>(ns: &'a Namespace, outbound: &[&FlowLoss]) -> Vec<(&'a DropKey,
         })
         .filter(|(_, n)| *n > 0)
         .collect()
+}
+
+/// The flows' retransmits summed by kind, by the kinds' names.
+fn kinds_of(flows: &[&FlowLoss]) -> BTreeMap<&'static str, u64> {
+    let mut kinds = BTreeMap::new();
+    for f in flows {
+        for (k, n) in &f.retransmits {
+            *kinds.entry(k.name()).or_default() += n;
+        }
+    }
+    kinds
 }

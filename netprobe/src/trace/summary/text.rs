@@ -7,6 +7,14 @@ use crate::model::window::{CpuCount, Window};
 /// The summary for people.
 pub fn text(w: &Window, top: usize) -> String {
     let mut out = String::new();
+    for section in [retransmits, received, drops, cpus, backlog, accounting] {
+        section(&mut out, w, top);
+    }
+    out
+}
+
+/// What this host sent again, busiest flows first.
+fn retransmits(out: &mut String, w: &Window, top: usize) {
     let r = &w.retransmits;
     let _ = writeln!(
         out,
@@ -31,6 +39,10 @@ pub fn text(w: &Window, top: usize) -> String {
             f.sent, f.failed, f.segs, f.flow.src, f.flow.dst, f.flow.netns
         );
     }
+}
+
+/// What peers sent again, and holes, as this host received it.
+fn received(out: &mut String, w: &Window, top: usize) {
     let rx = &w.received.totals;
     let _ = writeln!(
         out,
@@ -56,6 +68,10 @@ pub fn text(w: &Window, top: usize) -> String {
             f.flow.netns
         );
     }
+}
+
+/// Drops by reason and CPU.
+fn drops(out: &mut String, w: &Window, top: usize) {
     let _ = writeln!(out, "drops: {}", w.drops.total);
     for d in w.drops.by_reason.iter().take(top) {
         let _ = writeln!(out, "  {:>10}  {}", d.count, d.reason);
@@ -69,6 +85,10 @@ pub fn text(w: &Window, top: usize) -> String {
             .collect();
         let _ = writeln!(out, "  by cpu: {}", cpus.join(" "));
     }
+}
+
+/// Receive work per CPU.
+fn cpus(out: &mut String, w: &Window, _top: usize) {
     for c in &w.cpus {
         let devices: Vec<String> = c
             .napi
@@ -87,6 +107,10 @@ pub fn text(w: &Window, top: usize) -> String {
             c.backlog_dropped
         );
     }
+}
+
+/// Backlog drops from both sides.
+fn backlog(out: &mut String, w: &Window, _top: usize) {
     let b = &w.backlog;
     if b.drop_events + b.softnet_dropped > 0 {
         let list = |cpus: &[CpuCount]| {
@@ -108,6 +132,10 @@ pub fn text(w: &Window, top: usize) -> String {
                 .unwrap_or_default()
         );
     }
+}
+
+/// What the stream lost, and what the kernel did not count.
+fn accounting(out: &mut String, w: &Window, _top: usize) {
     let e = &w.events;
     if w.events.lost() > 0 {
         let _ = writeln!(
@@ -142,5 +170,4 @@ pub fn text(w: &Window, top: usize) -> String {
     if e.decode_errors > 0 {
         let _ = writeln!(out, "WARNING: {} records did not decode", e.decode_errors);
     }
-    out
 }

@@ -1,0 +1,322 @@
+//! The summary from typed kernel totals: JSON and text.
+
+use netprobe_common::{
+    Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
+    COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+};
+
+use super::*;
+use crate::{
+    kernel::{
+        btf::DropReasons,
+        loader::{KernelTotals, DROP_PROGRAM},
+    },
+    model::window::{SoftnetDeltas, Streamed, WindowInputs},
+};
+
+#[test]
+fn per_cpu_receive_work_beside_softnet() {
+    use netprobe_common::{NapiTotals, NetRxTotals};
+    let totals = KernelTotals {
+        net_rx: vec![
+            NetRxTotals {
+                runs: 10,
+                total_ns: 5_000_000,
+                max_ns: 900_000,
+            },
+            NetRxTotals::default(),
+        ],
+        napi: vec![
+            (
+                "(no_device)".into(),
+                vec![
+                    NapiTotals {
+                        polls: 12,
+                        full_budget: 2,
+                        work: 300,
+                    },
+                    NapiTotals::default(),
+                ],
+            ),
+            (
+                "eth0".into(),
+                vec![
+                    NapiTotals {
+                        polls: 3,
+                        full_budget: 0,
+                        work: 9,
+                    },
+                    NapiTotals::default(),
+                ],
+            ),
+        ],
+        ..Default::default()
+    };
+    let softnet: SoftnetDeltas = [(0, (1, 0)), (1, (0, 0)), (3, (0, 7))].into();
+    let s_w = Window::build(
+        &totals,
+        WindowInputs {
+            streamed: Streamed::default(),
+            hooks: vec![],
+            reasons: &DropReasons::default(),
+            softnet: &softnet,
+            filtered: false,
+            duration_ms: 10,
+            kernel_skipped: Vec::new(),
+        },
+        &mut |_| None,
+    );
+    let s = SummaryJson::new(&s_w);
+    assert_eq!(
+        s.cpus.len(),
+        2,
+        "idle CPU 1 and 2 left out, CPU 3 has backlog drops"
+    );
+    let c0 = &s.cpus[0];
+    assert_eq!(
+        (c0.net_rx_runs, c0.net_rx_total_ns, c0.net_rx_max_ns),
+        (10, 5_000_000, 900_000)
+    );
+    assert_eq!(
+        (c0.napi_polls, c0.napi_full_budget, c0.time_squeeze),
+        (15, 2, 1)
+    );
+    assert_eq!(
+        c0.napi[0],
+        NapiDevice {
+            dev: "(no_device)",
+            polls: 12,
+            full_budget: 2,
+            packets: 300
+        }
+    );
+    assert_eq!((s.cpus[1].cpu, s.cpus[1].backlog_dropped), (3, 7));
+    assert!(text(&s_w, 5).contains("cpu0: NET_RX 10 runs, 5.0 ms (max 900 µs); NAPI (no_device) 12 polls/2 full, eth0 3 polls/0 full; softnet time_squeeze +1"), "{}", text(&s_w, 5));
+}
+
+#[test]
+fn backlog_drops_from_both_sides() {
+    let reasons = DropReasons::from_pairs(&[(71, "CPU_BACKLOG"), (3, "NO_SOCKET")], &[]);
+    let totals = KernelTotals {
+        reasons: vec![(71, vec![40, 0]), (3, vec![5, 5])],
+        ..Default::default()
+    };
+    // Enqueued from CPU 0, overflowed on CPU 1.
+    let softnet: SoftnetDeltas = [(0, (0, 0)), (1, (3, 40))].into();
+    let s_w = Window::build(
+        &totals,
+        WindowInputs {
+            streamed: Streamed::default(),
+            hooks: vec![],
+            reasons: &reasons,
+            softnet: &softnet,
+            filtered: false,
+            duration_ms: 10,
+            kernel_skipped: Vec::new(),
+        },
+        &mut |_| None,
+    );
+    let s = SummaryJson::new(&s_w);
+    assert_eq!(
+        s.backlog,
+        BacklogSummary {
+            drop_events: 40,
+            softnet_dropped: 40,
+            must_match: true,
+            not_exact_because: None,
+            overflowing_cpus: vec![CpuCount { cpu: 1, count: 40 }],
+            enqueuing_cpus: vec![CpuCount { cpu: 0, count: 40 }],
+        }
+    );
+    assert!(
+        text(&s_w, 5).contains(
+            "backlog: 40 drops (softnet_stat: 40); overflowed on cpu1=40; enqueued from cpu0=40"
+        ),
+        "{}",
+        text(&s_w, 5)
+    );
+
+    // A skipped drop hook may have missed some of them: no longer an exact match.
+    let skipped_w = Window::build(
+        &totals,
+        WindowInputs {
+            streamed: Streamed::default(),
+            hooks: vec![],
+            reasons: &reasons,
+            softnet: &softnet,
+            filtered: false,
+            duration_ms: 10,
+            kernel_skipped: vec![(DROP_PROGRAM, 1), ("netprobe_napi", 5)],
+        },
+        &mut |_| None,
+    );
+    let skipped = SummaryJson::new(&skipped_w);
+    assert!(!skipped.backlog.must_match);
+    assert_eq!(
+        skipped.backlog.not_exact_because,
+        Some("the kernel skipped the drop hook 1 times (another BPF program was running on that CPU)")
+    );
+    assert!(
+        text(&skipped_w, 5).contains("not exact: the kernel skipped"),
+        "{}",
+        text(&skipped_w, 5)
+    );
+}
+
+#[test]
+fn totals_by_flow_reason_and_cpu_with_loss() {
+    let mut flow = Flow {
+        family: AF_INET,
+        sport: 40000,
+        dport: 5001,
+        ..Default::default()
+    };
+    flow.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
+    flow.daddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+    let totals = KernelTotals {
+        counters: vec![
+            (COUNTER_RETRANSMIT_SEEN, "retransmit_seen", 12),
+            (COUNTER_RETRANSMIT_LOST, "retransmit_lost", 2),
+            (COUNTER_DROP_SEEN, "drop_seen", 10),
+            (COUNTER_DROP_LOST, "drop_lost", 1),
+        ],
+        flows: vec![(
+            FlowKey {
+                flow,
+                netns: 7,
+                _pad0: 0,
+            },
+            RetransmitTotals {
+                sent: 11,
+                failed: 1,
+                segs: 13,
+                bytes: 15000,
+                sock_ino: 99,
+                kinds: [0, 2, 9, 1, 0, 0, 0, 0],
+                kind_segs: [0, 2, 10, 1, 0, 0, 0, 0],
+                timer_kinds: [0, 1, 0, 1, 0, 0, 0, 0],
+                timer_segs: [0, 1, 0, 1, 0, 0, 0, 0],
+            },
+        )],
+        reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
+        receive_flows: vec![(
+            FlowKey {
+                flow: Flow {
+                    sport: 5001,
+                    dport: 40000,
+                    ..flow
+                },
+                netns: 8,
+                _pad0: 0,
+            },
+            ReceiveTotals {
+                duplicate: 1,
+                fills_hole: 3,
+                fills_hole_bytes: 4344,
+                out_of_order: 9,
+                holes: 2,
+                hole_bytes: 2896,
+                sock_ino: 99,
+                ..Default::default()
+            },
+        )],
+        ..Default::default()
+    };
+    let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
+    let s_w = Window::build(
+        &totals,
+        WindowInputs {
+            streamed: Streamed {
+                retransmits: 10,
+                drops: 9,
+                receives: 4,
+                decode_errors: 0,
+            },
+            hooks: vec![],
+            reasons: &reasons,
+            softnet: &SoftnetDeltas::new(),
+            filtered: false,
+            duration_ms: 1500,
+            kernel_skipped: vec![("netprobe_drop", 0)],
+        },
+        &mut |ino| {
+            (ino == 99).then(|| Owner {
+                pid: 5,
+                comm: "app".into(),
+            })
+        },
+    );
+    let s = SummaryJson::new(&s_w);
+    assert_eq!(
+        (s.retransmits.sent, s.retransmits.failed, s.retransmits.segs),
+        (11, 1, 13)
+    );
+    assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
+    assert_eq!(
+        s.retransmits.flows[0].kind_detail["rto"],
+        KindDetail {
+            segs: 2,
+            timer: 1,
+            timer_segs: 1
+        }
+    );
+    assert_eq!(s.retransmits.flows[0].kind_detail["fast"].segs, 10);
+    // The receive side: totals, the flow from the receiving socket, its owner.
+    let r = &s.received;
+    assert_eq!(
+        (
+            r.totals.duplicate,
+            r.totals.fills_hole,
+            r.totals.fills_hole_bytes,
+            r.totals.out_of_order,
+            r.totals.holes
+        ),
+        (1, 3, 4344, 9, 2)
+    );
+    assert_eq!(
+        (
+            r.flows[0].sport,
+            r.flows[0].netns,
+            r.flows[0].owner.as_ref().map(|o| o.pid)
+        ),
+        (5001, 8, Some(5))
+    );
+    assert_eq!(
+        s.retransmits.flows[0].kinds,
+        BTreeMap::from([("rto", 2), ("fast", 9), ("tlp", 1)])
+    );
+    assert_eq!(
+        s.retransmits.by_kind,
+        BTreeMap::from([("rto", 2), ("fast", 9), ("tlp", 1)])
+    );
+    assert_eq!(
+        s.retransmits.flows[0].owner,
+        Some(&Owner {
+            pid: 5,
+            comm: "app".into()
+        })
+    );
+    assert_eq!(s.drops.total, 10);
+    assert_eq!(s.drops.by_reason[0].reason, "NETFILTER_DROP");
+    assert_eq!(s.drops.by_reason[0].count, 7);
+    assert_eq!(
+        s.drops
+            .by_cpu
+            .iter()
+            .map(|c| (c.cpu, c.count))
+            .collect::<Vec<_>>(),
+        vec![(0, 4), (1, 6)]
+    );
+    assert_eq!(
+        s.events.retransmit,
+        KindAccountingJson {
+            counted: 12,
+            streamed: 10,
+            lost: 2
+        }
+    );
+    assert_eq!(s.events_lost, 3);
+    let text = text(&s_w, 5);
+    assert!(text.contains("3 events lost"), "{text}");
+    assert!(text.contains("11 sent (13 segments"), "{text}");
+}
