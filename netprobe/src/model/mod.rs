@@ -2,4 +2,5 @@
 //! by every view (the event stream, the summary, the findings).
 
 pub mod classify;
+pub mod cpuset;
 pub mod owners;
