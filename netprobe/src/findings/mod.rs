@@ -270,7 +270,7 @@ pub fn build(inputs: Inputs) -> FindingsJson {
         let cpu = f.evidence.get("cpu").and_then(|c| c.as_u64());
         findings.push(BundleFinding {
             id: f.id.to_string(),
-            severity: f.severity,
+            severity: f.severity.name(),
             netns: inputs.own_netns,
             source: "counters",
             direction: counter_direction(f.layer),

@@ -138,12 +138,36 @@ pub struct ConntrackReport {
     pub stats: BTreeMap<String, Counter>,
 }
 
+/// How bad a finding is; the report's rules and the findings bundle share it. Ordered from
+/// the mildest, so that the worse of two is their `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    /// The name used in JSON and text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One finding of a rule.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Finding {
     pub id: &'static str,
-    /// `warning` or `critical`.
-    pub severity: &'static str,
+    pub severity: Severity,
     /// `nic`, `driver`, `cpu`, `ip`, `tcp`, `udp`, `sockets`, `conntrack`, `qdisc`.
     pub layer: &'static str,
     pub summary: String,

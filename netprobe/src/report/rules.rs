@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::model::{Finding, Report};
+use super::model::{Finding, Report, Severity};
 
 /// Warning and critical thresholds of one rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,12 +125,12 @@ pub fn threshold(id: &str) -> Threshold {
         .expect("every rule has thresholds")
 }
 
-fn severity(id: &str, value: f64) -> Option<&'static str> {
+fn severity(id: &str, value: f64) -> Option<Severity> {
     let t = threshold(id);
     if value >= t.critical {
-        Some("critical")
+        Some(Severity::Critical)
     } else if value >= t.warning {
-        Some("warning")
+        Some(Severity::Warning)
     } else {
         None
     }
@@ -193,7 +193,7 @@ pub fn evaluate(report: &Report) -> Vec<Finding> {
     socket_rules(&mut r);
     conntrack_rules(&mut r);
     let mut out = r.out;
-    out.sort_by_key(|f| (f.severity != "critical", layer_order(f.layer)));
+    out.sort_by_key(|f| (std::cmp::Reverse(f.severity), layer_order(f.layer)));
     out
 }
 
@@ -665,10 +665,10 @@ mod tests {
     #[test]
     fn thresholds_classify() {
         assert_eq!(severity("tcp_retransmits", 9.9), None);
-        assert_eq!(severity("tcp_retransmits", 10.0), Some("warning"));
-        assert_eq!(severity("tcp_retransmits", 50.0), Some("critical"));
-        assert_eq!(severity("tcp_closewait", 1.0), Some("warning"));
-        assert_eq!(severity("conntrack_usage", 91.0), Some("critical"));
+        assert_eq!(severity("tcp_retransmits", 10.0), Some(Severity::Warning));
+        assert_eq!(severity("tcp_retransmits", 50.0), Some(Severity::Critical));
+        assert_eq!(severity("tcp_closewait", 1.0), Some(Severity::Warning));
+        assert_eq!(severity("conntrack_usage", 91.0), Some(Severity::Critical));
         for t in THRESHOLDS {
             assert!(t.warning < t.critical, "{}", t.id);
         }

@@ -7,7 +7,7 @@ use std::{
 
 use super::{
     ethtool::{NicInfo, NicStat, Rings},
-    model::{self, Report},
+    model::{self, Report, Severity},
     procfs::{DirCounters, NetDev, Softnet},
     rules,
     sample::{ConntrackSample, Snapshot},
@@ -123,7 +123,11 @@ fn judged(a: &Snapshot, b: &Snapshot, sockets: Option<SocketReport>) -> Report {
 }
 
 fn ids(report: &Report) -> Vec<(&str, &str)> {
-    report.findings.iter().map(|f| (f.id, f.severity)).collect()
+    report
+        .findings
+        .iter()
+        .map(|f| (f.id, f.severity.name()))
+        .collect()
 }
 
 #[test]
@@ -199,7 +203,7 @@ fn rates_over_the_window_trigger_with_exact_fixes() {
         60.0
     );
     // Critical findings first, then by layer.
-    assert_eq!(report.findings[0].severity, "critical");
+    assert_eq!(report.findings[0].severity, Severity::Critical);
 }
 
 #[test]
@@ -225,7 +229,7 @@ fn close_wait_names_the_owner_and_imbalance_needs_real_work() {
         .iter()
         .find(|f| f.id == "tcp_closewait")
         .expect("close-wait finding");
-    assert_eq!(cw.severity, "warning");
+    assert_eq!(cw.severity, Severity::Warning);
     assert!(cw.summary.contains("leaky (pid 4242)"), "{}", cw.summary);
     assert!(cw.fix.contains("leaky (pid 4242)"), "{}", cw.fix);
     // Ratio 2 < 5: no imbalance finding, even though the busy CPU is above the floor.
@@ -253,7 +257,7 @@ fn imbalance_on_many_cpus_points_at_rps() {
         .iter()
         .find(|f| f.id == "irq_imbalance")
         .expect("imbalance");
-    assert_eq!(f.severity, "warning", "{:?}", f.evidence);
+    assert_eq!(f.severity, Severity::Warning, "{:?}", f.evidence);
     assert_eq!(f.evidence["busiest_cpu"], 3);
     assert_eq!(f.evidence["rps"], "off");
     assert!(
