@@ -5,13 +5,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::fixes::{LiveValues, RxRing};
+
 use super::{
     ethtool::{NicInfo, NicStat, Rings},
     model::{self, Report, Severity},
     procfs::{DirCounters, NetDev, Softnet},
     rules,
     sample::{ConntrackSample, Snapshot},
-    sockets::{Owner, OwnerCount, SocketReport},
+    sockets::{Listener, Owner, OwnerCount, SocketReport},
     sysfs::InterfaceInfo,
 };
 
@@ -305,4 +307,52 @@ fn text_puts_findings_first_and_colours_only_when_asked() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     let coloured = text(&report, &Style { color: true });
     assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"));
+}
+
+#[test]
+fn live_values_are_what_the_report_read() {
+    let t = Instant::now();
+    let a = snapshot(t);
+    let mut b = snapshot(t + Duration::from_secs(1));
+    b.interfaces[0].rps_cpus = [("rx-0", "3"), ("rx-1", "4")]
+        .map(|(q, m)| (q.to_string(), m.to_string()))
+        .into();
+    // The table's own limit wins over the sysctl (both are read; they differ only here).
+    b.conntrack.as_mut().unwrap().max = 2048;
+    let listener = |max| Listener {
+        addr: "0.0.0.0".into(),
+        port: 80,
+        accept_queue: 0,
+        accept_queue_max: max,
+        owners: Vec::new(),
+    };
+    let sockets = SocketReport {
+        listeners: vec![listener(128), listener(511)],
+        ..Default::default()
+    };
+    let mut report = judged(&a, &b, Some(sockets));
+    report
+        .sysctls
+        .insert("net.ipv4.tcp_rmem".into(), "4096 131072 6291456".into());
+    let live = LiveValues::from(&report);
+    assert_eq!(
+        (live.netdev_max_backlog, live.netdev_budget, live.somaxconn),
+        (Some(1000), Some(300), None)
+    );
+    assert_eq!(live.tcp_rmem, Some([4096, 131_072, 6_291_456]));
+    assert_eq!(live.nf_conntrack_max, Some(2048));
+    assert_eq!(live.largest_accept_queue_limit, Some(511));
+    assert_eq!(live.cpus.to_vec(), vec![0, 1]);
+    let eth0 = live.device("eth0").unwrap();
+    assert_eq!(
+        eth0.rx_ring,
+        Some(RxRing {
+            current: 512,
+            max: 4096
+        })
+    );
+    assert_eq!(
+        (eth0.txqueuelen, eth0.rps.to_vec()),
+        (Some(1000), vec![0, 1, 2])
+    );
 }
