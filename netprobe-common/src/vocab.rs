@@ -302,10 +302,10 @@ impl Layer {
     }
 }
 
-/// How urgent a finding is. Ordered: the most urgent sorts last.
+/// How urgent a finding is. Ordered from the mildest, so that the worse of two is their
+/// `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
-    Info,
     Warning,
     Critical,
 }
@@ -313,12 +313,31 @@ pub enum Severity {
 impl Severity {
     pub const fn name(self) -> &'static str {
         match self {
-            Self::Info => "info",
             Self::Warning => "warning",
             Self::Critical => "critical",
         }
     }
 }
+
+/// The vocabulary prints as its names.
+macro_rules! display_by_name {
+    ($($ty:ty),*) => {$(
+        impl core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    )*};
+}
+display_by_name!(
+    TcpState,
+    RetransmitKind,
+    Trigger,
+    ReceiveClass,
+    Direction,
+    Layer,
+    Severity
+);
 
 #[cfg(test)]
 mod tests {

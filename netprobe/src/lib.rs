@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod findings;
+pub mod fixes;
 pub mod kernel;
 pub mod model;
 pub mod report;

@@ -168,11 +168,11 @@ fn counter_findings(inputs: &Inputs) -> Vec<Finding> {
             let cpu = f.evidence.get("cpu").and_then(|c| c.as_u64());
             Finding {
                 id: f.id.to_string(),
-                severity: severity_of(f.severity),
+                severity: f.severity,
                 netns: inputs.own_netns,
                 source: "counters",
-                direction: counter_direction(f.layer),
-                layer: counter_layer(f.layer),
+                direction: f.direction,
+                layer: f.layer,
                 cpus: cpu.map(|c| vec![c as usize]).unwrap_or_default(),
                 flows: Vec::new(),
                 summary: f.summary.clone(),
@@ -181,35 +181,4 @@ fn counter_findings(inputs: &Inputs) -> Vec<Finding> {
             }
         })
         .collect()
-}
-
-// TEMPORARY bridge until the report's findings carry the shared vocabulary.
-fn severity_of(name: &str) -> Severity {
-    match name {
-        "critical" => Severity::Critical,
-        "info" => Severity::Info,
-        _ => Severity::Warning,
-    }
-}
-
-fn counter_layer(layer: &str) -> Layer {
-    match layer {
-        "nic" | "driver" => Layer::Nic,
-        "qdisc" => Layer::Qdisc,
-        "cpu" => Layer::Backlog,
-        "ip" => Layer::Ip,
-        "tcp" => Layer::Tcp,
-        "udp" => Layer::Udp,
-        "sockets" => Layer::Socket,
-        "conntrack" => Layer::Netfilter,
-        _ => Layer::Unknown,
-    }
-}
-
-fn counter_direction(layer: &str) -> Direction {
-    match layer {
-        "nic" | "driver" | "cpu" | "udp" | "sockets" => Direction::Ingress,
-        "qdisc" => Direction::Egress,
-        _ => Direction::Unknown,
-    }
 }

@@ -2,6 +2,7 @@
 //! by every view (the event stream, the summary, the findings).
 
 pub mod classify;
+pub mod cpuset;
 pub mod event;
 pub mod flow;
 pub mod owners;

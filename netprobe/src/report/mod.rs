@@ -3,6 +3,7 @@
 //! Works without root: what cannot be read is listed in `skipped` with the reason.
 
 pub mod ethtool;
+mod live;
 pub mod model;
 pub mod netlink;
 pub mod procfs;

@@ -138,14 +138,38 @@ pub struct ConntrackReport {
     pub stats: BTreeMap<String, Counter>,
 }
 
+pub use netprobe_common::vocab::{Direction, Layer, Severity};
+
+/// The shared vocabulary serializes by name.
+mod by_name {
+    use netprobe_common::vocab::{Direction, Layer, Severity};
+    use serde::Serializer;
+
+    pub fn severity<S: Serializer>(v: &Severity, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.name())
+    }
+
+    pub fn layer<S: Serializer>(v: &Layer, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.name())
+    }
+
+    pub fn direction<S: Serializer>(v: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.name())
+    }
+}
+
 /// One finding of a rule.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Finding {
     pub id: &'static str,
-    /// `warning` or `critical`.
-    pub severity: &'static str,
-    /// `nic`, `driver`, `cpu`, `ip`, `tcp`, `udp`, `sockets`, `conntrack`, `qdisc`.
-    pub layer: &'static str,
+    #[serde(serialize_with = "by_name::severity")]
+    pub severity: Severity,
+    /// Where in the stack: the same layers as the drops' (`nic`, `qdisc`, `backlog`, …).
+    #[serde(serialize_with = "by_name::layer")]
+    pub layer: Layer,
+    /// The direction the lost packets were going, where the counter implies one.
+    #[serde(serialize_with = "by_name::direction")]
+    pub direction: Direction,
     pub summary: String,
     pub evidence: serde_json::Map<String, serde_json::Value>,
     pub explanation: String,

@@ -150,26 +150,6 @@ pub struct CpuRow {
 
 /// /proc/softirqs and /proc/interrupts: a header line of `CPUn` names, then `label: counts…
 /// [description]`. Rows with fewer counts than CPUs (ERR, MIS) keep what they have.
-/// A CPU list as the kernel writes it (`0-3,8,10-11`); unparsable parts are skipped.
-pub fn parse_cpu_list(text: &str) -> Vec<usize> {
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-                    cpus.extend(a..=b.min(a + 4096));
-                }
-            }
-            None => {
-                if let Ok(cpu) = part.trim().parse() {
-                    cpus.push(cpu);
-                }
-            }
-        }
-    }
-    cpus
-}
-
 pub fn parse_cpu_table(text: &str) -> (Vec<usize>, Vec<CpuRow>) {
     let mut lines = text.lines();
     let cpus: Vec<usize> = lines
@@ -233,14 +213,6 @@ pub fn parse_conntrack_stat(text: &str) -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
-        assert_eq!(parse_cpu_list("1"), vec![1]);
-        assert!(parse_cpu_list("").is_empty());
-        assert_eq!(parse_cpu_list("x,2"), vec![2]);
-    }
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/procfs");
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::Report;
+use super::model::{Report, Severity};
 
 pub struct Style {
     pub color: bool,
@@ -24,10 +24,10 @@ impl Style {
             text.to_string()
         }
     }
-    fn severity(&self, severity: &str) -> String {
+    fn severity(&self, severity: Severity) -> String {
         match severity {
-            "critical" => self.paint("1;31", "CRITICAL"),
-            _ => self.paint("33", "WARNING "),
+            Severity::Critical => self.paint("1;31", "CRITICAL"),
+            Severity::Warning => self.paint("33", "WARNING "),
         }
     }
     fn heading(&self, text: &str) -> String {

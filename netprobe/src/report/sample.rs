@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, fs, path::Path, time::Instant};
 
 use serde::Serialize;
 
+use crate::model::cpuset::CpuSet;
+
 use super::{
     ethtool::{self, NicInfo},
     netlink::{self, Qdisc},
@@ -50,7 +52,7 @@ fn irq_affinity(irq: &str) -> Vec<usize> {
     ["effective_affinity_list", "smp_affinity_list"]
         .iter()
         .find_map(|file| fs::read_to_string(format!("/proc/irq/{irq}/{file}")).ok())
-        .map(|text| procfs::parse_cpu_list(&text))
+        .map(|text| CpuSet::parse_list(&text).to_vec())
         .unwrap_or_default()
 }
 

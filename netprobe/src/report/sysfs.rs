@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, fs, path::Path};
 
 use serde::Serialize;
 
+use crate::model::cpuset::CpuSet;
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct InterfaceInfo {
     pub name: String,
@@ -46,9 +48,9 @@ fn read_number(path: &Path) -> Option<u64> {
         .and_then(|v| u64::try_from(v).ok())
 }
 
-/// A CPU mask is "set" unless it is all zeros (commas separate 32-bit groups).
+/// A CPU mask is "set" unless it names no CPU.
 fn mask_is_set(mask: &str) -> bool {
-    mask.chars().any(|c| c.is_ascii_hexdigit() && c != '0')
+    !CpuSet::parse_mask(mask).is_empty()
 }
 
 /// Reads one interface's directory under `root` (normally /sys/class/net).

@@ -5,13 +5,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::fixes::{LiveValues, RxRing};
+
 use super::{
     ethtool::{NicInfo, NicStat, Rings},
-    model::{self, Report},
+    model::{self, Report, Severity},
     procfs::{DirCounters, NetDev, Softnet},
     rules,
     sample::{ConntrackSample, Snapshot},
-    sockets::{Owner, OwnerCount, SocketReport},
+    sockets::{Listener, Owner, OwnerCount, SocketReport},
     sysfs::InterfaceInfo,
 };
 
@@ -123,7 +125,11 @@ fn judged(a: &Snapshot, b: &Snapshot, sockets: Option<SocketReport>) -> Report {
 }
 
 fn ids(report: &Report) -> Vec<(&str, &str)> {
-    report.findings.iter().map(|f| (f.id, f.severity)).collect()
+    report
+        .findings
+        .iter()
+        .map(|f| (f.id, f.severity.name()))
+        .collect()
 }
 
 #[test]
@@ -199,7 +205,7 @@ fn rates_over_the_window_trigger_with_exact_fixes() {
         60.0
     );
     // Critical findings first, then by layer.
-    assert_eq!(report.findings[0].severity, "critical");
+    assert_eq!(report.findings[0].severity, Severity::Critical);
 }
 
 #[test]
@@ -225,7 +231,7 @@ fn close_wait_names_the_owner_and_imbalance_needs_real_work() {
         .iter()
         .find(|f| f.id == "tcp_closewait")
         .expect("close-wait finding");
-    assert_eq!(cw.severity, "warning");
+    assert_eq!(cw.severity, Severity::Warning);
     assert!(cw.summary.contains("leaky (pid 4242)"), "{}", cw.summary);
     assert!(cw.fix.contains("leaky (pid 4242)"), "{}", cw.fix);
     // Ratio 2 < 5: no imbalance finding, even though the busy CPU is above the floor.
@@ -253,7 +259,7 @@ fn imbalance_on_many_cpus_points_at_rps() {
         .iter()
         .find(|f| f.id == "irq_imbalance")
         .expect("imbalance");
-    assert_eq!(f.severity, "warning", "{:?}", f.evidence);
+    assert_eq!(f.severity, Severity::Warning, "{:?}", f.evidence);
     assert_eq!(f.evidence["busiest_cpu"], 3);
     assert_eq!(f.evidence["rps"], "off");
     assert!(
@@ -277,7 +283,7 @@ fn text_puts_findings_first_and_colours_only_when_asked() {
     let findings_at = plain.find("Findings").unwrap();
     assert!(findings_at < plain.find("\nNIC").unwrap());
     assert!(
-        plain.contains("CRITICAL [cpu] softnet_dropped: CPU 1"),
+        plain.contains("CRITICAL [backlog] softnet_dropped: CPU 1"),
         "{plain}"
     );
     assert!(
@@ -301,4 +307,52 @@ fn text_puts_findings_first_and_colours_only_when_asked() {
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     let coloured = text(&report, &Style { color: true });
     assert!(coloured.contains("\x1b[1;31mCRITICAL\x1b[0m"));
+}
+
+#[test]
+fn live_values_are_what_the_report_read() {
+    let t = Instant::now();
+    let a = snapshot(t);
+    let mut b = snapshot(t + Duration::from_secs(1));
+    b.interfaces[0].rps_cpus = [("rx-0", "3"), ("rx-1", "4")]
+        .map(|(q, m)| (q.to_string(), m.to_string()))
+        .into();
+    // The table's own limit wins over the sysctl (both are read; they differ only here).
+    b.conntrack.as_mut().unwrap().max = 2048;
+    let listener = |max| Listener {
+        addr: "0.0.0.0".into(),
+        port: 80,
+        accept_queue: 0,
+        accept_queue_max: max,
+        owners: Vec::new(),
+    };
+    let sockets = SocketReport {
+        listeners: vec![listener(128), listener(511)],
+        ..Default::default()
+    };
+    let mut report = judged(&a, &b, Some(sockets));
+    report
+        .sysctls
+        .insert("net.ipv4.tcp_rmem".into(), "4096 131072 6291456".into());
+    let live = LiveValues::from(&report);
+    assert_eq!(
+        (live.netdev_max_backlog, live.netdev_budget, live.somaxconn),
+        (Some(1000), Some(300), None)
+    );
+    assert_eq!(live.tcp_rmem, Some([4096, 131_072, 6_291_456]));
+    assert_eq!(live.nf_conntrack_max, Some(2048));
+    assert_eq!(live.largest_accept_queue_limit, Some(511));
+    assert_eq!(live.cpus.to_vec(), vec![0, 1]);
+    let eth0 = live.device("eth0").unwrap();
+    assert_eq!(
+        eth0.rx_ring,
+        Some(RxRing {
+            current: 512,
+            max: 4096
+        })
+    );
+    assert_eq!(
+        (eth0.txqueuelen, eth0.rps.to_vec()),
+        (Some(1000), vec![0, 1, 2])
+    );
 }

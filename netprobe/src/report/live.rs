@@ -1,0 +1,79 @@
+//! The live values fixes are computed from, as this report read them.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    fixes::{DeviceValues, LiveValues, RxRing},
+    model::cpuset::CpuSet,
+};
+
+use super::model::Report;
+
+impl From<&Report> for LiveValues {
+    fn from(report: &Report) -> Self {
+        let number = |name: &str| report.sysctl_number(name);
+        let tcp_rmem = report.sysctls.get("net.ipv4.tcp_rmem").and_then(|text| {
+            let fields: Vec<u64> = text
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            <[u64; 3]>::try_from(fields).ok()
+        });
+        let largest_accept_queue_limit = report
+            .sockets
+            .as_ref()
+            .and_then(|s| s.listeners.iter().map(|l| l.accept_queue_max).max())
+            .map(u64::from);
+        LiveValues {
+            netdev_max_backlog: number("net.core.netdev_max_backlog"),
+            netdev_budget: number("net.core.netdev_budget"),
+            netdev_budget_usecs: number("net.core.netdev_budget_usecs"),
+            somaxconn: number("net.core.somaxconn"),
+            largest_accept_queue_limit,
+            rmem_max: number("net.core.rmem_max"),
+            tcp_rmem,
+            tcp_tw_reuse: number("net.ipv4.tcp_tw_reuse"),
+            // The table's own limit where conntrack is loaded: the sysctl is the same number,
+            // but unreadable where the report could still read the table.
+            nf_conntrack_max: report
+                .conntrack
+                .as_ref()
+                .map(|c| c.max)
+                .or_else(|| number("net.netfilter.nf_conntrack_max")),
+            cpus: report.cpus.iter().map(|c| c.cpu).collect(),
+            devices: devices(report),
+        }
+    }
+}
+
+/// Interfaces by name, with the ring sizes of those the ethtool ioctl answered for.
+fn devices(report: &Report) -> BTreeMap<String, DeviceValues> {
+    let mut devices: BTreeMap<String, DeviceValues> = report
+        .interfaces
+        .iter()
+        .map(|i| {
+            let rps = i
+                .info
+                .rps_cpus
+                .values()
+                .flat_map(|mask| CpuSet::parse_mask(mask).to_vec())
+                .collect();
+            let values = DeviceValues {
+                txqueuelen: i.info.txqueuelen,
+                carrier: i.info.carrier,
+                operstate: i.info.operstate.clone(),
+                rx_ring: None,
+                rps,
+            };
+            (i.info.name.clone(), values)
+        })
+        .collect();
+    for nic in &report.nics {
+        let ring = nic.rings.map(|r| RxRing {
+            current: r.rx,
+            max: r.rx_max,
+        });
+        devices.entry(nic.ifname.clone()).or_default().rx_ring = ring;
+    }
+    devices
+}

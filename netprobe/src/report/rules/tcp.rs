@@ -1,0 +1,91 @@
+//! TCP: retransmits, listen-queue overflows, receive queues pruned for lack of memory.
+
+use netprobe_common::vocab::{Direction, Layer};
+use serde_json::{json, Value};
+
+use super::{round, Context, Observation};
+use crate::{fixes::Condition, report::model::Finding};
+
+pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
+    let rep = cx.report;
+    let retrans = rep.counter("Tcp", "RetransSegs");
+    let out_segs = rep.counter("Tcp", "OutSegs");
+    let rate = |field: &str| round(rep.counter("TcpExt", field).rate);
+    cx.judge(Observation {
+        id: "tcp_retransmits",
+        layer: Layer::Tcp,
+        direction: Direction::Unknown,
+        value: retrans.rate,
+        summary: format!(
+            "TCP retransmits {:.0} segments/s ({:.2}% of segments sent)",
+            retrans.rate,
+            100.0 * retrans.rate / out_segs.rate.max(1.0)
+        ),
+        evidence: evidence! {
+            "retrans_segs_per_s" => round(retrans.rate),
+            "out_segs_per_s" => round(out_segs.rate),
+            "timeouts_per_s" => rate("TCPTimeouts"),
+            "loss_probes_per_s" => rate("TCPLossProbes"),
+            "fast_retrans_per_s" => rate("TCPFastRetrans"),
+            "slow_start_retrans_per_s" => rate("TCPSlowStartRetrans"),
+            "syn_retrans_per_s" => rate("TCPSynRetrans"),
+        },
+        explanation: "Segments are being sent again: something on the path (or this host) loses them. The counters say how often, not where.",
+        condition: Condition::TcpRetransmits,
+    })
+    .into_iter()
+    .collect()
+}
+
+pub(super) fn listen_overflows(cx: &Context) -> Vec<Finding> {
+    let rep = cx.report;
+    let overflows = rep.counter("TcpExt", "ListenOverflows");
+    let full: Vec<Value> = rep
+        .sockets
+        .iter()
+        .flat_map(|s| s.listeners.iter())
+        .filter(|l| l.accept_queue_max > 0 && l.accept_queue >= l.accept_queue_max)
+        .map(|l| json!({"port": l.port, "accept_queue": l.accept_queue, "max": l.accept_queue_max, "owners": l.owners}))
+        .collect();
+    cx.judge(Observation {
+        id: "listen_overflows",
+        layer: Layer::Tcp,
+        direction: Direction::Unknown,
+        value: overflows.rate,
+        summary: format!("{:.0} connections/s dropped at full listen queues", overflows.rate),
+        evidence: evidence! {"listen_overflows_per_s" => round(overflows.rate), "listen_drops_per_s" => round(rep.counter("TcpExt", "ListenDrops").rate), "somaxconn" => rep.sysctl_number("net.core.somaxconn"), "full_listeners" => full},
+        explanation: "A listener's accept queue is full: the application does not accept() as fast as connections complete, so the kernel drops the handshake's final ACK and clients retry after a timeout.",
+        condition: Condition::ListenOverflow,
+    })
+    .into_iter()
+    .collect()
+}
+
+pub(super) fn tcp_rcvbuf_pruned(cx: &Context) -> Vec<Finding> {
+    let rep = cx.report;
+    let rate = |field: &str| rep.counter("TcpExt", field).rate;
+    let pruned = rate("RcvPruned") + rate("OfoPruned");
+    let rmem = rep
+        .sysctls
+        .get("net.ipv4.tcp_rmem")
+        .cloned()
+        .unwrap_or_default();
+    cx.judge(Observation {
+        id: "tcp_rcvbuf_pruned",
+        layer: Layer::Tcp,
+        direction: Direction::Unknown,
+        value: pruned,
+        summary: format!("TCP pruned {pruned:.1} receive queues/s (data dropped for lack of receive memory)"),
+        evidence: evidence! {
+            "rcv_pruned_per_s" => round(rate("RcvPruned")),
+            "ofo_pruned_per_s" => round(rate("OfoPruned")),
+            "prune_called_per_s" => round(rate("PruneCalled")),
+            "rcv_collapsed_per_s" => round(rate("TCPRcvCollapsed")),
+            "tcp_rmem" => rmem,
+        },
+        explanation: "Sockets' receive buffers are full (the application reads too slowly or tcp_rmem is too small): the kernel collapses and finally prunes queued data, which the sender must retransmit.",
+        condition: Condition::TcpRcvbufPruned,
+    })
+    .into_iter()
+    .collect()
+}
