@@ -862,6 +862,10 @@ mod tests {
     use super::*;
     use crate::{
         kernel::btf::DropReasons,
+        kernel::loader::catalogue::{
+            DROP_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOFTIRQ_ENTRY_HOOK,
+            SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+        },
         kernel::loader::KernelTotals,
         report::{model, sample::Snapshot},
         trace::summary::{self, SoftnetDeltas, Streamed},
@@ -909,13 +913,13 @@ mod tests {
     /// Every hook a reconciliation row can depend on, active (or the one named, inactive).
     fn hooks_with_inactive(inactive: Option<&str>) -> Vec<crate::kernel::loader::HookStatus> {
         [
-            "tcp:tcp_retransmit_skb",
-            "tcp:tcp_retransmit_synack",
-            "skb:kfree_skb",
-            "tcp:tcp_probe",
-            "irq:softirq_entry",
-            "irq:softirq_exit",
-            "function:tcp_retransmit_timer",
+            RETRANSMIT_HOOK.id,
+            SYNACK_HOOK.id,
+            DROP_HOOK.id,
+            RECEIVE_HOOK.id,
+            SOFTIRQ_ENTRY_HOOK.id,
+            SOFTIRQ_EXIT_HOOK.id,
+            RTO_TIMER_HOOK.id,
         ]
         .into_iter()
         .map(|hook| crate::kernel::loader::HookStatus {
@@ -1329,7 +1333,7 @@ mod tests {
             &DropReasons::default(),
             &SoftnetDeltas::new(),
         );
-        summary.hooks = hooks_with_inactive(Some("tcp:tcp_probe"));
+        summary.hooks = hooks_with_inactive(Some(RECEIVE_HOOK.id));
         let before = snapshot(now, &[]);
         let after = snapshot(
             now + Duration::from_secs(1),
@@ -1358,7 +1362,7 @@ mod tests {
 
         // Without the RTO timer hooked, which retransmits are the timer's own is inferred: the
         // slow-start row says so, the total stays exact.
-        summary.hooks = hooks_with_inactive(Some("function:tcp_retransmit_timer"));
+        summary.hooks = hooks_with_inactive(Some(RTO_TIMER_HOOK.id));
         let bundle = bundle_of(&summary, &DropTally::default(), &before, &after);
         let split = bundle
             .reconciliation

@@ -795,7 +795,10 @@ mod tests {
                 softnet: &softnet,
                 filtered: false,
                 duration_ms: 10,
-                kernel_skipped: vec![(DROP_PROGRAM, 1), ("netprobe_napi", 5)],
+                kernel_skipped: vec![
+                    (DROP_PROGRAM, 1),
+                    (crate::kernel::loader::catalogue::NAPI_HOOK.program, 5),
+                ],
             },
             &mut |_| None,
         );
@@ -885,7 +888,7 @@ mod tests {
                 softnet: &SoftnetDeltas::new(),
                 filtered: false,
                 duration_ms: 1500,
-                kernel_skipped: vec![("netprobe_drop", 0)],
+                kernel_skipped: vec![(DROP_PROGRAM, 0)],
             },
             &mut |ino| {
                 (ino == 99).then(|| Owner {

@@ -11,12 +11,12 @@ use aya::{
 };
 
 use super::{
-    catalogue::{AttachKind, HookSpec, HookStatus, RETRANSMIT_HOOK},
+    catalogue::{AttachKind, FunctionHook, HookSpec, HookStatus, RETRANSMIT_HOOK},
     Probe,
 };
 use crate::{
     cli::FunctionHooks,
-    kernel::timer_hooks::{self, TimerHook, TimerLinks},
+    kernel::timer_hooks::{self, TimerLinks},
 };
 
 /// An attached program's link.
@@ -44,7 +44,7 @@ pub(super) fn attach_planned(
                     .and_then(|p| p.info().ok())
                     .and_then(|info| info.verified_instruction_count());
                 hooks.push(HookStatus {
-                    hook: format!("{}:{}", spec.category, spec.name),
+                    hook: spec.id.to_string(),
                     attach: spec.attach.name(),
                     program: spec.program,
                     active: true,
@@ -71,7 +71,7 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
             let program: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program.load().map_err(rejected)?;
             program
-                .attach(spec.category, spec.name)
+                .attach(spec.category(), spec.tracepoint())
                 .map(AttachedLink::Tracepoint)
                 .map_err(failed)
         }
@@ -79,7 +79,7 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
             let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program.load().map_err(rejected)?;
             program
-                .attach(spec.name)
+                .attach(spec.tracepoint())
                 .map(AttachedLink::Raw)
                 .map_err(failed)
         }
@@ -95,7 +95,7 @@ pub(super) fn attach_function_hooks(
     btf_path: &Path,
     method: FunctionHooks,
     hooks: &mut Vec<HookStatus>,
-) -> Vec<(&'static TimerHook, TimerLinks)> {
+) -> Vec<(&'static FunctionHook, TimerLinks)> {
     if !links
         .iter()
         .any(|(program, _)| *program == RETRANSMIT_HOOK.program)

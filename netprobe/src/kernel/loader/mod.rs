@@ -22,10 +22,11 @@ use netprobe_common::Filter;
 use crate::{
     cli::FunctionHooks,
     kernel::btf::{BtfError, KernelBtf},
-    kernel::timer_hooks::{TimerHook, TimerLinks},
+    kernel::timer_hooks::TimerLinks,
     kernel::tracefs::{self, TracefsError},
 };
 use attach::AttachedLink;
+use catalogue::FunctionHook;
 
 /// At most one reader wakeup per this interval while events keep coming (plus one whenever a
 /// quarter of the ring is pending). See `StreamConfig`.
@@ -67,7 +68,7 @@ pub struct LoadOptions<'a> {
 pub struct Probe {
     ebpf: Ebpf,
     links: Vec<(&'static str, AttachedLink)>,
-    timer_links: Vec<(&'static TimerHook, TimerLinks)>,
+    timer_links: Vec<(&'static FunctionHook, TimerLinks)>,
     pub hooks: Vec<HookStatus>,
     pub mounted_tracefs: bool,
 }

@@ -51,7 +51,7 @@ pub(super) fn plan(
     }
     let kind_method = plan_kinds(btf, &mut config);
     for (spec, detail) in plan.wanted.iter_mut() {
-        if spec.name == RETRANSMIT_HOOK.name {
+        if spec.id == RETRANSMIT_HOOK.id {
             detail.push_str("; ");
             detail.push_str(&kind_method);
         }
@@ -105,7 +105,7 @@ impl HookPlan {
     fn detail_of(&mut self, spec: &HookSpec) -> Option<&mut String> {
         self.wanted
             .iter_mut()
-            .find(|(planned, _)| planned.name == spec.name)
+            .find(|(planned, _)| planned.id == spec.id)
             .map(|(_, detail)| detail)
     }
 }
@@ -117,8 +117,12 @@ pub fn plan_hooks(tracefs: &Path) -> HookPlan {
         wanted: Vec::new(),
         hooks: Vec::new(),
     };
-    match tracefs::read_format(tracefs, RETRANSMIT_HOOK.category, RETRANSMIT_HOOK.name)
-        .and_then(|f| f.retransmit_layout())
+    match tracefs::read_format(
+        tracefs,
+        RETRANSMIT_HOOK.category(),
+        RETRANSMIT_HOOK.tracepoint(),
+    )
+    .and_then(|f| f.retransmit_layout())
     {
         Ok(layout) => {
             plan.retransmit = Some(layout);
@@ -130,7 +134,7 @@ pub fn plan_hooks(tracefs: &Path) -> HookPlan {
         }
         Err(e) => plan.unavailable(&RETRANSMIT_HOOK, e.to_string()),
     }
-    match tracefs::read_format(tracefs, SYNACK_HOOK.category, SYNACK_HOOK.name)
+    match tracefs::read_format(tracefs, SYNACK_HOOK.category(), SYNACK_HOOK.tracepoint())
         .and_then(|f| f.synack_layout())
     {
         Ok(layout) => {
@@ -207,17 +211,31 @@ pub fn cpu_layout(
     napi_dev: Option<u32>,
 ) -> (CpuLayout, Result<u64, String>, Result<(), String>) {
     let mut layout = TraceConfig::UNSET.cpu;
-    let softirq = expect_args(SOFTIRQ_ENTRY_HOOK.name, softirq_entry, &["unsigned int"])
-        .and_then(|_| expect_args(SOFTIRQ_EXIT_HOOK.name, softirq_exit, &["unsigned int"]))
-        .and_then(|_| {
-            net_rx_vec.ok_or_else(|| "kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string())
-        });
+    let softirq = expect_args(
+        SOFTIRQ_ENTRY_HOOK.tracepoint(),
+        softirq_entry,
+        &["unsigned int"],
+    )
+    .and_then(|_| {
+        expect_args(
+            SOFTIRQ_EXIT_HOOK.tracepoint(),
+            softirq_exit,
+            &["unsigned int"],
+        )
+    })
+    .and_then(|_| {
+        net_rx_vec.ok_or_else(|| "kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string())
+    });
     if let Ok(vec) = softirq {
         layout.softirq_vec_arg = 0;
         layout.net_rx_vec = vec as u32;
     }
-    let napi = expect_args(NAPI_HOOK.name, napi_poll, &["napi_struct", "int", "int"])
-        .and_then(|_| napi_dev.ok_or_else(|| "kernel BTF has no napi_struct.dev".to_string()));
+    let napi = expect_args(
+        NAPI_HOOK.tracepoint(),
+        napi_poll,
+        &["napi_struct", "int", "int"],
+    )
+    .and_then(|_| napi_dev.ok_or_else(|| "kernel BTF has no napi_struct.dev".to_string()));
     let napi = napi.map(|dev| {
         layout.napi_arg = 0;
         layout.napi_work_arg = 1;
@@ -259,7 +277,7 @@ fn plan_raw_hooks(
 }
 
 fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
-    let mut layout = match raw_args(btf, DROP_HOOK.name).and_then(|a| drop_args(&a)) {
+    let mut layout = match raw_args(btf, DROP_HOOK.tracepoint()).and_then(|a| drop_args(&a)) {
         Ok(layout) => layout,
         Err(why) => return plan.unavailable(&DROP_HOOK, why),
     };
@@ -291,9 +309,9 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
 
 fn plan_cpu_hooks(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
     let none = Vec::new();
-    let entry = raw_args(btf, SOFTIRQ_ENTRY_HOOK.name);
-    let exit = raw_args(btf, SOFTIRQ_EXIT_HOOK.name);
-    let napi = raw_args(btf, NAPI_HOOK.name);
+    let entry = raw_args(btf, SOFTIRQ_ENTRY_HOOK.tracepoint());
+    let exit = raw_args(btf, SOFTIRQ_EXIT_HOOK.tracepoint());
+    let napi = raw_args(btf, NAPI_HOOK.tracepoint());
     let (layout, softirq, napi_ok) = cpu_layout(
         entry.as_ref().unwrap_or(&none),
         exit.as_ref().unwrap_or(&none),
@@ -382,7 +400,7 @@ fn kind_layout(btf: &KernelBtf) -> Result<KindLayout, String> {
 /// The receive hook needs `tcp_probe(struct sock *, struct sk_buff *)` and the receive-state
 /// members, both from BTF.
 fn receive_hook_layout(btf: &KernelBtf) -> Result<ReceiveLayout, String> {
-    let args = raw_args(btf, RECEIVE_HOOK.name)?;
+    let args = raw_args(btf, RECEIVE_HOOK.tracepoint())?;
     if args.len() < 2 || args[0] != "sock" || args[1] != "sk_buff" {
         return Err(format!(
             "tcp_probe takes ({}) here, not (struct sock *, struct sk_buff *)",
@@ -420,7 +438,7 @@ mod tests {
         )]);
         let plan = plan_hooks(&root);
         assert_eq!(plan.wanted.len(), 1);
-        assert_eq!(plan.wanted[0].0.name, "tcp_retransmit_skb");
+        assert_eq!(plan.wanted[0].0.id, "tcp:tcp_retransmit_skb");
         assert!(plan.wanted[0].1.contains("only successful retransmits"));
         assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
         // tcp_retransmit_synack is missing.
