@@ -16,9 +16,12 @@ use std::path::Path;
 
 use crate::{
     cli::FunctionHooks,
-    kernel::loader::{
-        catalogue::{FunctionHook, FUNCTION_HOOKS},
-        HookStatus,
+    kernel::{
+        btf::KernelBtf,
+        loader::{
+            catalogue::{FunctionHook, FUNCTION_HOOKS},
+            HookStatus,
+        },
     },
 };
 
@@ -32,13 +35,11 @@ pub enum TimerLinks {
 /// marks it in `TIMER_HOOKS` for the retransmit program, and reports it.
 pub fn attach_all(
     ebpf: &mut Ebpf,
-    btf_path: &Path,
+    btf: &KernelBtf,
     method: FunctionHooks,
 ) -> (Vec<HookStatus>, Vec<(&'static FunctionHook, TimerLinks)>) {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
-    // fentry needs the kernel's BTF in aya's own form; parsed only when fentry is tried.
-    let mut btf: Option<Result<Btf, String>> = None;
     for hook in FUNCTION_HOOKS {
         let started = std::time::Instant::now();
         let attached = match method {
@@ -47,14 +48,10 @@ pub fn attach_all(
                 .map(|pair| ("kprobe/kretprobe", pair, " (--function-hooks kprobe)".to_string()))
                 .map_err(|e| format!("kprobe: {e}")),
             FunctionHooks::Fentry | FunctionHooks::Auto => {
-                let btf = btf.get_or_insert_with(|| {
-                    Btf::parse_file(btf_path, aya::Endianness::default())
-                        .map_err(|e| format!("kernel BTF: {e}"))
-                });
-                let trampoline = match btf {
-                    Ok(btf) => attach_trampoline(ebpf, hook, btf),
-                    Err(e) => Err(e.clone()),
-                };
+                // fentry needs the kernel's BTF in aya's own form, parsed when first tried.
+                let trampoline = btf
+                    .aya()
+                    .and_then(|aya_btf| attach_trampoline(ebpf, hook, aya_btf));
                 match (trampoline, method) {
                     (Ok(pair), _) => Ok(("fentry/fexit", pair, String::new())),
                     (Err(no_fentry), FunctionHooks::Fentry) => Err(format!("fentry: {no_fentry}")),

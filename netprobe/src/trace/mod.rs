@@ -78,7 +78,6 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     };
     let btf = KernelBtf::load(btf_path)?;
     let reasons = DropReasons::from_btf(&btf)?;
-    drop(btf);
     let filter = FilterSpec {
         port: args.port,
         addr: args.addr,
@@ -97,13 +96,15 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(TraceError::Signal)?;
 
     let mut probe = loader::load(&LoadOptions {
-        btf_path,
+        btf: &btf,
         filter,
         ring_size: args.ring_size,
         without_cpu_hooks: args.without_cpu_hooks,
         without_receive_hook: args.without_receive_hook,
         function_hooks: args.function_hooks,
     })?;
+    // Parsed once for reasons, layouts and function hooks; not needed while tracing.
+    drop(btf);
     let started = Instant::now();
     let renderer = Renderer::new(reasons, symbols, realtime_offset_ns());
 

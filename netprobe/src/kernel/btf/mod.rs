@@ -12,7 +12,11 @@ pub(crate) mod test_btf;
 
 pub use reasons::{DropReasons, UNRECORDED};
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
@@ -39,10 +43,15 @@ fn other(e: impl std::fmt::Display) -> BtfError {
     BtfError::Other(e.to_string())
 }
 
-/// The kernel's type information.
+/// The kernel's type information, read and parsed once per run and handed to whatever needs
+/// it: parsing vmlinux BTF is the largest part of netprobe's start-up.
 pub struct KernelBtf {
     btf: Btf,
     path: PathBuf,
+    /// The file as read, for aya's own form of it.
+    raw: Vec<u8>,
+    /// aya's form (fentry/fexit programs load against it), parsed from `raw` on first use.
+    aya: OnceLock<Result<aya::Btf, String>>,
 }
 
 impl KernelBtf {
@@ -53,26 +62,44 @@ impl KernelBtf {
                 path: path.to_path_buf(),
             });
         }
-        let btf = Btf::from_file(path).map_err(|e| BtfError::Parse {
+        let raw = fs::read(path).map_err(|e| BtfError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: format!("i/o error: {e}"),
         })?;
-        Ok(Self {
-            btf,
-            path: path.to_path_buf(),
-        })
+        Self::parse(raw, path)
     }
 
     /// Parses BTF from bytes (tests and fixtures).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
-        let btf = Btf::from_bytes(bytes).map_err(|e| BtfError::Parse {
-            path: PathBuf::from("<bytes>"),
+        Self::parse(bytes.to_vec(), Path::new("<bytes>"))
+    }
+
+    fn parse(raw: Vec<u8>, path: &Path) -> Result<Self, BtfError> {
+        // From the bytes rather than the file: one read serves both parsers, and btf-rs reads
+        // a file through small buffered reads, slower than parsing the bytes in memory.
+        let btf = Btf::from_bytes(&raw).map_err(|e| BtfError::Parse {
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Ok(Self {
             btf,
-            path: PathBuf::from("<bytes>"),
+            path: path.to_path_buf(),
+            raw,
+            aya: OnceLock::new(),
         })
+    }
+
+    /// The same BTF as aya represents it, for loading fentry/fexit programs. Parsed from the
+    /// bytes already read, once, and only when asked for: with function hooks off or on
+    /// kprobes, nothing needs it.
+    pub fn aya(&self) -> Result<&aya::Btf, String> {
+        self.aya
+            .get_or_init(|| {
+                aya::Btf::parse(&self.raw, aya::Endianness::default())
+                    .map_err(|e| format!("kernel BTF: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub fn path(&self) -> &Path {
@@ -254,6 +281,22 @@ mod tests {
             KernelBtf::load(Path::new("/nonexistent/vmlinux")),
             Err(BtfError::Missing { .. })
         ));
+    }
+
+    /// aya's form comes from the bytes already read, parsed on first use and then kept.
+    #[test]
+    fn the_aya_form_is_parsed_once_from_the_same_bytes() {
+        let btf = kernel_shaped();
+        let first: *const aya::Btf = btf.aya().unwrap();
+        let again: *const aya::Btf = btf.aya().unwrap();
+        assert_eq!(first, again);
+        let aya_btf = btf.aya().unwrap();
+        assert!(aya_btf
+            .id_by_type_name_kind("sk_buff", aya_obj::btf::BtfKind::Struct)
+            .is_ok());
+        assert!(aya_btf
+            .id_by_type_name_kind("no_such_struct", aya_obj::btf::BtfKind::Struct)
+            .is_err());
     }
 
     #[test]

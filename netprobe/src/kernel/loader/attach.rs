@@ -1,7 +1,5 @@
 //! Loading each planned program into the kernel and attaching it, and detaching them all.
 
-use std::path::Path;
-
 use aya::{
     programs::{
         raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
@@ -16,6 +14,7 @@ use super::{
 };
 use crate::{
     cli::FunctionHooks,
+    kernel::btf::KernelBtf,
     kernel::timer_hooks::{self, TimerLinks},
 };
 
@@ -92,7 +91,7 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
 pub(super) fn attach_function_hooks(
     ebpf: &mut Ebpf,
     links: &[(&'static str, AttachedLink)],
-    btf_path: &Path,
+    btf: &KernelBtf,
     method: FunctionHooks,
     hooks: &mut Vec<HookStatus>,
 ) -> Vec<(&'static FunctionHook, TimerLinks)> {
@@ -102,7 +101,7 @@ pub(super) fn attach_function_hooks(
     {
         return Vec::new();
     }
-    let (statuses, attached) = timer_hooks::attach_all(ebpf, btf_path, method);
+    let (statuses, attached) = timer_hooks::attach_all(ebpf, btf, method);
     if !attached.is_empty() {
         let methods: Vec<String> = statuses
             .iter()

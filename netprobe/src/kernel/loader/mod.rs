@@ -14,8 +14,6 @@ mod prog_info;
 pub use catalogue::{HookStatus, DROP_PROGRAM};
 pub use maps::KernelTotals;
 
-use std::path::Path;
-
 use aya::{Ebpf, EbpfLoader};
 use netprobe_common::Filter;
 
@@ -52,7 +50,8 @@ pub enum LoadError {
 }
 
 pub struct LoadOptions<'a> {
-    pub btf_path: &'a Path,
+    /// The kernel's BTF, parsed once by the caller.
+    pub btf: &'a KernelBtf,
     pub filter: Filter,
     pub ring_size: u32,
     /// Leave the per-CPU hooks (softirq entry/exit, NAPI polls) detached: they run on every
@@ -77,14 +76,16 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
         return Err(LoadError::RingSize(options.ring_size));
     }
-    let btf = KernelBtf::load(options.btf_path)?;
     let (tracefs, mounted_tracefs) = tracefs::ensure_mounted()?;
     let plan::Planned {
         config,
         wanted,
         mut hooks,
-    } = plan::plan(&btf, &tracefs, options)?;
+    } = plan::plan(&tracefs, options)?;
 
+    // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
+    // relocations, and aya 0.14 has no constructor that does not; handing it ours with
+    // `.btf()` would not spare that parse, so it keeps its own.
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", options.ring_size)
@@ -95,7 +96,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     let timer_links = attach::attach_function_hooks(
         &mut ebpf,
         &links,
-        options.btf_path,
+        options.btf,
         options.function_hooks,
         &mut hooks,
     );

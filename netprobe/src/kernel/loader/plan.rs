@@ -30,11 +30,8 @@ pub(super) struct Planned {
 }
 
 /// Plans every hook from this kernel's tracefs formats and BTF.
-pub(super) fn plan(
-    btf: &KernelBtf,
-    tracefs: &Path,
-    options: &LoadOptions,
-) -> Result<Planned, BtfError> {
+pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, BtfError> {
+    let btf = options.btf;
     let mut config = TraceConfig::UNSET;
     config.kernel = btf.kernel_layout()?;
     config.filter = options.filter;
