@@ -127,10 +127,36 @@ impl Builder {
 /// (`possible_net_t`), nested named structs.
 pub fn kernel_shaped() -> super::KernelBtf {
     let mut b = Builder::new();
-    let u8_t = b.int("unsigned char", 1);
-    let u16_t = b.int("__u16", 2);
-    let u32_t = b.int("unsigned int", 4);
-    let int_t = b.int("int", 4);
+    let scalars = Scalars {
+        u8_t: b.int("unsigned char", 1),
+        u16_t: b.int("__u16", 2),
+        u32_t: b.int("unsigned int", 4),
+        int_t: b.int("int", 4),
+    };
+    let possible_net_t = add_sock(&mut b, &scalars);
+    add_skb_and_device(&mut b, &scalars, possible_net_t);
+    add_tcp_skb_cb(&mut b, &scalars);
+    add_enums(&mut b);
+    super::KernelBtf::from_bytes(&b.build()).unwrap()
+}
+
+/// Type ids of the integer types the structs use.
+#[derive(Clone, Copy)]
+struct Scalars {
+    u8_t: u32,
+    u16_t: u32,
+    u32_t: u32,
+    int_t: u32,
+}
+
+/// `struct sock` and what it reaches (namespace, socket inode); returns `possible_net_t`.
+fn add_sock(b: &mut Builder, s: &Scalars) -> u32 {
+    let Scalars {
+        u8_t,
+        u16_t,
+        u32_t,
+        int_t,
+    } = *s;
     let ns_common = b.aggregate(
         KIND_STRUCT,
         "ns_common",
@@ -180,6 +206,17 @@ pub fn kernel_shaped() -> super::KernelBtf {
             ("sk_socket", socket_ptr, 400),
         ],
     );
+    possible_net_t
+}
+
+/// `struct sk_buff`, with `dev` two anonymous levels down, and `struct net_device`.
+fn add_skb_and_device(b: &mut Builder, s: &Scalars, possible_net_t: u32) {
+    let Scalars {
+        u8_t,
+        u16_t,
+        u32_t,
+        int_t,
+    } = *s;
     let char_arr = b.int("char", 1);
     let dev_ptr = b.ptr(u8_t);
     let dev_union = b.aggregate(
@@ -234,6 +271,11 @@ pub fn kernel_shaped() -> super::KernelBtf {
             ("nd_net", possible_net_t, 1184),
         ],
     );
+}
+
+/// `struct tcp_skb_cb`, `tcp_gso_segs` inside an anonymous union.
+fn add_tcp_skb_cb(b: &mut Builder, s: &Scalars) {
+    let Scalars { u16_t, u32_t, .. } = *s;
     let gso = b.aggregate(
         KIND_STRUCT,
         "",
@@ -247,6 +289,10 @@ pub fn kernel_shaped() -> super::KernelBtf {
         48,
         &[("seq", u32_t, 0), ("end_seq", u32_t, 4), ("", gso_union, 8)],
     );
+}
+
+/// Drop reasons (core, subsystems, a subsystem's own enum) and the anonymous softirq enum.
+fn add_enums(b: &mut Builder) {
     b.enumeration(
         "skb_drop_reason",
         &[
@@ -280,5 +326,4 @@ pub fn kernel_shaped() -> super::KernelBtf {
             ("OVS_DROP_ACTION_ERROR", (3 << 16) | 1),
         ],
     );
-    super::KernelBtf::from_bytes(&b.build()).unwrap()
 }
