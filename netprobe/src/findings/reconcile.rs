@@ -9,7 +9,13 @@ use serde::Serialize;
 use netprobe_common::vocab::RetransmitKind;
 
 use super::Inputs;
-use crate::model::window::{ReceiveFlow, RetransmitFlow, Window};
+use crate::{
+    kernel::loader::catalogue::{
+        LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOFTIRQ_ENTRY_HOOK,
+        SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+    },
+    model::window::{ReceiveFlow, RetransmitFlow, Window},
+};
 
 /// How the two sides of a row relate when nothing is missing.
 #[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
@@ -51,21 +57,21 @@ pub struct Reconciliation {
 }
 
 /// Hooks whose events feed a row.
-const RETRANSMIT_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb"];
-const SYN_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb", "tcp:tcp_retransmit_synack"];
-const RECEIVE_HOOKS: &[&str] = &["tcp:tcp_probe"];
+const RETRANSMIT_HOOKS: &[&str] = &[RETRANSMIT_HOOK.id];
+const SYN_HOOKS: &[&str] = &[RETRANSMIT_HOOK.id, SYNACK_HOOK.id];
+const RECEIVE_HOOKS: &[&str] = &[RECEIVE_HOOK.id];
 /// The retransmit programs and the function hooks that name their kinds (prefixes).
 const RETRANSMIT_PROGRAMS: &[&str] = &[
-    "netprobe_rtx",
-    "netprobe_synack",
-    "netprobe_tlp",
-    "netprobe_rto",
+    RETRANSMIT_HOOK.program,
+    SYNACK_HOOK.program,
+    LOSS_PROBE_HOOK.program_prefix,
+    RTO_TIMER_HOOK.program_prefix,
 ];
 /// Which retransmits are the RTO timer's own is exact only with the timer hooked: without it
 /// they are told by the TIMER softirq, and a timer the kernel deferred to the socket owner
 /// (`tcp_release_cb`, common under bulk sends) runs in process context.
-const TIMER_SPLIT_HOOKS: &[&str] = &["tcp:tcp_retransmit_skb", "function:tcp_retransmit_timer"];
-const RECEIVE_PROGRAMS: &[&str] = &["netprobe_rcv"];
+const TIMER_SPLIT_HOOKS: &[&str] = &[RETRANSMIT_HOOK.id, RTO_TIMER_HOOK.id];
+const RECEIVE_PROGRAMS: &[&str] = &[RECEIVE_HOOK.program];
 
 /// What a row is built from.
 struct Row<'a> {
@@ -238,7 +244,7 @@ fn net_rx_row(inputs: &Inputs) -> Reconciliation {
     // exact: runs that begin between attaching and the counters' first read are traced and
     // not in the counter's delta, runs under way at either edge the other way round.
     let edges = "runs at the window's edges: begun before the hooks were attached, or between attaching and the counters' first read";
-    let hooks = ["irq:softirq_entry", "irq:softirq_exit"];
+    let hooks = [SOFTIRQ_ENTRY_HOOK.id, SOFTIRQ_EXIT_HOOK.id];
     let not_exact_because = missing_input(inputs.window, false, &hooks, &[])
         .unwrap_or_else(|| format!("the two differ by the {edges}"));
     Reconciliation {

@@ -1,16 +1,27 @@
 //! The bundle from typed fixtures: rules, rows, steering and reconciliation.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
-use netprobe_common::{Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET};
-
-use std::collections::BTreeMap;
-
-use netprobe_common::vocab::{Direction, Layer};
+use netprobe_common::{
+    vocab::{Direction, Layer},
+    Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET,
+};
 
 use super::{steering::mask_cpus, steering::steering, *};
 use crate::{
-    kernel::{btf::DropReasons, loader::KernelTotals},
+    kernel::{
+        btf::DropReasons,
+        loader::{
+            catalogue::{
+                DROP_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOFTIRQ_ENTRY_HOOK,
+                SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+            },
+            KernelTotals,
+        },
+    },
     model::{
         self,
         event::{Drop, Stamp},
@@ -63,13 +74,13 @@ const OWN: u32 = 7;
 /// Every hook a reconciliation row can depend on, active (or the one named, inactive).
 fn hooks_with_inactive(inactive: Option<&str>) -> Vec<crate::kernel::loader::HookStatus> {
     [
-        "tcp:tcp_retransmit_skb",
-        "tcp:tcp_retransmit_synack",
-        "skb:kfree_skb",
-        "tcp:tcp_probe",
-        "irq:softirq_entry",
-        "irq:softirq_exit",
-        "function:tcp_retransmit_timer",
+        RETRANSMIT_HOOK.id,
+        SYNACK_HOOK.id,
+        DROP_HOOK.id,
+        RECEIVE_HOOK.id,
+        SOFTIRQ_ENTRY_HOOK.id,
+        SOFTIRQ_EXIT_HOOK.id,
+        RTO_TIMER_HOOK.id,
     ]
     .into_iter()
     .map(|hook| crate::kernel::loader::HookStatus {
@@ -473,7 +484,7 @@ fn rows_name_their_missing_inputs_and_bounds_are_checked() {
         &DropReasons::default(),
         &SoftnetDeltas::new(),
     );
-    window.hooks = hooks_with_inactive(Some("tcp:tcp_probe"));
+    window.hooks = hooks_with_inactive(Some(RECEIVE_HOOK.id));
     let before = snapshot(now, &[]);
     let after = snapshot(
         now + Duration::from_secs(1),
@@ -502,7 +513,7 @@ fn rows_name_their_missing_inputs_and_bounds_are_checked() {
 
     // Without the RTO timer hooked, which retransmits are the timer's own is inferred: the
     // slow-start row says so, the total stays exact.
-    window.hooks = hooks_with_inactive(Some("function:tcp_retransmit_timer"));
+    window.hooks = hooks_with_inactive(Some(RTO_TIMER_HOOK.id));
     let bundle = bundle_of(&window, &DropTally::default(), &before, &after);
     let split = bundle
         .reconciliation

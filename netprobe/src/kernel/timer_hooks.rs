@@ -1,6 +1,6 @@
 //! The function hooks that make retransmit kinds exact: `tcp_send_loss_probe` (tail-loss
 //! probes) and `tcp_retransmit_timer` (the RTO timer's own retransmit), each an entry/exit pair
-//! (`netprobe-ebpf/src/timers.rs`). The best method the kernel allows: fentry/fexit, else
+//! (`netprobe-ebpf/src/timers.rs`; named in the loader's catalogue). The best method the kernel allows: fentry/fexit, else
 //! kprobe/kretprobe; on a kernel with neither (no kprobes, fentry refused) the retransmit
 //! program keeps inferring the kind from the congestion state and the softirq.
 
@@ -14,48 +14,16 @@ use aya::{
 
 use std::path::Path;
 
-use crate::{cli::FunctionHooks, kernel::loader::HookStatus};
-
-/// One hooked kernel function and its programs.
-pub struct TimerHook {
-    pub function: &'static str,
-    /// `TIMER_HOOKS` slot the kernel side checks.
-    slot: u32,
-    fentry: &'static str,
-    fexit: &'static str,
-    kprobe: &'static str,
-    kretprobe: &'static str,
-    /// What becomes exact when it is hooked.
-    gives: &'static str,
-}
-
-pub const TIMER_HOOKS: [TimerHook; 2] = [
-    TimerHook {
-        function: "tcp_send_loss_probe",
-        slot: 0,
-        fentry: "netprobe_tlp_in",
-        fexit: "netprobe_tlp_out",
-        kprobe: "netprobe_tlp_kin",
-        kretprobe: "netprobe_tlp_kout",
-        gives: "retransmits sent by the tail-loss probe are kind tlp, exactly; no other is",
+use crate::{
+    cli::FunctionHooks,
+    kernel::{
+        btf::KernelBtf,
+        loader::{
+            catalogue::{FunctionHook, FUNCTION_HOOKS},
+            HookStatus,
+        },
     },
-    TimerHook {
-        function: "tcp_retransmit_timer",
-        slot: 1,
-        fentry: "netprobe_rto_in",
-        fexit: "netprobe_rto_out",
-        kprobe: "netprobe_rto_kin",
-        kretprobe: "netprobe_rto_kout",
-        gives: "the RTO timer's own retransmits are kind rto with trigger timer, exactly",
-    },
-];
-
-/// Every program of the timer hooks (for statistics and recursion counts).
-pub fn program_names() -> impl Iterator<Item = &'static str> {
-    TIMER_HOOKS
-        .iter()
-        .flat_map(|h| [h.fentry, h.fexit, h.kprobe, h.kretprobe])
-}
+};
 
 /// An attached entry/exit pair.
 pub enum TimerLinks {
@@ -67,14 +35,12 @@ pub enum TimerLinks {
 /// marks it in `TIMER_HOOKS` for the retransmit program, and reports it.
 pub fn attach_all(
     ebpf: &mut Ebpf,
-    btf_path: &Path,
+    btf: &KernelBtf,
     method: FunctionHooks,
-) -> (Vec<HookStatus>, Vec<(&'static TimerHook, TimerLinks)>) {
+) -> (Vec<HookStatus>, Vec<(&'static FunctionHook, TimerLinks)>) {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
-    // fentry needs the kernel's BTF in aya's own form; parsed only when fentry is tried.
-    let mut btf: Option<Result<Btf, String>> = None;
-    for hook in &TIMER_HOOKS {
+    for hook in FUNCTION_HOOKS {
         let started = std::time::Instant::now();
         let attached = match method {
             FunctionHooks::Off => Err("turned off (--function-hooks off); retransmit kinds are inferred from the congestion state and the softirq".to_string()),
@@ -82,14 +48,10 @@ pub fn attach_all(
                 .map(|pair| ("kprobe/kretprobe", pair, " (--function-hooks kprobe)".to_string()))
                 .map_err(|e| format!("kprobe: {e}")),
             FunctionHooks::Fentry | FunctionHooks::Auto => {
-                let btf = btf.get_or_insert_with(|| {
-                    Btf::parse_file(btf_path, aya::Endianness::default())
-                        .map_err(|e| format!("kernel BTF: {e}"))
-                });
-                let trampoline = match btf {
-                    Ok(btf) => attach_trampoline(ebpf, hook, btf),
-                    Err(e) => Err(e.clone()),
-                };
+                // fentry needs the kernel's BTF in aya's own form, parsed when first tried.
+                let trampoline = btf
+                    .aya()
+                    .and_then(|aya_btf| attach_trampoline(ebpf, hook, aya_btf));
                 match (trampoline, method) {
                     (Ok(pair), _) => Ok(("fentry/fexit", pair, String::new())),
                     (Err(no_fentry), FunctionHooks::Fentry) => Err(format!("fentry: {no_fentry}")),
@@ -110,7 +72,7 @@ pub fn attach_all(
                 status
             }
             Err(why) => HookStatus {
-                hook: format!("function:{}", hook.function),
+                hook: hook.id.to_string(),
                 // What was tried.
                 attach: match method {
                     FunctionHooks::Auto => "fentry/fexit or kprobe/kretprobe",
@@ -135,7 +97,7 @@ pub fn attach_all(
 
 fn active_status(
     ebpf: &mut Ebpf,
-    hook: &TimerHook,
+    hook: &FunctionHook,
     attach: &'static str,
     pair: &TimerLinks,
     note: String,
@@ -144,7 +106,7 @@ fn active_status(
     let marked = mark_hooked(ebpf, hook.slot);
     let (program, verified_insns) = programs_of(ebpf, hook, pair);
     HookStatus {
-        hook: format!("function:{}", hook.function),
+        hook: hook.id.to_string(),
         attach,
         program,
         active: marked.is_ok(),
@@ -158,7 +120,7 @@ fn active_status(
 }
 
 /// The entry program's name and the pair's verified instructions (summed).
-fn programs_of(ebpf: &Ebpf, hook: &TimerHook, pair: &TimerLinks) -> (&'static str, Option<u32>) {
+fn programs_of(ebpf: &Ebpf, hook: &FunctionHook, pair: &TimerLinks) -> (&'static str, Option<u32>) {
     let (entry, exit) = match pair {
         TimerLinks::Trampoline(..) => (hook.fentry, hook.fexit),
         TimerLinks::Probe(..) => (hook.kprobe, hook.kretprobe),
@@ -185,13 +147,17 @@ fn mark_hooked(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
 
 /// Exit first, then entry: an exit without its entry only clears a mark, while an entry
 /// without its exit (attached, or failed to attach) would leave marks nothing clears.
-fn attach_trampoline(ebpf: &mut Ebpf, hook: &TimerHook, btf: &Btf) -> Result<TimerLinks, String> {
+fn attach_trampoline(
+    ebpf: &mut Ebpf,
+    hook: &FunctionHook,
+    btf: &Btf,
+) -> Result<TimerLinks, String> {
     let exit: &mut FExit = program(ebpf, hook.fexit)?;
-    exit.load(hook.function, btf).map_err(describe)?;
+    exit.load(hook.function(), btf).map_err(describe)?;
     let exit_link = exit.attach().map_err(describe)?;
     let entry: &mut FEntry = program(ebpf, hook.fentry)?;
     let entry_link = entry
-        .load(hook.function, btf)
+        .load(hook.function(), btf)
         .and_then(|()| entry.attach())
         .map_err(describe);
     match entry_link {
@@ -215,7 +181,7 @@ fn describe(e: aya::programs::ProgramError) -> String {
 }
 
 /// As [`attach_trampoline`]: the return probe first.
-fn attach_probe(ebpf: &mut Ebpf, hook: &TimerHook) -> Result<TimerLinks, String> {
+fn attach_probe(ebpf: &mut Ebpf, hook: &FunctionHook) -> Result<TimerLinks, String> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices)".into(),
@@ -223,11 +189,11 @@ fn attach_probe(ebpf: &mut Ebpf, hook: &TimerHook) -> Result<TimerLinks, String>
     }
     let exit: &mut KProbe = program(ebpf, hook.kretprobe)?;
     exit.load().map_err(describe)?;
-    let exit_link = exit.attach(hook.function, 0).map_err(describe)?;
+    let exit_link = exit.attach(hook.function(), 0).map_err(describe)?;
     let entry: &mut KProbe = program(ebpf, hook.kprobe)?;
     let entry_link = entry
         .load()
-        .and_then(|()| entry.attach(hook.function, 0))
+        .and_then(|()| entry.attach(hook.function(), 0))
         .map_err(describe);
     match entry_link {
         Ok(entry_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
@@ -251,7 +217,7 @@ where
 }
 
 /// Detaches every pair (no more marks after this returns).
-pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static TimerHook, TimerLinks)>) {
+pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static FunctionHook, TimerLinks)>) {
     for (hook, pair) in links {
         match pair {
             TimerLinks::Trampoline(entry, exit) => {

@@ -143,7 +143,6 @@ impl<'a> Session<'a> {
     fn start(args: &'a TraceArgs, btf_path: &Path) -> Result<Self, TraceError> {
         let btf = KernelBtf::load(btf_path)?;
         let reasons = DropReasons::from_btf(&btf)?;
-        drop(btf);
         let filter = FilterSpec {
             port: args.port,
             addr: args.addr,
@@ -157,13 +156,15 @@ impl<'a> Session<'a> {
             Symbolizer::default()
         });
         let probe = loader::load(&LoadOptions {
-            btf_path,
+            btf: &btf,
             filter,
             ring_size: args.ring_size,
             without_cpu_hooks: args.without_cpu_hooks,
             without_receive_hook: args.without_receive_hook,
             function_hooks: args.function_hooks,
         })?;
+        // Parsed once for reasons, layouts and function hooks; not needed while tracing.
+        drop(btf);
         // Read before the hooks line tells anyone the trace is running, so both sides cover
         // the same window.
         let counters_at_start = sample::take(&Scope { interface: None }, &mut Vec::new());

@@ -146,7 +146,10 @@ fn backlog_drops_from_both_sides() {
             softnet: &softnet,
             filtered: false,
             duration_ms: 10,
-            kernel_skipped: vec![(DROP_PROGRAM, 1), ("netprobe_napi", 5)],
+            kernel_skipped: vec![
+                (DROP_PROGRAM, 1),
+                (crate::kernel::loader::catalogue::NAPI_HOOK.program, 5),
+            ],
         },
         &mut |_| None,
     );
@@ -237,7 +240,7 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
             softnet: &SoftnetDeltas::new(),
             filtered: false,
             duration_ms: 1500,
-            kernel_skipped: vec![("netprobe_drop", 0)],
+            kernel_skipped: vec![(DROP_PROGRAM, 0)],
         },
         &mut |ino| {
             (ino == 99).then(|| Owner {

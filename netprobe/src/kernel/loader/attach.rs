@@ -1,0 +1,149 @@
+//! Loading each planned program into the kernel and attaching it, and detaching them all.
+
+use aya::{
+    programs::{
+        raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
+        TracePoint,
+    },
+    Ebpf,
+};
+
+use super::{
+    catalogue::{AttachKind, FunctionHook, HookSpec, HookStatus, RETRANSMIT_HOOK},
+    Probe,
+};
+use crate::{
+    cli::FunctionHooks,
+    kernel::btf::KernelBtf,
+    kernel::timer_hooks::{self, TimerLinks},
+};
+
+/// An attached program's link.
+pub(super) enum AttachedLink {
+    Tracepoint(TracePointLinkId),
+    Raw(RawTracePointLinkId),
+}
+
+/// Loads and attaches every planned hook, adding each one's status to `hooks`. Returns the
+/// links of those attached, by program.
+pub(super) fn attach_planned(
+    ebpf: &mut Ebpf,
+    wanted: Vec<(&'static HookSpec, String)>,
+    hooks: &mut Vec<HookStatus>,
+) -> Vec<(&'static str, AttachedLink)> {
+    let mut links = Vec::new();
+    for (spec, detail) in wanted {
+        let started = std::time::Instant::now();
+        match attach(ebpf, spec) {
+            Ok(link) => {
+                let load_ms = started.elapsed().as_secs_f64() * 1e3;
+                links.push((spec.program, link));
+                let verified_insns = ebpf
+                    .program(spec.program)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|info| info.verified_instruction_count());
+                hooks.push(HookStatus {
+                    hook: spec.id.to_string(),
+                    attach: spec.attach.name(),
+                    program: spec.program,
+                    active: true,
+                    detail,
+                    verified_insns,
+                    load_ms: Some((load_ms * 10.0).round() / 10.0),
+                });
+            }
+            Err(e) => hooks.push(spec.inactive(e)),
+        }
+    }
+    links
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| format!("program {} missing from the object", spec.program))?;
+    let rejected =
+        |e: aya::programs::ProgramError| format!("verifier rejected {}: {e:#}", spec.program);
+    let failed = |e: aya::programs::ProgramError| format!("attach failed: {e}");
+    match spec.attach {
+        AttachKind::Tracepoint => {
+            let program: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.load().map_err(rejected)?;
+            program
+                .attach(spec.category(), spec.tracepoint())
+                .map(AttachedLink::Tracepoint)
+                .map_err(failed)
+        }
+        AttachKind::RawTracepoint => {
+            let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.load().map_err(rejected)?;
+            program
+                .attach(spec.tracepoint())
+                .map(AttachedLink::Raw)
+                .map_err(failed)
+        }
+    }
+}
+
+/// Attaches the function hooks, which only refine retransmit kinds: worth it only with the
+/// retransmit hook attached (`links`). Their statuses go to `hooks`, and the retransmit
+/// hook's detail then says which kinds are exact.
+pub(super) fn attach_function_hooks(
+    ebpf: &mut Ebpf,
+    links: &[(&'static str, AttachedLink)],
+    btf: &KernelBtf,
+    method: FunctionHooks,
+    hooks: &mut Vec<HookStatus>,
+) -> Vec<(&'static FunctionHook, TimerLinks)> {
+    if !links
+        .iter()
+        .any(|(program, _)| *program == RETRANSMIT_HOOK.program)
+    {
+        return Vec::new();
+    }
+    let (statuses, attached) = timer_hooks::attach_all(ebpf, btf, method);
+    if !attached.is_empty() {
+        let methods: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| format!("{} ({})", s.hook, s.attach))
+            .collect();
+        if let Some(status) = hooks
+            .iter_mut()
+            .find(|h| h.program == RETRANSMIT_HOOK.program)
+        {
+            // The inferred method's caveats no longer apply to the hooked kinds.
+            let inferred = status
+                .detail
+                .replace("; no kprobe/fentry here", "")
+                .replace(", so tlp cannot be told from other", "");
+            status.detail = format!("{inferred}; exact where hooked: {}", methods.join(", "));
+        }
+    }
+    hooks.extend(statuses);
+    attached
+}
+
+impl Probe {
+    /// Detaches every program: no new events after this returns.
+    pub fn detach(&mut self) {
+        timer_hooks::detach_all(&mut self.ebpf, std::mem::take(&mut self.timer_links));
+        for (name, link) in self.links.drain(..) {
+            let Some(program) = self.ebpf.program_mut(name) else {
+                continue;
+            };
+            match link {
+                AttachedLink::Tracepoint(link) => {
+                    if let Ok(tp) = <&mut TracePoint>::try_from(program) {
+                        let _ = tp.detach(link);
+                    }
+                }
+                AttachedLink::Raw(link) => {
+                    if let Ok(tp) = <&mut RawTracePoint>::try_from(program) {
+                        let _ = tp.detach(link);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Reading what the programs keep in kernel maps: the ring buffer for the reader, and the exact
+//! totals summed over CPUs.
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
+use netprobe_common::{
+    FlowKey, NapiKey, NapiTotals, NetRxTotals, ReceiveTotals, RetransmitTotals, COUNTER_NAMES,
+    COUNTER_SLOTS,
+};
+
+use super::{LoadError, Probe};
+
+/// Exact totals kept in kernel maps.
+#[derive(Debug, Clone, Default)]
+pub struct KernelTotals {
+    /// `COUNTER_*` sums over CPUs.
+    pub counters: Vec<(u32, &'static str, u64)>,
+    pub flows: Vec<(FlowKey, RetransmitTotals)>,
+    /// (raw reason, count per CPU).
+    pub reasons: Vec<(u32, Vec<u64>)>,
+    /// NET_RX softirq totals, indexed by CPU (empty when the hooks are inactive).
+    pub net_rx: Vec<NetRxTotals>,
+    /// Per-flow receive-path totals (summed over CPUs).
+    pub receive_flows: Vec<(FlowKey, ReceiveTotals)>,
+    /// (device, totals per CPU) of NAPI polls.
+    pub napi: Vec<(String, Vec<NapiTotals>)>,
+}
+
+impl KernelTotals {
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .map(|(_, _, v)| *v)
+            .unwrap_or(0)
+    }
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |e| LoadError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+impl Probe {
+    /// Takes the ring buffer out of the object for the reader.
+    pub fn take_events(&mut self) -> Option<Map> {
+        self.ebpf.take_map("EVENTS")
+    }
+
+    /// Reads the exact totals from the kernel maps.
+    pub fn kernel_totals(&self) -> Result<KernelTotals, LoadError> {
+        Ok(KernelTotals {
+            counters: self.counters()?,
+            flows: self.retransmit_flows()?,
+            reasons: self.drop_reasons()?,
+            receive_flows: self.receive_flows()?,
+            net_rx: self.net_rx()?,
+            napi: self.napi_polls()?,
+        })
+    }
+
+    /// A map every object has.
+    fn required_map(&self, map: &'static str) -> Result<&Map, LoadError> {
+        self.ebpf.map(map).ok_or(LoadError::Map {
+            map,
+            message: "missing".into(),
+        })
+    }
+
+    fn counters(&self) -> Result<Vec<(u32, &'static str, u64)>, LoadError> {
+        let counters_map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.required_map("COUNTERS")?).map_err(map_error("COUNTERS"))?;
+        let mut counters = Vec::new();
+        for (index, name) in COUNTER_NAMES {
+            debug_assert!(index < COUNTER_SLOTS);
+            let per_cpu = counters_map.get(&index, 0).map_err(map_error("COUNTERS"))?;
+            counters.push((index, name, per_cpu.iter().sum()));
+        }
+        Ok(counters)
+    }
+
+    fn retransmit_flows(&self) -> Result<Vec<(FlowKey, RetransmitTotals)>, LoadError> {
+        let flows_map: PerCpuHashMap<&MapData, FlowKey, RetransmitTotals> =
+            PerCpuHashMap::try_from(self.required_map("RETRANSMIT_FLOWS")?)
+                .map_err(map_error("RETRANSMIT_FLOWS"))?;
+        let mut flows = Vec::new();
+        for entry in flows_map.iter() {
+            let (key, per_cpu) = entry.map_err(map_error("RETRANSMIT_FLOWS"))?;
+            let mut total = RetransmitTotals::default();
+            for v in per_cpu.iter() {
+                add_retransmits(&mut total, v);
+            }
+            flows.push((key, total));
+        }
+        Ok(flows)
+    }
+
+    fn drop_reasons(&self) -> Result<Vec<(u32, Vec<u64>)>, LoadError> {
+        let reasons_map: PerCpuHashMap<&MapData, u32, u64> =
+            PerCpuHashMap::try_from(self.required_map("DROP_REASONS")?)
+                .map_err(map_error("DROP_REASONS"))?;
+        let mut reasons = Vec::new();
+        for entry in reasons_map.iter() {
+            let (reason, per_cpu) = entry.map_err(map_error("DROP_REASONS"))?;
+            reasons.push((reason, per_cpu.iter().copied().collect()));
+        }
+        Ok(reasons)
+    }
+
+    fn receive_flows(&self) -> Result<Vec<(FlowKey, ReceiveTotals)>, LoadError> {
+        let mut receive_flows = Vec::new();
+        if let Some(map) = self.ebpf.map("RECEIVE_FLOWS") {
+            let table: PerCpuHashMap<&MapData, FlowKey, ReceiveTotals> =
+                PerCpuHashMap::try_from(map).map_err(map_error("RECEIVE_FLOWS"))?;
+            for entry in table.iter() {
+                let (key, per_cpu) = entry.map_err(map_error("RECEIVE_FLOWS"))?;
+                let mut total = ReceiveTotals::default();
+                for v in per_cpu.iter() {
+                    total.add(v);
+                }
+                receive_flows.push((key, total));
+            }
+        }
+        Ok(receive_flows)
+    }
+
+    fn net_rx(&self) -> Result<Vec<NetRxTotals>, LoadError> {
+        let Some(map) = self.ebpf.map("NET_RX") else {
+            return Ok(Vec::new());
+        };
+        let array: PerCpuArray<&MapData, NetRxTotals> =
+            PerCpuArray::try_from(map).map_err(map_error("NET_RX"))?;
+        Ok(array
+            .get(&0, 0)
+            .map_err(map_error("NET_RX"))?
+            .iter()
+            .copied()
+            .collect())
+    }
+
+    fn napi_polls(&self) -> Result<Vec<(String, Vec<NapiTotals>)>, LoadError> {
+        let mut napi = Vec::new();
+        if let Some(map) = self.ebpf.map("NAPI_POLLS") {
+            let table: PerCpuHashMap<&MapData, NapiKey, NapiTotals> =
+                PerCpuHashMap::try_from(map).map_err(map_error("NAPI_POLLS"))?;
+            for entry in table.iter() {
+                let (key, per_cpu) = entry.map_err(map_error("NAPI_POLLS"))?;
+                let end = key
+                    .dev
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(key.dev.len());
+                let dev = String::from_utf8_lossy(&key.dev[..end]).into_owned();
+                napi.push((dev, per_cpu.iter().copied().collect()));
+            }
+            napi.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(napi)
+    }
+}
+
+/// Adds one CPU's totals of a flow to the sum.
+fn add_retransmits(total: &mut RetransmitTotals, v: &RetransmitTotals) {
+    total.sent += v.sent;
+    total.failed += v.failed;
+    total.segs += v.segs;
+    total.bytes += v.bytes;
+    for (sum, n) in total.kinds.iter_mut().zip(v.kinds) {
+        *sum += n;
+    }
+    for (sum, n) in total.kind_segs.iter_mut().zip(v.kind_segs) {
+        *sum += n;
+    }
+    for (sum, n) in total.timer_kinds.iter_mut().zip(v.timer_kinds) {
+        *sum += n;
+    }
+    for (sum, n) in total.timer_segs.iter_mut().zip(v.timer_segs) {
+        *sum += n;
+    }
+    // The same socket on every CPU that saw the flow.
+    if v.sock_ino != 0 {
+        total.sock_ino = v.sock_ino;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_sums_over_cpus_and_keeps_its_socket() {
+        let mut first = RetransmitTotals {
+            sent: 2,
+            failed: 1,
+            segs: 3,
+            bytes: 4000,
+            sock_ino: 77,
+            ..Default::default()
+        };
+        first.kinds[1] = 2;
+        first.timer_segs[2] = 1;
+        // A CPU that saw the flow without its socket.
+        let mut second = RetransmitTotals {
+            sent: 1,
+            segs: 2,
+            bytes: 1448,
+            ..Default::default()
+        };
+        second.kinds[1] = 1;
+        second.kind_segs[1] = 2;
+        second.timer_kinds[3] = 4;
+
+        let mut total = RetransmitTotals::default();
+        for cpu in [&first, &second] {
+            add_retransmits(&mut total, cpu);
+        }
+        assert_eq!(
+            (total.sent, total.failed, total.segs, total.bytes),
+            (3, 1, 5, 5448)
+        );
+        assert_eq!((total.kinds[1], total.kind_segs[1]), (3, 2));
+        assert_eq!((total.timer_kinds[3], total.timer_segs[2]), (4, 1));
+        assert_eq!(total.sock_ino, 77);
+    }
+
+    #[test]
+    fn a_missing_counter_reads_as_zero() {
+        let totals = KernelTotals {
+            counters: vec![(0, "first", 5), (3, "fourth", 9)],
+            ..Default::default()
+        };
+        assert_eq!(totals.counter(3), 9);
+        assert_eq!(totals.counter(1), 0);
+    }
+}

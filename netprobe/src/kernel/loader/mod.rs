@@ -1,0 +1,117 @@
+//! Loads the kernel programs with the running kernel's layouts and attaches them, recording for
+//! every hook whether it is active and why.
+//!
+//! `catalogue` names every hook and program; `plan` works out which hooks this kernel can
+//! take and the configuration their programs read; `attach` loads and attaches them; `maps`
+//! and `prog_info` read what the kernel keeps about them.
+
+mod attach;
+pub mod catalogue;
+mod maps;
+mod plan;
+mod prog_info;
+
+pub use catalogue::{HookStatus, DROP_PROGRAM};
+pub use maps::KernelTotals;
+
+use aya::{Ebpf, EbpfLoader};
+use netprobe_common::Filter;
+
+use crate::{
+    cli::FunctionHooks,
+    kernel::btf::{BtfError, KernelBtf},
+    kernel::timer_hooks::TimerLinks,
+    kernel::tracefs::{self, TracefsError},
+};
+use attach::AttachedLink;
+use catalogue::FunctionHook;
+
+/// At most one reader wakeup per this interval while events keep coming (plus one whenever a
+/// quarter of the ring is pending). See `StreamConfig`.
+pub const WAKEUP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The kernel object, built by build.rs from `netprobe-ebpf`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netprobe.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("--ring-size {0}: must be a power of two of at least 4096 bytes")]
+    RingSize(u32),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("no hook could be attached: {0}")]
+    NoHooks(String),
+    #[error("reading kernel map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+pub struct LoadOptions<'a> {
+    /// The kernel's BTF, parsed once by the caller.
+    pub btf: &'a KernelBtf,
+    pub filter: Filter,
+    pub ring_size: u32,
+    /// Leave the per-CPU hooks (softirq entry/exit, NAPI polls) detached: they run on every
+    /// softirq and poll, the largest part of netprobe's cost on a busy receive path.
+    pub without_cpu_hooks: bool,
+    /// Leave the receive-path hook (`tcp_probe`, every segment received) detached.
+    pub without_receive_hook: bool,
+    /// How the timer functions are hooked (`--function-hooks`).
+    pub function_hooks: FunctionHooks,
+}
+
+/// Loaded and attached programs, and the maps they fill.
+pub struct Probe {
+    ebpf: Ebpf,
+    links: Vec<(&'static str, AttachedLink)>,
+    timer_links: Vec<(&'static FunctionHook, TimerLinks)>,
+    pub hooks: Vec<HookStatus>,
+    pub mounted_tracefs: bool,
+}
+
+pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
+    if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
+        return Err(LoadError::RingSize(options.ring_size));
+    }
+    let (tracefs, mounted_tracefs) = tracefs::ensure_mounted()?;
+    let plan::Planned {
+        config,
+        wanted,
+        mut hooks,
+    } = plan::plan(&tracefs, options)?;
+
+    // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
+    // relocations, and aya 0.14 has no constructor that does not; handing it ours with
+    // `.btf()` would not spare that parse, so it keeps its own.
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("EVENTS", options.ring_size)
+        .load(BPF_OBJECT)
+        .map_err(LoadError::Load)?;
+
+    let links = attach::attach_planned(&mut ebpf, wanted, &mut hooks);
+    let timer_links = attach::attach_function_hooks(
+        &mut ebpf,
+        &links,
+        options.btf,
+        options.function_hooks,
+        &mut hooks,
+    );
+    if links.is_empty() {
+        let why: Vec<String> = hooks
+            .iter()
+            .map(|h| format!("{}: {}", h.hook, h.detail))
+            .collect();
+        return Err(LoadError::NoHooks(why.join("; ")));
+    }
+    Ok(Probe {
+        ebpf,
+        links,
+        timer_links,
+        hooks,
+        mounted_tracefs,
+    })
+}

@@ -1,0 +1,521 @@
+//! Which hooks this kernel can take and the configuration their programs read: record layouts
+//! from tracefs, argument positions and struct offsets from BTF. A hook that cannot be planned
+//! is reported inactive with the reason; the others carry on.
+
+use std::path::Path;
+
+use netprobe_common::{
+    CpuLayout, DropArgs, KindLayout, ReceiveLayout, RetransmitRecordLayout, StreamConfig,
+    SynackRecordLayout, TraceConfig, OFFSET_ABSENT, SKB_SPAN_MAX,
+};
+
+use super::{
+    catalogue::{
+        HookSpec, HookStatus, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
+        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+    },
+    LoadOptions, WAKEUP_INTERVAL,
+};
+use crate::kernel::{
+    btf::{BtfError, KernelBtf},
+    tracefs,
+};
+
+/// The whole plan: the programs' configuration, the hooks to attach (with the detail to
+/// report once attached) and those already known to be unavailable.
+pub(super) struct Planned {
+    pub config: TraceConfig,
+    pub wanted: Vec<(&'static HookSpec, String)>,
+    pub hooks: Vec<HookStatus>,
+}
+
+/// Plans every hook from this kernel's tracefs formats and BTF.
+pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, BtfError> {
+    let btf = options.btf;
+    let mut config = TraceConfig::UNSET;
+    config.kernel = btf.kernel_layout()?;
+    config.filter = options.filter;
+    config.stream = StreamConfig {
+        // A quarter of the ring pending: wake now, well before it can fill.
+        wakeup_bytes: options.ring_size / 4,
+        wakeup_interval_ns: WAKEUP_INTERVAL.as_nanos() as u32,
+    };
+
+    let mut plan = plan_hooks(tracefs);
+    plan_raw_hooks(btf, options, &mut config, &mut plan);
+    if let Some(layout) = plan.synack {
+        config.synack = layout;
+    }
+    let kind_method = plan_kinds(btf, &mut config);
+    for (spec, detail) in plan.wanted.iter_mut() {
+        if spec.id == RETRANSMIT_HOOK.id {
+            detail.push_str("; ");
+            detail.push_str(&kind_method);
+        }
+    }
+    if let Some(layout) = plan.retransmit {
+        config.retransmit = layout;
+    }
+    Ok(Planned {
+        config,
+        wanted: plan.wanted,
+        hooks: plan.hooks,
+    })
+}
+
+fn describe_attach(err_field: bool, what: &str) -> String {
+    // Why a classic tracepoint: a stable ABI with a self-describing record (offsets from
+    // tracefs), present on every kernel netprobe supports, already carrying most fields we
+    // need. kprobes and fentry would reach the same call sites but are not available
+    // everywhere (this kernel has no kprobes and refuses fentry).
+    format!(
+        "classic tracepoint, record offsets from tracefs format{}; {what}",
+        if err_field {
+            ""
+        } else {
+            " (no `err` field: only successful retransmits are traced by this kernel)"
+        }
+    )
+}
+
+/// Which classic tracepoints this kernel offers, with their record layouts. A hook whose
+/// tracepoint is missing or has an unexpected layout is reported inactive; the others carry on.
+pub struct HookPlan {
+    pub retransmit: Option<RetransmitRecordLayout>,
+    pub synack: Option<SynackRecordLayout>,
+    /// Hooks to attach, with the detail to report once attached.
+    wanted: Vec<(&'static HookSpec, String)>,
+    /// Hooks already known to be unavailable.
+    pub hooks: Vec<HookStatus>,
+}
+
+impl HookPlan {
+    fn want(&mut self, spec: &'static HookSpec, detail: String) {
+        self.wanted.push((spec, detail));
+    }
+
+    fn unavailable(&mut self, spec: &'static HookSpec, why: String) {
+        self.hooks.push(spec.inactive(why));
+    }
+
+    /// The detail of a hook already planned, to add to.
+    fn detail_of(&mut self, spec: &HookSpec) -> Option<&mut String> {
+        self.wanted
+            .iter_mut()
+            .find(|(planned, _)| planned.id == spec.id)
+            .map(|(_, detail)| detail)
+    }
+}
+
+pub fn plan_hooks(tracefs: &Path) -> HookPlan {
+    let mut plan = HookPlan {
+        retransmit: None,
+        synack: None,
+        wanted: Vec::new(),
+        hooks: Vec::new(),
+    };
+    match tracefs::read_format(
+        tracefs,
+        RETRANSMIT_HOOK.category(),
+        RETRANSMIT_HOOK.tracepoint(),
+    )
+    .and_then(|f| f.retransmit_layout())
+    {
+        Ok(layout) => {
+            plan.retransmit = Some(layout);
+            let detail = describe_attach(
+                layout.err != OFFSET_ABSENT,
+                "segments and sequence from skb->cb via BTF offsets",
+            );
+            plan.want(&RETRANSMIT_HOOK, detail);
+        }
+        Err(e) => plan.unavailable(&RETRANSMIT_HOOK, e.to_string()),
+    }
+    match tracefs::read_format(tracefs, SYNACK_HOOK.category(), SYNACK_HOOK.tracepoint())
+        .and_then(|f| f.synack_layout())
+    {
+        Ok(layout) => {
+            plan.synack = Some(layout);
+            plan.want(
+                &SYNACK_HOOK,
+                "classic tracepoint, offsets from tracefs format; SYN-ACK retransmits (kind synack), owner and netns from the listener".into(),
+            );
+        }
+        Err(e) => plan.unavailable(&SYNACK_HOOK, e.to_string()),
+    }
+    plan
+}
+
+/// Argument positions of the raw tracepoint `kfree_skb`, from its BTF prototype as
+/// [`KernelBtf::raw_tracepoint_args`] names them. Every kernel so far has (skb, location), then
+/// the reason (Linux ≥ 5.17), then the receiving socket (6.12+); the programs read each at that
+/// index, so any other order makes the hook inactive rather than misread.
+pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
+    let at = |index: usize, label: &str| args.get(index).is_some_and(|a| a == label);
+    if !(at(0, "sk_buff") && at(1, "void")) {
+        return Err(format!(
+            "kfree_skb takes ({}) here, not (struct sk_buff *, void *, …)",
+            args.join(", ")
+        ));
+    }
+    let reason = at(2, "skb_drop_reason");
+    Ok(DropArgs {
+        skb: 0,
+        location: 1,
+        reason: if reason { 2 } else { OFFSET_ABSENT },
+        rx_sk: if reason && at(3, "sock") {
+            3
+        } else {
+            OFFSET_ABSENT
+        },
+        skb_protocol: OFFSET_ABSENT,
+        skb_span_start: 0,
+        skb_span_len: 0,
+        rx_sk_stash: 0,
+    })
+}
+
+/// The span of `struct sk_buff` covering the members the drop program reads, as (start,
+/// length), when it fits [`SKB_SPAN_MAX`]: one read instead of six. `None`: read them one by
+/// one. Members: (offset, size).
+pub fn skb_span(members: &[(u32, u32)]) -> Option<(u32, u32)> {
+    let start = members.iter().map(|(offset, _)| *offset).min()?;
+    let end = members.iter().map(|(offset, size)| offset + size).max()?;
+    let len = end - start;
+    (len <= SKB_SPAN_MAX).then_some((start, len))
+}
+
+/// Checks a raw tracepoint's arguments against what a program expects.
+fn expect_args(tracepoint: &str, args: &[String], expected: &[&str]) -> Result<(), String> {
+    if args.len() >= expected.len() && args.iter().zip(expected).all(|(a, e)| a == e) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tracepoint} takes ({}) here, not ({})",
+            args.join(", "),
+            expected.join(", ")
+        ))
+    }
+}
+
+/// The per-CPU hooks' layout: softirq vectors and NAPI polls, both raw tracepoints whose
+/// arguments are checked against BTF. (Each part is `Err(why)` when unavailable.)
+pub fn cpu_layout(
+    softirq_entry: &[String],
+    softirq_exit: &[String],
+    napi_poll: &[String],
+    net_rx_vec: Option<u64>,
+    napi_dev: Option<u32>,
+) -> (CpuLayout, Result<u64, String>, Result<(), String>) {
+    let mut layout = TraceConfig::UNSET.cpu;
+    let softirq = expect_args(
+        SOFTIRQ_ENTRY_HOOK.tracepoint(),
+        softirq_entry,
+        &["unsigned int"],
+    )
+    .and_then(|_| {
+        expect_args(
+            SOFTIRQ_EXIT_HOOK.tracepoint(),
+            softirq_exit,
+            &["unsigned int"],
+        )
+    })
+    .and_then(|_| {
+        net_rx_vec.ok_or_else(|| "kernel BTF has no NET_RX_SOFTIRQ enumerator".to_string())
+    });
+    if let Ok(vec) = softirq {
+        layout.softirq_vec_arg = 0;
+        layout.net_rx_vec = vec as u32;
+    }
+    let napi = expect_args(
+        NAPI_HOOK.tracepoint(),
+        napi_poll,
+        &["napi_struct", "int", "int"],
+    )
+    .and_then(|_| napi_dev.ok_or_else(|| "kernel BTF has no napi_struct.dev".to_string()));
+    let napi = napi.map(|dev| {
+        layout.napi_arg = 0;
+        layout.napi_work_arg = 1;
+        layout.napi_budget_arg = 2;
+        layout.napi_dev = dev;
+    });
+    (layout, softirq, napi)
+}
+
+/// The arguments of a raw tracepoint, or why they cannot be known.
+fn raw_args(btf: &KernelBtf, tracepoint: &str) -> Result<Vec<String>, String> {
+    btf.raw_tracepoint_args(tracepoint)
+        .map_err(|e| e.to_string())
+}
+
+/// Plans the raw tracepoints (drops, per-CPU work, the receive path) from BTF, filling their
+/// part of the configuration.
+/// Hooks the user turned off are reported inactive with the flag, and left unplanned: their
+/// programs see no layout and are never loaded.
+fn plan_raw_hooks(
+    btf: &KernelBtf,
+    options: &LoadOptions,
+    config: &mut TraceConfig,
+    plan: &mut HookPlan,
+) {
+    plan_drop_hook(btf, config, plan);
+    if options.without_cpu_hooks {
+        for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK, &NAPI_HOOK] {
+            plan.unavailable(spec, "turned off (--without-cpu-hooks)".into());
+        }
+    } else {
+        plan_cpu_hooks(btf, config, plan);
+    }
+    if options.without_receive_hook {
+        plan.unavailable(&RECEIVE_HOOK, "turned off (--without-receive-hook)".into());
+    } else {
+        plan_receive_hook(btf, config, plan);
+    }
+}
+
+fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+    let mut layout = match raw_args(btf, DROP_HOOK.tracepoint()).and_then(|a| drop_args(&a)) {
+        Ok(layout) => layout,
+        Err(why) => return plan.unavailable(&DROP_HOOK, why),
+    };
+    let protocol = match btf.offset_of("sk_buff", "protocol") {
+        Ok(protocol) => protocol,
+        Err(e) => return plan.unavailable(&DROP_HOOK, e.to_string()),
+    };
+    layout.skb_protocol = protocol;
+    let k = &config.kernel;
+    let members = [
+        (k.skb_sk, 8),
+        (k.skb_dev, 8),
+        (k.skb_head, 8),
+        (k.skb_network_header, 2),
+        (k.skb_iif, 4),
+        (protocol, 2),
+    ];
+    if let Some((start, len)) = skb_span(&members) {
+        layout.skb_span_start = start;
+        layout.skb_span_len = len;
+    }
+    config.drop = layout;
+    let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets".to_string();
+    if layout.reason == OFFSET_ABSENT {
+        detail.push_str("; this kernel records no drop reasons");
+    }
+    plan.want(&DROP_HOOK, detail);
+}
+
+fn plan_cpu_hooks(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+    let none = Vec::new();
+    let entry = raw_args(btf, SOFTIRQ_ENTRY_HOOK.tracepoint());
+    let exit = raw_args(btf, SOFTIRQ_EXIT_HOOK.tracepoint());
+    let napi = raw_args(btf, NAPI_HOOK.tracepoint());
+    let (layout, softirq, napi_ok) = cpu_layout(
+        entry.as_ref().unwrap_or(&none),
+        exit.as_ref().unwrap_or(&none),
+        napi.as_ref().unwrap_or(&none),
+        btf.enumerator("NET_RX_SOFTIRQ"),
+        btf.offset_of("napi_struct", "dev").ok(),
+    );
+    config.cpu = layout;
+    let softirq = match (entry, exit) {
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        _ => softirq,
+    };
+    for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK] {
+        match &softirq {
+            Ok(vec) => plan.want(spec, format!(
+                "raw tracepoint (vec_nr checked against BTF), NET_RX_SOFTIRQ = {vec} from BTF; per-CPU NET_RX runs and time, aggregated in the kernel"
+            )),
+            Err(why) => plan.unavailable(spec, why.clone()),
+        }
+    }
+    match napi.and(napi_ok) {
+        Ok(()) => plan.want(
+            &NAPI_HOOK,
+            "raw tracepoint (napi, work, budget checked against BTF), device from napi->dev (BTF offsets); polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
+        ),
+        Err(why) => plan.unavailable(&NAPI_HOOK, why),
+    }
+}
+
+fn plan_receive_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+    let layout = match receive_hook_layout(btf) {
+        Ok(layout) => layout,
+        Err(why) => return plan.unavailable(&RECEIVE_HOOK, why),
+    };
+    config.receive = layout;
+    // Only where TCP's drops fire the tracepoint at all: with drop reasons (5.17+);
+    // before, tcp_drop() frees with __kfree_skb, which fires none.
+    if config.drop.rx_sk == OFFSET_ABSENT && config.drop.reason != OFFSET_ABSENT {
+        if let Some(detail) = plan.detail_of(&DROP_HOOK) {
+            // Without rx_sk, a segment TCP drops after clearing skb->dev names no
+            // namespace; the receive program tells the drop program its socket.
+            config.drop.rx_sk_stash = 1;
+            detail.push_str("; no rx_sk argument on this kernel: the socket (and namespace) of segments dropped inside tcp_rcv_established comes from the tcp_probe hook");
+        }
+    }
+    plan.want(
+        &RECEIVE_HOOK,
+        "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
+    );
+}
+
+/// Retransmit kinds: congestion state (BTF bitfield) and the softirq the CPU runs. Fills
+/// their layout and says how kinds are named on this kernel.
+fn plan_kinds(btf: &KernelBtf, config: &mut TraceConfig) -> String {
+    match kind_layout(btf) {
+        Ok(layout) => {
+            config.kind = layout;
+            if config.cpu.softirq_vec_arg == OFFSET_ABSENT {
+                "kind from icsk_ca_state (BTF); softirq hooks inactive, so tlp cannot be told from other".to_string()
+            } else {
+                "kind from icsk_ca_state (BTF bitfield) and the softirq the CPU runs (TIMER vs other); no kprobe/fentry here".to_string()
+            }
+        }
+        Err(why) => {
+            format!("retransmit kinds unavailable ({why}): all but syn/synack report other")
+        }
+    }
+}
+
+/// How retransmit kinds are named on this kernel, or why they cannot be.
+fn kind_layout(btf: &KernelBtf) -> Result<KindLayout, String> {
+    let (ca_state, shift, bits) = btf
+        .small_field_of("inet_connection_sock", "icsk_ca_state")
+        .map_err(|e| e.to_string())?;
+    let timer_vec = btf
+        .enumerator("TIMER_SOFTIRQ")
+        .ok_or("kernel BTF has no TIMER_SOFTIRQ")? as u32;
+    Ok(KindLayout {
+        ca_state,
+        ca_state_shift: shift,
+        ca_state_bits: bits,
+        timer_vec,
+    })
+}
+
+/// The receive hook needs `tcp_probe(struct sock *, struct sk_buff *)` and the receive-state
+/// members, both from BTF.
+fn receive_hook_layout(btf: &KernelBtf) -> Result<ReceiveLayout, String> {
+    let args = raw_args(btf, RECEIVE_HOOK.tracepoint())?;
+    if args.len() < 2 || args[0] != "sock" || args[1] != "sk_buff" {
+        return Err(format!(
+            "tcp_probe takes ({}) here, not (struct sock *, struct sk_buff *)",
+            args.join(", ")
+        ));
+    }
+    btf.receive_layout().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracefs tree with only the given format files.
+    fn fake_tracefs(files: &[(&str, &str)]) -> std::path::PathBuf {
+        // Unique per call: tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root =
+            std::env::temp_dir().join(format!("netprobe-tracefs-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (tracepoint, text) in files {
+            let dir = root.join("events").join(tracepoint);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("format"), text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_missing_tracepoint_is_reported_and_the_rest_carry_on() {
+        let root = fake_tracefs(&[(
+            "tcp/tcp_retransmit_skb",
+            include_str!("../../../fixtures/tracefs/tcp_retransmit_skb.5.15"),
+        )]);
+        let plan = plan_hooks(&root);
+        assert_eq!(plan.wanted.len(), 1);
+        assert_eq!(plan.wanted[0].0.id, "tcp:tcp_retransmit_skb");
+        assert!(plan.wanted[0].1.contains("only successful retransmits"));
+        assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
+        // tcp_retransmit_synack is missing.
+        assert_eq!(plan.hooks.len(), 1);
+        let missing = &plan.hooks[0];
+        assert_eq!(missing.hook, "tcp:tcp_retransmit_synack");
+        assert!(!missing.active);
+        assert!(
+            missing.detail.contains("not available on this kernel"),
+            "{}",
+            missing.detail
+        );
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    fn labels(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// kfree_skb's prototype across kernels: (skb, location) before 5.17, then the reason,
+    /// then (6.12+) the receiving socket.
+    #[test]
+    fn drop_arguments_across_kernels() {
+        let new = drop_args(&labels(&["sk_buff", "void", "skb_drop_reason", "sock"])).unwrap();
+        assert_eq!((new.skb, new.location, new.reason, new.rx_sk), (0, 1, 2, 3));
+        let mid = drop_args(&labels(&["sk_buff", "void", "skb_drop_reason"])).unwrap();
+        assert_eq!((mid.reason, mid.rx_sk), (2, OFFSET_ABSENT));
+        let old = drop_args(&labels(&["sk_buff", "void"])).unwrap();
+        assert_eq!((old.reason, old.rx_sk), (OFFSET_ABSENT, OFFSET_ABSENT));
+        let err = drop_args(&labels(&["void", "sk_buff"])).unwrap_err();
+        assert!(
+            err.contains("kfree_skb takes (void, sk_buff) here"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn skb_members_are_read_in_one_span_when_close() {
+        assert_eq!(
+            skb_span(&[(24, 8), (16, 8), (200, 8), (180, 2)]),
+            Some((16, 192))
+        );
+        assert_eq!(
+            skb_span(&[(0, 8), (300, 8)]),
+            None,
+            "wider than SKB_SPAN_MAX"
+        );
+        assert_eq!(skb_span(&[]), None);
+    }
+
+    #[test]
+    fn per_cpu_hooks_need_their_prototypes_and_the_vector_from_btf() {
+        let vec = labels(&["unsigned int"]);
+        let napi = labels(&["napi_struct", "int", "int"]);
+        let (layout, softirq, napi_ok) = cpu_layout(&vec, &vec, &napi, Some(3), Some(48));
+        assert_eq!(softirq, Ok(3));
+        assert!(napi_ok.is_ok());
+        assert_eq!((layout.softirq_vec_arg, layout.net_rx_vec), (0, 3));
+        assert_eq!(
+            (
+                layout.napi_arg,
+                layout.napi_work_arg,
+                layout.napi_budget_arg,
+                layout.napi_dev
+            ),
+            (0, 1, 2, 48)
+        );
+
+        let (layout, softirq, _) = cpu_layout(&vec, &vec, &napi, None, Some(48));
+        assert!(softirq.unwrap_err().contains("NET_RX_SOFTIRQ"));
+        assert_eq!(
+            layout.softirq_vec_arg, OFFSET_ABSENT,
+            "inactive: the programs see no vector"
+        );
+
+        let (layout, _, napi_ok) =
+            cpu_layout(&vec, &vec, &labels(&["int", "int"]), Some(3), Some(48));
+        assert!(napi_ok
+            .unwrap_err()
+            .contains("napi_poll takes (int, int) here"));
+        assert_eq!(layout.napi_arg, OFFSET_ABSENT);
+    }
+}
