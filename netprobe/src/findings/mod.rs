@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 pub use steering::{IrqLine, Steering};
 
 use crate::{
+    fixes::LiveValues,
     model::{tally::DropTally, window::Window},
     report::{model::Report, procfs::Counters},
 };
@@ -140,7 +141,8 @@ pub fn build(inputs: Inputs) -> FindingsJson {
     let flows = losses.iter().map(FlowRow::from).collect();
     let steering = steering::steering(&inputs.report);
     let cpus = rows::cpu_rows(&inputs, &steering);
-    let mut findings = rules::event_findings(&inputs, &losses, &steering);
+    let live = LiveValues::from(&inputs.report);
+    let mut findings = rules::event_findings(&inputs, &live, &losses, &steering);
     findings.extend(counter_findings(&inputs));
     // Critical first; otherwise in the rules' order.
     findings.sort_by_key(|f| f.severity != Severity::Critical);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::report::model::Report;
+use crate::{model::cpuset::CpuSet, report::model::Report};
 
 /// How receive work is spread: which CPUs take an interface's interrupts, where RPS steers.
 #[derive(Debug, Serialize, Clone)]
@@ -33,19 +33,9 @@ fn is_tx_only(name: &str) -> bool {
     (name.contains("output") || name.contains("-tx")) && !name.contains("rx")
 }
 
+/// The CPUs of a sysfs mask (comma-separated 32-bit hex words, most significant first).
 pub(super) fn mask_cpus(mask: &str) -> Vec<usize> {
-    // sysfs masks are comma-separated 32-bit hex words, most significant first.
-    let hex: String = mask.chars().filter(|c| *c != ',').collect();
-    let mut cpus = Vec::new();
-    for (i, digit) in hex.chars().rev().enumerate() {
-        let v = digit.to_digit(16).unwrap_or(0);
-        for bit in 0..4 {
-            if v & (1 << bit) != 0 {
-                cpus.push(i * 4 + bit);
-            }
-        }
-    }
-    cpus
+    CpuSet::parse_mask(mask).to_vec()
 }
 
 pub(super) fn steering(report: &Report) -> Vec<Steering> {

@@ -4,11 +4,11 @@
 use netprobe_common::vocab::{Direction, Layer, Severity};
 use serde_json::{json, Value};
 
-use super::top_flows;
+use super::{fix_for, top_flows};
 use crate::{
     findings::{Finding, Inputs},
+    fixes::{Condition, LiveValues},
     model::window::CpuCount,
-    report::rules::cpu_mask,
 };
 
 fn cpu_list(cpus: &[CpuCount]) -> Value {
@@ -17,7 +17,11 @@ fn cpu_list(cpus: &[CpuCount]) -> Value {
         .collect()
 }
 
-pub(super) fn finding(inputs: &Inputs, steering_text: &[String]) -> Option<Finding> {
+pub(super) fn finding(
+    inputs: &Inputs,
+    live: &LiveValues,
+    steering_text: &[String],
+) -> Option<Finding> {
     let b = &inputs.window.backlog;
     if b.drop_events + b.softnet_dropped == 0 {
         return None;
@@ -25,7 +29,6 @@ pub(super) fn finding(inputs: &Inputs, steering_text: &[String]) -> Option<Findi
     let overflowing: Vec<usize> = b.overflowing_cpus.iter().map(|c| c.cpu).collect();
     let enqueuing: Vec<usize> = b.enqueuing_cpus.iter().map(|c| c.cpu).collect();
     let current = inputs.report.sysctl_number("net.core.netdev_max_backlog");
-    let all_cpus = cpu_mask(inputs.report.cpus.len().max(1));
     let flows = inputs
         .drops
         .groups
@@ -53,9 +56,6 @@ pub(super) fn finding(inputs: &Inputs, steering_text: &[String]) -> Option<Findi
                          "net.core.netdev_max_backlog": current},
             "steering": steering_text,
         }),
-        fix: format!(
-            "sysctl -w net.core.netdev_max_backlog={}; and spread the steering: for q in /sys/class/net/<dev>/queues/rx-*/rps_cpus; do echo {all_cpus} > $q; done",
-            (current.unwrap_or(1000) * 4).max(4096)
-        ),
+        fix: fix_for(Condition::SteeredBacklogOverflow, live),
     })
 }

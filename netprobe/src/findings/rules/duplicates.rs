@@ -4,8 +4,8 @@
 use netprobe_common::vocab::{Direction, Layer, Severity};
 use serde_json::json;
 
-use super::Namespace;
-use crate::{findings::Finding, model::flow::Flow};
+use super::{fix_for, Namespace};
+use crate::{findings::Finding, fixes::Condition, model::flow::Flow};
 
 pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let dup_flows: Vec<_> = ns
@@ -35,6 +35,6 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             "events": {"duplicate": duplicates},
             "counters": ns.counters(&[("TcpExt", "DelayedACKLost")]),
         }),
-        fix: "check the path back to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received".into(),
+        fix: fix_for(Condition::AckLossOrSpuriousRetransmits, ns.live),
     })
 }

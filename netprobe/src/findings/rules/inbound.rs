@@ -4,8 +4,8 @@
 use netprobe_common::vocab::{Direction, Layer, Severity};
 use serde_json::json;
 
-use super::{cpus_of, dropped_at, layer_fix, Namespace};
-use crate::{findings::Finding, model::flow::Flow};
+use super::{cpus_of, dropped_at, fix_for, layer_fix, Namespace};
+use crate::{findings::Finding, fixes::Condition, model::flow::Flow};
 
 pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let inbound: Vec<_> = ns
@@ -23,11 +23,11 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let (where_, fix) = match local.first() {
         Some((key, tcp, _)) => (
             dropped_at(key, *tcp, &here),
-            layer_fix(key.layer, &key.reason, ns.inputs),
+            layer_fix(key.layer, &key.reason, ns.live),
         ),
         None => (
             format!("not dropped in {here}: lost before it arrived (path, or the peer's egress)"),
-            "check the path in: the peer's egress drops and qdisc, switch/NIC counters upstream (`ethtool -S` on both ends)".to_string(),
+            fix_for(Condition::LostBeforeArrival, ns.live),
         ),
     };
     let fills: u64 = inbound.iter().map(|f| f.peer_fills_hole).sum();

@@ -5,13 +5,16 @@ use netprobe_common::vocab::{Layer, Severity};
 use serde_json::json;
 
 use super::{layer_fix, top_flows};
-use crate::findings::{Finding, Inputs};
+use crate::{
+    findings::{Finding, Inputs},
+    fixes::LiveValues,
+};
 
 /// Reasons that are not loss: TCP discarding data it already has, and the kernel's
 /// "no reason given" frees (sockets closing, purged queues).
 const NOT_LOSS: &[&str] = &["TCP_OLD_DATA", "NOT_SPECIFIED"];
 
-pub(super) fn findings(inputs: &Inputs) -> Vec<Finding> {
+pub(super) fn findings(inputs: &Inputs, live: &LiveValues) -> Vec<Finding> {
     let mut out = Vec::new();
     for (key, g) in &inputs.drops.groups {
         // Backlog drops have their own finding, with both sides' counts.
@@ -35,7 +38,7 @@ pub(super) fn findings(inputs: &Inputs) -> Vec<Finding> {
                 key.layer.name()
             ),
             evidence: json!({"events": {"drops": g.count, "reason": &**reason, "netns": netns}}),
-            fix: layer_fix(key.layer, reason, inputs),
+            fix: layer_fix(key.layer, reason, live),
         });
     }
     out

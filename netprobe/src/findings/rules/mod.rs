@@ -13,13 +13,17 @@ use netprobe_common::vocab::{Direction, Layer};
 use serde_json::{json, Value};
 
 use super::{rows::FlowLoss, Finding, Inputs, Steering};
-use crate::model::{
-    flow::Flow,
-    tally::{DropGroup, DropKey, DropTally},
+use crate::{
+    fixes::{self, Condition, LiveValues},
+    model::{
+        flow::Flow,
+        tally::{DropGroup, DropKey, DropTally},
+    },
 };
 
 pub(super) fn event_findings(
     inputs: &Inputs,
+    live: &LiveValues,
     flows: &[FlowLoss],
     steering: &[Steering],
 ) -> Vec<Finding> {
@@ -31,6 +35,7 @@ pub(super) fn event_findings(
     for netns in namespaces {
         let ns = Namespace {
             inputs,
+            live,
             netns,
             flows: flows.iter().filter(|f| f.flow.netns == netns).collect(),
             steering_text: &steering_text,
@@ -39,15 +44,16 @@ pub(super) fn event_findings(
         out.extend(outbound::finding(&ns));
         out.extend(duplicates::finding(&ns));
     }
-    out.extend(backlog::finding(inputs, &steering_text));
-    out.extend(layer_drops::findings(inputs));
-    out.extend(napi::finding(inputs));
+    out.extend(backlog::finding(inputs, live, &steering_text));
+    out.extend(layer_drops::findings(inputs, live));
+    out.extend(napi::finding(inputs, live));
     out
 }
 
 /// What the flow rules of one namespace read.
 struct Namespace<'a> {
     inputs: &'a Inputs<'a>,
+    live: &'a LiveValues,
     netns: u32,
     flows: Vec<&'a FlowLoss>,
     steering_text: &'a [String],
@@ -105,20 +111,14 @@ impl Namespace<'_> {
 /// One group of TCP drops: its key, how many were TCP segments in the namespace, the group.
 type TcpDrops<'a> = (&'a DropKey, u64, &'a DropGroup);
 
-/// The fix for drops at a layer.
-fn layer_fix(layer: Layer, reason: &str, inputs: &Inputs) -> String {
-    match layer {
-        Layer::Netfilter => "a firewall rule drops them: find it with `nft list ruleset` (or `iptables-save -c`) and compare its counters".into(),
-        Layer::Qdisc => "the egress qdisc drops them: `tc -s qdisc show`; raise its limit or rate, or fix the shaper".into(),
-        Layer::Backlog => {
-            let current = inputs.report.sysctl_number("net.core.netdev_max_backlog").unwrap_or(1000);
-            format!("sysctl -w net.core.netdev_max_backlog={}", (current * 4).max(4096))
-        }
-        Layer::Nic => "the NIC/driver drops them: `ethtool -S <dev>`; raise the RX ring (`ethtool -G <dev> rx <max>`)".into(),
-        Layer::Socket if reason.contains("RCVBUFF") => "a socket's receive buffer is full: the application reads too slowly; raise SO_RCVBUF / net.core.rmem_max".into(),
-        Layer::Socket | Layer::Udp if reason.contains("NO_SOCKET") => "nothing listens on the destination port".into(),
-        _ => format!("dropped by the kernel's {} code ({reason})", layer.name()),
-    }
+/// The fix for drops at a layer, from the one table of fixes.
+fn layer_fix(layer: Layer, reason: &str, live: &LiveValues) -> String {
+    fixes::fix(Condition::for_drop(layer, reason), live).command
+}
+
+/// The fix for a condition, from the one table of fixes.
+fn fix_for(condition: Condition, live: &LiveValues) -> String {
+    fixes::fix(condition, live).command
 }
 
 /// Flows by count, busiest first, `top` of them, printed.

@@ -4,12 +4,14 @@
 use netprobe_common::vocab::{Direction, Layer, Severity};
 use serde_json::json;
 
+use super::fix_for;
 use crate::{
     findings::{Finding, Inputs},
+    fixes::{Condition, LiveValues},
     model::window::CpuWork,
 };
 
-pub(super) fn finding(inputs: &Inputs) -> Option<Finding> {
+pub(super) fn finding(inputs: &Inputs, live: &LiveValues) -> Option<Finding> {
     let squeezed: Vec<&CpuWork> = inputs
         .window
         .cpus
@@ -33,6 +35,6 @@ pub(super) fn finding(inputs: &Inputs) -> Option<Finding> {
             "events": squeezed.iter().map(|c| json!({"cpu": c.cpu, "napi_full_budget": c.napi_full_budget})).collect::<Vec<_>>(),
             "counters": squeezed.iter().map(|c| json!({"cpu": c.cpu, "time_squeeze": c.time_squeeze})).collect::<Vec<_>>(),
         }),
-        fix: "sysctl -w net.core.netdev_budget=600 net.core.netdev_budget_usecs=4000 (and spread RX over more CPUs)".into(),
+        fix: fix_for(Condition::NapiBudgetExhausted, live),
     })
 }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use netprobe_common::vocab::{Direction, Layer, RetransmitKind, Severity};
 use serde_json::json;
 
-use super::{cpus_of, dropped_at, layer_fix, Namespace};
+use super::{cpus_of, dropped_at, fix_for, layer_fix, Namespace};
 use crate::{
     findings::{rows::FlowLoss, Finding},
+    fixes::Condition,
     model::tally::DropKey,
 };
 
@@ -37,7 +38,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let (where_, fix, layer) = match (local.first(), acks.first().filter(|_| ack_loss)) {
         (Some((key, tcp, _)), _) => (
             dropped_at(key, *tcp, &here),
-            layer_fix(key.layer, &key.reason, ns.inputs),
+            layer_fix(key.layer, &key.reason, ns.live),
             key.layer,
         ),
         (None, Some((key, n))) => (
@@ -46,12 +47,12 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
                 key.layer.name(),
                 key.reason
             ),
-            layer_fix(key.layer, &key.reason, ns.inputs),
+            layer_fix(key.layer, &key.reason, ns.live),
             key.layer,
         ),
         (None, None) => (
             format!("not dropped in {here} on the way out: lost on the path or at the peer's input"),
-            "run netprobe on the peer: its drops (direction ingress) and its holes name where the segments die; check the path's links for errors".to_string(),
+            fix_for(Condition::LostOnThePath, ns.live),
             Layer::Unknown,
         ),
     };

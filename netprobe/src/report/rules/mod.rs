@@ -7,10 +7,7 @@
 use netprobe_common::vocab::{Direction, Layer};
 use serde_json::{Map, Value};
 
-use crate::{
-    fixes::{self, Condition, LiveValues},
-    model::cpuset::CpuSet,
-};
+use crate::fixes::{self, Condition, LiveValues};
 
 use super::model::{Finding, Report};
 
@@ -119,12 +116,6 @@ pub fn layer_order(layer: Layer) -> usize {
     .iter()
     .position(|l| *l == layer)
     .unwrap_or(99)
-}
-
-/// Hex mask of CPUs `0..n` in sysfs's comma-grouped format.
-// The findings still ask for it by count; `CpuSet` is the one implementation.
-pub fn cpu_mask(n: usize) -> String {
-    CpuSet::first(n).to_mask()
 }
 
 /// Two decimals, for evidence.
