@@ -315,11 +315,16 @@ const _: () = assert!(size_of::<NapiTotals>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain-old-data, #[repr(C)], no implicit padding (checked by the size asserts).
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::RetransmitTotals {}
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::NetRxTotals {}
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::NapiKey {}
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::NapiTotals {}
+    // SAFETY: #[repr(C)] integers and arrays, no padding (its size assert): any bits are valid.
     unsafe impl aya::Pod for super::ReceiveTotals {}
 }

@@ -472,8 +472,9 @@ impl Renderer {
         // localtime_r costs more than the rest of a line; events come in bursts within a second.
         let mut last = self.last_second.borrow_mut();
         if last.0 != secs as i64 || last.1.is_empty() {
-            // SAFETY: localtime_r writes into the tm we own.
+            // SAFETY: libc::tm is integers and a nullable pointer: all zeroes is a valid value.
             let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers are to locals that outlive the call; it writes only the tm.
             unsafe { libc::localtime_r(&secs, &mut tm) };
             *last = (
                 secs as i64,
