@@ -446,6 +446,7 @@ fn overflow_keeps_exact_counts_and_reports_loss() {
     });
     std::thread::sleep(Duration::from_millis(200));
     let no_ports = link.b.snmp("Udp", "NoPorts") - no_ports_before;
+    // SAFETY: signalling our own child.
     unsafe { libc::kill(tracer.pid(), libc::SIGCONT) };
     let out = tracer.stop();
     assert!(out.success, "{}", out.stderr);
