@@ -8,6 +8,15 @@ use serde_json::Value;
 
 const HOLDER: &str = env!("CARGO_BIN_EXE_np-holder");
 
+/// This process's name as /proc shows it to netprobe (the main thread's, which the test
+/// harness does not rename).
+fn our_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .expect("/proc/self/comm")
+        .trim()
+        .to_string()
+}
+
 /// The owner of a flow is the process holding the socket, named from the socket's inode, not
 /// the task that happened to be on the CPU (retransmits mostly run from timers and softirqs).
 #[test]
@@ -39,14 +48,24 @@ fn retransmits_and_drops_name_the_owning_process() {
         Some(holder.pid() as u64),
         "{flows:?}"
     );
-    // Drops at the receiver that carry the established socket name the sink: this process.
+    // Drops at the receiver that carry the established socket (early demux attaches it before
+    // the input hook drops the segment) name the sink: this process. There must be some, or
+    // nothing about drop owners was checked.
     let owned_drops: Vec<&Value> = out
         .of_type("drop")
         .into_iter()
         .filter(|d| d.get("pid").is_some())
         .collect();
+    assert!(
+        !owned_drops.is_empty(),
+        "no drop named its owner: {} drops, summary {}",
+        out.of_type("drop").len(),
+        out.summary()["drops"]
+    );
+    let comm = our_comm();
     for d in &owned_drops {
         assert_eq!(d["pid"].as_u64(), Some(std::process::id() as u64), "{d}");
+        assert_eq!(d["comm"], comm.as_str(), "{d}");
     }
     eprintln!(
         "owner: {} retransmits all owned by np-holder pid {}; {} drops named the receiving process",
