@@ -107,6 +107,19 @@ pub fn netprobe_traced(args: &[&str], during: impl FnOnce()) -> (bool, String, S
     (status.success(), stdout.join().unwrap(), stderr)
 }
 
+/// Runs `netprobe trace <args>` with its stdout a pipe whose reader is already gone, runs
+/// `during` (given the process, to watch it) once netprobe says it is tracing, and waits for
+/// it to exit; returns how it exited, with its stderr.
+pub fn netprobe_traced_into_closed_pipe(
+    args: &[&str],
+    during: impl FnOnce(&mut Child),
+) -> (ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let child = spawn_trace(args, Stdio::from(writer));
+    run_while_tracing(child, during)
+}
+
 fn spawn_trace(args: &[&str], stdout: Stdio) -> Child {
     Command::new(netprobe_bin())
         .arg("trace")
@@ -145,6 +158,49 @@ fn watch_stderr(child: &mut Child, ready: mpsc::Sender<()>) -> JoinHandle<String
         }
         all
     })
+}
+
+/// Runs the netprobe binary with `args` and its stdout a pipe whose reader is already gone
+/// (a reader that quit before the first byte).
+pub fn netprobe_into_closed_pipe(args: &[&str]) -> (ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(netprobe_bin())
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("netprobe");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the netprobe binary with `args` into a reader that takes one byte and closes the pipe
+/// (`| head -c1`); returns how it exited, the byte, and its stderr.
+pub fn netprobe_into_one_byte_reader(args: &[&str]) -> (ExitStatus, Vec<u8>, String) {
+    let mut child = Command::new(netprobe_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netprobe");
+    let mut byte = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .take(1)
+        .read_to_end(&mut byte)
+        .expect("first byte");
+    // The pipe's read end is closed here, when the reader goes out of scope.
+    let out = child.wait_with_output().expect("netprobe");
+    (
+        out.status,
+        byte,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Names of netprobe's BPF programs currently loaded anywhere in the kernel.
