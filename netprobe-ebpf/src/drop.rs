@@ -59,6 +59,7 @@ fn skb_fields(skb: u64) -> SkbFields {
             // SAFETY: this CPU's slot, used by this program only.
             let span = unsafe { &mut *span };
             let start = setting!(drop.skb_span_start);
+            // SAFETY: a probe read (bad addresses fail, never fault) into our own span[..len].
             let copied = unsafe {
                 bpf_probe_read_kernel_buf((skb + start as u64) as *const u8, &mut span[..len])
             };
@@ -249,6 +250,7 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
     bump(COUNTER_DROP_SEEN);
     count_reason(p.reason);
 
+    // SAFETY: a helper without arguments; it only reads the clock.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         bump(COUNTER_DROP_LOST);
@@ -256,6 +258,7 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
     };
     let event = entry.as_mut_ptr();
     let mut flags = p.flags;
+    // SAFETY: `event` is the ring buffer slot reserved above, sized for it, ours until submit.
     unsafe {
         (*event).header = EventHeader {
             kind: EventKind::Drop.id(),
@@ -293,7 +296,7 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
 #[inline(always)]
 fn count_reason(reason: u32) {
     if let Some(count) = DROP_REASONS.get_ptr_mut(&reason) {
-        // This CPU's slot; only this program writes it, and it does not nest with itself.
+        // SAFETY: this CPU's slot from the lookup; only this program writes it.
         unsafe { *count += 1 };
     } else if DROP_REASONS.insert(&reason, &1, 0).is_err() {
         bump(COUNTER_REASON_TABLE_FULL);

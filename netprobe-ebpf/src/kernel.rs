@@ -15,6 +15,7 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     if base == 0 || offset == OFFSET_ABSENT {
         return Err(-1);
     }
+    // SAFETY: a probe read fails on a bad address instead of faulting; T is an integer or bytes.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 
@@ -24,6 +25,7 @@ pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
     if offset == OFFSET_ABSENT {
         return Err(-1);
     }
+    // SAFETY: a probe read of the record (bad offsets fail, never fault); T is an integer or bytes.
     unsafe { ctx.read_at::<T>(offset as usize) }
 }
 

@@ -17,6 +17,7 @@ pub static CONFIG: TraceConfig = TraceConfig::UNSET;
 macro_rules! setting {
     ($($field:ident).+) => {{
         // Also used inside unsafe blocks, where this one is redundant.
+        // SAFETY: an aligned field of a static, which lives as long as the program.
         #[allow(unused_unsafe)]
         let value = unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$($field).+) };
         value
@@ -54,6 +55,7 @@ pub fn submit_flags(now_ns: u64) -> u64 {
         return BPF_RB_FORCE_WAKEUP as u64;
     }
     if let Some(last) = LAST_WAKEUP.get_ptr_mut(0) {
+        // SAFETY: the lookup's pointer to the shared slot; a racing CPU costs one extra wakeup.
         unsafe {
             if now_ns.wrapping_sub(*last) >= setting!(stream.wakeup_interval_ns) as u64 {
                 *last = now_ns;
@@ -72,6 +74,7 @@ pub fn submit_flags(now_ns: u64) -> u64 {
 #[inline(always)]
 pub fn bump(counter: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: this CPU's slot from the lookup; one writer per slot (see above).
         unsafe { *slot += 1 };
     }
 }

@@ -228,12 +228,14 @@ pub extern "C" fn netprobe_rcv_record(level: u32) -> i32 {
     }
     bump(COUNTER_RECEIVE_SEEN);
 
+    // SAFETY: a helper without arguments; it only reads the clock.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<ReceiveEvent>(0) else {
         bump(COUNTER_RECEIVE_LOST);
         return 1;
     };
     let event = entry.as_mut_ptr();
+    // SAFETY: `event` is the ring buffer slot reserved above, sized for it, ours until submit.
     unsafe {
         (*event).header = EventHeader {
             kind: p.event,
@@ -355,7 +357,7 @@ fn set_delta(
 #[inline(always)]
 fn add_to_flow_table(key: &FlowKey, delta: &ReceiveTotals) {
     if let Some(totals) = RECEIVE_FLOWS.get_ptr_mut(key) {
-        // This CPU's slot; this program does not nest with itself on a CPU.
+        // SAFETY: this CPU's value from the lookup; only this program writes it.
         unsafe { (*totals).add(delta) };
         return;
     }

@@ -71,12 +71,14 @@ fn softirq_vec(ctx: &RawTracePointContext) -> Result<u32, i32> {
 fn try_softirq_entry(ctx: &RawTracePointContext) -> Result<(), i32> {
     let vec = softirq_vec(ctx)?;
     if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; softirqs do not nest on a CPU.
         unsafe { *current = vec + 1 };
     }
     if vec != setting!(cpu.net_rx_vec) {
         return Ok(());
     }
     if let Some(started) = NET_RX_STARTED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; softirqs do not nest on a CPU.
         unsafe { *started = bpf_ktime_get_ns() };
     }
     Ok(())
@@ -84,6 +86,7 @@ fn try_softirq_entry(ctx: &RawTracePointContext) -> Result<(), i32> {
 
 fn try_softirq_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     if let Some(current) = CURRENT_SOFTIRQ.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; softirqs do not nest on a CPU.
         unsafe { *current = 0 };
     }
     if softirq_vec(ctx)? != setting!(cpu.net_rx_vec) {
@@ -93,7 +96,7 @@ fn try_softirq_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     else {
         return Ok(());
     };
-    // This CPU's slots only; softirqs do not nest on a CPU.
+    // SAFETY: this CPU's slots only; softirqs do not nest on a CPU.
     unsafe {
         if *started == 0 {
             return Ok(());
@@ -118,6 +121,7 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
     if dev != 0 {
         // A NUL-terminated name in a 16-byte array (IFNAMSIZ).
         key.dev = [0; 16];
+        // SAFETY: a probe read (a bad address is an error, not a fault) into our 16-byte key.dev.
         let _ = unsafe {
             bpf_probe_read_kernel_buf(
                 (dev + setting!(kernel.dev_name) as u64) as *const u8,
@@ -128,6 +132,7 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
     let full = (budget > 0 && work >= budget) as u64;
     let work = work.max(0) as u64;
     if let Some(totals) = NAPI_POLLS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value from the lookup; NAPI polls do not nest on a CPU.
         unsafe {
             (*totals).polls += 1;
             (*totals).full_budget += full;

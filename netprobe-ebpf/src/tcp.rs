@@ -176,12 +176,14 @@ pub extern "C" fn netprobe_rtx_emit() -> i32 {
     let Some(p) = pending() else {
         return 1;
     };
+    // SAFETY: a helper without arguments; it only reads the clock.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
         bump(COUNTER_RETRANSMIT_LOST);
         return 1;
     };
     let event = entry.as_mut_ptr();
+    // SAFETY: `event` is the ring buffer slot reserved above, sized for it, ours until submit.
     unsafe {
         (*event).header = EventHeader {
             kind: EventKind::Retransmit.id(),
@@ -299,7 +301,7 @@ pub extern "C" fn netprobe_rtx_count() -> i32 {
     }
     let delta = &p.delta;
     if let Some(totals) = RETRANSMIT_FLOWS.get_ptr_mut(&p.key) {
-        // Tracepoint programs do not nest on a CPU, and no other CPU writes this slot.
+        // SAFETY: this CPU's value from the lookup; the retransmit programs do not nest on a CPU.
         unsafe {
             (*totals).sent += delta.sent;
             (*totals).failed += delta.failed;

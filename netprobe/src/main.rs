@@ -1,5 +1,10 @@
-use std::{io::Write, process::ExitCode};
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    process::ExitCode,
+};
 
+use anyhow::Context;
 use clap::Parser;
 use netprobe::{
     cli::{Cli, Command},
@@ -8,12 +13,14 @@ use netprobe::{
 };
 
 fn main() -> ExitCode {
+    // clap prints --help, --version and usage errors itself and ignores a closed stdout.
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One clear line; the chain is already part of each error's message.
-            eprintln!("netprobe: error: {e:#}");
+            // One clear line; the chain is already part of each error's message. Nobody is
+            // left to tell if stderr is gone too, so a failed write is not worth a panic.
+            let _ = writeln!(io::stderr(), "netprobe: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -25,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            // trace stops by itself, successfully, once its stdout is closed.
             runtime.block_on(trace::run(&args, &cli.btf))?;
         }
         Command::Report(args) => {
@@ -32,28 +40,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 interval: args.interval,
                 interface: args.interface.clone(),
             })?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let text = if args.json {
+                serde_json::to_string_pretty(&report)? + "\n"
             } else {
-                print!(
-                    "{}",
-                    report::render::text(&report, &report::render::Style::for_stdout())
-                );
-            }
+                report::render::text(&report, &report::render::Style::for_stdout())
+            };
+            print(&text)?;
         }
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;
             if !reasons.recorded() {
-                eprintln!("netprobe: this kernel records no drop reasons (enum skb_drop_reason arrived in Linux 5.17): drops are reported as UNRECORDED, with the layer of the function that freed them");
+                let _ = writeln!(
+                    io::stderr(),
+                    "netprobe: this kernel records no drop reasons (enum skb_drop_reason arrived in Linux 5.17): drops are reported as UNRECORDED, with the layer of the function that freed them"
+                );
             }
-            let mut out = std::io::stdout().lock();
+            let mut text = String::new();
             for (value, name) in reasons.iter() {
-                // A reader that stopped reading (`| head`) is not an error.
-                if writeln!(out, "{value:>8}  {name}").is_err() {
-                    break;
-                }
+                let _ = writeln!(text, "{value:>8}  {name}");
             }
+            print(&text)?;
         }
     }
     Ok(())
+}
+
+/// Writes a command's whole output to stdout. A reader that stopped reading (`| head`, a
+/// closed pipe) is not a failure: the output was for it alone, so the command ends with exit
+/// status 0, as a completed one would. Any other write error (a full disk…) is.
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }

@@ -28,33 +28,91 @@ impl ReceiverCounters {
     }
 }
 
-/// Loss on one path only: `sender` pushes data to `receiver`, whose input drops 3% of it.
-/// Asserts every side of netprobe's attribution, from the one trace of both namespaces.
-fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
-    let (sender, receiver) = if sender_is_a {
-        (&link.a, &link.b)
-    } else {
-        (&link.b, &link.a)
-    };
-    let receiver_host = if sender_is_a { 2 } else { 1 };
-    nft_in(&receiver.name, &input_loss_ruleset("np_dir", PORT, 3));
-    let before = ReceiverCounters::read(receiver);
-    let tracer = Tracer::start(&["--port", &PORT.to_string()]);
-    // Each end also runs its own netprobe, whose findings read that end's counters.
-    let at_receiver = Tracer::start_in(receiver, &["--report-every", "0.5"]);
-    let at_sender = Tracer::start_in(sender, &[]);
-    let to = SocketAddr::new(link.addr(receiver_host, v6), PORT);
-    bulk_transfer(sender, receiver, to, BYTES);
-    std::thread::sleep(Duration::from_millis(200));
-    let out = tracer.stop();
-    let (at_receiver, at_sender) = (at_receiver.stop(), at_sender.stop());
-    let after = ReceiverCounters::read(receiver);
-    assert!(out.success, "{}", out.stderr);
-    let (sender_ns, receiver_ns) = (sender.inode(), receiver.inode());
-    check_bundles(&at_receiver, &at_sender, receiver, sender);
+/// One transfer over a path that loses data into the receiver, traced three ways: by port
+/// (host-wide), and by a netprobe inside each end.
+struct OnePath<'a> {
+    sender: &'a Netns,
+    receiver: &'a Netns,
+    receiver_addr: SocketAddr,
+    v6: bool,
+    before: ReceiverCounters,
+    after: ReceiverCounters,
+    out: TraceOutput,
+    at_receiver: TraceOutput,
+    at_sender: TraceOutput,
+}
 
-    // Our retransmits: all the sender's data (the receiver may re-send its own SYN-ACK or FIN
-    // when the rule ate the ACK of it, and those carry no data).
+impl<'a> OnePath<'a> {
+    /// `sender` pushes data to `receiver`, whose input drops 3% of it.
+    fn run(link: &'a Link, sender_is_a: bool, v6: bool) -> Self {
+        let (sender, receiver) = if sender_is_a {
+            (&link.a, &link.b)
+        } else {
+            (&link.b, &link.a)
+        };
+        let receiver_host = if sender_is_a { 2 } else { 1 };
+        NftTable::input_loss(receiver, "np_dir", PORT, 3);
+        let before = ReceiverCounters::read(receiver);
+        let tracer = Tracer::start(&["--port", &PORT.to_string()]);
+        // Each end also runs its own netprobe, whose findings read that end's counters.
+        let at_receiver = Tracer::start_in(receiver, &["--report-every", "0.5"]);
+        let at_sender = Tracer::start_in(sender, &[]);
+        let to = link.socket(receiver_host, PORT, v6);
+        bulk_transfer(sender, receiver, to, BYTES);
+        std::thread::sleep(Duration::from_millis(200));
+        let out = tracer.stop();
+        let (at_receiver, at_sender) = (at_receiver.stop(), at_sender.stop());
+        let after = ReceiverCounters::read(receiver);
+        assert!(out.success, "{}", out.stderr);
+        OnePath {
+            sender,
+            receiver,
+            receiver_addr: to,
+            v6,
+            before,
+            after,
+            out,
+            at_receiver,
+            at_sender,
+        }
+    }
+}
+
+/// Loss on one path only: asserts every side of netprobe's attribution, from the one trace
+/// of both namespaces.
+fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
+    let path = OnePath::run(link, sender_is_a, v6);
+    check_bundles(
+        &path.at_receiver,
+        &path.at_sender,
+        path.receiver,
+        path.sender,
+    );
+    let out = &path.out;
+    let data_retransmits = check_sender_retransmits(&path);
+    let (fills, peer, ooo) = check_receiver_view(&path);
+    let drops = check_drops_at_receiver(&path);
+    let holes = check_receiver_counters(&path, peer + ooo);
+    assert_eq!(holes, ooo as u64);
+    let received = &out.summary()["received"];
+    eprintln!(
+        "{}{}: {} data retransmits by the sender; receiver saw {} fills_hole, {} duplicates, {} holes, {} out-of-order segs; {} netfilter drops",
+        if sender_is_a { "a->b" } else { "b->a" },
+        if v6 { " (IPv6)" } else { "" },
+        data_retransmits,
+        fills,
+        received["duplicate"],
+        holes,
+        received["out_of_order"],
+        drops
+    );
+}
+
+/// Our retransmits: all the sender's data (the receiver may re-send its own SYN-ACK or FIN
+/// when the rule ate the ACK of it, and those carry no data). Returns how many.
+fn check_sender_retransmits(path: &OnePath) -> usize {
+    let out = &path.out;
+    let sender_ns = path.sender.inode();
     let retransmits = out.of_type("retransmit");
     let data_retransmits: Vec<&&Value> = retransmits
         .iter()
@@ -65,11 +123,17 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
         assert_eq!(r["netns"].as_u64(), Some(sender_ns), "{r}");
         assert_eq!(r["dport"].as_u64(), Some(PORT as u64), "{r}");
     }
+    data_retransmits.len()
+}
 
-    // The peer's retransmits, as the receiver sees them: holes filled, in the receiver's
-    // namespace, on the receiving socket (local port PORT).
-    let family = if v6 { "ipv6" } else { "ipv4" };
-    let receiver_addr = link.addr(receiver_host, v6).to_string();
+/// The peer's retransmits, as the receiver sees them: holes filled, in the receiver's
+/// namespace, on the receiving socket (local port PORT); and the holes themselves. Returns
+/// how many events of each: (fills_hole, peer_retransmit, ooo).
+fn check_receiver_view(path: &OnePath) -> (usize, usize, usize) {
+    let out = &path.out;
+    let (sender_ns, receiver_ns) = (path.sender.inode(), path.receiver.inode());
+    let family = if path.v6 { "ipv6" } else { "ipv4" };
+    let receiver_addr = path.receiver_addr.ip().to_string();
     let peer = out.of_type("peer_retransmit");
     let fills: Vec<&&Value> = peer.iter().filter(|p| p["class"] == "fills_hole").collect();
     assert!(
@@ -105,20 +169,16 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
             );
         }
     }
+    (fills.len(), peer.len(), ooo.len())
+}
 
-    // The drops: at the receiver, on the way in, by netfilter.
-    let drops = out.drops_with_reason("NETFILTER_DROP");
-    assert!(!drops.is_empty());
-    for d in &drops {
-        assert_eq!(d["netns"].as_u64(), Some(receiver_ns), "{d}");
-        assert_eq!(
-            (d["direction"].as_str(), d["layer"].as_str()),
-            (Some("ingress"), Some("netfilter")),
-            "{d}"
-        );
-    }
-
-    // Exact agreement with the receiver's own counters over the same window.
+/// Exact agreement with the receiver's own counters over the same window; the exact
+/// per-flow totals and the stream (`streamed` receive events) agree when nothing was lost.
+/// Returns the holes counted.
+fn check_receiver_counters(path: &OnePath, streamed: usize) -> u64 {
+    let out = &path.out;
+    let (before, after) = (&path.before, &path.after);
+    let received = &out.summary()["received"];
     assert_eq!(
         received["duplicate"].as_u64().unwrap(),
         after.delayed_ack_lost - before.delayed_ack_lost,
@@ -129,26 +189,26 @@ fn loss_on_one_path(link: &Link, sender_is_a: bool, v6: bool) {
         (after.ofo_queue - before.ofo_queue) + (after.ofo_drop - before.ofo_drop),
         "out-of-order segments vs TCPOFOQueue + TCPOFODrop: {received}"
     );
-    // The exact per-flow totals and the stream agree when nothing was lost.
     let events = &out.summary()["events"]["receive"];
     assert_eq!(events["lost"], 0);
-    assert_eq!(
-        events["counted"].as_u64().unwrap(),
-        (peer.len() + ooo.len()) as u64
-    );
-    let holes = received["holes"].as_u64().unwrap();
-    assert_eq!(holes, ooo.len() as u64);
-    eprintln!(
-        "{}{}: {} data retransmits by the sender; receiver saw {} fills_hole, {} duplicates, {} holes, {} out-of-order segs; {} netfilter drops",
-        if sender_is_a { "a->b" } else { "b->a" },
-        if v6 { " (IPv6)" } else { "" },
-        data_retransmits.len(),
-        fills.len(),
-        received["duplicate"],
-        holes,
-        received["out_of_order"],
-        drops.len()
-    );
+    assert_eq!(events["counted"].as_u64().unwrap(), streamed as u64);
+    received["holes"].as_u64().unwrap()
+}
+
+/// The drops: at the receiver, on the way in, by netfilter. Returns how many.
+fn check_drops_at_receiver(path: &OnePath) -> usize {
+    let receiver_ns = path.receiver.inode();
+    let drops = path.out.drops_with_reason("NETFILTER_DROP");
+    assert!(!drops.is_empty());
+    for d in &drops {
+        assert_eq!(d["netns"].as_u64(), Some(receiver_ns), "{d}");
+        assert_eq!(
+            direction_layer(d),
+            (Some("ingress"), Some("netfilter")),
+            "{d}"
+        );
+    }
+    drops.len()
 }
 
 #[test]
@@ -165,27 +225,16 @@ fn loss_on_the_path_into_b_over_ipv6() {
     loss_on_one_path(&link, true, true);
 }
 
-/// ACK loss: every segment from b into a (b's ACKs) is dropped for a while in the middle of a
-/// paced transfer a → b. a's timers fire and it re-sends data b already has: b sees
-/// duplicates, never a hole, and a's retransmits are timer-driven (TLP or RTO).
-#[test]
-fn ack_loss_shows_duplicates_at_the_receiver() {
-    let link = Link::new("ack", 28);
+/// A paced transfer a → b (~13 MB/s for ~2 s) during which every segment from b into a (b's
+/// ACKs) is dropped for 0.8 s, in the middle of it. Returns the trace, with b's counters
+/// before and after.
+fn transfer_through_an_ack_blackout(
+    link: &Link,
+) -> (TraceOutput, ReceiverCounters, ReceiverCounters) {
     let before = ReceiverCounters::read(&link.b);
     let tracer = Tracer::start(&["--port", &ACK_PORT.to_string()]);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let sink = link.b.spawn(move || {
-        pin_to_cpu(0);
-        let listener = std::net::TcpListener::bind(("0.0.0.0", ACK_PORT)).unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut all = Vec::new();
-        std::io::Read::read_to_end(&mut conn, &mut all).unwrap();
-        all.len()
-    });
-    ready_rx.recv().unwrap();
-    let to = SocketAddr::new(link.addr(2, false), ACK_PORT);
-    // Paced at ~13 MB/s for ~2 s, so the ACK blackout falls in the middle of it.
+    let to = link.b_port(ACK_PORT);
+    let sink = TcpSink::pinned(&link.b, to, 0);
     let sender = link.a.spawn(move || {
         pin_to_cpu(0);
         let mut conn = std::net::TcpStream::connect(to).unwrap();
@@ -199,28 +248,29 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         std::io::Read::read_to_end(&mut conn, &mut rest).unwrap();
     });
     std::thread::sleep(Duration::from_millis(500));
-    let blackout = format!("table inet np_ack {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp sport {ACK_PORT} counter drop\n  }}\n}}\n");
-    nft_in(&link.a.name, &blackout);
-    std::thread::sleep(Duration::from_millis(800));
-    sh(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &link.a.name,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "np_ack",
-        ],
+    let blackout = NftTable::input(
+        &link.a,
+        "np_ack",
+        &format!("tcp sport {ACK_PORT} counter drop"),
     );
+    std::thread::sleep(Duration::from_millis(800));
+    blackout.delete();
     sender.join().unwrap();
-    assert_eq!(sink.join().unwrap(), 300 << 16);
+    assert_eq!(sink.received(), 300 << 16);
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
     let after = ReceiverCounters::read(&link.b);
     assert!(out.success, "{}", out.stderr);
+    (out, before, after)
+}
+
+/// ACK loss: every segment from b into a (b's ACKs) is dropped for a while in the middle of a
+/// paced transfer a → b. a's timers fire and it re-sends data b already has: b sees
+/// duplicates, never a hole, and a's retransmits are timer-driven (TLP or RTO).
+#[test]
+fn ack_loss_shows_duplicates_at_the_receiver() {
+    let link = Link::new("ack", 28);
+    let (out, before, after) = transfer_through_an_ack_blackout(&link);
     let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
 
     let retransmits = out.of_type("retransmit");
@@ -254,7 +304,19 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
         after.delayed_ack_lost - before.delayed_ack_lost,
         "duplicates vs DelayedACKLost: {received}"
     );
-    // The lost ACKs: dropped on the way into a.
+    let drops = check_lost_acks(&out, a_ns);
+    eprintln!(
+        "ACK loss: {} ACKs dropped into a; a retransmitted {} times ({:?}); b saw {} duplicates",
+        drops,
+        retransmits.len(),
+        out.summary()["retransmits"]["by_kind"],
+        duplicates.len()
+    );
+}
+
+/// The lost ACKs: dropped on the way into a; and the findings put the cause there. Returns
+/// how many were dropped.
+fn check_lost_acks(out: &TraceOutput, a_ns: u64) -> usize {
     let drops = out.drops_with_reason("NETFILTER_DROP");
     assert!(!drops.is_empty());
     for d in &drops {
@@ -268,14 +330,10 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
             "{d}"
         );
     }
-    // The findings put the cause where it is: the ACKs dropped on their way into a.
-    let bundle = out.of_type("findings")[0].clone();
+    let bundle = out.first_bundle();
     let ack_finding = finding_about(&bundle, "inbound_ack_loss", Some(a_ns));
     assert_eq!(
-        (
-            ack_finding["direction"].as_str(),
-            ack_finding["layer"].as_str()
-        ),
+        direction_layer(&ack_finding),
         (Some("ingress"), Some("netfilter")),
         "{ack_finding}"
     );
@@ -286,13 +344,7 @@ fn ack_loss_shows_duplicates_at_the_receiver() {
             .contains("ACKs are dropped"),
         "{ack_finding}"
     );
-    eprintln!(
-        "ACK loss: {} ACKs dropped into a; a retransmitted {} times ({:?}); b saw {} duplicates",
-        drops.len(),
-        retransmits.len(),
-        out.summary()["retransmits"]["by_kind"],
-        duplicates.len()
-    );
+    drops.len()
 }
 
 /// The findings bundles of the two ends: the receiver names inbound loss dropped by netfilter on
@@ -325,32 +377,47 @@ fn check_bundles(
         (*finals[0], receiver),
         (at_sender.of_type("findings")[0], sender),
     ] {
-        assert_eq!(bundle["netns"].as_u64(), Some(ns.inode()));
-        assert_eq!(bundle["report"]["type"], "report");
-        for row in bundle["reconciliation"].as_array().unwrap() {
-            if row["must_match"] == true {
-                if row["relation"] == "equal" {
-                    assert_eq!(row["events"], row["counters"], "{row}");
-                } else {
-                    assert_eq!(row["relation"], "at_most", "{row}");
-                    assert!(row["events"].as_u64() <= row["counters"].as_u64(), "{row}");
-                }
-                assert_eq!(row["matches"], true, "{row}");
-            }
-        }
-        let steering = bundle["steering"].as_array().unwrap();
-        assert!(
-            steering.iter().any(|s| s["interface"] == "veth0"),
-            "{steering:?}"
-        );
+        check_reconciled(bundle, ns);
     }
-    let receiver_bundle = finals[0];
-    // The finding about the namespace whose netprobe wrote the bundle (the hooks are global:
-    // each bundle also names the other end's namespace, without its counters).
-    let find = |bundle: &Value, id: &str| finding_about(bundle, id, bundle["netns"].as_u64());
-    let inbound = find(receiver_bundle, "inbound_loss");
+    check_receiver_bundle(finals[0]);
+    check_sender_bundle(at_sender.of_type("findings")[0], receiver);
+}
+
+/// A bundle of the netprobe inside `ns`: about `ns`, with its report, every row that must
+/// match matching, and the veth's steering.
+fn check_reconciled(bundle: &Value, ns: &Netns) {
+    assert_eq!(bundle["netns"].as_u64(), Some(ns.inode()));
+    assert_eq!(bundle["report"]["type"], "report");
+    for row in bundle["reconciliation"].as_array().unwrap() {
+        if row["must_match"] == true {
+            if row["relation"] == "equal" {
+                assert_eq!(row["events"], row["counters"], "{row}");
+            } else {
+                assert_eq!(row["relation"], "at_most", "{row}");
+                assert!(row["events"].as_u64() <= row["counters"].as_u64(), "{row}");
+            }
+            assert_eq!(row["matches"], true, "{row}");
+        }
+    }
+    let steering = bundle["steering"].as_array().unwrap();
+    assert!(
+        steering.iter().any(|s| s["interface"] == "veth0"),
+        "{steering:?}"
+    );
+}
+
+/// The finding about the namespace whose netprobe wrote the bundle (the hooks are global:
+/// each bundle also names the other end's namespace, without its counters).
+fn own_finding(bundle: &Value, id: &str) -> Value {
+    finding_about(bundle, id, bundle["netns"].as_u64())
+}
+
+/// The receiver's final bundle: inbound loss, dropped by netfilter, on this flow, with the
+/// out-of-order row reconciled.
+fn check_receiver_bundle(receiver_bundle: &Value) {
+    let inbound = own_finding(receiver_bundle, "inbound_loss");
     assert_eq!(
-        (inbound["direction"].as_str(), inbound["layer"].as_str()),
+        direction_layer(&inbound),
         (Some("ingress"), Some("netfilter")),
         "{inbound}"
     );
@@ -379,8 +446,11 @@ fn check_bundles(
         ooo_row["events"].as_u64().unwrap() > 0 && ooo_row["must_match"] == true,
         "{ooo_row}"
     );
+}
 
-    let sender_bundle = at_sender.of_type("findings")[0];
+/// The sender's bundle: outbound loss beyond itself, its retransmit rows reconciled, and the
+/// receiver's inbound loss named without counters it cannot read.
+fn check_sender_bundle(sender_bundle: &Value, receiver: &Netns) {
     // The sender's netprobe also sees the receiver's side (the hooks are global), names its
     // namespace, and says it has no counters for it.
     let remote_inbound = finding_about(sender_bundle, "inbound_loss", Some(receiver.inode()));
@@ -395,7 +465,7 @@ fn check_bundles(
         .as_str()
         .unwrap()
         .starts_with("not read"));
-    let outbound = find(sender_bundle, "outbound_loss");
+    let outbound = own_finding(sender_bundle, "outbound_loss");
     assert_eq!(outbound["direction"], "egress", "{outbound}");
     assert!(
         outbound["summary"]

@@ -1,11 +1,7 @@
 //! `netprobe report` scenarios: each creates one real condition in its own namespaces and
 //! checks that the report names it with the right id, severity, evidence and fix.
 
-use std::{
-    net::{SocketAddr, TcpStream, UdpSocket},
-    thread,
-    time::Duration,
-};
+use std::{net::TcpStream, thread, time::Duration};
 
 use netprobe_integration::*;
 use serde_json::Value;
@@ -31,7 +27,7 @@ fn ids(report: &Value) -> Vec<String> {
 #[test]
 fn clean_namespace_has_no_findings() {
     let link = Link::new("rclean", 21);
-    let server = SocketAddr::new(link.addr(2, false), 7000);
+    let server = link.b_port(7000);
     let (a, b) = (link.a.shared(), link.b.shared());
     // Both ends on one CPU: otherwise packets sent from two CPUs can overtake each other over
     // veth, and the spurious fast retransmits that follow are real retransmits the report
@@ -65,7 +61,7 @@ fn clean_namespace_has_no_findings() {
 #[test]
 fn close_wait_leak_names_the_process() {
     let link = Link::new("rcw", 22);
-    let server = SocketAddr::new(link.addr(2, false), 7000);
+    let server = link.b_port(7000);
     let holder = Holder::start(&link.b, HOLDER, &["close-wait", &server.to_string(), "5"]);
     link.a.run(move || {
         for _ in 0..5 {
@@ -94,7 +90,7 @@ fn close_wait_leak_names_the_process() {
 #[test]
 fn accept_queue_overflow() {
     let link = Link::new("racc", 23);
-    let server = SocketAddr::new(link.addr(2, false), 7001);
+    let server = link.b_port(7001);
     let holder = Holder::start(&link.b, HOLDER, &["no-accept", &server.to_string(), "4"]);
     let ns = link.a.shared();
     let overflows_before = link.b.netstat("TcpExt", "ListenOverflows");
@@ -145,17 +141,12 @@ fn accept_queue_overflow() {
 #[test]
 fn udp_receive_buffer_errors() {
     let link = Link::new("rudp", 24);
-    let sink = SocketAddr::new(link.addr(2, false), 7002);
+    let sink = link.b_port(7002);
     let holder = Holder::start(&link.b, HOLDER, &["udp-sink", &sink.to_string(), "4096"]);
     let ns = link.a.shared();
     let before = link.b.snmp("Udp", "RcvbufErrors");
     let (report, _) = report_in(&link.b, "1", move || {
-        ns.run(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..3000 {
-                let _ = s.send_to(&[0u8; 512], sink);
-            }
-        });
+        send_udp(&ns, sink, &[0u8; 512], 3000);
     });
     let after = link.b.snmp("Udp", "RcvbufErrors");
     let f = findings(&report, "udp_rcvbuf_errors");
@@ -188,15 +179,10 @@ fn udp_receive_buffer_errors() {
 fn qdisc_drops_from_a_tiny_tbf() {
     let link = Link::new("rtbf", 25);
     add_tiny_tbf(&link.a, "veth0");
-    let to = SocketAddr::new(link.addr(2, false), 9);
+    let to = link.b_port(9);
     let ns = link.a.shared();
     let (report, _) = report_in(&link.a, "1", move || {
-        ns.run(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..2000 {
-                let _ = s.send_to(&[0u8; 1000], to);
-            }
-        });
+        send_udp(&ns, to, &[0u8; 1000], 2000);
     });
     let f = findings(&report, "qdisc_drops");
     assert_eq!(f.len(), 1, "{:#}", report["findings"]);
@@ -223,36 +209,12 @@ fn qdisc_drops_from_a_tiny_tbf() {
 fn veth_nic_counters_and_tx_drops() {
     let link = Link::new("rnic", 26);
     // Static neighbour so packets reach the device even with the peer down.
-    let mac = sh("ip", &["-n", &link.b.name, "-j", "link", "show", "veth0"]);
-    let mac: Value = serde_json::from_str(&mac).unwrap();
-    let mac = mac[0]["address"].as_str().unwrap().to_string();
-    let peer_ip = link.addr(2, false).to_string();
-    sh(
-        "ip",
-        &[
-            "-n",
-            &link.a.name,
-            "neigh",
-            "replace",
-            &peer_ip,
-            "lladdr",
-            &mac,
-            "dev",
-            "veth0",
-            "nud",
-            "permanent",
-        ],
-    );
+    link.static_neighbour_of_b_in_a();
     sh("ip", &["-n", &link.b.name, "link", "set", "veth0", "down"]);
-    let to = SocketAddr::new(link.addr(2, false), 9);
+    let to = link.b_port(9);
     let ns = link.a.shared();
     let (report, _) = report_in(&link.a, "1", move || {
-        ns.run(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            for _ in 0..500 {
-                let _ = s.send_to(b"x", to);
-            }
-        });
+        send_udp(&ns, to, b"x", 500);
     });
     let nic = report["nics"]
         .as_array()

@@ -16,9 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use netprobe_integration::{
-    bulk_transfer, input_loss_ruleset, loaded_netprobe_programs, nft_in, sh, Link,
-};
+use netprobe_integration::{bulk_transfer, loaded_netprobe_programs, sh, signal, Link, NftTable};
 use serde_json::Value;
 
 use crate::{run, workspace_root};
@@ -32,7 +30,7 @@ fn netprobe() -> Command {
 
 fn lossy_link(tag: &str, subnet: u8, percent: u32) -> Link {
     let link = Link::new(tag, subnet);
-    nft_in(&link.b.name, &input_loss_ruleset("lossy", PORT, percent));
+    NftTable::input_loss(&link.b, "lossy", PORT, percent);
     link
 }
 
@@ -295,8 +293,7 @@ fn measure_bpftrace(link: &Link) -> Result<Measured> {
 }
 
 fn stop(child: &mut Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    signal(child.id() as i32, libc::SIGINT);
     let _ = child.wait();
 }
 

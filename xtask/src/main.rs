@@ -6,6 +6,7 @@
 
 mod bench;
 mod kernels;
+mod lint;
 mod setup;
 
 use std::{
@@ -42,7 +43,8 @@ enum Task {
         #[arg(long)]
         throughput_only: bool,
     },
-    /// rustfmt and clippy (-D warnings) over the workspace and the eBPF crate's formatting.
+    /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
+    /// crate included.
     Lint,
     /// Setup, build, fetch the kernels, then the kernel matrix alone: the scenario set on
     /// Debian's 5.10, 6.1 and 6.12 under qemu and on this host's kernel, one line per kernel.
@@ -75,7 +77,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -151,24 +153,6 @@ fn main() -> Result<()> {
             }
         }
         Task::Kernels { refresh } => kernels::task(refresh),
-        Task::Lint => {
-            run(cargo().args(["fmt", "--all", "--check"]))?;
-            run(cargo().args([
-                "fmt",
-                "--check",
-                "--manifest-path",
-                "netprobe-ebpf/Cargo.toml",
-            ]))?;
-            setup::ensure()?;
-            run(cargo().args([
-                "clippy",
-                "--release",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]))
-        }
+        Task::Lint => lint::run_all(),
     }
 }

@@ -563,7 +563,11 @@ fn rows_name_their_missing_inputs_and_bounds_are_checked() {
 fn proposed_settings(bundle: &FindingsJson) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for f in &bundle.findings {
-        for command in f.fix.split(';').filter_map(|c| c.split("sysctl -w ").nth(1)) {
+        for command in f
+            .fix
+            .split(';')
+            .filter_map(|c| c.split("sysctl -w ").nth(1))
+        {
             for word in command.split_whitespace() {
                 if let Some((name, value)) = word.split_once('=') {
                     out.push((name.to_string(), value.to_string(), f.id.clone()));
@@ -653,7 +657,11 @@ fn one_bundle_proposes_one_value_per_knob() {
         top: 5,
     });
     let ids: Vec<&str> = bundle.findings.iter().map(|f| f.id.as_str()).collect();
-    for both_sides in ["backlog_overflow", "softnet_dropped", "napi_budget_exhausted"] {
+    for both_sides in [
+        "backlog_overflow",
+        "softnet_dropped",
+        "napi_budget_exhausted",
+    ] {
         assert!(ids.contains(&both_sides), "{both_sides} missing: {ids:?}");
     }
     let settings = proposed_settings(&bundle);

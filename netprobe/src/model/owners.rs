@@ -110,37 +110,3 @@ impl OwnerCache {
         self.known.entry(inode).or_insert(None).clone()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    fn socket_inode(fd: &impl std::os::fd::AsRawFd) -> u64 {
-        fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .unwrap()
-            .ino()
-    }
-
-    #[test]
-    fn our_own_socket_is_ours_and_misses_are_remembered() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let inode = socket_inode(&listener);
-        let mut cache = OwnerCache::new();
-        let owner = cache.lookup(inode).expect("found by the first scan");
-        assert_eq!(owner.pid, std::process::id());
-        assert!(cache.lookup(0).is_none());
-        // A miss right after a scan is not rescanned (no scan storm under a burst of events)…
-        let scanned_at = cache.last_scan;
-        assert!(cache.lookup(u64::MAX).is_none());
-        assert_eq!(cache.last_scan, scanned_at);
-        assert!(!cache.known.contains_key(&u64::MAX));
-        // …and after MIN_RESCAN it is scanned for once, then remembered as unknown.
-        std::thread::sleep(MIN_RESCAN + Duration::from_millis(10));
-        assert!(cache.lookup(u64::MAX).is_none());
-        assert_ne!(cache.last_scan, scanned_at);
-        assert_eq!(cache.known.get(&u64::MAX), Some(&None));
-        let (found, _) = scan(&|i| i == inode);
-        assert_eq!(found.len(), 1);
-    }
-}

@@ -227,22 +227,4 @@ mod tests {
         assert_eq!(tc_handle(0x8001, 0), "8001:");
         assert_eq!(tc_handle(1, 0x10), "1:10");
     }
-
-    /// Dumps work unprivileged in any namespace: the loopback qdisc list and our own socket.
-    #[test]
-    fn dumps_qdiscs_and_finds_our_own_listener() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let sockets = inet_sockets().unwrap();
-        let ours = sockets
-            .iter()
-            .find(|s| s.protocol == IPPROTO_TCP && s.local_port == port && s.state == 10)
-            .expect("our listener");
-        assert_eq!(ours.recv_queue, 0);
-        assert!(ours.send_queue > 0, "backlog limit reported for listeners");
-        assert!(ours.inode > 0);
-        // Every interface has a qdisc entry (noqueue at least is not always dumped, but the
-        // call itself must succeed).
-        qdiscs().unwrap();
-    }
 }

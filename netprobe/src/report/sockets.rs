@@ -257,18 +257,4 @@ mod tests {
         assert_eq!(r.udp_backlogs.len(), 1);
         assert_eq!(r.udp_backlogs[0].port, 53);
     }
-
-    #[test]
-    fn finds_our_own_sockets_owner() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let sockets = super::super::netlink::inet_sockets().unwrap();
-        let (owners, _) = socket_owners(&inodes_of_interest(&sockets));
-        let ours = sockets
-            .iter()
-            .find(|s| s.local_port == port && s.state == TCP_LISTEN)
-            .unwrap();
-        let who = &owners[&ours.inode];
-        assert!(who.iter().any(|o| o.pid == std::process::id()), "{who:?}");
-    }
 }

@@ -108,9 +108,14 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     if !c.0.is_empty() {
         return Err(c.0);
     }
+    Ok(summary_line(results, &verifier))
+}
+
+/// The one line a kernel that passed shows in the test output.
+fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
-    Ok(format!(
+    format!(
         "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
@@ -131,7 +136,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
         t["counters"]["TCPLossProbes"],
         t["rto_timer"],
         t["counters"]["TCPTimeouts"],
-    ))
+    )
 }
 
 const CORE_HOOKS: &[&str] = &[

@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     thread,
     time::{Duration, Instant},
 };
@@ -14,8 +14,8 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
-    bulk_transfer, netprobe_once, nft_counter_packets, nft_in, sh, steer_rx_to_cpu1,
-    udp_flood_from_cpu0, wait_no_programs, Link, Netns, SysctlGuard, TraceOutput, Tracer,
+    bulk_transfer, netprobe_once, sh, steer_rx_to_cpu1, udp_flood_from_cpu0, wait_no_programs,
+    Link, Netns, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -150,6 +150,7 @@ fn backlog_overflow() {
 /// A bulk transfer a → b with 3 % of the segments dropped at b's INPUT hook.
 struct Lossy {
     link: Link,
+    rule: NftTable,
 }
 
 const LOSSY_PORT: u16 = 5001;
@@ -161,16 +162,15 @@ impl Lossy {
         // Data segments only (`meta length`): a lost handshake ACK would make the first data
         // segments reach the socket in SYN-RECV, where tcp_probe does not fire, yet the kernel
         // counts their out-of-order arrival (see README: what the receive hook misses).
-        nft_in(
-            &link.b.name,
+        let rule = NftTable::input(
+            &link.b,
+            "mxl",
             &format!(
-                "table inet mxl {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    \
-                 tcp dport {LOSSY_PORT} meta length > 200 numgen random mod 100 < 3 counter drop\n  }}\n}}\n"
+                "tcp dport {LOSSY_PORT} meta length > 200 numgen random mod 100 < 3 counter drop"
             ),
         );
-        let to = SocketAddr::new(link.addr(2, false), LOSSY_PORT);
-        bulk_transfer(&link.a, &link.b, to, 8 << 20);
-        Lossy { link }
+        bulk_transfer(&link.a, &link.b, link.b_port(LOSSY_PORT), 8 << 20);
+        Lossy { link, rule }
     }
 
     fn measure(&self, out: &TraceOutput) -> Value {
@@ -213,7 +213,7 @@ impl Lossy {
                 "reasons": reasons(&netfilter_drops),
                 "other_layers": other_drops.iter().map(|d| format!("{}/{}", d["layer"].as_str().unwrap_or(""), d["reason"].as_str().unwrap_or(""))).collect::<std::collections::BTreeSet<_>>(),
                 "other_reasons": reasons(&other_drops),
-                "nft_counter": nft_counter_packets(&b.name, "mxl"),
+                "nft_counter": self.rule.packets(),
             },
         })
     }
@@ -250,14 +250,11 @@ impl Handshake {
                 format!("tcp sport {port} tcp flags & (syn|ack) == syn|ack drop"),
             ),
         };
-        nft_in(
-            &ns.name,
-            &format!("table inet {tag} {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    {rule}\n  }}\n}}\n"),
-        );
+        NftTable::input(ns, tag, &rule);
         let listener = link
             .b
             .run(move || TcpListener::bind(("0.0.0.0", port)).expect("bind"));
-        let to = SocketAddr::new(link.addr(2, false), port);
+        let to = link.b_port(port);
         let attempt = link
             .a
             .run(move || TcpStream::connect_timeout(&to, Duration::from_millis(2500)).is_ok());
@@ -300,23 +297,15 @@ impl TailLoss {
     fn run(subnet: u8, dark: Dark) -> TailLoss {
         let link = Link::new(&format!("mxt{subnet}"), subnet);
         link.static_neighbours();
-        let listener = link
-            .b
-            .run(|| TcpListener::bind(("0.0.0.0", TAIL_PORT)).expect("bind"));
-        let server = link.b.spawn(move || {
-            let (mut conn, _) = listener.accept().expect("accept");
-            let mut buf = [0u8; 4096];
-            let mut total = 0;
-            while let Ok(n) = conn.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                total += n;
-                let _ = conn.write_all(&buf[..1]);
-            }
-            total
-        });
-        let to = SocketAddr::new(link.addr(2, false), TAIL_PORT);
+        let to = link.b_port(TAIL_PORT);
+        let server = TcpSink::with(
+            &link.b,
+            to,
+            SinkOptions {
+                reply: true,
+                ..SinkOptions::default()
+            },
+        );
         let (blackout, rule) = match dark {
             Dark::Data => (link.b.shared(), format!("tcp dport {TAIL_PORT} drop")),
             Dark::Acks => (link.a.shared(), format!("tcp sport {TAIL_PORT} drop")),
@@ -330,18 +319,18 @@ impl TailLoss {
                 conn.write_all(b"x").unwrap();
                 conn.read_exact(&mut one).unwrap();
             }
-            nft_in(&blackout.name, &format!(
-                "table inet mxt {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    {rule}\n  }}\n}}\n"));
+            let table = NftTable::input(&blackout, "mxt", &rule);
             conn.write_all(&[0x61; 1000]).unwrap();
             thread::sleep(Duration::from_millis(1000));
-            sh("ip", &["netns", "exec", &blackout.name, "nft", "delete", "table", "inet", "mxt"]);
-            conn.read_exact(&mut one).expect("the reply once the blackout ends");
+            table.delete();
+            conn.read_exact(&mut one)
+                .expect("the reply once the blackout ends");
             conn.shutdown(std::net::Shutdown::Write).unwrap();
             let mut rest = Vec::new();
             let _ = conn.read_to_end(&mut rest);
             20 + 1000
         });
-        assert_eq!(server.join().expect("server"), sent);
+        assert_eq!(server.received(), sent);
         TailLoss { link, dark }
     }
 
