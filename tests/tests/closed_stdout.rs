@@ -85,3 +85,24 @@ fn trace_stops_cleanly_on_a_closed_stdout() {
         );
     }
 }
+
+/// A trace that has nothing to write (a port nobody uses) still notices that nobody reads
+/// its stdout, and stops long before --duration.
+#[test]
+fn quiet_trace_stops_when_its_reader_goes_away() {
+    const DURATION_S: u64 = 30;
+    let duration = DURATION_S.to_string();
+    let args = ["--duration", &duration, "--port", "7402"];
+    let started = Instant::now();
+    let (status, stderr) = netprobe_traced_into_closed_pipe(&args, |_| {});
+    assert_clean_exit(&args, "a closed pipe (quiet trace)", status, &stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(DURATION_S / 3),
+        "a quiet trace kept running with nobody reading: {:?}; stderr: {stderr}",
+        started.elapsed()
+    );
+    assert_eq!(
+        wait_no_programs(Duration::from_secs(5)),
+        Vec::<String>::new()
+    );
+}

@@ -252,6 +252,9 @@ impl<'a> Session<'a> {
                 _ = flush.tick() => {
                     reader.drain(&mut batch);
                     self.emit(&mut batch);
+                    // A quiet trace writes nothing, so a reader that went away would go
+                    // unnoticed until the end; ask the pipe instead.
+                    self.output_closed |= stdout_reader_gone();
                 }
                 read = reader.read_batch(&mut batch) => {
                     read.map_err(TraceError::Io)?;
@@ -369,6 +372,19 @@ impl<'a> Session<'a> {
         }
         self.write(|_| Ok(()));
     }
+}
+
+/// Whether stdout is a pipe or socket whose reading end is closed (`| head` exited): poll
+/// reports POLLERR on such a write end without writing anything.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that outlives the call; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 fn own_netns() -> u32 {
