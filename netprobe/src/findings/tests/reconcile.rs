@@ -1,0 +1,88 @@
+//! Reconciliation rows that cannot be held to their relation say why.
+
+use super::*;
+
+/// A row whose hook is inactive says so instead of asserting; a bound that does not hold
+/// is reported as not holding.
+#[test]
+fn rows_name_their_missing_inputs_and_bounds_are_checked() {
+    let now = Instant::now();
+    let mut window = window_of(
+        &KernelTotals::default(),
+        &DropReasons::default(),
+        &SoftnetDeltas::new(),
+    );
+    window.hooks = hooks_with_inactive(Some(RECEIVE_HOOK.id));
+    let before = snapshot(now, &[]);
+    let after = snapshot(
+        now + Duration::from_secs(1),
+        &[
+            ("TcpExt", "DelayedACKLost", 3),
+            ("TcpExt", "TCPTimeouts", 0),
+        ],
+    );
+    let bundle = bundle_of(&window, &DropTally::default(), &before, &after);
+    let row = |what: &str| {
+        bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == what)
+            .unwrap()
+            .clone()
+    };
+    let dup = row("duplicate segments received (this namespace)");
+    assert!(!dup.must_match && !dup.matches);
+    assert_eq!(
+        dup.not_exact_because.as_deref(),
+        Some("hook tcp:tcp_probe is inactive: turned off (--without-receive-hook)")
+    );
+    let retrans = row("retransmitted segments (this namespace)");
+    assert!(retrans.must_match && retrans.matches && retrans.not_exact_because.is_none());
+
+    // Without the RTO timer hooked, which retransmits are the timer's own is inferred: the
+    // slow-start row says so, the total stays exact.
+    window.hooks = hooks_with_inactive(Some(RTO_TIMER_HOOK.id));
+    let bundle = bundle_of(&window, &DropTally::default(), &before, &after);
+    let split = bundle
+        .reconciliation
+        .iter()
+        .find(|r| r.what == "slow-start retransmitted segments after an RTO")
+        .unwrap();
+    assert!(!split.must_match, "{split:?}");
+    assert!(split
+        .not_exact_because
+        .as_deref()
+        .unwrap()
+        .starts_with("hook function:tcp_retransmit_timer is inactive"));
+    assert!(
+        bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == "retransmitted segments (this namespace)")
+            .unwrap()
+            .must_match
+    );
+
+    // 0 timer retransmits ≤ 0 timeouts holds; make the events exceed the counter.
+    let mut totals = KernelTotals::default();
+    let mut rto = RetransmitTotals::default();
+    rto.kinds[netprobe_common::KIND_RTO as usize] = 1;
+    rto.timer_kinds[netprobe_common::KIND_RTO as usize] = 1;
+    totals.flows.push((
+        FlowKey {
+            flow: flow(1, 40000, 2, 5001),
+            netns: OWN,
+            _pad0: 0,
+        },
+        rto,
+    ));
+    let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+    let bundle = bundle_of(&window, &DropTally::default(), &before, &after);
+    let bound = bundle
+        .reconciliation
+        .iter()
+        .find(|r| r.what == "RTO timer retransmits")
+        .unwrap();
+    assert_eq!((bound.events, bound.counters), (1, 0));
+    assert!(bound.must_match && !bound.matches, "{bound:?}");
+}

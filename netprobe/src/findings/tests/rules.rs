@@ -1,0 +1,249 @@
+//! The rules over both sides: which finding, which direction, layer and CPUs.
+
+use super::*;
+
+/// Only timer-driven retransmits, and the peer's segments for the flow dropped on the way
+/// in: the ACKs are lost, not the data.
+#[test]
+fn timer_retransmits_with_acks_dropped_on_the_way_in_are_ack_loss() {
+    let totals = KernelTotals {
+        flows: vec![(
+            FlowKey {
+                flow: flow(1, 40000, 2, 5001),
+                netns: OWN,
+                _pad0: 0,
+            },
+            RetransmitTotals {
+                sent: 3,
+                segs: 3,
+                kinds: [0, 2, 0, 1, 0, 0, 0, 0],
+                ..Default::default()
+            },
+        )],
+        ..Default::default()
+    };
+    let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+    let mut drops = DropTally::default();
+    for _ in 0..6 {
+        drops.add(&ingress_drop(
+            ("198.18.0.2", 5001),
+            ("198.18.0.1", 40000),
+            "NETFILTER_DROP",
+            Layer::Netfilter,
+            0,
+            "tcp",
+        ));
+    }
+    let now = Instant::now();
+    let (before, after) = (
+        snapshot(now, &[]),
+        snapshot(now + Duration::from_secs(1), &[]),
+    );
+    let bundle = bundle_of(&window, &drops, &before, &after);
+    let f = bundle
+        .findings
+        .iter()
+        .find(|f| f.id == "inbound_ack_loss")
+        .unwrap();
+    assert_eq!((f.direction, f.layer), ("ingress", "netfilter"));
+    assert!(
+        f.summary
+            .contains("ACKs are dropped on their way into this namespace"),
+        "{}",
+        f.summary
+    );
+    assert!(f.fix.contains("nft list ruleset"));
+    assert!(!bundle.findings.iter().any(|f| f.id == "outbound_loss"));
+}
+
+/// Loss both ways on one flow, ACK loss, a backlog overflow and firewall drops: each named
+/// with its direction, layer and CPUs; every counted number reconciled.
+#[test]
+fn both_sides_merge_into_findings_and_reconcile() {
+    let totals = KernelTotals {
+        flows: vec![(
+            FlowKey {
+                flow: flow(2, 5001, 1, 40000),
+                netns: OWN,
+                _pad0: 0,
+            },
+            RetransmitTotals {
+                sent: 5,
+                segs: 6,
+                kinds: [0, 1, 4, 0, 0, 0, 0, 0],
+                kind_segs: [0, 1, 5, 0, 0, 0, 0, 0],
+                timer_kinds: [0, 1, 0, 0, 0, 0, 0, 0],
+                timer_segs: [0, 1, 0, 0, 0, 0, 0, 0],
+                ..Default::default()
+            },
+        )],
+        receive_flows: vec![
+            (
+                FlowKey {
+                    flow: flow(2, 5001, 1, 40000),
+                    netns: OWN,
+                    _pad0: 0,
+                },
+                ReceiveTotals {
+                    duplicate: 1,
+                    fills_hole: 3,
+                    out_of_order: 4,
+                    holes: 2,
+                    ..Default::default()
+                },
+            ),
+            (
+                // Another namespace's flow: named as such, without counters of its own.
+                FlowKey {
+                    flow: flow(3, 22, 1, 50000),
+                    netns: 99,
+                    _pad0: 0,
+                },
+                ReceiveTotals {
+                    fills_hole: 1,
+                    out_of_order: 1,
+                    holes: 1,
+                    ..Default::default()
+                },
+            ),
+        ],
+        reasons: vec![(9, vec![4, 0])],
+        ..Default::default()
+    };
+    let reasons = DropReasons::from_pairs(&[(9, "CPU_BACKLOG"), (12, "NETFILTER_DROP")], &[]);
+    let softnet: SoftnetDeltas = [(0, (0, 0)), (1, (0, 4))].into();
+    let window = window_of(&totals, &reasons, &softnet);
+    let mut drops = DropTally::default();
+    let drop = |reason: &str, layer, cpu, proto: &str| {
+        ingress_drop(
+            ("198.18.0.1", 40000),
+            ("198.18.0.2", 5001),
+            reason,
+            layer,
+            cpu,
+            proto,
+        )
+    };
+    for _ in 0..3 {
+        drops.add(&drop("NETFILTER_DROP", Layer::Netfilter, 1, "tcp"));
+    }
+    drops.add(&drop("CPU_BACKLOG", Layer::Backlog, 0, "udp"));
+    let now = Instant::now();
+    let before = snapshot(
+        now,
+        &[
+            ("Tcp", "RetransSegs", 100),
+            ("TcpExt", "DelayedACKLost", 5),
+            ("TcpExt", "TCPOFOQueue", 1),
+            ("TcpExt", "TCPFastRetrans", 10),
+            ("TcpExt", "TCPTimeouts", 3),
+        ],
+    );
+    let after = snapshot(
+        now + Duration::from_secs(1),
+        &[
+            ("Tcp", "RetransSegs", 106),
+            ("TcpExt", "DelayedACKLost", 6),
+            ("TcpExt", "TCPOFOQueue", 5),
+            ("TcpExt", "TCPFastRetrans", 15),
+            ("TcpExt", "TCPTimeouts", 5),
+        ],
+    );
+    let bundle = bundle_of(&window, &drops, &before, &after);
+
+    let rows: BTreeMap<&str, (u64, u64, bool, bool)> = bundle
+        .reconciliation
+        .iter()
+        .map(|r| (r.what, (r.events, r.counters, r.must_match, r.matches)))
+        .collect();
+    assert_eq!(
+        rows["retransmitted segments (this namespace)"],
+        (6, 6, true, true)
+    );
+    assert_eq!(
+        rows["duplicate segments received (this namespace)"],
+        (1, 1, true, true)
+    );
+    assert_eq!(
+        rows["out-of-order segments received (this namespace)"],
+        (4, 4, true, true)
+    );
+    assert_eq!(rows["input backlog drops (all CPUs)"], (4, 4, true, true));
+    assert_eq!(
+        rows["fast-retransmitted segments (Recovery)"],
+        (5, 5, true, true)
+    );
+    assert_eq!(
+        rows["slow-start retransmitted segments after an RTO"],
+        (0, 0, true, true)
+    );
+    // TCPTimeouts also counts timeouts that sent nothing: a bound, and it holds.
+    assert_eq!(rows["RTO timer retransmits"], (1, 2, true, true));
+    let rto = bundle
+        .reconciliation
+        .iter()
+        .find(|r| r.what == "RTO timer retransmits")
+        .unwrap();
+    assert_eq!(rto.relation, Relation::AtMost);
+    assert_eq!(rto.not_exact_because, None);
+
+    let by_id: BTreeMap<&str, &BundleFinding> = bundle
+        .findings
+        .iter()
+        .filter(|f| f.netns != 99)
+        .map(|f| (f.id.as_str(), f))
+        .collect();
+    let foreign = bundle
+        .findings
+        .iter()
+        .find(|f| f.netns == 99)
+        .expect("the other namespace's inbound loss");
+    assert_eq!(foreign.id, "inbound_loss");
+    assert!(
+        foreign.summary.contains("into netns 99"),
+        "{}",
+        foreign.summary
+    );
+    assert!(foreign.evidence["counters"]
+        .as_str()
+        .unwrap()
+        .starts_with("not read"));
+    assert_eq!(foreign.flows, vec!["198.18.0.1:50000 > 198.18.0.3:22"]);
+    let inbound = by_id["inbound_loss"];
+    assert_eq!((inbound.direction, inbound.layer), ("ingress", "netfilter"));
+    assert_eq!(inbound.cpus, vec![1]);
+    assert_eq!(inbound.flows, vec!["198.18.0.1:40000 > 198.18.0.2:5001"]);
+    assert!(inbound.fix.contains("nft list ruleset"));
+    let outbound = by_id["outbound_loss"];
+    assert_eq!(outbound.direction, "egress");
+    assert!(
+        outbound.summary.contains("not dropped in this namespace"),
+        "{}",
+        outbound.summary
+    );
+    assert!(
+        outbound.summary.contains("fast 4, rto 1"),
+        "{}",
+        outbound.summary
+    );
+    assert!(by_id.contains_key("ack_loss_or_spurious_retransmits"));
+    let backlog = by_id["backlog_overflow"];
+    assert_eq!(
+        (backlog.cpus.clone(), backlog.severity),
+        (vec![1], "critical")
+    );
+    assert!(
+        backlog.fix.contains("net.core.netdev_max_backlog="),
+        "{}",
+        backlog.fix
+    );
+    assert!(by_id.contains_key("drops_netfilter_netfilter_drop"));
+    assert_eq!(bundle.findings[0].severity, "critical", "critical first");
+
+    assert_eq!(bundle.flows[0].losing_direction, "both");
+    let cpu1 = bundle.cpus.iter().find(|c| c.cpu == 1).unwrap();
+    assert_eq!((cpu1.backlog_overflowed, cpu1.drops), (4, 0));
+    let cpu0 = bundle.cpus.iter().find(|c| c.cpu == 0).unwrap();
+    assert_eq!(cpu0.backlog_enqueue_drops, 4);
+    assert!(bundle.text().contains("[critical] backlog_overflow"));
+}
