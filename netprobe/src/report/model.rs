@@ -370,22 +370,52 @@ fn busiest(rates: &[(usize, f64)]) -> (Option<usize>, f64, f64, f64) {
 /// Builds everything but the findings and the once-only sections.
 pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
     let secs = b.at.duration_since(a.at).as_secs_f64();
+    let irqs = irq_reports(a, b, secs);
+    let cpus = cpu_reports(a, b, &irqs, secs);
+    let imbalance = imbalance(&cpus, !irqs.is_empty());
+    Report {
+        kind: "report",
+        interval_s: secs,
+        kernel,
+        findings: Vec::new(),
+        interfaces: interface_reports(a, b, secs),
+        nics: nic_reports(a, b, secs),
+        qdiscs: qdisc_reports(a, b, secs),
+        cpus,
+        imbalance,
+        irqs,
+        protocols: protocol_counters(a, b, secs),
+        sockets: None,
+        conntrack: b
+            .conntrack
+            .as_ref()
+            .map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
+        sysctls: BTreeMap::new(),
+        skipped: Vec::new(),
+    }
+}
 
-    let interfaces = b
-        .interfaces
+fn interface_reports(a: &Snapshot, b: &Snapshot, secs: f64) -> Vec<InterfaceReport> {
+    b.interfaces
         .iter()
         .map(|info| InterfaceReport {
             counters: interface_counters(a, b, info, secs),
             info: info.clone(),
         })
-        .collect();
-    let nics = b
-        .nics
+        .collect()
+}
+
+fn nic_reports(a: &Snapshot, b: &Snapshot, secs: f64) -> Vec<NicReport> {
+    b.nics
         .iter()
         .map(|(name, nic)| nic_report(name, a.nics.get(name), nic, secs))
-        .collect();
-    let qdiscs = b
-        .qdiscs
+        .collect()
+}
+
+/// A qdisc is the same one when its interface, handle and parent match; one that appeared
+/// during the window has no earlier value and reads rate 0.
+fn qdisc_reports(a: &Snapshot, b: &Snapshot, secs: f64) -> Vec<QdiscReport> {
+    b.qdiscs
         .iter()
         .map(|q| {
             let old = a
@@ -400,8 +430,15 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
                 requeues_rate: rate(old.requeues, q.requeues, secs),
             }
         })
-        .collect();
+        .collect()
+}
 
+/// Every snmp/netstat/snmp6 field with its rate; a field new in the second snapshot reads 0.
+fn protocol_counters(
+    a: &Snapshot,
+    b: &Snapshot,
+    secs: f64,
+) -> BTreeMap<String, BTreeMap<String, Counter>> {
     let mut protocols: BTreeMap<String, BTreeMap<String, Counter>> = BTreeMap::new();
     for (group, fields) in &b.counters {
         let out = protocols.entry(group.clone()).or_default();
@@ -427,9 +464,61 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
             );
         }
     }
+    protocols
+}
 
-    // Per CPU: softnet by CPU id, softirqs and NIC IRQs by column.
-    let mut cpus: BTreeMap<usize, CpuReport> = BTreeMap::new();
+/// Each NIC IRQ line's interrupts per second, by /proc/interrupts column.
+fn irq_reports(a: &Snapshot, b: &Snapshot, secs: f64) -> Vec<IrqReport> {
+    b.irqs
+        .iter()
+        .map(|irq| {
+            let old = a.irqs.iter().find(|o| o.irq == irq.irq).unwrap_or(irq);
+            let per_cpu_rate = irq
+                .per_cpu
+                .iter()
+                .enumerate()
+                .map(|(i, v)| rate(old.per_cpu.get(i).copied().unwrap_or(*v), *v, secs))
+                .collect();
+            IrqReport {
+                irq: irq.irq.clone(),
+                ifname: irq.ifname.clone(),
+                name: irq.name.clone(),
+                per_cpu_rate,
+                affinity: irq.affinity.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Per CPU: softnet by CPU id, softirqs and NIC IRQs by column. A CPU seen by only one of
+/// the sources still gets its row, the others' fields at 0.
+fn cpu_reports(a: &Snapshot, b: &Snapshot, irqs: &[IrqReport], secs: f64) -> Vec<CpuReport> {
+    let mut cpus = softnet_by_cpu(a, b, secs);
+    for (i, cpu) in b.softirq_cpus.iter().enumerate() {
+        let entry = cpu_entry(&mut cpus, *cpu);
+        let at = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
+        entry.net_rx_rate = rate(at(&a.net_rx), at(&b.net_rx), secs);
+        entry.net_tx_rate = rate(at(&a.net_tx), at(&b.net_tx), secs);
+    }
+    for irq in irqs {
+        for (i, r) in irq.per_cpu_rate.iter().enumerate() {
+            if let Some(cpu) = b.irq_cpus.get(i) {
+                cpu_entry(&mut cpus, *cpu).nic_irq_rate += r;
+            }
+        }
+    }
+    cpus.into_values().collect()
+}
+
+fn cpu_entry(cpus: &mut BTreeMap<usize, CpuReport>, cpu: usize) -> &mut CpuReport {
+    cpus.entry(cpu).or_insert_with(|| CpuReport {
+        cpu,
+        ..Default::default()
+    })
+}
+
+fn softnet_by_cpu(a: &Snapshot, b: &Snapshot, secs: f64) -> BTreeMap<usize, CpuReport> {
+    let mut cpus = BTreeMap::new();
     for s in &b.softnet {
         let old = a.softnet.iter().find(|o| o.cpu == s.cpu).unwrap_or(s);
         cpus.insert(
@@ -451,81 +540,26 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
             },
         );
     }
-    for (i, cpu) in b.softirq_cpus.iter().enumerate() {
-        let entry = cpus.entry(*cpu).or_insert_with(|| CpuReport {
-            cpu: *cpu,
-            ..Default::default()
-        });
-        let at = |v: &Vec<u64>| v.get(i).copied().unwrap_or(0);
-        entry.net_rx_rate = rate(at(&a.net_rx), at(&b.net_rx), secs);
-        entry.net_tx_rate = rate(at(&a.net_tx), at(&b.net_tx), secs);
-    }
-    let mut irqs = Vec::new();
-    for irq in &b.irqs {
-        let old = a.irqs.iter().find(|o| o.irq == irq.irq).unwrap_or(irq);
-        let per_cpu_rate: Vec<f64> = irq
-            .per_cpu
-            .iter()
-            .enumerate()
-            .map(|(i, v)| rate(old.per_cpu.get(i).copied().unwrap_or(*v), *v, secs))
-            .collect();
-        for (i, r) in per_cpu_rate.iter().enumerate() {
-            if let Some(cpu) = b.irq_cpus.get(i) {
-                cpus.entry(*cpu)
-                    .or_insert_with(|| CpuReport {
-                        cpu: *cpu,
-                        ..Default::default()
-                    })
-                    .nic_irq_rate += r;
-            }
-        }
-        irqs.push(IrqReport {
-            irq: irq.irq.clone(),
-            ifname: irq.ifname.clone(),
-            name: irq.name.clone(),
-            per_cpu_rate,
-            affinity: irq.affinity.clone(),
-        });
-    }
-    let cpus: Vec<CpuReport> = cpus.into_values().collect();
-    let (rx_cpu, rx_max, rx_mean, rx_ratio) = busiest(
-        &cpus
-            .iter()
-            .map(|c| (c.cpu, c.net_rx_rate))
-            .collect::<Vec<_>>(),
-    );
-    let irq_rates: Vec<(usize, f64)> = if irqs.is_empty() {
-        Vec::new()
-    } else {
+    cpus
+}
+
+/// Without any NIC IRQ line there is no IRQ load to compare, so no busiest CPU is named
+/// (rather than the first CPU at a ratio of 0).
+fn imbalance(cpus: &[CpuReport], has_nic_irqs: bool) -> Imbalance {
+    let net_rx: Vec<(usize, f64)> = cpus.iter().map(|c| (c.cpu, c.net_rx_rate)).collect();
+    let (rx_cpu, rx_max, rx_mean, rx_ratio) = busiest(&net_rx);
+    let irq_rates: Vec<(usize, f64)> = if has_nic_irqs {
         cpus.iter().map(|c| (c.cpu, c.nic_irq_rate)).collect()
+    } else {
+        Vec::new()
     };
     let (irq_cpu, _, _, irq_ratio) = busiest(&irq_rates);
-
-    Report {
-        kind: "report",
-        interval_s: secs,
-        kernel,
-        findings: Vec::new(),
-        interfaces,
-        nics,
-        qdiscs,
-        cpus,
-        imbalance: Imbalance {
-            net_rx_busiest_cpu: rx_cpu,
-            net_rx_busiest_rate: rx_max,
-            net_rx_mean_rate: rx_mean,
-            net_rx_ratio: rx_ratio,
-            nic_irq_busiest_cpu: irq_cpu,
-            nic_irq_ratio: irq_ratio,
-        },
-        irqs,
-        protocols,
-        sockets: None,
-        conntrack: b
-            .conntrack
-            .as_ref()
-            .map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
-        sysctls: BTreeMap::new(),
-        skipped: Vec::new(),
+    Imbalance {
+        net_rx_busiest_cpu: rx_cpu,
+        net_rx_busiest_rate: rx_max,
+        net_rx_mean_rate: rx_mean,
+        net_rx_ratio: rx_ratio,
+        nic_irq_busiest_cpu: irq_cpu,
+        nic_irq_ratio: irq_ratio,
     }
 }

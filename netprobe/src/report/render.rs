@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::model::{Report, Severity};
+use super::{
+    model::{Report, Severity},
+    sockets::SocketReport,
+};
 
 pub struct Style {
     pub color: bool,
@@ -42,8 +45,27 @@ fn nonzero_rates<'a>(items: impl Iterator<Item = (&'a String, f64)>) -> Vec<Stri
         .collect()
 }
 
+/// Sections in the order a reader follows a packet: what is wrong first, then the wire up to
+/// the sockets, then the settings and what could not be read.
 pub fn text(report: &Report, style: &Style) -> String {
     let mut o = String::new();
+    title(&mut o, report, style);
+    findings(&mut o, report, style);
+    interfaces(&mut o, report, style);
+    drivers(&mut o, report, style);
+    qdiscs(&mut o, report);
+    cpus(&mut o, report, style);
+    protocols(&mut o, report, style);
+    sockets(&mut o, report, style);
+    conntrack(&mut o, report, style);
+    sysctls(&mut o, report, style);
+    skipped(&mut o, report, style);
+    o
+}
+
+// Writing to a String cannot fail: the sections below ignore `writeln!`'s Ok.
+
+fn title(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(
         o,
         "{}",
@@ -52,31 +74,37 @@ pub fn text(report: &Report, style: &Style) -> String {
             report.interval_s, report.kernel
         ))
     );
+}
+
+fn findings(o: &mut String, report: &Report, style: &Style) {
     if report.findings.is_empty() {
         let _ = writeln!(
             o,
             "\nNo findings: no rule crossed its threshold over this window."
         );
-    } else {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n{}",
+        style.heading(&format!("Findings ({})", report.findings.len()))
+    );
+    for f in &report.findings {
         let _ = writeln!(
             o,
-            "\n{}",
-            style.heading(&format!("Findings ({})", report.findings.len()))
+            "{} [{}] {}: {}",
+            style.severity(f.severity),
+            f.layer,
+            f.id,
+            f.summary
         );
-        for f in &report.findings {
-            let _ = writeln!(
-                o,
-                "{} [{}] {}: {}",
-                style.severity(f.severity),
-                f.layer,
-                f.id,
-                f.summary
-            );
-            let _ = writeln!(o, "         why: {}", f.explanation);
-            let _ = writeln!(o, "         fix: {}", f.fix);
-        }
+        let _ = writeln!(o, "         why: {}", f.explanation);
+        let _ = writeln!(o, "         fix: {}", f.fix);
     }
+}
 
+/// One line per interface with its traffic, then the loss counters that moved.
+fn interfaces(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("NIC"));
     for i in &report.interfaces {
         let c = |n: &str| i.counters.get(n).map(|c| c.rate).unwrap_or(0.0);
@@ -110,7 +138,10 @@ pub fn text(report: &Report, style: &Style) -> String {
             let _ = writeln!(o, "                 loss: {}", errs.join(", "));
         }
     }
+}
 
+/// The ethtool view: driver, ring sizes against their maximum, the driver's loss counters.
+fn drivers(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Driver / rings"));
     if report.nics.is_empty() {
         let _ = writeln!(o, "  (no interface answered the ethtool ioctl)");
@@ -144,17 +175,26 @@ pub fn text(report: &Report, style: &Style) -> String {
             let _ = writeln!(o, "                 loss: {}", loss.join(", "));
         }
     }
-    if !report.qdiscs.is_empty() {
-        let _ = writeln!(o, "  qdiscs:");
-        for q in &report.qdiscs {
-            let _ = writeln!(
-                o,
-                "    {:<12} {:<10} {:<8} parent {:<8} drops {} ({:.1}/s) overlimits {} requeues {} backlog {}b",
-                q.qdisc.ifname, q.qdisc.kind, q.qdisc.handle, q.qdisc.parent, q.qdisc.drops, q.drops_rate, q.qdisc.overlimits, q.qdisc.requeues, q.qdisc.backlog
-            );
-        }
-    }
+}
 
+/// Part of the driver section, without a heading of its own: the qdiscs sit just above the
+/// driver's transmit rings.
+fn qdiscs(o: &mut String, report: &Report) {
+    if report.qdiscs.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "  qdiscs:");
+    for q in &report.qdiscs {
+        let _ = writeln!(
+            o,
+            "    {:<12} {:<10} {:<8} parent {:<8} drops {} ({:.1}/s) overlimits {} requeues {} backlog {}b",
+            q.qdisc.ifname, q.qdisc.kind, q.qdisc.handle, q.qdisc.parent, q.qdisc.drops, q.drops_rate, q.qdisc.overlimits, q.qdisc.requeues, q.qdisc.backlog
+        );
+    }
+}
+
+/// Per-CPU softirq and backlog work, how unevenly it is spread, and the RPS masks that spread it.
+fn cpus(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Softirq / CPU"));
     for c in &report.cpus {
         let _ = writeln!(
@@ -180,7 +220,11 @@ pub fn text(report: &Report, style: &Style) -> String {
             let _ = writeln!(o, "  RPS {}: {}", i.info.name, masks.join(" "));
         }
     }
+}
 
+/// The snmp/netstat groups a reader looks at, under two headings; only counters that moved.
+/// Snmp6 is left to the JSON.
+fn protocols(o: &mut String, report: &Report, style: &Style) {
     for (title, groups) in [
         ("IP", &["Ip", "IpExt", "Icmp"][..]),
         (
@@ -198,60 +242,66 @@ pub fn text(report: &Report, style: &Style) -> String {
             }
         }
     }
+}
 
+fn sockets(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Sockets"));
-    match &report.sockets {
-        Some(s) => {
-            let states: Vec<String> = s
-                .tcp_states
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+    let Some(s) = &report.sockets else {
+        let _ = writeln!(o, "  (not available)");
+        return;
+    };
+    let states: Vec<String> = s
+        .tcp_states
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  tcp {} ({}), udp {}",
+        s.tcp_total,
+        states.join(", "),
+        s.udp_total
+    );
+    if s.close_wait > 0 {
+        for h in &s.close_wait_owners {
             let _ = writeln!(
                 o,
-                "  tcp {} ({}), udp {}",
-                s.tcp_total,
-                states.join(", "),
-                s.udp_total
+                "  CLOSE_WAIT {} held by {} (pid {}) on ports {:?}",
+                h.count, h.comm, h.pid, h.local_ports
             );
-            if s.close_wait > 0 {
-                for h in &s.close_wait_owners {
-                    let _ = writeln!(
-                        o,
-                        "  CLOSE_WAIT {} held by {} (pid {}) on ports {:?}",
-                        h.count, h.comm, h.pid, h.local_ports
-                    );
-                }
-            }
-            for l in s.listeners.iter().take(10) {
-                let owners: Vec<String> = l
-                    .owners
-                    .iter()
-                    .map(|o| format!("{}({})", o.comm, o.pid))
-                    .collect();
-                let _ = writeln!(
-                    o,
-                    "  listen {}:{} accept queue {}/{} {}",
-                    l.addr,
-                    l.port,
-                    l.accept_queue,
-                    l.accept_queue_max,
-                    owners.join(",")
-                );
-            }
-            for u in &s.udp_backlogs {
-                let _ = writeln!(
-                    o,
-                    "  udp {}:{} {} bytes unread",
-                    u.addr, u.port, u.recv_queue_bytes
-                );
-            }
-        }
-        None => {
-            let _ = writeln!(o, "  (not available)");
         }
     }
+    socket_queues(o, s);
+}
 
+/// Listeners (fullest accept queue first, ten at most) and UDP sockets with unread data.
+fn socket_queues(o: &mut String, s: &SocketReport) {
+    for l in s.listeners.iter().take(10) {
+        let owners: Vec<String> = l
+            .owners
+            .iter()
+            .map(|o| format!("{}({})", o.comm, o.pid))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  listen {}:{} accept queue {}/{} {}",
+            l.addr,
+            l.port,
+            l.accept_queue,
+            l.accept_queue_max,
+            owners.join(",")
+        );
+    }
+    for u in &s.udp_backlogs {
+        let _ = writeln!(
+            o,
+            "  udp {}:{} {} bytes unread",
+            u.addr, u.port, u.recv_queue_bytes
+        );
+    }
+}
+
+fn conntrack(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Conntrack"));
     match &report.conntrack {
         Some(c) => {
@@ -269,16 +319,22 @@ pub fn text(report: &Report, style: &Style) -> String {
             let _ = writeln!(o, "  not loaded");
         }
     }
+}
 
+fn sysctls(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Sysctls"));
     for (k, v) in &report.sysctls {
         let _ = writeln!(o, "  {k} = {v}");
     }
-    if !report.skipped.is_empty() {
-        let _ = writeln!(o, "\n{}", style.heading("Skipped"));
-        for s in &report.skipped {
-            let _ = writeln!(o, "  {}: {}", s.source, s.reason);
-        }
+}
+
+/// Only when something could not be read, so a complete report ends with its sysctls.
+fn skipped(o: &mut String, report: &Report, style: &Style) {
+    if report.skipped.is_empty() {
+        return;
     }
-    o
+    let _ = writeln!(o, "\n{}", style.heading("Skipped"));
+    for s in &report.skipped {
+        let _ = writeln!(o, "  {}: {}", s.source, s.reason);
+    }
 }

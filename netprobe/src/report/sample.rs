@@ -157,21 +157,59 @@ fn nic_irqs(rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
     out
 }
 
+/// Reads every source once; each that cannot be read adds to `skipped`.
 pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
-    let net_dev: Vec<NetDev> = read("/proc/net/dev", skipped)
-        .map(|t| procfs::parse_net_dev(&t))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|d| scope.includes(&d.name))
-        .collect();
+    let net_dev = read_net_dev(scope, skipped);
     let root = Path::new(SYS_CLASS_NET);
     let interfaces: Vec<InterfaceInfo> = net_dev
         .iter()
         .map(|d| sysfs::read_interface(root, &d.name))
         .collect();
+    let nics = read_nics(&interfaces, skipped);
+    let qdiscs = read_qdiscs(&interfaces, skipped);
+    let counters = read_counters(skipped);
+    let softnet = read("/proc/net/softnet_stat", skipped)
+        .map(|t| procfs::parse_softnet(&t))
+        .unwrap_or_default();
+    let (softirq_cpus, rows) = read_cpu_table("/proc/softirqs", skipped);
+    let (irq_cpus, irq_rows) = read_cpu_table("/proc/interrupts", skipped);
+    let conntrack = read_conntrack();
 
+    Snapshot {
+        at: Instant::now(),
+        irqs: nic_irqs(&irq_rows, &interfaces),
+        net_dev,
+        interfaces,
+        nics,
+        qdiscs,
+        counters,
+        softnet,
+        net_rx: softirq_row(&rows, "NET_RX"),
+        net_tx: softirq_row(&rows, "NET_TX"),
+        softirq_cpus,
+        irq_cpus,
+        conntrack,
+    }
+}
+
+/// /proc/net/dev, only the interfaces in scope; they are the interfaces of the snapshot.
+fn read_net_dev(scope: &Scope, skipped: &mut Vec<Skipped>) -> Vec<NetDev> {
+    read("/proc/net/dev", skipped)
+        .map(|t| procfs::parse_net_dev(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| scope.includes(&d.name))
+        .collect()
+}
+
+/// Driver facts and statistics by interface. Devices without ethtool support (EOPNOTSUPP)
+/// are simply absent: that is no failure to report.
+fn read_nics(
+    interfaces: &[InterfaceInfo],
+    skipped: &mut Vec<Skipped>,
+) -> BTreeMap<String, NicInfo> {
     let mut nics = BTreeMap::new();
-    for info in &interfaces {
+    for info in interfaces {
         if info.name == "lo" {
             continue;
         }
@@ -186,8 +224,12 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
             }),
         }
     }
+    nics
+}
 
-    let qdiscs = match netlink::qdiscs() {
+/// The qdisc dump covers the whole namespace: keep those of the interfaces in scope, named.
+fn read_qdiscs(interfaces: &[InterfaceInfo], skipped: &mut Vec<Skipped>) -> Vec<Qdisc> {
+    match netlink::qdiscs() {
         Ok(mut qdiscs) => {
             let names: BTreeMap<i32, &str> = interfaces
                 .iter()
@@ -209,8 +251,12 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
             });
             Vec::new()
         }
-    };
+    }
+}
 
+/// snmp and netstat, plus snmp6 when there is one: a kernel without IPv6 has no such file,
+/// which is not worth a `skipped` line.
+fn read_counters(skipped: &mut Vec<Skipped>) -> Counters {
     let mut counters = Counters::new();
     for path in ["/proc/net/snmp", "/proc/net/netstat"] {
         if let Some(text) = read(path, skipped) {
@@ -220,46 +266,30 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
     if let Ok(text) = fs::read_to_string("/proc/net/snmp6") {
         parse_snmp6(&text, &mut counters);
     }
+    counters
+}
 
-    let softnet = read("/proc/net/softnet_stat", skipped)
-        .map(|t| procfs::parse_softnet(&t))
-        .unwrap_or_default();
-    let (softirq_cpus, rows) = read("/proc/softirqs", skipped)
+/// /proc/softirqs or /proc/interrupts: the CPU ids of the columns, and the rows.
+fn read_cpu_table(path: &str, skipped: &mut Vec<Skipped>) -> (Vec<usize>, Vec<CpuRow>) {
+    read(path, skipped)
         .map(|t| procfs::parse_cpu_table(&t))
-        .unwrap_or_default();
-    let (irq_cpus, irq_rows) = read("/proc/interrupts", skipped)
-        .map(|t| procfs::parse_cpu_table(&t))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
 
-    let conntrack = match fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count") {
-        Ok(count) => Some(ConntrackSample {
-            count: count.trim().parse().unwrap_or(0),
-            max: fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
-                .ok()
-                .and_then(|m| m.trim().parse().ok())
-                .unwrap_or(0),
-            stats: fs::read_to_string("/proc/net/stat/nf_conntrack")
-                .map(|t| procfs::parse_conntrack_stat(&t))
-                .unwrap_or_default(),
-        }),
-        Err(_) => None,
-    };
-
-    Snapshot {
-        at: Instant::now(),
-        irqs: nic_irqs(&irq_rows, &interfaces),
-        net_dev,
-        interfaces,
-        nics,
-        qdiscs,
-        counters,
-        softnet,
-        net_rx: softirq_row(&rows, "NET_RX"),
-        net_tx: softirq_row(&rows, "NET_TX"),
-        softirq_cpus,
-        irq_cpus,
-        conntrack,
-    }
+/// `None` when nf_conntrack is not loaded in this namespace (no count file), which is not a
+/// failure to read: `netprobe report` names it in `skipped` itself.
+fn read_conntrack() -> Option<ConntrackSample> {
+    let count = fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count").ok()?;
+    Some(ConntrackSample {
+        count: count.trim().parse().unwrap_or(0),
+        max: fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+            .ok()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0),
+        stats: fs::read_to_string("/proc/net/stat/nf_conntrack")
+            .map(|t| procfs::parse_conntrack_stat(&t))
+            .unwrap_or_default(),
+    })
 }
 
 /// The sysctls a network engineer checks first, as the running kernel has them.

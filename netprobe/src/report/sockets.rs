@@ -100,6 +100,9 @@ pub struct SocketReport {
     pub owners_complete: bool,
 }
 
+/// CLOSE_WAIT sockets by their first owner (pid, comm): how many, and their first local ports.
+type CloseWaitTally = BTreeMap<(u32, String), (usize, Vec<u16>)>;
+
 pub fn summarize(
     sockets: &[InetSocket],
     owners: &HashMap<u32, Vec<Owner>>,
@@ -111,7 +114,7 @@ pub fn summarize(
     };
     let owners_of = |inode: u32| owners.get(&inode).cloned().unwrap_or_default();
     let mut tw_ports: BTreeMap<u16, usize> = BTreeMap::new();
-    let mut cw: BTreeMap<(u32, String), (usize, Vec<u16>)> = BTreeMap::new();
+    let mut close_wait = CloseWaitTally::new();
     for s in sockets {
         if s.protocol != IPPROTO_TCP {
             r.udp_total += 1;
@@ -136,16 +139,7 @@ pub fn summarize(
             }
             TCP_CLOSE_WAIT => {
                 r.close_wait += 1;
-                let holders = owners_of(s.inode);
-                let key = holders
-                    .first()
-                    .map(|o| (o.pid, o.comm.clone()))
-                    .unwrap_or((0, "unknown".into()));
-                let entry = cw.entry(key).or_default();
-                entry.0 += 1;
-                if entry.1.len() < TOP && !entry.1.contains(&s.local_port) {
-                    entry.1.push(s.local_port);
-                }
+                count_close_wait(&mut close_wait, s, &owners_of(s.inode));
             }
             TCP_LISTEN => r.listeners.push(Listener {
                 addr: s.local.to_string(),
@@ -157,14 +151,41 @@ pub fn summarize(
             _ => {}
         }
     }
-    let mut ports: Vec<PortCount> = tw_ports
+    r.time_wait_ports = top_ports(tw_ports);
+    r.close_wait_owners = holders_most_first(close_wait);
+    sort_fullest_first(&mut r.listeners);
+    r.udp_backlogs
+        .sort_by_key(|b| std::cmp::Reverse(b.recv_queue_bytes));
+    r.udp_backlogs.truncate(TOP);
+    r
+}
+
+/// A socket whose owner could not be read (not root) counts under pid 0, "unknown".
+fn count_close_wait(tally: &mut CloseWaitTally, s: &InetSocket, holders: &[Owner]) {
+    let key = holders
+        .first()
+        .map(|o| (o.pid, o.comm.clone()))
+        .unwrap_or((0, "unknown".into()));
+    let entry = tally.entry(key).or_default();
+    entry.0 += 1;
+    if entry.1.len() < TOP && !entry.1.contains(&s.local_port) {
+        entry.1.push(s.local_port);
+    }
+}
+
+/// The TOP ports with the most TIME_WAIT sockets; ties by port, so the order is stable.
+fn top_ports(counts: BTreeMap<u16, usize>) -> Vec<PortCount> {
+    let mut ports: Vec<PortCount> = counts
         .into_iter()
         .map(|(port, count)| PortCount { port, count })
         .collect();
     ports.sort_by(|a, b| b.count.cmp(&a.count).then(a.port.cmp(&b.port)));
     ports.truncate(TOP);
-    r.time_wait_ports = ports;
-    let mut holders: Vec<OwnerCount> = cw
+    ports
+}
+
+fn holders_most_first(tally: CloseWaitTally) -> Vec<OwnerCount> {
+    let mut holders: Vec<OwnerCount> = tally
         .into_iter()
         .map(|((pid, comm), (count, local_ports))| OwnerCount {
             pid,
@@ -174,15 +195,16 @@ pub fn summarize(
         })
         .collect();
     holders.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
-    r.close_wait_owners = holders;
-    r.listeners.sort_by(|a, b| {
+    holders
+}
+
+/// By accept-queue fill relative to its limit (per mille, a zero limit read as 1), so a
+/// small queue near full ranks above a big one half full.
+fn sort_fullest_first(listeners: &mut [Listener]) {
+    listeners.sort_by(|a, b| {
         let fill = |l: &Listener| l.accept_queue as u64 * 1000 / l.accept_queue_max.max(1) as u64;
         fill(b).cmp(&fill(a)).then(a.port.cmp(&b.port))
     });
-    r.udp_backlogs
-        .sort_by_key(|b| std::cmp::Reverse(b.recv_queue_bytes));
-    r.udp_backlogs.truncate(TOP);
-    r
 }
 
 #[cfg(test)]
