@@ -119,7 +119,11 @@ fn softirq_row(rows: &[CpuRow], label: &str) -> Vec<u64> {
 /// IRQ lines belonging to the interfaces: MSI vectors listed in sysfs, or a line whose device
 /// name mentions the interface or its bus device (`eth0-TxRx-0`, `virtio0-input.0`).
 fn nic_irqs(rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
-    let root = Path::new(SYS_CLASS_NET);
+    nic_irqs_under(Path::new(SYS_CLASS_NET), rows, interfaces)
+}
+
+/// The same, with the interfaces' sysfs directories under `root` (`/sys/class/net`).
+fn nic_irqs_under(root: &Path, rows: &[CpuRow], interfaces: &[InterfaceInfo]) -> Vec<NicIrq> {
     let mut out = Vec::new();
     for info in interfaces {
         if info.name == "lo" {
@@ -360,7 +364,9 @@ mod tests {
             name: "eth0".into(),
             ..Default::default()
         };
-        let irqs = nic_irqs(&rows, &[eth0]);
+        // No sysfs directory for eth0 here: only the names in /proc/interrupts can match.
+        let no_sysfs = std::env::temp_dir().join(format!("np-no-sysfs-{}", std::process::id()));
+        let irqs = nic_irqs_under(&no_sysfs, &rows, &[eth0]);
         assert_eq!(
             irqs.iter().map(|i| i.irq.as_str()).collect::<Vec<_>>(),
             vec!["45", "46"]
