@@ -7,14 +7,14 @@ use serde::Serialize;
 
 use super::netlink::InetSocket;
 pub use crate::model::owners::Owner;
-use netprobe_common::vocab::TcpState;
+use netprobe_common::vocab::{ip_proto, TcpState};
 
 use crate::model::owners;
 
-const IPPROTO_TCP: u8 = 6;
-const TCP_LISTEN: u8 = 10;
-const TCP_TIME_WAIT: u8 = 6;
-const TCP_CLOSE_WAIT: u8 = 8;
+const IPPROTO_TCP: u8 = ip_proto::TCP;
+const TCP_LISTEN: u8 = TcpState::Listen.raw();
+const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
+const TCP_CLOSE_WAIT: u8 = TcpState::CloseWait.raw();
 const TOP: usize = 10;
 
 /// The sockets whose owners the report names: CLOSE_WAIT holders, listeners, and UDP
