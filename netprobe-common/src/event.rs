@@ -91,6 +91,27 @@ assert_layout!(Flow, size 40, {
     _pad0: 38,
 });
 
+impl Flow {
+    /// An IPv4 flow (what the kernel side writes for `AF_INET`): fixtures and benchmarks.
+    pub const fn ipv4(saddr: [u8; 4], sport: u16, daddr: [u8; 4], dport: u16) -> Self {
+        let mut flow = Flow {
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport,
+            dport,
+            family: AF_INET,
+            _pad0: 0,
+        };
+        let mut i = 0;
+        while i < 4 {
+            flow.saddr[i] = saddr[i];
+            flow.daddr[i] = daddr[i];
+            i += 1;
+        }
+        flow
+    }
+}
+
 /// `tcp:tcp_retransmit_skb`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use netprobe::{
 };
 use netprobe_common::{
     decode::{Encode, Event},
-    DropEvent, EventHeader, EventKind, Flow, ReceiveEvent, RetransmitEvent, AF_INET, DROP_HAS_DEV,
+    DropEvent, EventHeader, EventKind, Flow, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV,
     DROP_HAS_FLOW, DROP_HAS_PORTS, RX_FILLS_HOLE, RX_HAD_OOO,
 };
 
@@ -63,14 +63,7 @@ fn main() {
     }
     let mut model = EventModel::new(DropReasons::default(), Symbolizer::parse(&kallsyms));
     let renderer = Renderer::new(0);
-    let mut flow = Flow {
-        family: AF_INET,
-        sport: 40000,
-        dport: 5001,
-        ..Default::default()
-    };
-    flow.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
-    flow.daddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+    let flow = Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 5001);
     let retransmit = RetransmitEvent {
         header: EventHeader {
             kind: EventKind::Retransmit.id(),

@@ -109,14 +109,7 @@ mod tests {
 
     #[test]
     fn prints_as_on_the_wire_and_joins_on_the_typed_key() {
-        let mut raw = RawFlow {
-            family: AF_INET,
-            sport: 40000,
-            dport: 5001,
-            ..Default::default()
-        };
-        raw.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
-        raw.daddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+        let raw = RawFlow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 5001);
         let flow = Flow::from_raw(7, &raw, true);
         assert_eq!(flow.to_string(), "198.18.0.1:40000 > 198.18.0.2:5001");
         assert_eq!(flow.reversed().reversed(), flow);

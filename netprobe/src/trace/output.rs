@@ -371,8 +371,8 @@ pub fn realtime_offset_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use netprobe_common::{
-        decode::Event, DropEvent, EventHeader, Flow, RetransmitEvent, AF_INET, AF_INET6,
-        DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, TRIGGER_OTHER,
+        decode::Event, DropEvent, EventHeader, Flow, RetransmitEvent, AF_INET6, DROP_HAS_DEV,
+        DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, TRIGGER_OTHER,
     };
 
     use super::*;
@@ -396,12 +396,6 @@ mod tests {
         Renderer::new(0).text_line(&model().build(event), owner)
     }
 
-    fn v4(a: [u8; 4]) -> [u8; 16] {
-        let mut out = [0; 16];
-        out[..4].copy_from_slice(&a);
-        out
-    }
-
     #[test]
     fn retransmit_json_contract() {
         let e = RetransmitEvent {
@@ -411,14 +405,7 @@ mod tests {
                 cpu: 1,
                 ts_ns: 5,
             },
-            flow: Flow {
-                saddr: v4([198, 18, 0, 1]),
-                daddr: v4([198, 18, 0, 2]),
-                sport: 40000,
-                dport: 5001,
-                family: AF_INET,
-                _pad0: 0,
-            },
+            flow: Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 5001),
             netns: 99,
             err: -16,
             seq: 7,

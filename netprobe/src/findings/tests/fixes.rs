@@ -85,20 +85,7 @@ fn one_bundle_proposes_one_value_per_knob() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .into();
     report.findings = rules::evaluate(&report);
-    let bundle = build(Inputs {
-        window: &window,
-        drops: &tally,
-        report,
-        counters_before: &before.counters,
-        counters_now: &after.counters,
-        net_rx_before: &before.net_rx,
-        net_rx_now: &after.net_rx,
-        own_netns: OWN,
-        filtered: false,
-        is_final: true,
-        window_s: 1.0,
-        top: 5,
-    });
+    let bundle = bundle_with(&window, &tally, &before, &after, report);
     let ids: Vec<&str> = bundle.findings.iter().map(|f| f.id.as_str()).collect();
     for both_sides in [
         "backlog_overflow",

@@ -12,7 +12,7 @@ use std::{
 
 use netprobe_common::{
     vocab::{Direction, Layer},
-    Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET,
+    Flow, FlowKey, ReceiveTotals, RetransmitTotals,
 };
 
 use super::{steering::mask_cpus, steering::steering, *};
@@ -61,16 +61,9 @@ pub(super) fn snapshot(at: Instant, counters: &[(&str, &str, i64)]) -> Snapshot 
     }
 }
 
+/// A flow between two test addresses (198.18.0.`local` and 198.18.0.`remote`).
 pub(super) fn flow(local: u8, sport: u16, remote: u8, dport: u16) -> Flow {
-    let mut f = Flow {
-        family: AF_INET,
-        sport,
-        dport,
-        ..Default::default()
-    };
-    f.saddr[..4].copy_from_slice(&[198, 18, 0, local]);
-    f.daddr[..4].copy_from_slice(&[198, 18, 0, remote]);
-    f
+    Flow::ipv4([198, 18, 0, local], sport, [198, 18, 0, remote], dport)
 }
 
 /// netprobe's own namespace in these fixtures.
@@ -160,17 +153,30 @@ pub(super) fn ingress_drop(
     }
 }
 
-/// The final bundle of a one-second window in `OWN`.
+/// The final bundle of a one-second window in `OWN`, with the counter report of the same
+/// window (its rules not run).
 pub(super) fn bundle_of(
     window: &Window,
     drops: &DropTally,
     before: &Snapshot,
     after: &Snapshot,
 ) -> FindingsJson {
+    let report = report_model::build(before, after, "test".into());
+    bundle_with(window, drops, before, after, report)
+}
+
+/// The same with a given counter report.
+pub(super) fn bundle_with(
+    window: &Window,
+    drops: &DropTally,
+    before: &Snapshot,
+    after: &Snapshot,
+    report: Report,
+) -> FindingsJson {
     build(Inputs {
         window,
         drops,
-        report: report_model::build(before, after, "test".into()),
+        report,
         counters_before: &before.counters,
         counters_now: &after.counters,
         net_rx_before: &before.net_rx,

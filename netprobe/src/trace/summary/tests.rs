@@ -1,7 +1,7 @@
 //! The summary from typed kernel totals: JSON and text.
 
 use netprobe_common::{
-    Flow, FlowKey, ReceiveTotals, RetransmitTotals, AF_INET, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
+    Flow, FlowKey, ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
     COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
@@ -168,14 +168,7 @@ fn backlog_drops_from_both_sides() {
 
 #[test]
 fn totals_by_flow_reason_and_cpu_with_loss() {
-    let mut flow = Flow {
-        family: AF_INET,
-        sport: 40000,
-        dport: 5001,
-        ..Default::default()
-    };
-    flow.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
-    flow.daddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+    let flow = Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 5001);
     let totals = KernelTotals {
         counters: vec![
             (COUNTER_RETRANSMIT_SEEN, "retransmit_seen", 12),
