@@ -72,6 +72,15 @@ impl TcpState {
         }
     }
 
+    /// The states after ESTABLISHED in which a socket still takes data from its peer
+    /// (`tcp_rcv_state_process`, not `tcp_rcv_established`): a FIN was sent or received.
+    pub const fn after_established(self) -> bool {
+        matches!(
+            self,
+            Self::FinWait1 | Self::FinWait2 | Self::CloseWait | Self::Closing | Self::LastAck
+        )
+    }
+
     /// The name of a raw state, `UNKNOWN` for a value the kernel does not define.
     pub const fn name_of(raw: u8) -> &'static str {
         match Self::from_raw(raw) {

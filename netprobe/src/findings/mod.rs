@@ -112,6 +112,8 @@ pub struct Inputs<'a> {
     pub net_rx_now: &'a [u64],
     pub own_netns: u32,
     pub filtered: bool,
+    /// Drops carry the socket that dropped them in every TCP state (see `Probe`).
+    pub drops_name_their_socket: bool,
     pub is_final: bool,
     pub window_s: f64,
     pub top: usize,

@@ -11,8 +11,8 @@ use netprobe_common::vocab::RetransmitKind;
 use super::Inputs;
 use crate::{
     kernel::loader::catalogue::{
-        LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOFTIRQ_ENTRY_HOOK,
-        SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+        DROP_HOOK, LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK,
+        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
     },
     model::window::{ReceiveFlow, RetransmitFlow, Window},
 };
@@ -72,6 +72,9 @@ const RETRANSMIT_PROGRAMS: &[&str] = &[
 /// (`tcp_release_cb`, common under bulk sends) runs in process context.
 const TIMER_SPLIT_HOOKS: &[&str] = &[RETRANSMIT_HOOK.id, RTO_TIMER_HOOK.id];
 const RECEIVE_PROGRAMS: &[&str] = &[RECEIVE_HOOK.program];
+/// Duplicates: on established sockets from tcp_probe, after a FIN from their drops.
+const DUPLICATE_HOOKS: &[&str] = &[RECEIVE_HOOK.id, DROP_HOOK.id];
+const DUPLICATE_PROGRAMS: &[&str] = &[RECEIVE_HOOK.program, DROP_HOOK.program];
 
 /// What a row is built from.
 struct Row<'a> {
@@ -149,16 +152,7 @@ pub fn reconcile(inputs: &Inputs) -> Vec<Reconciliation> {
 fn receive_rows(inputs: &Inputs, received: &[&ReceiveFlow]) -> Vec<Reconciliation> {
     let d = |group, field| inputs.delta(group, field);
     vec![
-        build_row(inputs, Row {
-            what: "duplicate segments received (this namespace)",
-            events: received.iter().map(|f| f.counts.duplicate).sum(),
-            counter: "TcpExt DelayedACKLost",
-            counters: d("TcpExt", "DelayedACKLost"),
-            relation: Relation::Equal,
-            hooks: RECEIVE_HOOKS,
-            programs: RECEIVE_PROGRAMS,
-            note: "the same segments on established sockets; the kernel also counts duplicates arriving in FIN-WAIT/CLOSE-WAIT, which tcp_probe does not see",
-        }),
+        duplicates_row(inputs, received),
         build_row(inputs, Row {
             what: "out-of-order segments received (this namespace)",
             events: received.iter().map(|f| f.counts.out_of_order).sum(),
@@ -170,6 +164,44 @@ fn receive_rows(inputs: &Inputs, received: &[&ReceiveFlow]) -> Vec<Reconciliatio
             note: "the same segments on established sockets (segments beyond the receive window are counted by netprobe only)",
         }),
     ]
+}
+
+/// Duplicates: `tcp_probe` sees them on established sockets; after a FIN (FIN-WAIT,
+/// CLOSE-WAIT, CLOSING, LAST-ACK) `tcp_data_queue` drops them as TCP_OLD_DATA, counting each
+/// in DelayedACKLost as it does, so those drops are the rest of the same segments.
+fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation {
+    let established: u64 = received.iter().map(|f| f.counts.duplicate).sum();
+    let late = inputs
+        .drops
+        .late_duplicates
+        .get(&inputs.own_netns)
+        .copied()
+        .unwrap_or(0);
+    let mut row = build_row(inputs, Row {
+        what: "duplicate segments received (this namespace)",
+        events: established + late,
+        counter: "TcpExt DelayedACKLost",
+        counters: inputs.delta("TcpExt", "DelayedACKLost"),
+        relation: Relation::Equal,
+        hooks: DUPLICATE_HOOKS,
+        programs: DUPLICATE_PROGRAMS,
+        note: "the same segments: tcp_probe's duplicates on established sockets, and the TCP_OLD_DATA drops of sockets past a FIN",
+    });
+    let lost_drops = inputs.window.events.drop.lost;
+    let late_unseen = if !inputs.drops_name_their_socket {
+        Some("this kernel's kfree_skb has no rx_sk argument: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
+    } else if lost_drops > 0 {
+        Some(format!("{lost_drops} drop events were lost (ring buffer full): duplicates arriving after a FIN are counted from the stream"))
+    } else {
+        None
+    };
+    if row.not_exact_because.is_none() {
+        if let Some(why) = late_unseen {
+            row.must_match = false;
+            row.not_exact_because = Some(why);
+        }
+    }
+    row
 }
 
 /// Retransmit totals beside Tcp/TcpExt of the same namespace: exact where the kernel counts

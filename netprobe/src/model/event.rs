@@ -80,6 +80,13 @@ impl Drop {
     pub fn is_tcp(&self) -> bool {
         self.ip_proto == Some(netprobe_common::vocab::ip_proto::TCP)
     }
+
+    /// Dropped by a socket that has sent or received a FIN but still takes data.
+    pub fn on_a_closing_socket(&self) -> bool {
+        self.socket_state
+            .and_then(TcpState::from_raw)
+            .is_some_and(TcpState::after_established)
+    }
 }
 
 /// Out-of-sequence data on a socket's receive path.

@@ -42,7 +42,17 @@ impl DropGroup {
 #[derive(Debug, Default, Clone)]
 pub struct DropTally {
     pub groups: BTreeMap<DropKey, DropGroup>,
+    /// Old data dropped on sockets past ESTABLISHED, by namespace: duplicates the kernel
+    /// counts in DelayedACKLost where `tcp_probe` (established sockets only) does not see them.
+    pub late_duplicates: BTreeMap<u32, u64>,
 }
+
+/// The drop reasons of a segment TCP already had, each counted in DelayedACKLost as it is
+/// dropped: TCP_OLD_DATA (`tcp_data_queue`: wholly before rcv_nxt), TCP_OLD_SEQUENCE
+/// (`tcp_validate_incoming`: before the last advertised window, answered by
+/// `tcp_send_dupack`). A pure ACK that old counts in neither; one arriving after a FIN is
+/// all but impossible, its sequence being the peer's latest.
+pub const OLD_DATA: &[&str] = &["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"];
 
 impl DropTally {
     /// Counts one classified drop.
@@ -62,5 +72,8 @@ impl DropTally {
             *group.flows.entry(flow).or_default() += 1;
         }
         *group.netns.entry(drop.netns).or_default() += 1;
+        if drop.is_tcp() && OLD_DATA.contains(&&*drop.reason) && drop.on_a_closing_socket() {
+            *self.late_duplicates.entry(drop.netns).or_default() += 1;
+        }
     }
 }

@@ -319,6 +319,7 @@ impl<'a> Session<'a> {
             net_rx_now: &now.net_rx,
             own_netns: self.own_netns,
             filtered: self.filtered,
+            drops_name_their_socket: self.probe.drops_name_their_socket,
             is_final,
             window_s: self.started.elapsed().as_secs_f64(),
             top: self.args.top,

@@ -173,7 +173,18 @@ pub(super) fn bundle_with(
     after: &Snapshot,
     report: Report,
 ) -> FindingsJson {
-    build(Inputs {
+    build(bundle_inputs(window, drops, before, after, report))
+}
+
+/// What [`bundle_with`] builds from, for tests that change one input.
+pub(super) fn bundle_inputs<'a>(
+    window: &'a Window,
+    drops: &'a DropTally,
+    before: &'a Snapshot,
+    after: &'a Snapshot,
+    report: Report,
+) -> Inputs<'a> {
+    Inputs {
         window,
         drops,
         report,
@@ -183,8 +194,9 @@ pub(super) fn bundle_with(
         net_rx_now: &after.net_rx,
         own_netns: OWN,
         filtered: false,
+        drops_name_their_socket: true,
         is_final: true,
         window_s: 1.0,
         top: 5,
-    })
+    }
 }

@@ -86,3 +86,75 @@ fn rows_name_their_missing_inputs_and_bounds_are_checked() {
     assert_eq!((bound.events, bound.counters), (1, 0));
     assert!(bound.must_match && !bound.matches, "{bound:?}");
 }
+
+/// Duplicates after a FIN: `tcp_probe` does not see them, the kernel counts them in
+/// DelayedACKLost as it drops them (TCP_OLD_DATA, TCP_OLD_SEQUENCE), so the row adds those
+/// drops of sockets past ESTABLISHED, and only those.
+#[test]
+fn duplicates_after_a_fin_come_from_the_drops_of_closing_sockets() {
+    use netprobe_common::vocab::TcpState;
+    let now = Instant::now();
+    // Two duplicates on an established socket, seen by tcp_probe.
+    let mut totals = KernelTotals::default();
+    totals.receive_flows.push((
+        FlowKey {
+            flow: flow(2, 5001, 1, 40000),
+            netns: OWN,
+            _pad0: 0,
+        },
+        ReceiveTotals {
+            duplicate: 2,
+            ..Default::default()
+        },
+    ));
+    let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+    let drop_in = |reason: &str, state: TcpState| {
+        let mut d = ingress_drop(
+            ("198.18.0.1", 40000),
+            ("198.18.0.2", 5001),
+            reason,
+            Layer::Tcp,
+            0,
+            "tcp",
+        );
+        d.socket_state = Some(state.raw());
+        d
+    };
+    let mut tally = DropTally::default();
+    tally.add(&drop_in("TCP_OLD_DATA", TcpState::CloseWait));
+    tally.add(&drop_in("TCP_OLD_SEQUENCE", TcpState::FinWait2));
+    // Already counted by tcp_probe (established), or not a duplicate at all.
+    tally.add(&drop_in("TCP_OLD_DATA", TcpState::Established));
+    tally.add(&drop_in("TCP_OFO_DROP", TcpState::CloseWait));
+    tally.add(&drop_in("TCP_OLD_DATA", TcpState::TimeWait));
+    assert_eq!(tally.late_duplicates.get(&OWN), Some(&2));
+
+    let before = snapshot(now, &[]);
+    let after = snapshot(
+        now + Duration::from_secs(1),
+        &[("TcpExt", "DelayedACKLost", 4)],
+    );
+    let row = |bundle: &FindingsJson| {
+        bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.what == "duplicate segments received (this namespace)")
+            .unwrap()
+            .clone()
+    };
+    let dup = row(&bundle_of(&window, &tally, &before, &after));
+    assert_eq!((dup.events, dup.counters), (4, 4), "{dup:?}");
+    assert!(dup.must_match && dup.matches, "{dup:?}");
+
+    // Without rx_sk those drops name no socket: the row says so instead of asserting.
+    let report = report_model::build(&before, &after, "test".into());
+    let mut inputs_without = bundle_inputs(&window, &tally, &before, &after, report);
+    inputs_without.drops_name_their_socket = false;
+    let dup = row(&build(inputs_without));
+    assert!(!dup.must_match, "{dup:?}");
+    assert!(dup
+        .not_exact_because
+        .as_deref()
+        .unwrap()
+        .contains("no rx_sk argument"));
+}

@@ -70,6 +70,9 @@ pub struct Probe {
     timer_links: Vec<(&'static FunctionHook, TimerLinks)>,
     pub hooks: Vec<HookStatus>,
     pub mounted_tracefs: bool,
+    /// The drop hook receives the socket a segment was dropped by (`rx_sk`, 6.3+), in every
+    /// TCP state; without it only `tcp_rcv_established`'s drops are tied to their socket.
+    pub drops_name_their_socket: bool,
 }
 
 pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
@@ -113,5 +116,6 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         timer_links,
         hooks,
         mounted_tracefs,
+        drops_name_their_socket: config.drop.rx_sk != netprobe_common::OFFSET_ABSENT,
     })
 }
