@@ -147,7 +147,11 @@ pub struct ReceiveFlow {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Receives {
+    /// Established sockets (`tcp_probe`, exact from the kernel's per-flow table).
     pub totals: ReceiveCounts,
+    /// Duplicates that arrived after a FIN (FIN-WAIT, CLOSE-WAIT…), which `tcp_probe` does
+    /// not see: the TCP_OLD_DATA / TCP_OLD_SEQUENCE drops of those sockets, from the stream.
+    pub duplicates_after_fin: u64,
     /// Busiest first.
     pub flows: Vec<ReceiveFlow>,
 }
@@ -271,6 +275,8 @@ pub struct WindowInputs<'a> {
     pub duration_ms: u64,
     /// (program, recursion misses).
     pub kernel_skipped: Vec<(&'static str, u64)>,
+    /// Duplicates after a FIN, from the tally of the streamed drops (all namespaces).
+    pub duplicates_after_fin: u64,
 }
 
 impl Window {
@@ -288,7 +294,10 @@ impl Window {
         Window {
             duration_ms: inputs.duration_ms,
             retransmits: retransmits(totals, owner_of),
-            received: receives(totals, owner_of),
+            received: Receives {
+                duplicates_after_fin: inputs.duplicates_after_fin,
+                ..receives(totals, owner_of)
+            },
             drops: drops(totals, inputs.reasons),
             events: accounting(totals, inputs.streamed),
             cpus: cpu_work(totals, inputs.softnet),
@@ -395,6 +404,7 @@ fn receives(totals: &KernelTotals, owner_of: &mut dyn FnMut(u64) -> Option<Owner
     });
     Receives {
         totals: (&all).into(),
+        duplicates_after_fin: 0,
         flows,
     }
 }

@@ -300,6 +300,7 @@ impl<'a> Session<'a> {
                 filtered: self.filtered,
                 duration_ms: self.started.elapsed().as_millis() as u64,
                 kernel_skipped: self.probe.recursion_misses(),
+                duplicates_after_fin: self.tally.late_duplicates.values().sum(),
             },
             &mut |inode| owners.lookup(inode),
         );

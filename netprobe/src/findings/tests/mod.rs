@@ -114,6 +114,7 @@ pub(super) fn window_of(
             filtered: false,
             duration_ms: 1000,
             kernel_skipped: Vec::new(),
+            duplicates_after_fin: 0,
         },
         &mut |_| None,
     )

@@ -156,8 +156,12 @@ pub struct ReceiveCountsJson {
 /// per-flow receive table).
 #[derive(Debug, Serialize)]
 pub struct ReceiveSummary<'a> {
+    /// On established sockets.
     #[serde(flatten)]
     pub totals: ReceiveCountsJson,
+    /// Duplicates that arrived after a FIN (FIN-WAIT, CLOSE-WAIT…), counted from the
+    /// streamed drops of those sockets (`tcp_probe` sees established sockets only).
+    pub duplicate_after_fin: u64,
     /// Busiest first.
     pub flows: Vec<FlowReceives<'a>>,
 }
@@ -238,6 +242,7 @@ impl<'a> SummaryJson<'a> {
             },
             received: ReceiveSummary {
                 totals: (&w.received.totals).into(),
+                duplicate_after_fin: w.received.duplicates_after_fin,
                 flows: w.received.flows.iter().map(FlowReceives::new).collect(),
             },
             drops: DropSummary {

@@ -63,6 +63,7 @@ fn per_cpu_receive_work_beside_softnet() {
             filtered: false,
             duration_ms: 10,
             kernel_skipped: Vec::new(),
+            duplicates_after_fin: 0,
         },
         &mut |_| None,
     );
@@ -113,6 +114,7 @@ fn backlog_drops_from_both_sides() {
             filtered: false,
             duration_ms: 10,
             kernel_skipped: Vec::new(),
+            duplicates_after_fin: 0,
         },
         &mut |_| None,
     );
@@ -150,6 +152,7 @@ fn backlog_drops_from_both_sides() {
                 (DROP_PROGRAM, 1),
                 (crate::kernel::loader::catalogue::NAPI_HOOK.program, 5),
             ],
+            duplicates_after_fin: 0,
         },
         &mut |_| None,
     );
@@ -234,6 +237,7 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
             filtered: false,
             duration_ms: 1500,
             kernel_skipped: vec![(DROP_PROGRAM, 0)],
+            duplicates_after_fin: 3,
         },
         &mut |ino| {
             (ino == 99).then(|| Owner {
@@ -312,6 +316,14 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
         }
     );
     assert_eq!(s.events_lost, 3);
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["received"]["duplicate_after_fin"], 3);
+    assert_eq!(json["received"]["duplicate"], 1, "established ones apart");
+    assert!(
+        text(&s_w, 5).contains("and 3 duplicates after a FIN"),
+        "{}",
+        text(&s_w, 5)
+    );
     let text = text(&s_w, 5);
     assert!(text.contains("3 events lost"), "{text}");
     assert!(text.contains("11 sent (13 segments"), "{text}");

@@ -56,6 +56,13 @@ fn received(out: &mut String, w: &Window, top: usize) {
         rx.hole_bytes,
         rx.out_of_order
     );
+    if w.received.duplicates_after_fin > 0 {
+        let _ = writeln!(
+            out,
+            "  and {} duplicates after a FIN (dropped as old data by closing sockets)",
+            w.received.duplicates_after_fin
+        );
+    }
     for f in w.received.flows.iter().take(top) {
         let _ = writeln!(
             out,
