@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     thread::{self, JoinHandle},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -81,6 +82,29 @@ impl Netns {
         let mut all = vec!["netns", "exec", &self.name, program];
         all.extend_from_slice(args);
         sh("ip", &all)
+    }
+
+    /// Waits until no TCP socket on `port` in this namespace can send anything more: every one
+    /// is gone, listening, or in TIME-WAIT (both FINs sent and acknowledged). A trace stopped
+    /// before then can miss a last FIN or data retransmit that the counters read after it
+    /// still see. False if that takes longer than `timeout`.
+    pub fn wait_tcp_quiet(&self, port: u16, timeout: Duration) -> bool {
+        let filter = format!("( sport = :{port} or dport = :{port} )");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let sockets = self.exec("ss", &["-Htan", &filter]);
+            let busy = sockets.lines().any(|line| {
+                let state = line.split_whitespace().next().unwrap_or("");
+                !matches!(state, "LISTEN" | "TIME-WAIT")
+            });
+            if !busy {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sets a per-namespace sysctl in this namespace (e.g. `net.ipv4.tcp_early_retrans`).

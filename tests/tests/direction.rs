@@ -59,6 +59,15 @@ impl<'a> OnePath<'a> {
         let at_sender = Tracer::start_in(sender, &[]);
         let to = link.socket(receiver_host, PORT, v6);
         bulk_transfer(sender, receiver, to, BYTES);
+        // Both ends closed and every FIN acknowledged: nothing more can be sent, so the
+        // traces and the counters read after them cover the same segments.
+        for ns in [sender, receiver] {
+            assert!(
+                ns.wait_tcp_quiet(PORT, Duration::from_secs(10)),
+                "{} still sending",
+                ns.name
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
         let out = tracer.stop();
         let (at_receiver, at_sender) = (at_receiver.stop(), at_sender.stop());
@@ -258,6 +267,13 @@ fn transfer_through_an_ack_blackout(
     blackout.delete();
     sender.join().unwrap();
     assert_eq!(sink.received(), 300 << 16);
+    for ns in [&link.a, &link.b] {
+        assert!(
+            ns.wait_tcp_quiet(ACK_PORT, Duration::from_secs(10)),
+            "{} still sending",
+            ns.name
+        );
+    }
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
     let after = ReceiverCounters::read(&link.b);
