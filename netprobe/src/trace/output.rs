@@ -72,8 +72,8 @@ pub struct DropJson<'a> {
     pub location: &'a str,
     /// Ethertype: `ipv4`, `ipv6`, `arp` or `0x....`.
     pub protocol: String,
-    /// IP protocol (`tcp`, `udp`, `icmp`, … or the number) when the IP header was parsed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// IP protocol (`tcp`, `udp`, `icmp`, … or the number) when the IP header was parsed;
+    /// `null` otherwise (ARP, vsock…): the key is in every drop, as the contract lists it.
     pub ip_proto: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifname: Option<&'a str>,
@@ -504,6 +504,11 @@ mod tests {
         assert_eq!(v["sport"], serde_json::Value::Null);
         assert_eq!(v["reason"], "UNKNOWN_77");
         assert_eq!(v["protocol"], "arp");
+        assert_eq!(
+            v.get("ip_proto"),
+            Some(&serde_json::Value::Null),
+            "every drop has the key, null without an IP header"
+        );
         assert!(v.get("ifname").is_none());
         assert!(v.get("state").is_none());
         assert_eq!(
