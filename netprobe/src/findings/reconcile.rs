@@ -85,6 +85,8 @@ struct Row<'a> {
     relation: Relation,
     hooks: &'a [&'a str],
     programs: &'a [&'a str],
+    /// Why the row is not exact for a reason its hooks and programs do not show, if any.
+    unseen: Option<String>,
     note: &'a str,
 }
 
@@ -112,7 +114,8 @@ fn missing_input(s: &Window, filtered: bool, hooks: &[&str], programs: &[&str]) 
 }
 
 fn build_row(inputs: &Inputs, row: Row) -> Reconciliation {
-    let not_exact_because = missing_input(inputs.window, inputs.filtered, row.hooks, row.programs);
+    let not_exact_because =
+        missing_input(inputs.window, inputs.filtered, row.hooks, row.programs).or(row.unseen);
     Reconciliation {
         what: row.what,
         events: row.events,
@@ -161,6 +164,7 @@ fn receive_rows(inputs: &Inputs, received: &[&ReceiveFlow]) -> Vec<Reconciliatio
             relation: Relation::Equal,
             hooks: RECEIVE_HOOKS,
             programs: RECEIVE_PROGRAMS,
+            unseen: None,
             note: "the same segments on established sockets (segments beyond the receive window are counted by netprobe only)",
         }),
     ]
@@ -177,7 +181,15 @@ fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation 
         .get(&inputs.own_netns)
         .copied()
         .unwrap_or(0);
-    let mut row = build_row(inputs, Row {
+    let lost_drops = inputs.window.events.drop.lost;
+    let unseen = if !inputs.drops_name_their_socket {
+        Some("this kernel's kfree_skb has no rx_sk argument: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
+    } else if lost_drops > 0 {
+        Some(format!("{lost_drops} drop events were lost (ring buffer full): duplicates arriving after a FIN are counted from the stream"))
+    } else {
+        None
+    };
+    build_row(inputs, Row {
         what: "duplicate segments received (this namespace)",
         events: established + late,
         counter: "TcpExt DelayedACKLost",
@@ -185,23 +197,9 @@ fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation 
         relation: Relation::Equal,
         hooks: DUPLICATE_HOOKS,
         programs: DUPLICATE_PROGRAMS,
+        unseen,
         note: "the same segments: tcp_probe's duplicates on established sockets, and the TCP_OLD_DATA drops of sockets past a FIN",
-    });
-    let lost_drops = inputs.window.events.drop.lost;
-    let late_unseen = if !inputs.drops_name_their_socket {
-        Some("this kernel's kfree_skb has no rx_sk argument: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
-    } else if lost_drops > 0 {
-        Some(format!("{lost_drops} drop events were lost (ring buffer full): duplicates arriving after a FIN are counted from the stream"))
-    } else {
-        None
-    };
-    if row.not_exact_because.is_none() {
-        if let Some(why) = late_unseen {
-            row.must_match = false;
-            row.not_exact_because = Some(why);
-        }
-    }
-    row
+    })
 }
 
 /// Retransmit totals beside Tcp/TcpExt of the same namespace: exact where the kernel counts
@@ -220,6 +218,7 @@ fn retransmit_rows(inputs: &Inputs, flows: &[&RetransmitFlow]) -> Vec<Reconcilia
         relation: Relation::Equal,
         hooks: RETRANSMIT_HOOKS,
         programs: RETRANSMIT_PROGRAMS,
+        unseen: None,
         note,
     };
     let bound = |what, events, counter, counters, note| Row {
