@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use netprobe_common::vocab::RetransmitKind;
 use serde::Serialize;
 
-use super::{steering::mask_cpus, Inputs, Steering};
-use crate::model::{flow::Flow, owners::Owner, window::Window};
+use super::{Inputs, Steering};
+use crate::model::{cpuset::CpuSet, flow::Flow, owners::Owner, window::Window};
 
 /// A flow's loss as this host saw it: what it re-sent, and what its peer re-sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +183,7 @@ pub fn cpu_rows(inputs: &Inputs, steering: &[Steering]) -> Vec<CpuRow> {
     }
     for st in steering {
         for (queue, mask) in &st.rps {
-            for cpu in mask_cpus(mask) {
+            for cpu in CpuSet::parse_mask(mask).iter() {
                 let from = format!("{}/{queue}", st.interface);
                 row(&mut rows, cpu).rps_from.push(from);
             }

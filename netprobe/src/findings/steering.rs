@@ -33,11 +33,6 @@ fn is_tx_only(name: &str) -> bool {
     (name.contains("output") || name.contains("-tx")) && !name.contains("rx")
 }
 
-/// The CPUs of a sysfs mask (comma-separated 32-bit hex words, most significant first).
-pub(super) fn mask_cpus(mask: &str) -> Vec<usize> {
-    CpuSet::parse_mask(mask).to_vec()
-}
-
 pub(super) fn steering(report: &Report) -> Vec<Steering> {
     let mut out = Vec::new();
     for i in &report.interfaces {
@@ -59,12 +54,11 @@ pub(super) fn steering(report: &Report) -> Vec<Steering> {
         irq_cpus.sort_unstable();
         irq_cpus.dedup();
         let rps = i.info.rps_cpus.clone();
-        let rps_cpus: Vec<usize> = {
-            let mut all: Vec<usize> = rps.values().flat_map(|m| mask_cpus(m)).collect();
-            all.sort_unstable();
-            all.dedup();
-            all
-        };
+        let rps_cpus: Vec<usize> = rps
+            .values()
+            .flat_map(|mask| CpuSet::parse_mask(mask).to_vec())
+            .collect::<CpuSet>()
+            .to_vec();
         let rx_irqs: Vec<IrqLine> = report
             .irqs
             .iter()

@@ -15,7 +15,7 @@ use netprobe_common::{
     Flow, FlowKey, ReceiveTotals, RetransmitTotals,
 };
 
-use super::{steering::mask_cpus, steering::steering, *};
+use super::{steering::steering, *};
 use crate::{
     kernel::{
         btf::DropReasons,
