@@ -122,19 +122,17 @@ pub struct Inputs<'a> {
 impl Inputs<'_> {
     /// A counter's growth over the window, in netprobe's namespace.
     pub(crate) fn delta(&self, group: &str, field: &str) -> u64 {
-        delta(self.counters_before, self.counters_now, group, field)
+        let get = |c: &Counters| {
+            c.get(group)
+                .and_then(|g| g.get(field))
+                .copied()
+                .unwrap_or(0)
+        };
+        // Counters that went backwards (reset) read as no growth.
+        get(self.counters_now)
+            .saturating_sub(get(self.counters_before))
+            .max(0) as u64
     }
-}
-
-pub(crate) fn delta(before: &Counters, now: &Counters, group: &str, field: &str) -> u64 {
-    let get = |c: &Counters| {
-        c.get(group)
-            .and_then(|g| g.get(field))
-            .copied()
-            .unwrap_or(0)
-    };
-    // Counters that went backwards (reset) read as no growth.
-    get(now).saturating_sub(get(before)).max(0) as u64
 }
 
 pub fn build(inputs: Inputs) -> FindingsJson {

@@ -331,24 +331,20 @@ impl Window {
 }
 
 fn kinds(t: &RetransmitTotals) -> BTreeMap<RetransmitKind, KindCounts> {
-    (0..t.kinds.len())
-        .filter(|&k| t.kinds[k] > 0)
-        .map(|k| {
-            let counts = KindCounts {
+    let mut kinds: BTreeMap<RetransmitKind, KindCounts> = BTreeMap::new();
+    for k in (0..t.kinds.len()).filter(|&k| t.kinds[k] > 0) {
+        // Unknown IDs count as `other`.
+        kinds
+            .entry(RetransmitKind::from_id(k as u8))
+            .or_default()
+            .add(&KindCounts {
                 count: t.kinds[k] as u64,
                 segs: t.kind_segs[k] as u64,
                 timer: t.timer_kinds[k] as u64,
                 timer_segs: t.timer_segs[k] as u64,
-            };
-            (RetransmitKind::from_id(k as u8), counts)
-        })
-        // Unknown IDs fold into `other`.
-        .fold(BTreeMap::new(), |mut map, (kind, counts)| {
-            map.entry(kind)
-                .or_insert_with(KindCounts::default)
-                .add(&counts);
-            map
-        })
+            });
+    }
+    kinds
 }
 
 fn retransmits(
