@@ -279,6 +279,24 @@ pub struct WindowInputs<'a> {
     pub duplicates_after_fin: u64,
 }
 
+#[cfg(test)]
+impl<'a> WindowInputs<'a> {
+    /// A quiet one-second window with no hooks, streamed events or skipped invocations: the
+    /// base the tests change a field or two of.
+    pub fn quiet(reasons: &'a DropReasons, softnet: &'a SoftnetDeltas) -> Self {
+        WindowInputs {
+            streamed: Streamed::default(),
+            hooks: Vec::new(),
+            reasons,
+            softnet,
+            filtered: false,
+            duration_ms: 1000,
+            kernel_skipped: Vec::new(),
+            duplicates_after_fin: 0,
+        }
+    }
+}
+
 impl Window {
     pub fn build(
         totals: &KernelTotals,

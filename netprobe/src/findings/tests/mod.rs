@@ -32,7 +32,7 @@ use crate::{
         event::{Drop, Stamp},
         flow::Endpoint,
         tally::DropTally,
-        window::{SoftnetDeltas, Streamed, Window, WindowInputs},
+        window::{SoftnetDeltas, Window, WindowInputs},
     },
     report::{model as report_model, procfs::Counters, sample::Snapshot},
 };
@@ -107,14 +107,8 @@ pub(super) fn window_of(
     Window::build(
         totals,
         WindowInputs {
-            streamed: Streamed::default(),
             hooks: hooks_with_inactive(None),
-            reasons,
-            softnet,
-            filtered: false,
-            duration_ms: 1000,
-            kernel_skipped: Vec::new(),
-            duplicates_after_fin: 0,
+            ..WindowInputs::quiet(reasons, softnet)
         },
         &mut |_| None,
     )

@@ -56,14 +56,8 @@ fn per_cpu_receive_work_beside_softnet() {
     let s_w = Window::build(
         &totals,
         WindowInputs {
-            streamed: Streamed::default(),
-            hooks: vec![],
-            reasons: &DropReasons::default(),
-            softnet: &softnet,
-            filtered: false,
             duration_ms: 10,
-            kernel_skipped: Vec::new(),
-            duplicates_after_fin: 0,
+            ..WindowInputs::quiet(&DropReasons::default(), &softnet)
         },
         &mut |_| None,
     );
@@ -107,14 +101,8 @@ fn backlog_drops_from_both_sides() {
     let s_w = Window::build(
         &totals,
         WindowInputs {
-            streamed: Streamed::default(),
-            hooks: vec![],
-            reasons: &reasons,
-            softnet: &softnet,
-            filtered: false,
             duration_ms: 10,
-            kernel_skipped: Vec::new(),
-            duplicates_after_fin: 0,
+            ..WindowInputs::quiet(&reasons, &softnet)
         },
         &mut |_| None,
     );
@@ -142,17 +130,12 @@ fn backlog_drops_from_both_sides() {
     let skipped_w = Window::build(
         &totals,
         WindowInputs {
-            streamed: Streamed::default(),
-            hooks: vec![],
-            reasons: &reasons,
-            softnet: &softnet,
-            filtered: false,
             duration_ms: 10,
             kernel_skipped: vec![
                 (DROP_PROGRAM, 1),
                 (crate::kernel::loader::catalogue::NAPI_HOOK.program, 5),
             ],
-            duplicates_after_fin: 0,
+            ..WindowInputs::quiet(&reasons, &softnet)
         },
         &mut |_| None,
     );
@@ -222,6 +205,7 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
         ..Default::default()
     };
     let reasons = DropReasons::from_pairs(&[(12, "NETFILTER_DROP"), (3, "NO_SOCKET")], &[]);
+    let softnet = SoftnetDeltas::new();
     let s_w = Window::build(
         &totals,
         WindowInputs {
@@ -231,13 +215,10 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
                 receives: 4,
                 decode_errors: 0,
             },
-            hooks: vec![],
-            reasons: &reasons,
-            softnet: &SoftnetDeltas::new(),
-            filtered: false,
             duration_ms: 1500,
             kernel_skipped: vec![(DROP_PROGRAM, 0)],
             duplicates_after_fin: 3,
+            ..WindowInputs::quiet(&reasons, &softnet)
         },
         &mut |ino| {
             (ino == 99).then(|| Owner {
