@@ -11,7 +11,7 @@
 //! the two sides disagree about the struct: it is an error, never truncated or padded.
 
 use core::mem::size_of;
-use std::vec::Vec;
+use std::{string::String, vec::Vec};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -92,6 +92,13 @@ fn read_exact<T: FromBytes>(bytes: &[u8], what: &'static str) -> Result<T, Decod
             DecodeError::Long { what, len, size }
         }
     })
+}
+
+/// A C string in a fixed-size field (a device name, `NapiKey::dev`, an ethtool string):
+/// the bytes up to the first NUL, or all of them; invalid UTF-8 replaced, not refused.
+pub fn nul_terminated(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 /// A record exactly as the kernel writes it: the struct's own bytes. For tests, fixtures and
@@ -270,6 +277,16 @@ mod tests {
         /* 80 class */ 2, /* 81 flags */ 1, /* 82 pad */ 0, 0, 0, 0, 0, 0,
         /* 88 sock_ino */ 0x55, 0, 0, 0, 0, 0, 0, 0,
     ];
+
+    #[test]
+    fn fixed_size_c_strings_end_at_the_first_nul() {
+        let mut dev = [0u8; 16];
+        dev[..5].copy_from_slice(b"veth0");
+        assert_eq!(nul_terminated(&dev), "veth0");
+        assert_eq!(nul_terminated(&[0u8; 16]), "");
+        assert_eq!(nul_terminated(b"no-nul-at-all"), "no-nul-at-all");
+        assert_eq!(nul_terminated(&[0xff, b'x', 0, b'y']), "\u{fffd}x");
+    }
 
     #[test]
     fn retransmit_struct_memory_is_the_golden_bytes_and_back() {

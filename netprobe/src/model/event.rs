@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use netprobe_common::{
-    decode::Event,
+    decode::{nul_terminated, Event},
     vocab::{Direction, Layer, ReceiveClass, RetransmitKind, TcpState, Trigger},
     DropEvent, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
     DROP_HAS_PORTS, DROP_HAS_SOCK, RX_HAD_OOO,
@@ -223,7 +223,7 @@ impl EventModel {
             ethertype: e.protocol,
             device: has_dev.then(|| Device {
                 ifindex: e.ifindex,
-                name: Some(ifname(&e.ifname)).filter(|n| !n.is_empty()),
+                name: Some(nul_terminated(&e.ifname)).filter(|n| !n.is_empty()),
             }),
             socket_state: has_socket.then_some(e.sk_state),
             sock_ino: e.sock_ino,
@@ -268,9 +268,4 @@ fn receive(e: &ReceiveEvent) -> Receive {
         gap: e.gap,
         sock_ino: e.sock_ino,
     }
-}
-
-fn ifname(raw: &[u8; 16]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }

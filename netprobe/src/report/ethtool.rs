@@ -4,6 +4,7 @@
 
 use std::{ffi::c_void, io, os::fd::AsRawFd};
 
+use netprobe_common::decode::nul_terminated;
 use serde::Serialize;
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
@@ -130,11 +131,6 @@ fn queue_number(name: &str) -> Option<u32> {
         .and_then(|w| w[1].parse().ok())
 }
 
-fn c_string(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
 struct EthtoolSocket(std::os::fd::OwnedFd);
 
 impl EthtoolSocket {
@@ -178,10 +174,10 @@ pub fn read_nic(ifname: &str) -> io::Result<NicInfo> {
     drv.cmd = ETHTOOL_GDRVINFO;
     sock.call(ifname, &mut drv as *mut _ as *mut c_void)?;
     let mut info = NicInfo {
-        driver: c_string(&drv.driver),
-        version: c_string(&drv.version),
-        firmware: c_string(&drv.fw_version),
-        bus: c_string(&drv.bus_info),
+        driver: nul_terminated(&drv.driver),
+        version: nul_terminated(&drv.version),
+        firmware: nul_terminated(&drv.fw_version),
+        bus: nul_terminated(&drv.bus_info),
         ..Default::default()
     };
 
@@ -220,8 +216,9 @@ pub fn read_nic(ifname: &str) -> io::Result<NicInfo> {
         {
             let returned = (u32::from_ne_bytes(strings[8..12].try_into().unwrap()) as usize).min(n);
             for i in 0..returned {
-                let name =
-                    c_string(&strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN]);
+                let name = nul_terminated(
+                    &strings[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN],
+                );
                 info.stats.push(NicStat {
                     name,
                     value: values[1 + i],

@@ -146,12 +146,7 @@ impl Probe {
                 PerCpuHashMap::try_from(map).map_err(map_error("NAPI_POLLS"))?;
             for entry in table.iter() {
                 let (key, per_cpu) = entry.map_err(map_error("NAPI_POLLS"))?;
-                let end = key
-                    .dev
-                    .iter()
-                    .position(|&b| b == 0)
-                    .unwrap_or(key.dev.len());
-                let dev = String::from_utf8_lossy(&key.dev[..end]).into_owned();
+                let dev = netprobe_common::decode::nul_terminated(&key.dev);
                 napi.push((dev, per_cpu.iter().copied().collect()));
             }
             napi.sort_by(|a, b| a.0.cmp(&b.0));
