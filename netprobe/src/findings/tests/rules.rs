@@ -238,6 +238,19 @@ fn both_sides_merge_into_findings_and_reconcile() {
         backlog.fix
     );
     assert!(by_id.contains_key("drops_netfilter_netfilter_drop"));
+    // And not the findings that would name the wrong cause.
+    assert!(
+        !by_id.contains_key("inbound_ack_loss"),
+        "fast retransmits: the peer's SACKs arrived, the data was lost, not the ACKs"
+    );
+    assert!(
+        !by_id.contains_key("drops_backlog_cpu_backlog"),
+        "backlog drops are the backlog_overflow finding, not a second one"
+    );
+    assert!(
+        !by_id.contains_key("napi_budget_exhausted"),
+        "no time_squeeze in the window"
+    );
     assert_eq!(bundle.findings[0].severity, "critical", "critical first");
 
     assert_eq!(bundle.flows[0].losing_direction, "both");
