@@ -110,21 +110,23 @@ impl NftTable {
         nft_counter_packets(&self.ns, &self.table)
     }
 
+    /// `ip netns exec <ns> nft delete table inet <table>`, as arguments of `ip`.
+    fn delete_args(&self) -> [&str; 8] {
+        [
+            "netns",
+            "exec",
+            &self.ns,
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            &self.table,
+        ]
+    }
+
     /// Removes the table now, panicking if nft cannot.
     pub fn delete(self) {
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                &self.table,
-            ],
-        );
+        sh("ip", &self.delete_args());
     }
 
     /// Removes the table after `hold`, in the background.
@@ -132,18 +134,7 @@ impl NftTable {
         thread::spawn(move || {
             thread::sleep(hold);
             // The scenario may be over and its namespace (with the table) gone already.
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns,
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    &self.table,
-                ])
-                .output();
+            let _ = Command::new("ip").args(self.delete_args()).output();
         });
     }
 }
