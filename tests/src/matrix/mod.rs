@@ -257,10 +257,11 @@ fn check_lossy(c: &mut Checks, lossy: &Value, expect: Expect) {
         },
     );
     let rx = &lossy["receiver"];
-    c.that(n(&rx["duplicate"]) == n(&rx["DelayedACKLost"]), || {
+    let duplicates = n(&rx["duplicate"]).saturating_add(n(&rx["duplicate_after_fin"]));
+    c.that(duplicates == n(&rx["DelayedACKLost"]), || {
         format!(
-            "lossy: duplicates {} vs DelayedACKLost {}",
-            rx["duplicate"], rx["DelayedACKLost"]
+            "lossy: duplicates {} (+{} after the FIN) vs DelayedACKLost {}",
+            rx["duplicate"], rx["duplicate_after_fin"], rx["DelayedACKLost"]
         )
     });
     let ofo = n(&rx["TCPOFOQueue"]) + n(&rx["TCPOFODrop"]);

@@ -194,12 +194,31 @@ impl Lossy {
                 .map(|d| d["reason"].as_str().unwrap_or("").to_string())
                 .collect::<std::collections::BTreeSet<_>>()
         };
+        // Duplicates that reached the receiver after its peer's FIN: tcp_probe (established
+        // sockets) never sees them; the kernel counts each in DelayedACKLost as it drops it.
+        // Where drops name no socket (before 6.3) they have no state and count as none.
+        let after_fin = flow_drops
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d["reason"].as_str(),
+                    Some("TCP_OLD_DATA" | "TCP_OLD_SEQUENCE")
+                )
+            })
+            .filter(|d| {
+                matches!(
+                    d["state"].as_str(),
+                    Some("FIN_WAIT1" | "FIN_WAIT2" | "CLOSE_WAIT" | "CLOSING" | "LAST_ACK")
+                )
+            })
+            .count();
         let b = &self.link.b;
         json!({
             "sender": retransmits_of(out, &self.link.a),
             "receiver": {
                 "netns": receiver,
                 "duplicate": sum(&received, |f| f["duplicate"].as_u64().unwrap_or(0)),
+                "duplicate_after_fin": after_fin,
                 "fills_hole": sum(&received, |f| f["fills_hole"].as_u64().unwrap_or(0)),
                 "out_of_order": sum(&received, |f| f["out_of_order"].as_u64().unwrap_or(0)),
                 "DelayedACKLost": b.netstat("TcpExt", "DelayedACKLost"),
