@@ -26,7 +26,9 @@ pub struct RetransmitRecordLayout {
     pub daddr_v6: u32,
     /// [`OFFSET_ABSENT`] before Linux 6.17, where only successful retransmits were traced.
     pub err: u32,
-    pub _pad0: u32,
+    /// Byte offset of `tcp_sock.total_retrans` (BTF): what tells a failed attempt the kernel
+    /// counted from one it gave up before counting. [`OFFSET_ABSENT`] without `err`.
+    pub total_retrans: u32,
 }
 assert_layout!(RetransmitRecordLayout, size 48, {
     skbaddr: 0,
@@ -40,7 +42,24 @@ assert_layout!(RetransmitRecordLayout, size 48, {
     saddr_v6: 32,
     daddr_v6: 36,
     err: 40,
-    _pad0: 44,
+    total_retrans: 44,
+});
+
+/// Field offsets inside the `sock:inet_sock_set_state` record: where the retransmit outcome
+/// program learns each socket's count before its first attempt (`netprobe-ebpf/src/outcome.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockStateLayout {
+    pub skaddr: u32,
+    pub newstate: u32,
+    pub protocol: u32,
+    pub _pad0: u32,
+}
+assert_layout!(SockStateLayout, size 16, {
+    skaddr: 0,
+    newstate: 4,
+    protocol: 8,
+    _pad0: 12,
 });
 
 /// Where the raw tracepoint `kfree_skb` keeps its arguments, as found in the kernel's BTF
@@ -294,8 +313,9 @@ pub struct TraceConfig {
     pub synack: SynackRecordLayout,
     pub kind: KindLayout,
     pub receive: ReceiveLayout,
+    pub sock_state: SockStateLayout,
 }
-assert_layout!(TraceConfig, size 308, {
+assert_layout!(TraceConfig, size 324, {
     retransmit: 0,
     drop: 48,
     kernel: 80,
@@ -305,6 +325,7 @@ assert_layout!(TraceConfig, size 308, {
     synack: 212,
     kind: 244,
     receive: 260,
+    sock_state: 308,
 });
 
 impl TraceConfig {
@@ -323,7 +344,7 @@ impl TraceConfig {
             saddr_v6: OFFSET_ABSENT,
             daddr_v6: OFFSET_ABSENT,
             err: OFFSET_ABSENT,
-            _pad0: 0,
+            total_retrans: OFFSET_ABSENT,
         },
         drop: DropArgs {
             skb: OFFSET_ABSENT,
@@ -402,6 +423,12 @@ impl TraceConfig {
             skc_rcv_saddr: OFFSET_ABSENT,
             skc_v6_daddr: OFFSET_ABSENT,
             skc_v6_rcv_saddr: OFFSET_ABSENT,
+            _pad0: 0,
+        },
+        sock_state: SockStateLayout {
+            skaddr: OFFSET_ABSENT,
+            newstate: OFFSET_ABSENT,
+            protocol: OFFSET_ABSENT,
             _pad0: 0,
         },
     };

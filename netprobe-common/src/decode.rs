@@ -152,7 +152,8 @@ mod tests {
             state: 1,
             kind: KIND_TLP,
             trigger: TRIGGER_OTHER,
-            _pad1: [0; 3],
+            outcome: OUTCOME_FAILED_COUNTED,
+            _pad1: [0; 2],
             sock_ino: 0x0000_0001_1122_3344,
         }
     }
@@ -170,7 +171,7 @@ mod tests {
         /* 64 seq */ 0xef, 0xbe, 0xad, 0xde,
         /* 68 bytes */ 0xa8, 0x05, 0, 0,
         /* 72 segs */ 5, 0, /* 74 state */ 1, /* 75 kind */ 3,
-        /* 76 trigger */ 2, /* 77 pad */ 0, 0, 0,
+        /* 76 trigger */ 2, /* 77 outcome */ 1, /* 78 pad */ 0, 0,
         /* 80 sock_ino */ 0x44, 0x33, 0x22, 0x11, 1, 0, 0, 0,
     ];
 

@@ -136,7 +136,9 @@ pub struct RetransmitEvent {
     pub kind: u8,
     /// `TRIGGER_*`: what the CPU was running when it was.
     pub trigger: u8,
-    pub _pad1: [u8; 3],
+    /// `OUTCOME_*`: sent, failed after the kernel counted it, or aborted before.
+    pub outcome: u8,
+    pub _pad1: [u8; 2],
     /// Inode of the socket (`socket:[ino]` in /proc/<pid>/fd): names the owning process.
     pub sock_ino: u64,
 }
@@ -151,7 +153,8 @@ assert_layout!(RetransmitEvent, size 88, {
     state: 74,
     kind: 75,
     trigger: 76,
-    _pad1: 77,
+    outcome: 77,
+    _pad1: 78,
     sock_ino: 80,
 });
 
@@ -170,6 +173,19 @@ pub const KIND_NAMES: [&str; 6] = ["other", "rto", "fast", "tlp", "syn", "synack
 
 /// What the CPU was running: unknown (softirq hooks inactive), a timer (TIMER softirq), or
 /// anything else (ACK processing in NET_RX, process context, TSQ…).
+/// Retransmit outcomes: what became of the attempt, read from what the kernel counted (see
+/// `netprobe-ebpf/src/outcome.rs`). Sent = 0, so that kernels tracing only successful
+/// retransmits (before 6.17) write what is true of every record they emit.
+pub const OUTCOME_SENT: u8 = 0;
+/// Failed after `__tcp_retransmit_skb` counted it in RetransSegs (and, unless `-EBUSY`, in
+/// TCPRetransFail): dropped in this host's own egress path (netfilter, qdisc, no buffer).
+pub const OUTCOME_FAILED_COUNTED: u8 = 1;
+/// Given up before anything was counted (still queued below, zero window, no memory, no route).
+pub const OUTCOME_ABORTED: u8 = 2;
+/// Failed, and the socket's count before the attempt is unknown (it retransmitted before the
+/// trace began, or an event of it was missed): counted or not cannot be told.
+pub const OUTCOME_UNCLASSIFIED: u8 = 3;
+
 pub const TRIGGER_UNKNOWN: u8 = 0;
 pub const TRIGGER_TIMER: u8 = 1;
 pub const TRIGGER_OTHER: u8 = 2;
@@ -361,35 +377,57 @@ assert_layout!(FlowKey, size 48, {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetransmitTotals {
-    /// skbs retransmitted successfully (`err == 0`).
+    /// skbs retransmitted successfully (`err == 0`, outcome sent).
     pub sent: u64,
-    /// Attempts that failed (`err != 0`).
-    pub failed: u64,
-    /// Segments in successfully retransmitted skbs: comparable to `RetransSegs`.
+    /// Segments in successfully retransmitted skbs.
     pub segs: u64,
     /// Payload bytes in successfully retransmitted skbs.
     pub bytes: u64,
     /// Inode of the flow's socket, as last seen on this CPU (0 when unknown).
     pub sock_ino: u64,
-    /// Retransmits (sent or failed) by `KIND_*`.
+    /// Attempts that failed after the kernel counted them, and their segments: with `segs`,
+    /// what RetransSegs counts.
+    pub failed_counted: u64,
+    pub failed_counted_segs: u64,
+    /// Of those segments, the ones that failed with `-EBUSY`, which TCPRetransFail leaves out.
+    pub failed_busy_segs: u64,
+    /// Attempts given up before anything was counted, and their segments.
+    pub aborted: u64,
+    pub aborted_segs: u64,
+    /// Failed attempts that could not be classified (`OUTCOME_UNCLASSIFIED`), and segments.
+    pub unclassified: u64,
+    pub unclassified_segs: u64,
+    /// Sent retransmits by `KIND_*`.
     pub kinds: [u32; 8],
-    /// Segments of successful retransmits by `KIND_*` (what TcpExt counts for some kinds).
+    /// Their segments by `KIND_*` (what TcpExt counts for some kinds).
     pub kind_segs: [u32; 8],
-    /// Of those, retransmits (sent or failed) and segments sent from the TIMER softirq: an
-    /// RTO's own retransmit, as opposed to the slow-start ones that follow it.
+    /// Of those, retransmits and segments sent from the TIMER softirq: an RTO's own
+    /// retransmit, as opposed to the slow-start ones that follow it.
     pub timer_kinds: [u32; 8],
     pub timer_segs: [u32; 8],
+    /// Failed-after-counted attempts by `KIND_*` (TCPSynRetrans counts SYNs when counted).
+    pub failed_kinds: [u32; 8],
+    /// Failed-after-counted attempts by `vocab::EgressFailure` (netfilter, qdisc, …).
+    pub failed_causes: [u32; 4],
 }
-assert_layout!(RetransmitTotals, size 168, {
+assert_layout!(RetransmitTotals, size 264, {
     sent: 0,
-    failed: 8,
-    segs: 16,
-    bytes: 24,
-    sock_ino: 32,
-    kinds: 40,
-    kind_segs: 72,
-    timer_kinds: 104,
-    timer_segs: 136,
+    segs: 8,
+    bytes: 16,
+    sock_ino: 24,
+    failed_counted: 32,
+    failed_counted_segs: 40,
+    failed_busy_segs: 48,
+    aborted: 56,
+    aborted_segs: 64,
+    unclassified: 72,
+    unclassified_segs: 80,
+    kinds: 88,
+    kind_segs: 120,
+    timer_kinds: 152,
+    timer_segs: 184,
+    failed_kinds: 216,
+    failed_causes: 248,
 });
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).

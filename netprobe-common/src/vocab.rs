@@ -7,9 +7,9 @@
 //! user-visible ABIs that never change) and netprobe's own, fixed forever, otherwise.
 
 use crate::event::{
-    KIND_FAST, KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, RX_DUPLICATE,
-    RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_OPENS_HOLE, TRIGGER_OTHER, TRIGGER_TIMER,
-    TRIGGER_UNKNOWN,
+    KIND_FAST, KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OUTCOME_ABORTED,
+    OUTCOME_FAILED_COUNTED, OUTCOME_SENT, OUTCOME_UNCLASSIFIED, RX_DUPLICATE, RX_DUPLICATE_PARTIAL,
+    RX_FILLS_HOLE, RX_OPENS_HOLE, TRIGGER_OTHER, TRIGGER_TIMER, TRIGGER_UNKNOWN,
 };
 
 /// The kernel's TCP states (`sk->sk_state`, `tcp_retransmit_skb`'s `state` field).
@@ -171,6 +171,100 @@ impl RetransmitKind {
     /// packets on the way out. SYN retries and `other` (e.g. MTU probing) do not.
     pub const fn signals_loss(self) -> bool {
         matches!(self, Self::Fast | Self::Rto | Self::Tlp)
+    }
+}
+
+/// What became of a retransmit attempt (see `OUTCOME_*`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RetransmitOutcome {
+    Sent = OUTCOME_SENT,
+    FailedAfterCounted = OUTCOME_FAILED_COUNTED,
+    Aborted = OUTCOME_ABORTED,
+    Unclassified = OUTCOME_UNCLASSIFIED,
+}
+
+impl RetransmitOutcome {
+    pub const ALL: [Self; 4] = [
+        Self::Sent,
+        Self::FailedAfterCounted,
+        Self::Aborted,
+        Self::Unclassified,
+    ];
+
+    /// An unknown ID (a newer kernel program) reads as unclassified.
+    pub const fn from_id(id: u8) -> Self {
+        match id {
+            OUTCOME_SENT => Self::Sent,
+            OUTCOME_FAILED_COUNTED => Self::FailedAfterCounted,
+            OUTCOME_ABORTED => Self::Aborted,
+            _ => Self::Unclassified,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::FailedAfterCounted => "failed_after_counted",
+            Self::Aborted => "aborted",
+            Self::Unclassified => "unclassified",
+        }
+    }
+}
+
+/// Why a counted retransmit failed on its way out of this host, from the error
+/// `tcp_transmit_skb` returned. The values tested are errnos (include/uapi/asm-generic/errno*.h,
+/// user-visible ABI) and `NET_XMIT_DROP` (1), which `net_xmit_eval` passes up unchanged from a
+/// qdisc that dropped the packet; the indices are netprobe's own, fixed forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EgressFailure {
+    /// `-EPERM`: a netfilter hook (OUTPUT, POSTROUTING) dropped it.
+    Netfilter = 0,
+    /// `NET_XMIT_DROP`: the qdisc was full (or its policy dropped it).
+    Qdisc = 1,
+    /// `-ENOBUFS`/`-ENOMEM`: no memory for the clone.
+    NoBuffer = 2,
+    /// Anything else (no route, device down, …).
+    Other = 3,
+}
+
+impl EgressFailure {
+    pub const ALL: [Self; 4] = [Self::Netfilter, Self::Qdisc, Self::NoBuffer, Self::Other];
+    const EPERM: i32 = 1;
+    const ENOMEM: i32 = 12;
+    const ENOBUFS: i32 = 105;
+    const NET_XMIT_DROP: i32 = 1;
+
+    pub const fn from_err(err: i32) -> Self {
+        match err {
+            e if e == -Self::EPERM => Self::Netfilter,
+            Self::NET_XMIT_DROP => Self::Qdisc,
+            e if e == -Self::ENOBUFS || e == -Self::ENOMEM => Self::NoBuffer,
+            _ => Self::Other,
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Netfilter => "netfilter",
+            Self::Qdisc => "qdisc",
+            Self::NoBuffer => "no_buffer",
+            Self::Other => "other",
+        }
+    }
+
+    /// The layer that refused the segment.
+    pub const fn layer(self) -> Layer {
+        match self {
+            Self::Netfilter => Layer::Netfilter,
+            Self::Qdisc => Layer::Qdisc,
+            Self::NoBuffer => Layer::Socket,
+            Self::Other => Layer::Ip,
+        }
     }
 }
 
@@ -341,6 +435,8 @@ macro_rules! display_by_name {
 display_by_name!(
     TcpState,
     RetransmitKind,
+    RetransmitOutcome,
+    EgressFailure,
     Trigger,
     ReceiveClass,
     Direction,
@@ -368,6 +464,12 @@ mod tests {
         for (i, a) in names.iter().enumerate() {
             assert!(!names[i + 1..].contains(a), "{a} twice");
         }
+        for outcome in RetransmitOutcome::ALL {
+            assert_eq!(RetransmitOutcome::from_id(outcome as u8), outcome);
+        }
+        for (i, cause) in EgressFailure::ALL.iter().enumerate() {
+            assert_eq!(cause.index(), i);
+        }
         let layers = Layer::ALL.map(Layer::name);
         for (i, a) in layers.iter().enumerate() {
             assert!(!layers[i + 1..].contains(a), "{a} twice");
@@ -384,5 +486,11 @@ mod tests {
         assert_eq!(ip_proto::UDP, 17);
         assert!(ip_proto::has_ports(ip_proto::SCTP) && !ip_proto::has_ports(ip_proto::ICMP));
         assert_eq!(ip_proto::name(58), Some("icmpv6"));
+        // What tcp_transmit_skb returns: -EPERM from netfilter, NET_XMIT_DROP from a qdisc,
+        // -ENOBUFS without memory, -EHOSTUNREACH without a route.
+        assert_eq!(EgressFailure::from_err(-1), EgressFailure::Netfilter);
+        assert_eq!(EgressFailure::from_err(1), EgressFailure::Qdisc);
+        assert_eq!(EgressFailure::from_err(-105), EgressFailure::NoBuffer);
+        assert_eq!(EgressFailure::from_err(-113), EgressFailure::Other);
     }
 }

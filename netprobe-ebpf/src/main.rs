@@ -6,6 +6,7 @@
 mod drop;
 mod kernel;
 mod maps;
+mod outcome;
 mod receive;
 mod softirq;
 mod tcp;

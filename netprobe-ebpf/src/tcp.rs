@@ -1,4 +1,5 @@
-//! `tcp:tcp_retransmit_skb`: every retransmitted skb, and (Linux ≥ 6.17) every failed attempt.
+//! `tcp:tcp_retransmit_skb`: every retransmitted skb, and (Linux ≥ 6.17) every failed attempt,
+//! with its outcome (`outcome.rs`).
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -7,16 +8,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use netprobe_common::{
-    EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals, AF_INET, AF_INET6,
-    COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN, KIND_FAST,
-    KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OFFSET_ABSENT, TRIGGER_OTHER,
-    TRIGGER_TIMER, TRIGGER_UNKNOWN,
+    vocab::EgressFailure, EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals,
+    AF_INET, AF_INET6, COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    KIND_FAST, KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OFFSET_ABSENT,
+    OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED, OUTCOME_SENT, TRIGGER_OTHER, TRIGGER_TIMER,
+    TRIGGER_UNKNOWN,
 };
 
 use crate::kernel::{
     field, flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns,
 };
 use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
+use crate::outcome;
 use crate::softirq::current_softirq;
 use crate::timers::{self, TIMER_KIND_RTO, TIMER_KIND_TLP};
 
@@ -46,7 +49,8 @@ pub struct Pending {
     state: u8,
     kind: u8,
     trigger: u8,
-    _pad0: [u8; 3],
+    outcome: u8,
+    _pad0: [u8; 2],
     delta: RetransmitTotals,
     key: FlowKey,
 }
@@ -155,6 +159,7 @@ pub extern "C" fn netprobe_rtx_describe() -> i32 {
     let (kind, trigger) = retransmit_kind(p.sk, p.state);
     p.kind = kind;
     p.trigger = trigger;
+    p.outcome = outcome::outcome(p.sk, p.err, p.segs);
     // tcp_retransmit_skb always has a full socket.
     p.sock_ino = sock_inode(p.sk);
     0
@@ -200,7 +205,8 @@ pub extern "C" fn netprobe_rtx_emit() -> i32 {
         (*event).state = p.state;
         (*event).kind = p.kind;
         (*event).trigger = p.trigger;
-        (*event)._pad1 = [0; 3];
+        (*event).outcome = p.outcome;
+        (*event)._pad1 = [0; 2];
         (*event).sock_ino = p.sock_ino;
     }
     entry.submit(submit_flags(ts_ns));
@@ -266,7 +272,8 @@ fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
     }
 }
 
-/// Adds the pending retransmit to the exact per-flow totals (this CPU's slot).
+/// Adds the pending retransmit to the exact per-flow totals (this CPU's slot). Kinds count what
+/// was sent; failed attempts are counted by outcome.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn netprobe_rtx_count() -> i32 {
@@ -274,7 +281,7 @@ pub extern "C" fn netprobe_rtx_count() -> i32 {
         return 1;
     };
     let slot = (p.kind as usize) & 7;
-    let from_timer = p.trigger == TRIGGER_TIMER;
+    let cause = EgressFailure::from_err(p.err).index() & 3;
     p.key = FlowKey {
         flow: p.flow,
         netns: p.netns,
@@ -284,37 +291,42 @@ pub extern "C" fn netprobe_rtx_count() -> i32 {
         sock_ino: p.sock_ino,
         ..RetransmitTotals::default()
     };
-    p.delta.kinds[slot] = 1;
-    if from_timer {
-        p.delta.timer_kinds[slot] = 1;
-    }
-    if p.err == 0 {
-        p.delta.sent = 1;
-        p.delta.segs = p.segs as u64;
-        p.delta.bytes = p.bytes as u64;
-        p.delta.kind_segs[slot] = p.segs as u32;
-        if from_timer {
-            p.delta.timer_segs[slot] = p.segs as u32;
+    let segs = p.segs as u64;
+    let d = &mut p.delta;
+    match p.outcome {
+        OUTCOME_SENT => {
+            d.sent = 1;
+            d.segs = segs;
+            d.bytes = p.bytes as u64;
+            d.kinds[slot] = 1;
+            d.kind_segs[slot] = p.segs as u32;
+            if p.trigger == TRIGGER_TIMER {
+                d.timer_kinds[slot] = 1;
+                d.timer_segs[slot] = p.segs as u32;
+            }
         }
-    } else {
-        p.delta.failed = 1;
+        OUTCOME_FAILED_COUNTED => {
+            d.failed_counted = 1;
+            d.failed_counted_segs = segs;
+            if p.err == -EBUSY {
+                d.failed_busy_segs = segs;
+            }
+            d.failed_kinds[slot] = 1;
+            d.failed_causes[cause] = 1;
+        }
+        OUTCOME_ABORTED => {
+            d.aborted = 1;
+            d.aborted_segs = segs;
+        }
+        _ => {
+            d.unclassified = 1;
+            d.unclassified_segs = segs;
+        }
     }
     let delta = &p.delta;
     if let Some(totals) = RETRANSMIT_FLOWS.get_ptr_mut(&p.key) {
         // SAFETY: this CPU's value from the lookup; the retransmit programs do not nest on a CPU.
-        unsafe {
-            (*totals).sent += delta.sent;
-            (*totals).failed += delta.failed;
-            (*totals).segs += delta.segs;
-            (*totals).bytes += delta.bytes;
-            (*totals).kinds[slot] += 1;
-            (*totals).kind_segs[slot] += delta.kind_segs[slot];
-            (*totals).timer_kinds[slot] += delta.timer_kinds[slot];
-            (*totals).timer_segs[slot] += delta.timer_segs[slot];
-            if p.sock_ino != 0 {
-                (*totals).sock_ino = p.sock_ino;
-            }
-        }
+        unsafe { add_totals(&mut *totals, delta, slot, cause) };
         return 0;
     }
     // First retransmit of this flow on this CPU. From a program, updating a per-CPU hash
@@ -324,6 +336,33 @@ pub extern "C" fn netprobe_rtx_count() -> i32 {
         bump(COUNTER_FLOW_TABLE_FULL);
     }
     0
+}
+
+/// `-EBUSY` (include/uapi/asm-generic/errno-base.h): TCPRetransFail leaves these out.
+const EBUSY: i32 = 16;
+
+/// Adds one attempt's delta, which is zero outside `slot` and `cause`, to a flow's totals.
+#[inline(always)]
+fn add_totals(totals: &mut RetransmitTotals, delta: &RetransmitTotals, slot: usize, cause: usize) {
+    totals.sent += delta.sent;
+    totals.segs += delta.segs;
+    totals.bytes += delta.bytes;
+    totals.failed_counted += delta.failed_counted;
+    totals.failed_counted_segs += delta.failed_counted_segs;
+    totals.failed_busy_segs += delta.failed_busy_segs;
+    totals.aborted += delta.aborted;
+    totals.aborted_segs += delta.aborted_segs;
+    totals.unclassified += delta.unclassified;
+    totals.unclassified_segs += delta.unclassified_segs;
+    totals.kinds[slot] += delta.kinds[slot];
+    totals.kind_segs[slot] += delta.kind_segs[slot];
+    totals.timer_kinds[slot] += delta.timer_kinds[slot];
+    totals.timer_segs[slot] += delta.timer_segs[slot];
+    totals.failed_kinds[slot] += delta.failed_kinds[slot];
+    totals.failed_causes[cause] += delta.failed_causes[cause];
+    if delta.sock_ino != 0 {
+        totals.sock_ino = delta.sock_ino;
+    }
 }
 
 #[tracepoint]
@@ -378,5 +417,6 @@ pub extern "C" fn netprobe_synack_describe() -> i32 {
     // The request socket is in SYN_RECV (NEW_SYN_RECV in the hash table).
     p.state = TCP_NEW_SYN_RECV;
     p.kind = KIND_SYNACK;
+    p.outcome = OUTCOME_SENT;
     0
 }

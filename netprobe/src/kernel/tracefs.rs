@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netprobe_common::{RetransmitRecordLayout, SynackRecordLayout, OFFSET_ABSENT};
+use netprobe_common::{RetransmitRecordLayout, SockStateLayout, SynackRecordLayout, OFFSET_ABSENT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -159,6 +159,17 @@ impl Format {
             saddr_v6: self.required("saddr_v6", 16)?,
             daddr_v6: self.required("daddr_v6", 16)?,
             err: self.optional("err", 4)?,
+            // From BTF, when the outcome hook is planned.
+            total_retrans: OFFSET_ABSENT,
+        })
+    }
+
+    /// The `sock:inet_sock_set_state` layout.
+    pub fn sock_state_layout(&self) -> Result<SockStateLayout, TracefsError> {
+        Ok(SockStateLayout {
+            skaddr: self.required("skaddr", 8)?,
+            newstate: self.required("newstate", 4)?,
+            protocol: self.required("protocol", 2)?,
             _pad0: 0,
         })
     }
@@ -317,6 +328,17 @@ mod tests {
         let l = f.synack_layout().unwrap();
         assert_eq!((l.skaddr, l.sport, l.dport, l.family), (8, 24, 26, 28));
         assert_eq!((l.saddr, l.daddr, l.saddr_v6, l.daddr_v6), (30, 34, 38, 54));
+    }
+
+    #[test]
+    fn sock_state_layout() {
+        let f = Format::parse(
+            "sock:inet_sock_set_state",
+            include_str!("../../fixtures/tracefs/inet_sock_set_state.6.18"),
+        )
+        .unwrap();
+        let l = f.sock_state_layout().unwrap();
+        assert_eq!((l.skaddr, l.newstate, l.protocol), (8, 20, 30));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use netprobe_common::{
     decode::{nul_terminated, Event},
-    vocab::{Direction, Layer, ReceiveClass, RetransmitKind, TcpState, Trigger},
+    vocab::{Direction, Layer, ReceiveClass, RetransmitKind, RetransmitOutcome, TcpState, Trigger},
     DropEvent, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
     DROP_HAS_PORTS, DROP_HAS_SOCK, RX_HAD_OOO,
 };
@@ -36,8 +36,10 @@ pub struct Retransmit {
     pub state: Option<TcpState>,
     pub kind: RetransmitKind,
     pub trigger: Trigger,
-    /// 0 when sent, else the kernel's negative errno.
+    /// 0 when sent, else the kernel's error (a negative errno, or `NET_XMIT_DROP`).
     pub err: i32,
+    /// Sent, failed after the kernel counted it, or given up before.
+    pub outcome: RetransmitOutcome,
     pub segs: u16,
     pub bytes: u32,
     pub seq: u32,
@@ -247,6 +249,7 @@ fn retransmit(e: &RetransmitEvent) -> Retransmit {
         kind: RetransmitKind::from_id(e.kind),
         trigger: Trigger::from_id(e.trigger),
         err: e.err,
+        outcome: RetransmitOutcome::from_id(e.outcome),
         segs: e.segs,
         bytes: e.bytes,
         seq: e.seq,

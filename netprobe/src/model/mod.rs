@@ -6,5 +6,6 @@ pub mod cpuset;
 pub mod event;
 pub mod flow;
 pub mod owners;
+pub mod retransmits;
 pub mod tally;
 pub mod window;

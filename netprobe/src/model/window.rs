@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 
 use netprobe_common::{
-    vocab::RetransmitKind, ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
+    vocab::RetransmitKind, ReceiveTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
     COUNTER_FLOW_TABLE_FULL, COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
     COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
+pub use super::retransmits::{Attempts, FailedAttempts, KindCounts, RetransmitFlow, Retransmits};
 use super::{
     flow::{Family, Flow},
     owners::Owner,
+    retransmits::retransmits,
 };
 use crate::kernel::{
     btf::DropReasons,
@@ -30,68 +32,6 @@ pub struct Streamed {
 
 /// softnet_stat per-CPU deltas over the trace window: (time_squeeze, dropped) by CPU id.
 pub type SoftnetDeltas = BTreeMap<usize, (u64, u64)>;
-
-/// One kind of retransmit on a flow.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct KindCounts {
-    /// Retransmits, sent and failed.
-    pub count: u64,
-    /// Segments of successful retransmits.
-    pub segs: u64,
-    /// Retransmits (sent and failed) from the TIMER softirq, and their segments: what TcpExt
-    /// tells apart, an RTO's own retransmit vs the slow-start ones after it.
-    pub timer: u64,
-    pub timer_segs: u64,
-}
-
-impl KindCounts {
-    fn add(&mut self, other: &KindCounts) {
-        self.count += other.count;
-        self.segs += other.segs;
-        self.timer += other.timer;
-        self.timer_segs += other.timer_segs;
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetransmitFlow {
-    /// The socket's view: this host first.
-    pub flow: Flow,
-    pub family: Option<Family>,
-    pub sent: u64,
-    pub failed: u64,
-    pub segs: u64,
-    pub bytes: u64,
-    /// Kinds with none are left out.
-    pub kinds: BTreeMap<RetransmitKind, KindCounts>,
-    pub owner: Option<Owner>,
-}
-
-impl RetransmitFlow {
-    pub fn kind(&self, kind: RetransmitKind) -> KindCounts {
-        self.kinds.get(&kind).copied().unwrap_or_default()
-    }
-
-    /// Retransmits that say data (or its ACK) was lost on the way out.
-    pub fn loss_retransmits(&self) -> u64 {
-        self.kinds
-            .iter()
-            .filter(|(k, _)| k.signals_loss())
-            .map(|(_, c)| c.count)
-            .sum()
-    }
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Retransmits {
-    pub sent: u64,
-    pub failed: u64,
-    pub segs: u64,
-    pub bytes: u64,
-    pub by_kind: BTreeMap<RetransmitKind, u64>,
-    /// Busiest first.
-    pub flows: Vec<RetransmitFlow>,
-}
 
 /// Out-of-sequence data on a receive path.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -346,56 +286,6 @@ impl Window {
         }
         sum
     }
-}
-
-fn kinds(t: &RetransmitTotals) -> BTreeMap<RetransmitKind, KindCounts> {
-    let mut kinds: BTreeMap<RetransmitKind, KindCounts> = BTreeMap::new();
-    for k in (0..t.kinds.len()).filter(|&k| t.kinds[k] > 0) {
-        // Unknown IDs count as `other`.
-        kinds
-            .entry(RetransmitKind::from_id(k as u8))
-            .or_default()
-            .add(&KindCounts {
-                count: t.kinds[k] as u64,
-                segs: t.kind_segs[k] as u64,
-                timer: t.timer_kinds[k] as u64,
-                timer_segs: t.timer_segs[k] as u64,
-            });
-    }
-    kinds
-}
-
-fn retransmits(
-    totals: &KernelTotals,
-    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
-) -> Retransmits {
-    let mut out = Retransmits::default();
-    for (key, t) in &totals.flows {
-        out.sent += t.sent;
-        out.failed += t.failed;
-        out.segs += t.segs;
-        out.bytes += t.bytes;
-        let kinds = kinds(t);
-        for (kind, counts) in &kinds {
-            *out.by_kind.entry(*kind).or_default() += counts.count;
-        }
-        out.flows.push(RetransmitFlow {
-            flow: Flow::from_raw(key.netns, &key.flow, true),
-            family: Family::from_raw(key.flow.family),
-            sent: t.sent,
-            failed: t.failed,
-            segs: t.segs,
-            bytes: t.bytes,
-            kinds,
-            owner: owner_of(t.sock_ino),
-        });
-    }
-    out.flows.sort_by(|a, b| {
-        (b.sent + b.failed)
-            .cmp(&(a.sent + a.failed))
-            .then(a.flow.src.port.cmp(&b.flow.src.port))
-    });
-    out
 }
 
 fn receives(totals: &KernelTotals, owner_of: &mut dyn FnMut(u64) -> Option<Owner>) -> Receives {

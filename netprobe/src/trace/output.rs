@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use netprobe_common::vocab::{ip_proto, TcpState};
+use netprobe_common::vocab::{ip_proto, RetransmitOutcome, TcpState};
 use serde::Serialize;
 
 use crate::{
@@ -40,6 +40,10 @@ pub struct RetransmitJson<'a> {
     pub retransmit_kind: &'static str,
     /// `timer` (TIMER softirq), `other` (ACK processing, process context…) or `unknown`.
     pub trigger: &'static str,
+    /// `sent`, `failed_after_counted` (in RetransSegs and TCPRetransFail, never on the wire),
+    /// `aborted` (given up before counting) or `unclassified`.
+    pub outcome: &'static str,
+    /// 0 when sent, else the kernel's error: a negative errno, or 1 (`NET_XMIT_DROP`).
     pub err: i32,
     pub segs: u16,
     pub bytes: u32,
@@ -141,6 +145,7 @@ impl<'a> RetransmitJson<'a> {
             state: e.state.map(TcpState::name).unwrap_or("UNKNOWN"),
             retransmit_kind: e.kind.name(),
             trigger: e.trigger.name(),
+            outcome: e.outcome.name(),
             err: e.err,
             segs: e.segs,
             bytes: e.bytes,
@@ -222,9 +227,21 @@ pub fn ip_proto_name(proto: u8) -> String {
         .unwrap_or_else(|| proto.to_string())
 }
 
-fn errno_name(err: i32) -> String {
+/// `sent`, or `failed <error> (<outcome>)`.
+fn outcome_text(err: i32, outcome: RetransmitOutcome) -> String {
+    if err == 0 {
+        return "sent".into();
+    }
+    format!("failed {} ({})", error_name(err), outcome.name())
+}
+
+fn error_name(err: i32) -> String {
+    // What a qdisc's drop comes back as (net_xmit_eval passes it up unchanged).
+    const NET_XMIT_DROP: i32 = 1;
+    if err == NET_XMIT_DROP {
+        return "NET_XMIT_DROP".into();
+    }
     let name = match -err {
-        0 => return "sent".into(),
         libc::EBUSY => "EBUSY",
         libc::ENOMEM => "ENOMEM",
         libc::EAGAIN => "EAGAIN",
@@ -234,7 +251,7 @@ fn errno_name(err: i32) -> String {
         libc::EPERM => "EPERM",
         _ => return format!("error {err}"),
     };
-    format!("failed {name}")
+    name.into()
 }
 
 /// Turns typed events into JSON objects or text lines.
@@ -275,7 +292,7 @@ impl Renderer {
                 e.segs,
                 e.bytes,
                 e.seq,
-                errno_name(e.err),
+                outcome_text(e.err, e.outcome),
                 e.flow.netns
             ),
             NetEvent::Receive(e) => self.receive_text(e),
@@ -414,6 +431,7 @@ mod tests {
             state: 1,
             kind: netprobe_common::KIND_FAST,
             trigger: TRIGGER_OTHER,
+            outcome: netprobe_common::OUTCOME_ABORTED,
             ..Default::default()
         };
         let v: serde_json::Value =
@@ -422,7 +440,7 @@ mod tests {
             v,
             serde_json::json!({"type":"retransmit","ts_ns":5,"cpu":1,"netns":99,"family":"ipv4",
                 "saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":5001,
-                "state":"ESTABLISHED","kind":"fast","trigger":"other","err":-16,"segs":1,"bytes":1448,"seq":7})
+                "state":"ESTABLISHED","kind":"fast","trigger":"other","outcome":"aborted","err":-16,"segs":1,"bytes":1448,"seq":7})
         );
         let text = text(
             &Event::Retransmit(e),
@@ -435,7 +453,7 @@ mod tests {
             text.contains("RETRANS fast 198.18.0.1:40000 > 198.18.0.2:5001 ESTABLISHED segs=1"),
             "{text}"
         );
-        assert!(text.contains("failed EBUSY"), "{text}");
+        assert!(text.contains("failed EBUSY (aborted)"), "{text}");
         assert!(text.ends_with(" pid=42 comm=iperf"), "{text}");
     }
 

@@ -93,8 +93,17 @@ pub const NAPI_HOOK: HookSpec = HookSpec {
     attach: AttachKind::RawTracepoint,
 };
 
-pub const TRACEPOINT_HOOKS: [&HookSpec; 7] = [
+/// Each TCP socket's retransmit count when it connects and closes: the baseline that tells a
+/// failed retransmit the kernel counted from one it did not (`netprobe-ebpf/src/outcome.rs`).
+pub const SOCK_STATE_HOOK: HookSpec = HookSpec {
+    id: "sock:inet_sock_set_state",
+    program: "netprobe_sock_state",
+    attach: AttachKind::Tracepoint,
+};
+
+pub const TRACEPOINT_HOOKS: [&HookSpec; 8] = [
     &RETRANSMIT_HOOK,
+    &SOCK_STATE_HOOK,
     &SYNACK_HOOK,
     &DROP_HOOK,
     &RECEIVE_HOOK,
@@ -206,6 +215,12 @@ mod tests {
                     "netprobe_rtx"
                 ),
                 (
+                    "sock:inet_sock_set_state",
+                    "sock",
+                    "inet_sock_set_state",
+                    "netprobe_sock_state"
+                ),
+                (
                     "tcp:tcp_retransmit_synack",
                     "tcp",
                     "tcp_retransmit_synack",
@@ -258,10 +273,10 @@ mod tests {
     #[test]
     fn every_program_is_named_once() {
         let mut names: Vec<&str> = program_names().collect();
-        assert_eq!(names.len(), 7 + 2 * 4);
+        assert_eq!(names.len(), 8 + 2 * 4);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 7 + 2 * 4, "a program name is used twice");
+        assert_eq!(names.len(), 8 + 2 * 4, "a program name is used twice");
         assert!(names.iter().all(|n| n.starts_with("netprobe_")));
     }
 

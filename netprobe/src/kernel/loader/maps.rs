@@ -157,21 +157,35 @@ impl Probe {
 
 /// Adds one CPU's totals of a flow to the sum.
 fn add_retransmits(total: &mut RetransmitTotals, v: &RetransmitTotals) {
-    total.sent += v.sent;
-    total.failed += v.failed;
-    total.segs += v.segs;
-    total.bytes += v.bytes;
-    for (sum, n) in total.kinds.iter_mut().zip(v.kinds) {
+    let sums = [
+        (&mut total.sent, v.sent),
+        (&mut total.segs, v.segs),
+        (&mut total.bytes, v.bytes),
+        (&mut total.failed_counted, v.failed_counted),
+        (&mut total.failed_counted_segs, v.failed_counted_segs),
+        (&mut total.failed_busy_segs, v.failed_busy_segs),
+        (&mut total.aborted, v.aborted),
+        (&mut total.aborted_segs, v.aborted_segs),
+        (&mut total.unclassified, v.unclassified),
+        (&mut total.unclassified_segs, v.unclassified_segs),
+    ];
+    for (sum, n) in sums {
         *sum += n;
     }
-    for (sum, n) in total.kind_segs.iter_mut().zip(v.kind_segs) {
-        *sum += n;
+    let arrays = [
+        (&mut total.kinds, &v.kinds),
+        (&mut total.kind_segs, &v.kind_segs),
+        (&mut total.timer_kinds, &v.timer_kinds),
+        (&mut total.timer_segs, &v.timer_segs),
+        (&mut total.failed_kinds, &v.failed_kinds),
+    ];
+    for (sum, per_kind) in arrays {
+        for (s, n) in sum.iter_mut().zip(per_kind) {
+            *s += n;
+        }
     }
-    for (sum, n) in total.timer_kinds.iter_mut().zip(v.timer_kinds) {
-        *sum += n;
-    }
-    for (sum, n) in total.timer_segs.iter_mut().zip(v.timer_segs) {
-        *sum += n;
+    for (s, n) in total.failed_causes.iter_mut().zip(v.failed_causes) {
+        *s += n;
     }
     // The same socket on every CPU that saw the flow.
     if v.sock_ino != 0 {
@@ -187,7 +201,8 @@ mod tests {
     fn a_flow_sums_over_cpus_and_keeps_its_socket() {
         let mut first = RetransmitTotals {
             sent: 2,
-            failed: 1,
+            failed_counted: 1,
+            failed_counted_segs: 2,
             segs: 3,
             bytes: 4000,
             sock_ino: 77,
@@ -205,15 +220,21 @@ mod tests {
         second.kinds[1] = 1;
         second.kind_segs[1] = 2;
         second.timer_kinds[3] = 4;
+        second.aborted = 5;
+        second.failed_kinds[4] = 1;
+        second.failed_causes[1] = 1;
+        first.failed_causes[1] = 2;
 
         let mut total = RetransmitTotals::default();
         for cpu in [&first, &second] {
             add_retransmits(&mut total, cpu);
         }
         assert_eq!(
-            (total.sent, total.failed, total.segs, total.bytes),
+            (total.sent, total.failed_counted, total.segs, total.bytes),
             (3, 1, 5, 5448)
         );
+        assert_eq!((total.failed_counted_segs, total.aborted), (2, 5));
+        assert_eq!((total.failed_kinds[4], total.failed_causes[1]), (1, 3));
         assert_eq!((total.kinds[1], total.kind_segs[1]), (3, 2));
         assert_eq!((total.timer_kinds[3], total.timer_segs[2]), (4, 1));
         assert_eq!(total.sock_ino, 77);

@@ -8,6 +8,7 @@
 mod attach;
 pub mod catalogue;
 mod maps;
+mod outcomes;
 mod plan;
 mod prog_info;
 

@@ -56,6 +56,7 @@ pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, Btf
     if let Some(layout) = plan.retransmit {
         config.retransmit = layout;
     }
+    super::outcomes::plan_outcomes(tracefs, btf, &mut config, &mut plan);
     Ok(Planned {
         config,
         wanted: plan.wanted,
@@ -84,22 +85,22 @@ pub struct HookPlan {
     pub retransmit: Option<RetransmitRecordLayout>,
     pub synack: Option<SynackRecordLayout>,
     /// Hooks to attach, with the detail to report once attached.
-    wanted: Vec<(&'static HookSpec, String)>,
+    pub(super) wanted: Vec<(&'static HookSpec, String)>,
     /// Hooks already known to be unavailable.
     pub hooks: Vec<HookStatus>,
 }
 
 impl HookPlan {
-    fn want(&mut self, spec: &'static HookSpec, detail: String) {
+    pub(super) fn want(&mut self, spec: &'static HookSpec, detail: String) {
         self.wanted.push((spec, detail));
     }
 
-    fn unavailable(&mut self, spec: &'static HookSpec, why: String) {
+    pub(super) fn unavailable(&mut self, spec: &'static HookSpec, why: String) {
         self.hooks.push(spec.inactive(why));
     }
 
     /// The detail of a hook already planned, to add to.
-    fn detail_of(&mut self, spec: &HookSpec) -> Option<&mut String> {
+    pub(super) fn detail_of(&mut self, spec: &HookSpec) -> Option<&mut String> {
         self.wanted
             .iter_mut()
             .find(|(planned, _)| planned.id == spec.id)

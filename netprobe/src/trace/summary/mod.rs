@@ -16,8 +16,8 @@ use crate::{
     model::{
         owners::Owner,
         window::{
-            self, Backlog, CpuWork, KindAccounting, KindCounts, ReceiveCounts, ReceiveFlow,
-            RetransmitFlow, Window,
+            self, Attempts, Backlog, CpuWork, FailedAttempts, KindAccounting, KindCounts,
+            ReceiveCounts, ReceiveFlow, RetransmitFlow, Window,
         },
     },
 };
@@ -93,10 +93,14 @@ pub struct NapiDevice<'a> {
 #[derive(Debug, Serialize)]
 pub struct RetransmitSummary<'a> {
     pub sent: u64,
+    /// Attempts that did not go out, whatever their outcome.
     pub failed: u64,
     pub segs: u64,
     pub bytes: u64,
-    /// All flows' retransmits by kind (exact, from the kernel's flow table).
+    /// Attempts and segments by outcome: `sent` + `failed_after_counted` segments are what
+    /// RetransSegs counts.
+    pub outcomes: OutcomesJson,
+    /// All flows' sent retransmits by kind (exact, from the kernel's flow table).
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Busiest first.
     pub flows: Vec<FlowRetransmits<'a>>,
@@ -114,7 +118,8 @@ pub struct FlowRetransmits<'a> {
     pub failed: u64,
     pub segs: u64,
     pub bytes: u64,
-    /// Retransmits (sent and failed) by kind; kinds with none are left out.
+    pub outcomes: OutcomesJson,
+    /// Sent retransmits by kind; kinds with none are left out.
     pub kinds: BTreeMap<&'static str, u64>,
     /// Per kind: segments sent, and what of it came from the TIMER softirq (what TcpExt
     /// tells apart: an RTO's own retransmit vs the slow-start ones after it).
@@ -128,9 +133,68 @@ pub struct FlowRetransmits<'a> {
 pub struct KindDetail {
     /// Segments of successful retransmits.
     pub segs: u64,
-    /// Retransmits (sent and failed) from the TIMER softirq, and their segments.
+    /// Retransmits sent from the TIMER softirq, and their segments.
     pub timer: u64,
     pub timer_segs: u64,
+}
+
+/// Retransmit attempts of one outcome and the segments in their skbs.
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptsJson {
+    pub attempts: u64,
+    pub segs: u64,
+}
+
+impl From<&Attempts> for AttemptsJson {
+    fn from(a: &Attempts) -> Self {
+        AttemptsJson {
+            attempts: a.count,
+            segs: a.segs,
+        }
+    }
+}
+
+/// Retransmit attempts by outcome (`RetransmitOutcome`'s names).
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct OutcomesJson {
+    pub sent: AttemptsJson,
+    /// Counted in RetransSegs, then refused in this host's own egress path.
+    pub failed_after_counted: FailedCountedJson,
+    /// Given up before anything was counted (still queued, zero window, no memory or route).
+    pub aborted: AttemptsJson,
+    /// Failed on a socket whose count before the attempt is unknown.
+    pub unclassified: AttemptsJson,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct FailedCountedJson {
+    pub attempts: u64,
+    pub segs: u64,
+    /// Of those segments, the `-EBUSY` ones, which TCPRetransFail leaves out.
+    pub busy_segs: u64,
+    /// Attempts by what refused them (`netfilter`, `qdisc`, `no_buffer`, `other`).
+    pub by_cause: BTreeMap<&'static str, u64>,
+    pub by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl OutcomesJson {
+    fn new(sent: u64, segs: u64, failed: &FailedAttempts) -> Self {
+        OutcomesJson {
+            sent: AttemptsJson {
+                attempts: sent,
+                segs,
+            },
+            failed_after_counted: FailedCountedJson {
+                attempts: failed.after_counted.count,
+                segs: failed.after_counted.segs,
+                busy_segs: failed.busy_segs,
+                by_cause: failed.causes.iter().map(|(c, n)| (c.name(), *n)).collect(),
+                by_kind: failed.kinds.iter().map(|(k, n)| (k.name(), *n)).collect(),
+            },
+            aborted: (&failed.aborted).into(),
+            unclassified: (&failed.unclassified).into(),
+        }
+    }
 }
 
 /// Counts of out-of-sequence data on a receive path.
@@ -234,9 +298,10 @@ impl<'a> SummaryJson<'a> {
             hooks: &w.hooks,
             retransmits: RetransmitSummary {
                 sent: r.sent,
-                failed: r.failed,
+                failed: r.failed.count(),
                 segs: r.segs,
                 bytes: r.bytes,
+                outcomes: OutcomesJson::new(r.sent, r.segs, &r.failed),
                 by_kind: r.by_kind.iter().map(|(k, n)| (k.name(), *n)).collect(),
                 flows: r.flows.iter().map(FlowRetransmits::new).collect(),
             },
@@ -325,9 +390,10 @@ impl<'a> FlowRetransmits<'a> {
             daddr: f.flow.dst.addr.to_string(),
             dport: f.flow.dst.port.unwrap_or(0),
             sent: f.sent,
-            failed: f.failed,
+            failed: f.failed.count(),
             segs: f.segs,
             bytes: f.bytes,
+            outcomes: OutcomesJson::new(f.sent, f.segs, &f.failed),
             kinds: f.kinds.iter().map(|(k, c)| (k.name(), c.count)).collect(),
             kind_detail: f
                 .kinds

@@ -170,14 +170,21 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
             },
             RetransmitTotals {
                 sent: 11,
-                failed: 1,
                 segs: 13,
                 bytes: 15000,
                 sock_ino: 99,
+                failed_counted: 2,
+                failed_counted_segs: 3,
+                failed_busy_segs: 1,
+                aborted: 4,
+                aborted_segs: 4,
                 kinds: [0, 2, 9, 1, 0, 0, 0, 0],
                 kind_segs: [0, 2, 10, 1, 0, 0, 0, 0],
                 timer_kinds: [0, 1, 0, 1, 0, 0, 0, 0],
                 timer_segs: [0, 1, 0, 1, 0, 0, 0, 0],
+                failed_kinds: [0, 0, 2, 0, 0, 0, 0, 0],
+                failed_causes: [1, 1, 0, 0],
+                ..Default::default()
             },
         )],
         reasons: vec![(12, vec![4, 3]), (3, vec![0, 3])],
@@ -230,8 +237,22 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
     let s = SummaryJson::new(&s_w);
     assert_eq!(
         (s.retransmits.sent, s.retransmits.failed, s.retransmits.segs),
-        (11, 1, 13)
+        (11, 6, 13)
     );
+    // Outcomes apart: kinds count only what was sent; the failed attempts by outcome, cause
+    // and kind, with the -EBUSY segments TCPRetransFail leaves out.
+    let outcomes = serde_json::to_value(&s.retransmits.flows[0].outcomes).unwrap();
+    assert_eq!(
+        outcomes,
+        serde_json::json!({
+            "sent": {"attempts": 11, "segs": 13},
+            "failed_after_counted": {"attempts": 2, "segs": 3, "busy_segs": 1,
+                "by_cause": {"netfilter": 1, "qdisc": 1}, "by_kind": {"fast": 2}},
+            "aborted": {"attempts": 4, "segs": 4},
+            "unclassified": {"attempts": 0, "segs": 0},
+        })
+    );
+    assert_eq!(s.retransmits.outcomes, s.retransmits.flows[0].outcomes);
     assert_eq!(s.retransmits.flows[0].saddr, "198.18.0.1");
     assert_eq!(
         s.retransmits.flows[0].kind_detail["rto"],

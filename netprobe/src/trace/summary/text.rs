@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::window::{CpuCount, Window};
+use crate::model::window::{CpuCount, FailedAttempts, Window};
 
 /// The summary for people.
 pub fn text(w: &Window, top: usize) -> String {
@@ -24,11 +24,12 @@ fn retransmits(out: &mut String, w: &Window, top: usize) {
     let _ =
         writeln!(
         out,
-        "retransmits: {} sent ({} segments, {} bytes), {} failed attempts, {} flows; by kind: {}",
+        "retransmits: {} sent ({} segments, {} bytes), {} failed attempts ({}), {} flows; by kind: {}",
         r.sent,
         r.segs,
         r.bytes,
-        r.failed,
+        r.failed.count(),
+        failed_text(&r.failed),
         r.flows.len(),
         r.by_kind.iter().map(|(k, n)| format!("{} {n}", k.name())).collect::<Vec<_>>().join(", ")
     );
@@ -36,9 +37,31 @@ fn retransmits(out: &mut String, w: &Window, top: usize) {
         let _ = writeln!(
             out,
             "  {:>8} sent {:>6} failed {:>8} segs  {} > {}  netns={}",
-            f.sent, f.failed, f.segs, f.flow.src, f.flow.dst, f.flow.netns
+            f.sent,
+            f.failed.count(),
+            f.segs,
+            f.flow.src,
+            f.flow.dst,
+            f.flow.netns
         );
     }
+}
+
+/// `N failed after counted (S segments; netfilter N), N aborted, N unclassified`.
+fn failed_text(f: &FailedAttempts) -> String {
+    let causes: Vec<String> = f.causes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let mut text = format!(
+        "{} failed after counted ({} segments{}{}), {} aborted",
+        f.after_counted.count,
+        f.after_counted.segs,
+        if causes.is_empty() { "" } else { "; " },
+        causes.join(", "),
+        f.aborted.count
+    );
+    if f.unclassified.count > 0 {
+        text.push_str(&format!(", {} unclassified", f.unclassified.count));
+    }
+    text
 }
 
 /// What peers sent again, and holes, as this host received it.

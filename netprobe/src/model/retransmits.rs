@@ -1,0 +1,210 @@
+//! Retransmits over the window: what each flow sent again (by kind) and the attempts that did
+//! not go out (by outcome), from the kernel's exact per-flow totals.
+
+use std::collections::BTreeMap;
+
+use netprobe_common::{
+    vocab::{EgressFailure, RetransmitKind},
+    RetransmitTotals,
+};
+
+use super::{
+    flow::{Family, Flow},
+    owners::Owner,
+};
+use crate::kernel::loader::KernelTotals;
+
+/// One kind of retransmit on a flow.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindCounts {
+    /// Retransmits sent.
+    pub count: u64,
+    /// Their segments.
+    pub segs: u64,
+    /// Retransmits sent from the TIMER softirq, and their segments: what TcpExt
+    /// tells apart, an RTO's own retransmit vs the slow-start ones after it.
+    pub timer: u64,
+    pub timer_segs: u64,
+}
+
+impl KindCounts {
+    pub fn add(&mut self, other: &KindCounts) {
+        self.count += other.count;
+        self.segs += other.segs;
+        self.timer += other.timer;
+        self.timer_segs += other.timer_segs;
+    }
+}
+
+/// Retransmit attempts of one outcome, and the segments in their skbs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    pub count: u64,
+    pub segs: u64,
+}
+
+impl Attempts {
+    fn add(&mut self, other: &Attempts) {
+        self.count += other.count;
+        self.segs += other.segs;
+    }
+}
+
+/// The attempts that did not go out, by outcome (see `RetransmitOutcome`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FailedAttempts {
+    /// Counted in RetransSegs (and TCPRetransFail), then refused on the way out.
+    pub after_counted: Attempts,
+    /// Of those segments, the `-EBUSY` ones, which TCPRetransFail leaves out.
+    pub busy_segs: u64,
+    /// Given up before anything was counted.
+    pub aborted: Attempts,
+    /// Counted or not, unknown (the socket's history began before the trace).
+    pub unclassified: Attempts,
+    /// Failed-after-counted attempts by kind and by what refused them; none are left out.
+    pub kinds: BTreeMap<RetransmitKind, u64>,
+    pub causes: BTreeMap<EgressFailure, u64>,
+}
+
+impl FailedAttempts {
+    pub fn count(&self) -> u64 {
+        self.after_counted.count + self.aborted.count + self.unclassified.count
+    }
+
+    pub fn add(&mut self, other: &FailedAttempts) {
+        self.after_counted.add(&other.after_counted);
+        self.busy_segs += other.busy_segs;
+        self.aborted.add(&other.aborted);
+        self.unclassified.add(&other.unclassified);
+        for (k, n) in &other.kinds {
+            *self.kinds.entry(*k).or_default() += n;
+        }
+        for (c, n) in &other.causes {
+            *self.causes.entry(*c).or_default() += n;
+        }
+    }
+
+    fn from_totals(t: &RetransmitTotals) -> Self {
+        let nonzero = |v: u32| (v > 0).then_some(v as u64);
+        let mut kinds = BTreeMap::new();
+        for (k, n) in t.failed_kinds.iter().enumerate() {
+            if let Some(n) = nonzero(*n) {
+                *kinds.entry(RetransmitKind::from_id(k as u8)).or_default() += n;
+            }
+        }
+        let causes = EgressFailure::ALL
+            .iter()
+            .filter_map(|c| nonzero(t.failed_causes[c.index()]).map(|n| (*c, n)))
+            .collect();
+        FailedAttempts {
+            after_counted: Attempts {
+                count: t.failed_counted,
+                segs: t.failed_counted_segs,
+            },
+            busy_segs: t.failed_busy_segs,
+            aborted: Attempts {
+                count: t.aborted,
+                segs: t.aborted_segs,
+            },
+            unclassified: Attempts {
+                count: t.unclassified,
+                segs: t.unclassified_segs,
+            },
+            kinds,
+            causes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetransmitFlow {
+    /// The socket's view: this host first.
+    pub flow: Flow,
+    pub family: Option<Family>,
+    /// Retransmits sent, their segments and bytes.
+    pub sent: u64,
+    pub segs: u64,
+    pub bytes: u64,
+    pub failed: FailedAttempts,
+    /// What was sent, by kind; kinds with none are left out.
+    pub kinds: BTreeMap<RetransmitKind, KindCounts>,
+    pub owner: Option<Owner>,
+}
+
+impl RetransmitFlow {
+    pub fn kind(&self, kind: RetransmitKind) -> KindCounts {
+        self.kinds.get(&kind).copied().unwrap_or_default()
+    }
+
+    /// Retransmits that say data (or its ACK) was lost on the way out.
+    pub fn loss_retransmits(&self) -> u64 {
+        self.kinds
+            .iter()
+            .filter(|(k, _)| k.signals_loss())
+            .map(|(_, c)| c.count)
+            .sum()
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Retransmits {
+    pub sent: u64,
+    pub segs: u64,
+    pub bytes: u64,
+    pub failed: FailedAttempts,
+    /// Sent retransmits by kind.
+    pub by_kind: BTreeMap<RetransmitKind, u64>,
+    /// Busiest first.
+    pub flows: Vec<RetransmitFlow>,
+}
+
+fn kinds(t: &RetransmitTotals) -> BTreeMap<RetransmitKind, KindCounts> {
+    let mut kinds: BTreeMap<RetransmitKind, KindCounts> = BTreeMap::new();
+    for k in (0..t.kinds.len()).filter(|&k| t.kinds[k] > 0) {
+        // Unknown IDs count as `other`.
+        kinds
+            .entry(RetransmitKind::from_id(k as u8))
+            .or_default()
+            .add(&KindCounts {
+                count: t.kinds[k] as u64,
+                segs: t.kind_segs[k] as u64,
+                timer: t.timer_kinds[k] as u64,
+                timer_segs: t.timer_segs[k] as u64,
+            });
+    }
+    kinds
+}
+
+pub(super) fn retransmits(
+    totals: &KernelTotals,
+    owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
+) -> Retransmits {
+    let mut out = Retransmits::default();
+    for (key, t) in &totals.flows {
+        let failed = FailedAttempts::from_totals(t);
+        out.sent += t.sent;
+        out.failed.add(&failed);
+        out.segs += t.segs;
+        out.bytes += t.bytes;
+        let kinds = kinds(t);
+        for (kind, counts) in &kinds {
+            *out.by_kind.entry(*kind).or_default() += counts.count;
+        }
+        out.flows.push(RetransmitFlow {
+            flow: Flow::from_raw(key.netns, &key.flow, true),
+            family: Family::from_raw(key.flow.family),
+            sent: t.sent,
+            failed,
+            segs: t.segs,
+            bytes: t.bytes,
+            kinds,
+            owner: owner_of(t.sock_ino),
+        });
+    }
+    out.flows.sort_by(|a, b| {
+        (b.sent + b.failed.count())
+            .cmp(&(a.sent + a.failed.count()))
+            .then(a.flow.src.port.cmp(&b.flow.src.port))
+    });
+    out
+}
