@@ -6,7 +6,12 @@ use netprobe_common::vocab::RetransmitKind;
 use serde::Serialize;
 
 use super::{Inputs, Steering};
-use crate::model::{cpuset::CpuSet, flow::Flow, owners::Owner, window::Window};
+use crate::model::{
+    cpuset::CpuSet,
+    flow::Flow,
+    owners::Owner,
+    window::{FailedAttempts, Window},
+};
 
 /// A flow's loss as this host saw it: what it re-sent, and what its peer re-sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub struct FlowLoss {
     pub owner: Option<Owner>,
     pub retransmits: BTreeMap<RetransmitKind, u64>,
     pub retransmitted_segs: u64,
+    /// Retransmit attempts that did not go out, by outcome.
+    pub failed: FailedAttempts,
     pub peer_duplicate: u64,
     pub peer_fills_hole: u64,
     pub holes: u64,
@@ -28,6 +35,7 @@ impl FlowLoss {
             owner,
             retransmits: BTreeMap::new(),
             retransmitted_segs: 0,
+            failed: FailedAttempts::default(),
             peer_duplicate: 0,
             peer_fills_hole: 0,
             holes: 0,
@@ -108,6 +116,7 @@ pub fn flow_losses(w: &Window, top: usize) -> Vec<FlowLoss> {
             *row.retransmits.entry(*kind).or_default() += counts.count;
         }
         row.retransmitted_segs += f.segs;
+        row.failed.add(&f.failed);
     }
     for f in &w.received.flows {
         let row = rows

@@ -196,6 +196,13 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
     }
 }
 
+/// NET_RX softirq runs per CPU (/proc/softirqs), alone: the baseline a trace reads before
+/// attaching its hooks, so that every run it traces is in the counter's delta.
+pub fn net_rx_runs() -> Vec<u64> {
+    let (_, rows) = read_cpu_table("/proc/softirqs", &mut Vec::new());
+    softirq_row(&rows, "NET_RX")
+}
+
 /// /proc/net/dev, only the interfaces in scope; they are the interfaces of the snapshot.
 fn read_net_dev(scope: &Scope, skipped: &mut Vec<Skipped>) -> Vec<NetDev> {
     read("/proc/net/dev", skipped)

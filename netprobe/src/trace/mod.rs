@@ -96,6 +96,8 @@ struct Session<'a> {
     started: Instant,
     /// The counter side's baseline, read once the programs are attached.
     counters_at_start: Snapshot,
+    /// NET_RX runs per CPU, read before the hooks were attached.
+    net_rx_before_attach: Vec<u64>,
     own_netns: u32,
     out: io::BufWriter<io::StdoutLock<'static>>,
     /// stdout is gone (e.g. `| head`): stop writing, stop tracing.
@@ -155,6 +157,8 @@ impl<'a> Session<'a> {
             eprintln!("netprobe: {e}; drop locations will be hex addresses");
             Symbolizer::default()
         });
+        // Before attaching: every NET_RX run the hooks see then began after this read.
+        let net_rx_before_attach = sample::net_rx_runs();
         let probe = loader::load(&LoadOptions {
             btf: &btf,
             filter,
@@ -179,6 +183,7 @@ impl<'a> Session<'a> {
             filtered: filter.flags != 0,
             started: Instant::now(),
             counters_at_start,
+            net_rx_before_attach,
             own_netns: own_netns(),
             out: io::BufWriter::new(io::stdout().lock()),
             output_closed: false,
@@ -316,7 +321,7 @@ impl<'a> Session<'a> {
             report: report::between(start, now),
             counters_before: &start.counters,
             counters_now: &now.counters,
-            net_rx_before: &start.net_rx,
+            net_rx_before: &self.net_rx_before_attach,
             net_rx_now: &now.net_rx,
             own_netns: self.own_netns,
             filtered: self.filtered,

@@ -19,6 +19,9 @@ pub struct Expect {
     pub function_hooks: Option<bool>,
     /// `bpf_prog_info.verified_insns` (Linux ≥ 5.16).
     pub verified_insns: bool,
+    /// `tcp_retransmit_skb` fires for failed attempts, with `err` (Linux ≥ 6.17): the
+    /// socket-state hook that classifies them is attached.
+    pub retransmit_outcomes: bool,
 }
 
 impl Expect {
@@ -28,6 +31,7 @@ impl Expect {
             drop_reasons: at_least(5, 17),
             function_hooks,
             verified_insns: at_least(5, 16),
+            retransmit_outcomes: at_least(6, 17),
         }
     }
 }
@@ -178,6 +182,25 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
             )
         },
     );
+    match find("sock:inet_sock_set_state") {
+        Some(h) => {
+            let active = h["active"] == true;
+            c.that(active == expect.retransmit_outcomes, || {
+                format!(
+                    "sock:inet_sock_set_state active={active}, expected {}: {}",
+                    expect.retransmit_outcomes, h["detail"]
+                )
+            });
+            c.that(
+                active
+                    || h["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("no err field")),
+                || format!("sock:inet_sock_set_state inactive without the reason: {h}"),
+            );
+        }
+        None => c.that(false, || "sock:inet_sock_set_state not reported".into()),
+    }
     for name in FUNCTION_HOOKS {
         let Some(h) = find(name) else {
             c.that(false, || format!("{name} not reported"));

@@ -6,6 +6,7 @@ mod backlog;
 mod duplicates;
 mod inbound;
 mod layer_drops;
+mod local_failures;
 mod napi;
 mod outbound;
 
@@ -42,6 +43,7 @@ pub(super) fn event_findings(
         };
         out.extend(inbound::finding(&ns));
         out.extend(outbound::finding(&ns));
+        out.extend(local_failures::finding(&ns));
         out.extend(duplicates::finding(&ns));
     }
     out.extend(backlog::finding(inputs, live, &steering_text));

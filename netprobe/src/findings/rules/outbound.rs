@@ -25,7 +25,14 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         return None;
     }
     let here = ns.here();
-    let local = ns.tcp_drops(Direction::Egress);
+    // What a netfilter hook refuses on the way out of this host, TCP learns at once (-EPERM):
+    // a first send is sent again as new data, a retransmit counted and refused is
+    // `retransmits_fail_locally`'s. Neither is what the retransmits recover.
+    let local: Vec<_> = ns
+        .tcp_drops(Direction::Egress)
+        .into_iter()
+        .filter(|(key, _, _)| key.layer != Layer::Netfilter)
+        .collect();
     let acks = ack_drops(ns, &outbound);
     // Fast retransmits mean the peer's SACKs arrived: then data was lost on the way out,
     // whatever else was dropped on the way in.

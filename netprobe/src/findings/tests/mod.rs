@@ -21,8 +21,8 @@ use crate::{
         btf::DropReasons,
         loader::{
             catalogue::{
-                DROP_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOFTIRQ_ENTRY_HOOK,
-                SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+                DROP_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOCK_STATE_HOOK,
+                SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
             },
             KernelTotals,
         },
@@ -75,6 +75,7 @@ pub(super) fn hooks_with_inactive(
 ) -> Vec<crate::kernel::loader::HookStatus> {
     [
         RETRANSMIT_HOOK.id,
+        SOCK_STATE_HOOK.id,
         SYNACK_HOOK.id,
         DROP_HOOK.id,
         RECEIVE_HOOK.id,

@@ -260,3 +260,115 @@ fn both_sides_merge_into_findings_and_reconcile() {
     assert_eq!(cpu0.backlog_enqueue_drops, 4);
     assert!(bundle.text().contains("[critical] backlog_overflow"));
 }
+
+/// Retransmits counted and then refused by this namespace's own OUTPUT chain, while what they
+/// recover was lost beyond it: `retransmits_fail_locally` names netfilter, its egress drops and
+/// the fix; `outbound_loss` does not blame the OUTPUT chain; both counters reconcile.
+#[test]
+fn retransmits_refused_on_the_way_out_are_named_and_reconciled() {
+    let failing = |failed_counted: u64| KernelTotals {
+        flows: vec![(
+            FlowKey {
+                flow: flow(1, 40000, 2, 5001),
+                netns: OWN,
+                _pad0: 0,
+            },
+            RetransmitTotals {
+                sent: 5,
+                segs: 9,
+                kinds: [0, 0, 5, 0, 0, 0, 0, 0],
+                kind_segs: [0, 0, 9, 0, 0, 0, 0, 0],
+                failed_counted,
+                failed_counted_segs: 4 * failed_counted,
+                failed_kinds: [0, 0, failed_counted as u32, 0, 0, 0, 0, 0],
+                failed_causes: [failed_counted as u32, 0, 0, 0],
+                aborted: 2,
+                aborted_segs: 2,
+                ..Default::default()
+            },
+        )],
+        ..Default::default()
+    };
+    let mut drops = DropTally::default();
+    for _ in 0..3 {
+        drops.add(&Drop {
+            direction: Direction::Egress,
+            ..ingress_drop(
+                ("198.18.0.1", 40000),
+                ("198.18.0.2", 5001),
+                "NETFILTER_DROP",
+                Layer::Netfilter,
+                1,
+                "tcp",
+            )
+        });
+    }
+    let now = Instant::now();
+    let before = snapshot(
+        now,
+        &[
+            ("Tcp", "RetransSegs", 100),
+            ("TcpExt", "TCPRetransFail", 10),
+        ],
+    );
+    let after = snapshot(
+        now + Duration::from_secs(1),
+        &[
+            ("Tcp", "RetransSegs", 121),
+            ("TcpExt", "TCPRetransFail", 22),
+        ],
+    );
+    let totals = failing(3);
+    let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+    let bundle = bundle_of(&window, &drops, &before, &after);
+    let f = bundle
+        .findings
+        .iter()
+        .find(|f| f.id == "retransmits_fail_locally")
+        .unwrap();
+    assert_eq!(
+        (f.direction, f.layer, f.severity),
+        ("egress", "netfilter", "critical")
+    );
+    assert!(f.fix.contains("nft list ruleset"), "{}", f.fix);
+    assert_eq!(f.evidence["events"]["failed_after_counted"], 3);
+    assert_eq!(f.evidence["events"]["egress_drops"][0]["tcp_drops"], 3);
+    let outbound = bundle
+        .findings
+        .iter()
+        .find(|f| f.id == "outbound_loss")
+        .unwrap();
+    assert!(
+        outbound
+            .summary
+            .contains("not dropped in this namespace on the way out"),
+        "{}",
+        outbound.summary
+    );
+    // 9 sent + 12 counted before failing = RetransSegs; the 12 = TCPRetransFail.
+    let row = |counter: &str| {
+        bundle
+            .reconciliation
+            .iter()
+            .find(|r| r.counter == counter)
+            .unwrap()
+            .clone()
+    };
+    for (counter, events) in [("Tcp RetransSegs", 21), ("TcpExt TCPRetransFail", 12)] {
+        let r = row(counter);
+        assert_eq!(
+            (r.events, r.counters, r.must_match, r.matches),
+            (events, events, true, true),
+            "{r:?}"
+        );
+    }
+
+    // Nothing refused: no such finding, and the OUTPUT chain's drops are still not the cause.
+    let totals = failing(0);
+    let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
+    let bundle = bundle_of(&window, &drops, &before, &before);
+    assert!(!bundle
+        .findings
+        .iter()
+        .any(|f| f.id == "retransmits_fail_locally"));
+}
