@@ -1,0 +1,98 @@
+//! Duplicates that arrive after the receiver has closed its side (FIN-WAIT-2): `tcp_probe` does
+//! not see them (it fires on established sockets only), TCP drops them as old data and counts
+//! each in DelayedACKLost. Made on purpose rather than by chance: the receiver shuts down its
+//! side, then every segment it sends back (its ACKs) is dropped while the sender sends, so the
+//! sender's timers re-send data the receiver has. Run as root with `--test-threads=1`.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    thread::sleep,
+    time::Duration,
+};
+
+use netprobe_integration::*;
+
+const PORT: u16 = 5301;
+
+#[test]
+fn duplicates_after_the_receivers_fin_are_counted_exactly() {
+    let link = Link::new("afin", 34);
+    let (b_ns, addr) = (link.b.inode(), link.b_port(PORT));
+    let listener = link.b.run(move || TcpListener::bind(addr).expect("bind"));
+    let before = link.b.netstat("TcpExt", "DelayedACKLost");
+    let host = Tracer::start(&["--port", &PORT.to_string()]);
+    let at_b = Tracer::start_in(&link.b, &[]);
+
+    let mut sender = link
+        .a
+        .run(move || TcpStream::connect(addr).expect("connect"));
+    let (mut receiver, _) = listener.accept().expect("accept");
+    receiver.shutdown(Shutdown::Write).expect("shutdown");
+    // The sender has the FIN once it reads end-of-file, and acknowledges it at once: the
+    // receiver is then in FIN-WAIT-2, where its data still arrives through tcp_data_queue.
+    let mut byte = [0u8; 1];
+    assert_eq!(sender.read(&mut byte).expect("read"), 0);
+    sleep(Duration::from_millis(100));
+    let blackout = NftTable::input(&link.a, "np_afin", &format!("tcp sport {PORT} drop"));
+    let data = vec![0x42u8; 4000];
+    sender.write_all(&data).expect("send");
+    let mut got = vec![0u8; data.len()];
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    receiver.read_exact(&mut got).expect("receive");
+    // The sender's loss probe and RTOs (≥ 200 ms, doubling) re-send what the receiver has.
+    sleep(Duration::from_millis(1500));
+    blackout.delete();
+    drop(sender);
+    drop(receiver);
+    assert!(
+        link.a.wait_tcp_quiet(PORT, Duration::from_secs(10)),
+        "the sender never went quiet"
+    );
+    assert!(link.b.wait_tcp_quiet(PORT, Duration::from_secs(10)));
+    let host = host.stop();
+    let at_b = at_b.stop();
+    assert!(
+        host.success && at_b.success,
+        "{}{}",
+        host.stderr,
+        at_b.stderr
+    );
+    let delayed_ack_lost = link.b.netstat("TcpExt", "DelayedACKLost") - before;
+
+    // Every duplicate arrived after the FIN: TCP_OLD_DATA drops of the closing socket.
+    let received = &host.summary()["received"];
+    let after_fin = received["duplicate_after_fin"].as_u64().unwrap();
+    assert!(after_fin >= 2, "{received}");
+    assert_eq!(
+        received["duplicate"].as_u64().unwrap() + after_fin,
+        delayed_ack_lost,
+        "duplicates vs DelayedACKLost: {received}"
+    );
+    // Old data (tcp_data_queue) and old sequences (tcp_validate_incoming's dupack), each
+    // counted in DelayedACKLost as it is dropped, all on the receiver's closing socket.
+    let old: Vec<_> = ["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"]
+        .iter()
+        .flat_map(|reason| host.drops_with_reason(reason))
+        .filter(|d| d["netns"].as_u64() == Some(b_ns))
+        .collect();
+    assert_eq!(old.len() as u64, after_fin, "{old:?}");
+    assert!(old.iter().all(|d| d["state"] == "FIN_WAIT2"), "{old:?}");
+    // The receiver's own bundle holds the same row, guaranteed and equal.
+    let bundle = at_b
+        .of_type("findings")
+        .into_iter()
+        .find(|b| b["final"] == true)
+        .expect("final bundle")
+        .clone();
+    let row = reconciliation_row(&bundle, "TcpExt DelayedACKLost");
+    assert_eq!(row["must_match"], true, "{row}");
+    assert_eq!(row["events"], row["counters"], "{row}");
+    assert_eq!(row["counters"].as_u64(), Some(delayed_ack_lost), "{row}");
+    eprintln!(
+        "after FIN: {after_fin} duplicates, DelayedACKLost {delayed_ack_lost}, {} on established sockets",
+        received["duplicate"]
+    );
+}
