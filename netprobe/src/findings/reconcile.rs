@@ -256,7 +256,7 @@ fn retransmit_fail_row<'a>(inputs: &Inputs, flows: &[&RetransmitFlow]) -> Row<'a
         Some("this kernel's tcp_retransmit_skb tracepoint fires only for sent retransmits (no err before Linux 6.17), or the socket-state hook is inactive: failed attempts are not seen".into())
     };
     Row {
-        what: "segments of retransmits that failed after being counted (this namespace)",
+        what: "refused retransmitted segments (this namespace)",
         events: failed,
         counter: "TcpExt TCPRetransFail",
         counters: inputs.delta("TcpExt", "TCPRetransFail"),
