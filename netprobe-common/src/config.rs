@@ -65,7 +65,8 @@ assert_layout!(SockStateLayout, size 16, {
 /// Where the raw tracepoint `kfree_skb` keeps its arguments, as found in the kernel's BTF
 /// prototype of the tracepoint: (skb, location[, reason[, rx_sk]]) in that order on every
 /// kernel so far; the agent checks it and the programs read each at its fixed index when it
-/// is present. Also `sk_buff.protocol`.
+/// is present. Also `sk_buff.protocol` and `sock_common.skc_family`, which tell network
+/// drops from the kernel's other frees.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropArgs {
@@ -86,8 +87,11 @@ pub struct DropArgs {
     /// slot for the drop program: on kernels whose `kfree_skb` has no `rx_sk`, a segment TCP
     /// drops after clearing `skb->dev` carries neither device nor socket otherwise.
     pub rx_sk_stash: u32,
+    /// Byte offset of `sock.__sk_common.skc_family`: a free of an skb that is no IP/IPv6/ARP
+    /// packet is still a network drop when its socket is an IP one.
+    pub sk_family: u32,
 }
-assert_layout!(DropArgs, size 32, {
+assert_layout!(DropArgs, size 36, {
     skb: 0,
     location: 4,
     reason: 8,
@@ -96,6 +100,7 @@ assert_layout!(DropArgs, size 32, {
     skb_span_start: 20,
     skb_span_len: 24,
     rx_sk_stash: 28,
+    sk_family: 32,
 });
 
 /// Largest `sk_buff` span the drop program reads in one go.
@@ -315,17 +320,17 @@ pub struct TraceConfig {
     pub receive: ReceiveLayout,
     pub sock_state: SockStateLayout,
 }
-assert_layout!(TraceConfig, size 324, {
+assert_layout!(TraceConfig, size 328, {
     retransmit: 0,
     drop: 48,
-    kernel: 80,
-    filter: 148,
-    stream: 180,
-    cpu: 188,
-    synack: 212,
-    kind: 244,
-    receive: 260,
-    sock_state: 308,
+    kernel: 84,
+    filter: 152,
+    stream: 184,
+    cpu: 192,
+    synack: 216,
+    kind: 248,
+    receive: 264,
+    sock_state: 312,
 });
 
 impl TraceConfig {
@@ -355,6 +360,7 @@ impl TraceConfig {
             skb_span_start: 0,
             skb_span_len: 0,
             rx_sk_stash: 0,
+            sk_family: OFFSET_ABSENT,
         },
         kernel: KernelLayout {
             skb_len: OFFSET_ABSENT,

@@ -7,7 +7,8 @@
 pub const COUNTER_RETRANSMIT_SEEN: u32 = 0;
 /// Retransmit events that could not be queued (ring buffer full).
 pub const COUNTER_RETRANSMIT_LOST: u32 = 1;
-/// Drop events that passed the filters.
+/// Drop events that passed the filters: network drops only (an IP, IPv6 or ARP packet, or
+/// one of an IP socket); the kernel's other frees are counted apart, in `NON_NETWORK_DROPS`.
 pub const COUNTER_DROP_SEEN: u32 = 2;
 /// Drop events that could not be queued (ring buffer full).
 pub const COUNTER_DROP_LOST: u32 = 3;
@@ -26,11 +27,14 @@ pub const COUNTER_RECEIVE_SEEN: u32 = 7;
 pub const COUNTER_RECEIVE_LOST: u32 = 8;
 /// Receive events whose flow could not be added to the per-flow receive table.
 pub const COUNTER_RECEIVE_TABLE_FULL: u32 = 9;
+/// Non-network frees (unix-domain, netlink… skbs) whose (reason, location) could not be added
+/// to their table (table full).
+pub const COUNTER_NON_NETWORK_TABLE_FULL: u32 = 10;
 /// Size of the array; leave room for later counters without changing the map.
 pub const COUNTER_SLOTS: u32 = 16;
 
 /// Human-readable names, indexed like the counters (for reports and tests).
-pub const COUNTER_NAMES: [(u32, &str); 10] = [
+pub const COUNTER_NAMES: [(u32, &str); 11] = [
     (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
     (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
     (COUNTER_DROP_SEEN, "drop_seen"),
@@ -41,4 +45,5 @@ pub const COUNTER_NAMES: [(u32, &str); 10] = [
     (COUNTER_RECEIVE_SEEN, "receive_seen"),
     (COUNTER_RECEIVE_LOST, "receive_lost"),
     (COUNTER_RECEIVE_TABLE_FULL, "receive_table_full"),
+    (COUNTER_NON_NETWORK_TABLE_FULL, "non_network_table_full"),
 ];

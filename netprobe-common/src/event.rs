@@ -373,6 +373,26 @@ assert_layout!(FlowKey, size 48, {
     _pad0: 44,
 });
 
+/// Key of the per-CPU table of non-network frees: `kfree_skb` of an skb that is neither an
+/// IP/IPv6/ARP packet nor one of an IP socket's (a unix-domain socket's queue purged on
+/// close, a netlink message nobody took…). Not lost packets: counted apart, by where and why
+/// the kernel freed them, never streamed as drops. The value is the count (`u64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
+pub struct NonNetworkKey {
+    /// Raw `enum skb_drop_reason` value, as in [`DropEvent::reason`].
+    pub reason: u32,
+    pub _pad0: u32,
+    /// Kernel text address that freed the skb, as in [`DropEvent::location`].
+    pub location: u64,
+}
+assert_layout!(NonNetworkKey, size 16, {
+    reason: 0,
+    _pad0: 4,
+    location: 8,
+});
+
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -487,6 +507,8 @@ mod pod {
     unsafe impl aya::Pod for super::NapiTotals {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ReceiveTotals {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NonNetworkKey {}
 }
 
 #[cfg(test)]
@@ -501,6 +523,26 @@ mod tests {
         (3, EventKind::PeerRetransmit),
         (4, EventKind::OutOfOrder),
     ];
+
+    /// The key's bytes as the kernel writes them into the map, written out by hand: the
+    /// agent reads the map's keys back as this struct.
+    #[cfg(feature = "user")]
+    #[test]
+    fn non_network_key_memory_is_the_golden_bytes_and_back() {
+        use zerocopy::{FromBytes, IntoBytes};
+        #[rustfmt::skip]
+        const GOLDEN: [u8; 16] = [
+            /* 0 reason */ 2, 0, 1, 0, /* 4 pad */ 0, 0, 0, 0,
+            /* 8 location */ 0xe0, 0xcb, 0x12, 0x82, 0xff, 0xff, 0xff, 0xff,
+        ];
+        let key = NonNetworkKey {
+            reason: 0x0001_0002,
+            _pad0: 0,
+            location: 0xffff_ffff_8212_cbe0,
+        };
+        assert_eq!(key.as_bytes(), &GOLDEN[..]);
+        assert_eq!(NonNetworkKey::read_from_bytes(&GOLDEN[..]).unwrap(), key);
+    }
 
     #[test]
     fn kind_ids_are_fixed() {

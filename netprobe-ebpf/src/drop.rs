@@ -5,6 +5,10 @@
 //! would first fill for every drop. It is also guarded per program rather than by the
 //! classic tracepoints' per-CPU flag, so it is not skipped when a drop happens in a softirq
 //! that interrupted another BPF program (or a bpf() map syscall) on that CPU.
+//!
+//! Not every `kfree_skb` is a lost packet: unix-domain and netlink sockets free their skbs
+//! through it too. Only network drops (see `is_network`) are counted as drops and streamed;
+//! the others, after the same filters, are counted apart by reason and location.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
@@ -13,14 +17,15 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netprobe_common::{
-    DropEvent, EventHeader, EventKind, Flow, AF_INET, AF_INET6, COUNTER_DROP_LOST,
-    COUNTER_DROP_SEEN, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS,
-    DROP_HAS_SOCK, FILTER_REASON, SKB_SPAN_MAX,
+    DropEvent, EventHeader, EventKind, Flow, NonNetworkKey, AF_INET, AF_INET6, COUNTER_DROP_LOST,
+    COUNTER_DROP_SEEN, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV,
+    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, FILTER_REASON, SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{
     bump, nest_in, nest_out, setting, submit_flags, DROP_REASONS, EVENTS, MAX_NESTING,
+    NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
 
@@ -28,6 +33,7 @@ use netprobe_common::vocab::{self, TcpState};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
 /// Minisock states: no `sk_socket` behind them.
 const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
@@ -130,7 +136,8 @@ pub struct PendingDrop {
     ip_proto: u8,
     sk_state: u8,
     flags: u8,
-    _pad0: u8,
+    /// 1 for a network drop (see `is_network`), 0 for the kernel's other frees.
+    network: u8,
 }
 
 #[map]
@@ -192,6 +199,7 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
             p.sock_ino = sock_inode(p.sk);
         }
     }
+    p.network = is_network(p.protocol, p.sk) as u8;
     // Where the packet was dropped: the device's namespace when it has a device (the
     // receiver's, for a packet forwarded across namespaces by veth, which still carries the
     // sending socket), the socket's before a device is set (the OUTPUT hook).
@@ -240,13 +248,31 @@ pub extern "C" fn netprobe_drop_parse(level: u32) -> i32 {
     !flow_matches(&p.flow, p.flags & DROP_HAS_PORTS != 0) as i32
 }
 
-/// Stage four: the exact counts, then the event, filled in place in its ring slot.
+/// A network drop: an IP, IPv6 or ARP packet, or any skb of an IP socket (a TCP segment
+/// freed before IP set the ethertype). The kernel frees others through the same tracepoint
+/// — unix-domain sockets' queues purged on close or connect, netlink messages nobody took —
+/// and those are no lost packets.
+#[inline(always)]
+fn is_network(protocol: u16, sk: u64) -> bool {
+    if protocol == ETH_P_IP || protocol == ETH_P_IPV6 || protocol == ETH_P_ARP {
+        return true;
+    }
+    let family: u16 = read(sk, setting!(drop.sk_family)).unwrap_or(0);
+    family == AF_INET || family == AF_INET6
+}
+
+/// Stage four: the exact counts, then the event, filled in place in its ring slot. A free
+/// that is not a network drop is only counted, apart (`NON_NETWORK_DROPS`).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
     let Some(p) = pending(level) else {
         return 1;
     };
+    if p.network == 0 {
+        count_non_network(p.reason, p.location);
+        return 0;
+    }
     bump(COUNTER_DROP_SEEN);
     count_reason(p.reason);
 
@@ -300,6 +326,22 @@ fn count_reason(reason: u32) {
         unsafe { *count += 1 };
     } else if DROP_REASONS.insert(&reason, &1, 0).is_err() {
         bump(COUNTER_REASON_TABLE_FULL);
+    }
+}
+
+/// Exact per-CPU count for this (reason, location) of a non-network free.
+#[inline(always)]
+fn count_non_network(reason: u32, location: u64) {
+    let key = NonNetworkKey {
+        reason,
+        _pad0: 0,
+        location,
+    };
+    if let Some(count) = NON_NETWORK_DROPS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's slot from the lookup; only this program writes it.
+        unsafe { *count += 1 };
+    } else if NON_NETWORK_DROPS.insert(&key, &1, 0).is_err() {
+        bump(COUNTER_NON_NETWORK_TABLE_FULL);
     }
 }
 

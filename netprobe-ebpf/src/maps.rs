@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use netprobe_common::{FlowKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS};
+use netprobe_common::{FlowKey, NonNetworkKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS};
 
 /// Load-time settings: kernel layouts and filters. Overwritten by the agent before loading;
 /// it lives in .rodata, so the verifier treats it as constant.
@@ -42,6 +42,13 @@ pub static RETRANSMIT_FLOWS: PerCpuHashMap<FlowKey, RetransmitTotals> =
 /// Exact drop counts by raw reason value; per-CPU, so the agent also gets drops by CPU.
 #[map]
 pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Exact counts of the frees that are not network drops (see `NonNetworkKey`), by reason
+/// and location; per-CPU, summed by the agent. Kept apart so that they are shown, not lost,
+/// and never inflate the drops.
+#[map]
+pub static NON_NETWORK_DROPS: PerCpuHashMap<NonNetworkKey, u64> =
+    PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Time of the last reader wakeup (shared; a lost race only means one extra wakeup).
 #[map]

@@ -1,7 +1,15 @@
 //! Where packets are dropped: every drop names its direction and layer. Run as root with
 //! `--test-threads=1`.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    io::Write,
+    net::SocketAddr,
+    os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream},
+    },
+    time::Duration,
+};
 
 use netprobe_integration::*;
 use serde_json::Value;
@@ -99,4 +107,107 @@ fn drops_carry_direction_and_layer() {
         "local",
         "socket",
     );
+}
+
+/// Makes `clients` unix-domain connections to a listener in `ns`, each writing once, then
+/// closes the listener without accepting: `unix_release_sock` frees every queued connection
+/// request and the data queued behind it through `kfree_skb`, as a busy host's closing
+/// sockets do. Not one of those skbs is a network packet.
+fn unix_frees_in(ns: &Netns, clients: usize) {
+    ns.run(move || {
+        // An abstract name belongs to the network namespace: nothing outside it connects.
+        let name = format!("netprobe-test-unix-{}", std::process::id());
+        let addr = UnixAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let listener = UnixListener::bind_addr(&addr).expect("bind unix listener");
+        let connected: Vec<UnixStream> = (0..clients)
+            .map(|_| {
+                let mut client = UnixStream::connect_addr(&addr).expect("unix connect");
+                client.write_all(b"never read").expect("unix write");
+                client
+            })
+            .collect();
+        drop(listener);
+        drop(connected);
+    });
+}
+
+/// What is not network loss: unix-domain socket frees during a trace are counted apart in
+/// the summary's `non_network`, by reason and location, and are neither drop events nor in
+/// `drops`; a packet an nft rule drops in the same namespace and trace is still a drop. The
+/// trace is filtered to the test namespace, where the unix sockets live (their thread joined
+/// it), so that the host's own unix traffic cannot blur the counts.
+#[test]
+fn unix_socket_frees_are_not_drops() {
+    const CLIENTS: usize = 8;
+    const DATAGRAMS: usize = 3;
+    let ns = Netns::new("unix");
+    let nft = NftTable::input(&ns, "np_in", "udp dport 6003 counter drop");
+
+    let tracer = Tracer::start(&["--netns", &ns.name]);
+    unix_frees_in(&ns, CLIENTS);
+    let sent = send_udp(&ns, "127.0.0.1:6003".parse().unwrap(), b"np", DATAGRAMS);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(sent, DATAGRAMS, "every datagram sent");
+    let summary = out.summary();
+
+    // The unix frees: counted apart, named.
+    let non_network = &summary["non_network"];
+    let sites = non_network["by_reason"].as_array().expect("by_reason");
+    let at_unix: u64 = sites
+        .iter()
+        .filter(|s| s["location"].as_str().unwrap().starts_with("unix_"))
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        at_unix >= CLIENTS as u64,
+        "{CLIENTS} connections' frees at unix_*: {non_network}"
+    );
+    assert!(
+        non_network["total"].as_u64().unwrap() >= at_unix,
+        "{non_network}"
+    );
+    assert_eq!(summary["events"]["non_network_table_full"], 0, "{summary}");
+
+    // …and not drops: no drop event of theirs, and the drops are the streamed events.
+    let drops = out.of_type("drop");
+    let unix_drops: Vec<&&Value> = drops
+        .iter()
+        .filter(|d| d["location"].as_str().unwrap().starts_with("unix_"))
+        .collect();
+    assert!(
+        unix_drops.is_empty(),
+        "unix frees streamed as drops: {unix_drops:?}"
+    );
+    for d in &drops {
+        assert!(
+            ["ipv4", "ipv6", "arp"].contains(&d["protocol"].as_str().unwrap())
+                || d.get("state").is_some(),
+            "a drop that is neither an IP/ARP packet nor a socket's: {d}"
+        );
+    }
+    let accounting = &summary["events"]["drop"];
+    assert_eq!(accounting["lost"], 0, "{summary}");
+    assert_eq!(
+        accounting["counted"].as_u64(),
+        Some(drops.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["drops"]["total"].as_u64(),
+        Some(drops.len() as u64),
+        "{summary}"
+    );
+
+    // The network drop in the same trace is still a drop, one event per packet nft dropped.
+    let filtered: Vec<&&Value> = drops
+        .iter()
+        .filter(|d| d["reason"] == "NETFILTER_DROP" && d["dport"] == 6003)
+        .collect();
+    assert_eq!(filtered.len() as u64, nft.packets(), "{drops:?}");
+    assert_eq!(filtered.len(), DATAGRAMS, "{drops:?}");
+    assert!(filtered
+        .iter()
+        .all(|d| d["netns"].as_u64() == Some(ns.inode())));
 }

@@ -16,6 +16,11 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
+    /// No symbols: every address resolves to hex.
+    pub const EMPTY: Self = Self {
+        symbols: Vec::new(),
+    };
+
     pub fn load(path: &Path) -> Result<Self, KallsymsError> {
         let text = fs::read_to_string(path).map_err(|source| KallsymsError::Read {
             path: path.display().to_string(),

@@ -170,6 +170,11 @@ impl EventModel {
         }
     }
 
+    /// The kernel's symbols, which name drop locations (also those of the non-network frees).
+    pub fn symbols(&self) -> &Symbolizer {
+        &self.symbols
+    }
+
     pub fn build(&mut self, event: &Event) -> NetEvent {
         match event {
             Event::Retransmit(e) => NetEvent::Retransmit(retransmit(e)),

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod cpuset;
 pub mod event;
 pub mod flow;
+pub mod non_network;
 pub mod owners;
 pub mod retransmits;
 pub mod tally;

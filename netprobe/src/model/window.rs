@@ -6,18 +6,21 @@ use std::collections::BTreeMap;
 
 use netprobe_common::{
     vocab::RetransmitKind, ReceiveTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
-    COUNTER_FLOW_TABLE_FULL, COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
-    COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    COUNTER_FLOW_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
+    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL,
+    COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
 pub use super::retransmits::{Attempts, FailedAttempts, KindCounts, RetransmitFlow, Retransmits};
 use super::{
     flow::{Family, Flow},
+    non_network::NonNetwork,
     owners::Owner,
     retransmits::retransmits,
 };
 use crate::kernel::{
     btf::DropReasons,
+    kallsyms::Symbolizer,
     loader::{HookStatus, KernelTotals, DROP_PROGRAM},
 };
 
@@ -137,6 +140,8 @@ pub struct EventAccounting {
     pub reason_table_full: u64,
     /// Receive-path segments missing from the per-flow receive totals (table full).
     pub receive_table_full: u64,
+    /// Non-network frees missing from their per-(reason, location) totals (table full).
+    pub non_network_table_full: u64,
 }
 
 impl EventAccounting {
@@ -195,6 +200,8 @@ pub struct Window {
     pub retransmits: Retransmits,
     pub received: Receives,
     pub drops: Drops,
+    /// Frees that are not network drops (unix-domain, netlink… skbs): apart from the drops.
+    pub non_network: NonNetwork,
     pub events: EventAccounting,
     /// Program invocations the kernel skipped (`recursion_misses`), by program.
     pub kernel_skipped: BTreeMap<&'static str, u64>,
@@ -208,6 +215,8 @@ pub struct WindowInputs<'a> {
     pub streamed: Streamed,
     pub hooks: Vec<HookStatus>,
     pub reasons: &'a DropReasons,
+    /// Names the locations of non-network frees, as those of drop events.
+    pub symbols: &'a Symbolizer,
     /// softnet_stat growth over the window.
     pub softnet: &'a SoftnetDeltas,
     /// Trace filters were set: counter-side totals then cover more than the events do.
@@ -224,10 +233,12 @@ impl<'a> WindowInputs<'a> {
     /// A quiet one-second window with no hooks, streamed events or skipped invocations: the
     /// base the tests change a field or two of.
     pub fn quiet(reasons: &'a DropReasons, softnet: &'a SoftnetDeltas) -> Self {
+        static NO_SYMBOLS: Symbolizer = Symbolizer::EMPTY;
         WindowInputs {
             streamed: Streamed::default(),
             hooks: Vec::new(),
             reasons,
+            symbols: &NO_SYMBOLS,
             softnet,
             filtered: false,
             duration_ms: 1000,
@@ -257,6 +268,7 @@ impl Window {
                 ..receives(totals, owner_of)
             },
             drops: drops(totals, inputs.reasons),
+            non_network: NonNetwork::build(&totals.non_network, inputs.reasons, inputs.symbols),
             events: accounting(totals, inputs.streamed),
             cpus: cpu_work(totals, inputs.softnet),
             backlog: backlog(
@@ -369,6 +381,7 @@ fn accounting(totals: &KernelTotals, streamed: Streamed) -> EventAccounting {
         decode_errors: streamed.decode_errors,
         flow_table_full: totals.counter(COUNTER_FLOW_TABLE_FULL),
         reason_table_full: totals.counter(COUNTER_REASON_TABLE_FULL),
+        non_network_table_full: totals.counter(COUNTER_NON_NETWORK_TABLE_FULL),
     }
 }
 

@@ -301,6 +301,7 @@ impl<'a> Session<'a> {
                 streamed: self.streamed,
                 hooks: self.probe.hooks.clone(),
                 reasons: &self.model.reasons,
+                symbols: self.model.symbols(),
                 softnet: &softnet,
                 filtered: self.filtered,
                 duration_ms: self.started.elapsed().as_millis() as u64,

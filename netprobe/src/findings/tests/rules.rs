@@ -372,3 +372,49 @@ fn retransmits_refused_on_the_way_out_are_named_and_reconciled() {
         .iter()
         .any(|f| f.id == "retransmits_fail_locally"));
 }
+
+/// Frees the kernel counted as non-network (unix-domain queues purged on close) make no
+/// finding and no CPU's drops, however many; NOT_SPECIFIED drops of IP packets nobody was
+/// meant to take (IPv6 multicast to groups never joined) stay drops but make no finding.
+#[test]
+fn non_network_frees_and_unspecified_drops_make_no_finding() {
+    let unix_close = netprobe_common::NonNetworkKey {
+        reason: 4,
+        _pad0: 0,
+        location: 0xffff_ffff_8212_cc10,
+    };
+    let totals = KernelTotals {
+        reasons: vec![(2, vec![12, 0])],
+        non_network: vec![(unix_close, 5000)],
+        ..Default::default()
+    };
+    let reasons = DropReasons::from_pairs(&[(2, "NOT_SPECIFIED"), (4, "SOCKET_CLOSE")], &[]);
+    let softnet = SoftnetDeltas::new();
+    let window = window_of(&totals, &reasons, &softnet);
+    assert_eq!(window.non_network.total, 5000);
+    let mut drops = DropTally::default();
+    for _ in 0..12 {
+        drops.add(&ingress_drop(
+            ("fe80::1", 0),
+            ("ff02::16", 0),
+            "NOT_SPECIFIED",
+            Layer::Ip,
+            0,
+            "udp",
+        ));
+    }
+    let now = Instant::now();
+    let bundle = bundle_of(
+        &window,
+        &drops,
+        &snapshot(now, &[]),
+        &snapshot(now + Duration::from_secs(1), &[]),
+    );
+    let ids: Vec<&str> = bundle.findings.iter().map(|f| f.id.as_str()).collect();
+    assert!(ids.iter().all(|id| !id.starts_with("drops_")), "{ids:?}");
+    let cpu_drops: u64 = bundle.cpus.iter().map(|c| c.drops).sum();
+    assert_eq!(
+        cpu_drops, 12,
+        "the drops only, not the 5000 non-network frees"
+    );
+}

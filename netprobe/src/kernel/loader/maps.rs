@@ -3,8 +3,8 @@
 
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use netprobe_common::{
-    FlowKey, NapiKey, NapiTotals, NetRxTotals, ReceiveTotals, RetransmitTotals, COUNTER_NAMES,
-    COUNTER_SLOTS,
+    FlowKey, NapiKey, NapiTotals, NetRxTotals, NonNetworkKey, ReceiveTotals, RetransmitTotals,
+    COUNTER_NAMES, COUNTER_SLOTS,
 };
 
 use super::{LoadError, Probe};
@@ -23,6 +23,8 @@ pub struct KernelTotals {
     pub receive_flows: Vec<(FlowKey, ReceiveTotals)>,
     /// (device, totals per CPU) of NAPI polls.
     pub napi: Vec<(String, Vec<NapiTotals>)>,
+    /// Frees that are not network drops, by (raw reason, location): summed over CPUs.
+    pub non_network: Vec<(NonNetworkKey, u64)>,
 }
 
 impl KernelTotals {
@@ -57,6 +59,7 @@ impl Probe {
             receive_flows: self.receive_flows()?,
             net_rx: self.net_rx()?,
             napi: self.napi_polls()?,
+            non_network: self.non_network_drops()?,
         })
     }
 
@@ -106,6 +109,18 @@ impl Probe {
             reasons.push((reason, per_cpu.iter().copied().collect()));
         }
         Ok(reasons)
+    }
+
+    fn non_network_drops(&self) -> Result<Vec<(NonNetworkKey, u64)>, LoadError> {
+        let table: PerCpuHashMap<&MapData, NonNetworkKey, u64> =
+            PerCpuHashMap::try_from(self.required_map("NON_NETWORK_DROPS")?)
+                .map_err(map_error("NON_NETWORK_DROPS"))?;
+        let mut sites = Vec::new();
+        for entry in table.iter() {
+            let (key, per_cpu) = entry.map_err(map_error("NON_NETWORK_DROPS"))?;
+            sites.push((key, per_cpu.iter().sum()));
+        }
+        Ok(sites)
     }
 
     fn receive_flows(&self) -> Result<Vec<(FlowKey, ReceiveTotals)>, LoadError> {

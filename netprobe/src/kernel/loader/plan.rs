@@ -173,6 +173,7 @@ pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
         skb_span_start: 0,
         skb_span_len: 0,
         rx_sk_stash: 0,
+        sk_family: OFFSET_ABSENT,
     })
 }
 
@@ -284,6 +285,11 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
         Err(e) => return plan.unavailable(&DROP_HOOK, e.to_string()),
     };
     layout.skb_protocol = protocol;
+    // Which frees are network drops: the packet's ethertype, else its socket's family.
+    layout.sk_family = match btf.offset_of("sock", "__sk_common.skc_family") {
+        Ok(family) => family,
+        Err(e) => return plan.unavailable(&DROP_HOOK, e.to_string()),
+    };
     let k = &config.kernel;
     let members = [
         (k.skb_sk, 8),
@@ -298,7 +304,7 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
         layout.skb_span_len = len;
     }
     config.drop = layout;
-    let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets".to_string();
+    let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets; frees of skbs that are neither IP/IPv6/ARP packets nor an IP socket's (unix-domain, netlink…) counted apart as non_network, not streamed".to_string();
     if layout.reason == OFFSET_ABSENT {
         detail.push_str("; this kernel records no drop reasons");
     }

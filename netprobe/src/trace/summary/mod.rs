@@ -14,6 +14,7 @@ pub use text::text;
 use crate::{
     kernel::loader::HookStatus,
     model::{
+        non_network::NonNetwork,
         owners::Owner,
         window::{
             self, Attempts, Backlog, CpuWork, FailedAttempts, KindAccounting, KindCounts,
@@ -32,6 +33,9 @@ pub struct SummaryJson<'a> {
     /// The incoming direction: what peers sent again, and holes in what they sent.
     pub received: ReceiveSummary<'a>,
     pub drops: DropSummary<'a>,
+    /// Frees that are not network drops (unix-domain, netlink… skbs): not in `drops`, not
+    /// streamed, not in the findings; counted here so that nothing is hidden.
+    pub non_network: NonNetworkSummary<'a>,
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
     pub events_lost: u64,
@@ -261,6 +265,40 @@ pub struct ReasonCount<'a> {
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct NonNetworkSummary<'a> {
+    pub total: u64,
+    /// By reason and location, most frees first.
+    pub by_reason: Vec<NonNetworkSiteJson<'a>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct NonNetworkSiteJson<'a> {
+    pub reason: &'a str,
+    pub code: u32,
+    /// `symbol+0xoff` of the freeing function.
+    pub location: &'a str,
+    pub count: u64,
+}
+
+impl<'a> NonNetworkSummary<'a> {
+    fn new(n: &'a NonNetwork) -> Self {
+        NonNetworkSummary {
+            total: n.total,
+            by_reason: n
+                .by_site
+                .iter()
+                .map(|s| NonNetworkSiteJson {
+                    reason: &s.reason,
+                    code: s.code,
+                    location: &s.location,
+                    count: s.count,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct CpuCount {
     pub cpu: usize,
     pub count: u64,
@@ -279,6 +317,8 @@ pub struct EventAccounting {
     pub reason_table_full: u64,
     /// Receive-path segments missing from the per-flow receive totals (table full).
     pub receive_table_full: u64,
+    /// Non-network frees missing from `non_network`'s totals (table full).
+    pub non_network_table_full: u64,
 }
 
 /// For one kind: `counted` (kernel, exact) = `streamed` + `lost`.
@@ -324,6 +364,7 @@ impl<'a> SummaryJson<'a> {
                     .collect(),
                 by_cpu: cpu_counts(&w.drops.by_cpu),
             },
+            non_network: NonNetworkSummary::new(&w.non_network),
             events: (&w.events).into(),
             events_lost: w.events.lost(),
             kernel_skipped: &w.kernel_skipped,
@@ -460,6 +501,7 @@ impl From<&window::EventAccounting> for EventAccounting {
             flow_table_full: e.flow_table_full,
             reason_table_full: e.reason_table_full,
             receive_table_full: e.receive_table_full,
+            non_network_table_full: e.non_network_table_full,
         }
     }
 }

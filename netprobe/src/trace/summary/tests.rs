@@ -1,14 +1,16 @@
 //! The summary from typed kernel totals: JSON and text.
 
 use netprobe_common::{
-    Flow, FlowKey, ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
-    COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    Flow, FlowKey, NonNetworkKey, ReceiveTotals, RetransmitTotals, COUNTER_DROP_LOST,
+    COUNTER_DROP_SEEN, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_RETRANSMIT_LOST,
+    COUNTER_RETRANSMIT_SEEN,
 };
 
 use super::*;
 use crate::{
     kernel::{
         btf::DropReasons,
+        kallsyms::Symbolizer,
         loader::{KernelTotals, DROP_PROGRAM},
     },
     model::window::{SoftnetDeltas, Streamed, WindowInputs},
@@ -329,4 +331,88 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
     let text = text(&s_w, 5);
     assert!(text.contains("3 events lost"), "{text}");
     assert!(text.contains("11 sent (13 segments"), "{text}");
+}
+
+/// Non-network frees: in their own table, named like drops, beside the drops and never in
+/// them; an empty table when there are none.
+#[test]
+fn non_network_frees_apart_from_the_drops() {
+    let key = |reason, location| NonNetworkKey {
+        reason,
+        _pad0: 0,
+        location,
+    };
+    let totals = KernelTotals {
+        counters: vec![(COUNTER_NON_NETWORK_TABLE_FULL, "non_network_table_full", 2)],
+        reasons: vec![(12, vec![4, 0])],
+        non_network: vec![
+            (key(2, 0xffff_ffff_8212_fb90), 3),
+            (key(4, 0xffff_ffff_8212_cc10), 20),
+        ],
+        ..Default::default()
+    };
+    let reasons = DropReasons::from_pairs(
+        &[
+            (2, "NOT_SPECIFIED"),
+            (4, "SOCKET_CLOSE"),
+            (12, "NETFILTER_DROP"),
+        ],
+        &[],
+    );
+    let symbols = Symbolizer::parse(
+        "ffffffff8212cbe0 t unix_release_sock\nffffffff8212fb50 t unix_stream_connect\n",
+    );
+    let softnet = SoftnetDeltas::new();
+    let w = Window::build(
+        &totals,
+        WindowInputs {
+            symbols: &symbols,
+            ..WindowInputs::quiet(&reasons, &softnet)
+        },
+        &mut |_| None,
+    );
+    let json = serde_json::to_value(SummaryJson::new(&w)).unwrap();
+    assert_eq!(
+        json["non_network"],
+        serde_json::json!({
+            "total": 23,
+            "by_reason": [
+                {"reason": "SOCKET_CLOSE", "code": 4, "location": "unix_release_sock+0x30", "count": 20},
+                {"reason": "NOT_SPECIFIED", "code": 2, "location": "unix_stream_connect+0x40", "count": 3},
+            ]
+        })
+    );
+    assert_eq!(
+        json["drops"]["total"], 4,
+        "the drops are the network ones only"
+    );
+    assert_eq!(json["events"]["non_network_table_full"], 2);
+    let top_one = text(&w, 1);
+    assert!(
+        top_one.contains(
+            "non-network frees (unix-domain, netlink… skbs; not drops): 23; 20 SOCKET_CLOSE at unix_release_sock+0x30\n"
+        ),
+        "top 1 only: {top_one}"
+    );
+    assert!(
+        top_one.contains("2 non-network frees from theirs"),
+        "{top_one}"
+    );
+
+    // None: still there, empty.
+    let quiet = Window::build(
+        &KernelTotals::default(),
+        WindowInputs::quiet(&reasons, &softnet),
+        &mut |_| None,
+    );
+    let json = serde_json::to_value(SummaryJson::new(&quiet)).unwrap();
+    assert_eq!(
+        json["non_network"],
+        serde_json::json!({"total": 0, "by_reason": []})
+    );
+    assert!(
+        text(&quiet, 5).contains("non-network frees (unix-domain, netlink… skbs; not drops): 0\n"),
+        "{}",
+        text(&quiet, 5)
+    );
 }

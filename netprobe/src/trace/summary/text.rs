@@ -7,7 +7,15 @@ use crate::model::window::{CpuCount, FailedAttempts, Window};
 /// The summary for people.
 pub fn text(w: &Window, top: usize) -> String {
     let mut out = String::new();
-    for section in [retransmits, received, drops, cpus, backlog, accounting] {
+    for section in [
+        retransmits,
+        received,
+        drops,
+        non_network,
+        cpus,
+        backlog,
+        accounting,
+    ] {
         section(&mut out, w, top);
     }
     out
@@ -117,6 +125,27 @@ fn drops(out: &mut String, w: &Window, top: usize) {
     }
 }
 
+/// The frees that are not network drops, on one line: apart from the drops, never hidden.
+fn non_network(out: &mut String, w: &Window, top: usize) {
+    let n = &w.non_network;
+    let sites: Vec<String> = n
+        .by_site
+        .iter()
+        .take(top)
+        .map(|s| format!("{} {} at {}", s.count, s.reason, s.location))
+        .collect();
+    let _ = writeln!(
+        out,
+        "non-network frees (unix-domain, netlink… skbs; not drops): {}{}",
+        n.total,
+        if sites.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", sites.join(", "))
+        }
+    );
+}
+
 /// Receive work per CPU.
 fn cpus(out: &mut String, w: &Window, _top: usize) {
     for c in &w.cpus {
@@ -176,11 +205,11 @@ fn accounting(out: &mut String, w: &Window, _top: usize) {
     } else {
         let _ = writeln!(out, "events: none lost");
     }
-    if e.flow_table_full > 0 || e.reason_table_full > 0 {
+    if e.flow_table_full > 0 || e.reason_table_full > 0 || e.non_network_table_full > 0 {
         let _ = writeln!(
             out,
-            "WARNING: kernel tables full: {} retransmits missing from per-flow totals, {} drops from per-reason totals",
-            e.flow_table_full, e.reason_table_full
+            "WARNING: kernel tables full: {} retransmits missing from per-flow totals, {} drops from per-reason totals, {} non-network frees from theirs",
+            e.flow_table_full, e.reason_table_full, e.non_network_table_full
         );
     }
     let skipped: u64 = w.kernel_skipped.values().sum();
