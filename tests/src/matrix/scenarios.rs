@@ -111,7 +111,14 @@ fn sum(flows: &[&Value], get: impl Fn(&Value) -> u64) -> u64 {
 /// Retransmit totals of a namespace, by kind, beside its own Tcp/TcpExt counters.
 fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
     let flows = retransmit_flows(out, ns.inode());
-    let kind = |k: &str| sum(&flows, |f| f["kinds"][k].as_u64().unwrap_or(0));
+    // What the kernel counted: what was sent, and the attempts (6.17+) that failed after being
+    // counted (RetransSegs counts their segments, TCPSynRetrans their SYNs).
+    let failed = |f: &Value| f["outcomes"]["failed_after_counted"].clone();
+    let kind = |k: &str| {
+        sum(&flows, |f| {
+            f["kinds"][k].as_u64().unwrap_or(0) + failed(f)["by_kind"][k].as_u64().unwrap_or(0)
+        })
+    };
     let timer = |k: &str| {
         sum(&flows, |f| {
             f["kind_detail"][k]["timer"].as_u64().unwrap_or(0)
@@ -119,7 +126,9 @@ fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
     };
     json!({
         "netns": ns.inode(),
-        "segs": sum(&flows, |f| f["segs"].as_u64().unwrap_or(0)),
+        "segs": sum(&flows, |f| {
+            f["segs"].as_u64().unwrap_or(0) + failed(f)["segs"].as_u64().unwrap_or(0)
+        }),
         "failed": sum(&flows, |f| f["failed"].as_u64().unwrap_or(0)),
         "kinds": {
             "fast": kind("fast"), "rto": kind("rto"), "tlp": kind("tlp"), "syn": kind("syn"),
