@@ -42,16 +42,9 @@ const TCP_CLOSE: i32 = TcpState::Close.raw() as i32;
 /// the socket's count for its next attempt.
 #[inline(always)]
 pub fn outcome(sk: u64, err: i32, segs: u16) -> u8 {
-    let offset = setting!(retransmit.total_retrans);
-    if offset == netprobe_common::OFFSET_ABSENT {
-        // Before 6.17 only successful retransmits fire the tracepoint.
-        return if err == 0 {
-            OUTCOME_SENT
-        } else {
-            OUTCOME_UNCLASSIFIED
-        };
-    }
-    let Ok(now) = read::<u32>(sk, offset) else {
+    // `read` fails for an absent offset: before 6.17 (only successful retransmits fire the
+    // tracepoint) nothing is kept, and an unreadable count leaves a failure unclassified.
+    let Ok(now) = read::<u32>(sk, setting!(retransmit.total_retrans)) else {
         return if err == 0 {
             OUTCOME_SENT
         } else {
