@@ -10,55 +10,42 @@ use crate::layout::assert_layout;
 /// Marks an offset the running kernel does not have (an older tracepoint without `err`, …).
 pub const OFFSET_ABSENT: u32 = u32::MAX;
 
-/// Field offsets inside the `tcp:tcp_retransmit_skb` tracepoint record.
+/// Where the raw tracepoint `tcp_retransmit_skb(sk, skb[, err])` keeps its arguments (found in
+/// its BTF prototype), and what the retransmit program reads to classify a failed attempt.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetransmitRecordLayout {
-    pub skbaddr: u32,
-    pub skaddr: u32,
-    pub state: u32,
-    pub sport: u32,
-    pub dport: u32,
-    pub family: u32,
-    pub saddr: u32,
-    pub daddr: u32,
-    pub saddr_v6: u32,
-    pub daddr_v6: u32,
-    /// [`OFFSET_ABSENT`] before Linux 6.17, where only successful retransmits were traced.
+pub struct RetransmitArgs {
+    pub sk: u32,
+    pub skb: u32,
+    /// [`OFFSET_ABSENT`] before Linux 6.17, where only successful retransmits fire it.
     pub err: u32,
     /// Byte offset of `tcp_sock.total_retrans` (BTF): what tells a failed attempt the kernel
     /// counted from one it gave up before counting. [`OFFSET_ABSENT`] without `err`.
     pub total_retrans: u32,
 }
-assert_layout!(RetransmitRecordLayout, size 48, {
-    skbaddr: 0,
-    skaddr: 4,
-    state: 8,
-    sport: 12,
-    dport: 16,
-    family: 20,
-    saddr: 24,
-    daddr: 28,
-    saddr_v6: 32,
-    daddr_v6: 36,
-    err: 40,
-    total_retrans: 44,
+assert_layout!(RetransmitArgs, size 16, {
+    sk: 0,
+    skb: 4,
+    err: 8,
+    total_retrans: 12,
 });
 
-/// Field offsets inside the `sock:inet_sock_set_state` record: where the retransmit outcome
-/// program learns each socket's count before its first attempt (`netprobe-ebpf/src/outcome.rs`).
+/// Where the raw tracepoint `inet_sock_set_state(sk, oldstate, newstate)` keeps its
+/// arguments, and `sock.sk_protocol` (BTF): where the retransmit outcome program learns each
+/// TCP socket's count before its first attempt (`netprobe-ebpf/src/outcome.rs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockStateLayout {
-    pub skaddr: u32,
+pub struct SockStateArgs {
+    pub sk: u32,
     pub newstate: u32,
-    pub protocol: u32,
+    /// Byte offset of `sock.sk_protocol` (a u16).
+    pub sk_protocol: u32,
     pub _pad0: u32,
 }
-assert_layout!(SockStateLayout, size 16, {
-    skaddr: 0,
+assert_layout!(SockStateArgs, size 16, {
+    sk: 0,
     newstate: 4,
-    protocol: 8,
+    sk_protocol: 8,
     _pad0: 12,
 });
 
@@ -106,28 +93,19 @@ assert_layout!(DropArgs, size 36, {
 /// Largest `sk_buff` span the drop program reads in one go.
 pub const SKB_SPAN_MAX: u32 = 256;
 
-/// Field offsets inside the `tcp:tcp_retransmit_synack` record.
+/// Where the raw tracepoint `tcp_retransmit_synack(sk, req)` keeps its arguments (BTF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SynackRecordLayout {
-    pub skaddr: u32,
-    pub sport: u32,
-    pub dport: u32,
-    pub family: u32,
-    pub saddr: u32,
-    pub daddr: u32,
-    pub saddr_v6: u32,
-    pub daddr_v6: u32,
+pub struct SynackArgs {
+    /// The listener.
+    pub sk: u32,
+    /// The request socket, whose `sock_common` names the flow (a dual-stack listener's
+    /// request for an IPv4 client is AF_INET6 with v4-mapped addresses, as its socket will be).
+    pub req: u32,
 }
-assert_layout!(SynackRecordLayout, size 32, {
-    skaddr: 0,
-    sport: 4,
-    dport: 8,
-    family: 12,
-    saddr: 16,
-    daddr: 20,
-    saddr_v6: 24,
-    daddr_v6: 28,
+assert_layout!(SynackArgs, size 8, {
+    sk: 0,
+    req: 4,
 });
 
 /// What the retransmit program reads to name a retransmit's kind.
@@ -184,29 +162,41 @@ pub struct ReceiveLayout {
     pub rcv_nxt: u32,
     pub ooo_root: u32,
     pub ooo_last_skb: u32,
-    /// `struct sock_common` members naming the flow.
-    pub skc_family: u32,
-    pub skc_num: u32,
-    pub skc_dport: u32,
-    pub skc_daddr: u32,
-    pub skc_rcv_saddr: u32,
-    pub skc_v6_daddr: u32,
-    pub skc_v6_rcv_saddr: u32,
-    pub _pad0: u32,
 }
-assert_layout!(ReceiveLayout, size 48, {
+assert_layout!(ReceiveLayout, size 16, {
     tcb_end_seq: 0,
     rcv_nxt: 4,
     ooo_root: 8,
     ooo_last_skb: 12,
-    skc_family: 16,
-    skc_num: 20,
-    skc_dport: 24,
-    skc_daddr: 28,
-    skc_rcv_saddr: 32,
-    skc_v6_daddr: 36,
-    skc_v6_rcv_saddr: 40,
-    _pad0: 44,
+});
+
+/// Byte offsets of the `struct sock_common` members naming a socket's flow (BTF). The same
+/// for a full socket, a request socket and a timewait socket: each begins with its
+/// `sock_common` (the agent checks it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockFlowLayout {
+    pub family: u32,
+    /// Local port, host byte order.
+    pub num: u32,
+    /// Remote port, network byte order.
+    pub dport: u32,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    /// [`OFFSET_ABSENT`] in a kernel without IPv6.
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub _pad0: u32,
+}
+assert_layout!(SockFlowLayout, size 32, {
+    family: 0,
+    num: 4,
+    dport: 8,
+    daddr: 12,
+    rcv_saddr: 16,
+    v6_daddr: 20,
+    v6_rcv_saddr: 24,
+    _pad0: 28,
 });
 
 /// Byte offsets of kernel struct members, resolved from BTF.
@@ -309,45 +299,39 @@ assert_layout!(StreamConfig, size 8, {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceConfig {
-    pub retransmit: RetransmitRecordLayout,
+    pub retransmit: RetransmitArgs,
     pub drop: DropArgs,
     pub kernel: KernelLayout,
     pub filter: Filter,
     pub stream: StreamConfig,
     pub cpu: CpuLayout,
-    pub synack: SynackRecordLayout,
+    pub synack: SynackArgs,
     pub kind: KindLayout,
     pub receive: ReceiveLayout,
-    pub sock_state: SockStateLayout,
+    pub sock_state: SockStateArgs,
+    pub sock: SockFlowLayout,
 }
-assert_layout!(TraceConfig, size 328, {
+assert_layout!(TraceConfig, size 272, {
     retransmit: 0,
-    drop: 48,
-    kernel: 84,
-    filter: 152,
-    stream: 184,
-    cpu: 192,
-    synack: 216,
-    kind: 248,
-    receive: 264,
-    sock_state: 312,
+    drop: 16,
+    kernel: 52,
+    filter: 120,
+    stream: 152,
+    cpu: 160,
+    synack: 184,
+    kind: 192,
+    receive: 208,
+    sock_state: 224,
+    sock: 240,
 });
 
 impl TraceConfig {
     /// All offsets absent, no filters: what the kernel object is compiled with. The agent
     /// always overrides it before loading.
     pub const UNSET: Self = Self {
-        retransmit: RetransmitRecordLayout {
-            skbaddr: OFFSET_ABSENT,
-            skaddr: OFFSET_ABSENT,
-            state: OFFSET_ABSENT,
-            sport: OFFSET_ABSENT,
-            dport: OFFSET_ABSENT,
-            family: OFFSET_ABSENT,
-            saddr: OFFSET_ABSENT,
-            daddr: OFFSET_ABSENT,
-            saddr_v6: OFFSET_ABSENT,
-            daddr_v6: OFFSET_ABSENT,
+        retransmit: RetransmitArgs {
+            sk: OFFSET_ABSENT,
+            skb: OFFSET_ABSENT,
             err: OFFSET_ABSENT,
             total_retrans: OFFSET_ABSENT,
         },
@@ -401,15 +385,9 @@ impl TraceConfig {
             napi_budget_arg: OFFSET_ABSENT,
             napi_dev: OFFSET_ABSENT,
         },
-        synack: SynackRecordLayout {
-            skaddr: OFFSET_ABSENT,
-            sport: OFFSET_ABSENT,
-            dport: OFFSET_ABSENT,
-            family: OFFSET_ABSENT,
-            saddr: OFFSET_ABSENT,
-            daddr: OFFSET_ABSENT,
-            saddr_v6: OFFSET_ABSENT,
-            daddr_v6: OFFSET_ABSENT,
+        synack: SynackArgs {
+            sk: OFFSET_ABSENT,
+            req: OFFSET_ABSENT,
         },
         kind: KindLayout {
             ca_state: OFFSET_ABSENT,
@@ -422,19 +400,21 @@ impl TraceConfig {
             rcv_nxt: OFFSET_ABSENT,
             ooo_root: OFFSET_ABSENT,
             ooo_last_skb: OFFSET_ABSENT,
-            skc_family: OFFSET_ABSENT,
-            skc_num: OFFSET_ABSENT,
-            skc_dport: OFFSET_ABSENT,
-            skc_daddr: OFFSET_ABSENT,
-            skc_rcv_saddr: OFFSET_ABSENT,
-            skc_v6_daddr: OFFSET_ABSENT,
-            skc_v6_rcv_saddr: OFFSET_ABSENT,
+        },
+        sock_state: SockStateArgs {
+            sk: OFFSET_ABSENT,
+            newstate: OFFSET_ABSENT,
+            sk_protocol: OFFSET_ABSENT,
             _pad0: 0,
         },
-        sock_state: SockStateLayout {
-            skaddr: OFFSET_ABSENT,
-            newstate: OFFSET_ABSENT,
-            protocol: OFFSET_ABSENT,
+        sock: SockFlowLayout {
+            family: OFFSET_ABSENT,
+            num: OFFSET_ABSENT,
+            dport: OFFSET_ABSENT,
+            daddr: OFFSET_ABSENT,
+            rcv_saddr: OFFSET_ABSENT,
+            v6_daddr: OFFSET_ABSENT,
+            v6_rcv_saddr: OFFSET_ABSENT,
             _pad0: 0,
         },
     };

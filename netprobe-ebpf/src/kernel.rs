@@ -1,11 +1,10 @@
 //! Reading kernel objects through offsets resolved from BTF at load time, and the in-kernel
 //! filters shared by every hook.
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
-    programs::{RawTracePointContext, TracePointContext},
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::RawTracePointContext};
+use netprobe_common::{
+    Flow, AF_INET, AF_INET6, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, OFFSET_ABSENT,
 };
-use netprobe_common::{Flow, AF_INET, FILTER_ADDR, FILTER_NETNS, FILTER_PORT, OFFSET_ABSENT};
 
 use crate::maps::setting;
 
@@ -17,16 +16,6 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     }
     // SAFETY: a probe read fails on a bad address instead of faulting; T is an integer or bytes.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
-}
-
-/// Reads a field of the tracepoint record at an offset taken from its tracefs `format`.
-#[inline(always)]
-pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
-    if offset == OFFSET_ABSENT {
-        return Err(-1);
-    }
-    // SAFETY: a probe read of the record (bad offsets fail, never fault); T is an integer or bytes.
-    unsafe { ctx.read_at::<T>(offset as usize) }
 }
 
 /// Argument `N` of a raw tracepoint, when the agent found it there in this kernel's BTF
@@ -64,6 +53,46 @@ pub fn sock_inode(sk: u64) -> u64 {
         Ok(socket) if socket != 0 => read::<u64>(socket, setting!(kernel.socket_ino)).unwrap_or(0),
         _ => 0,
     }
+}
+
+/// The address family in a socket's `sock_common` (a full, request or timewait socket).
+#[inline(always)]
+pub fn sock_family(sk: u64) -> u16 {
+    read(sk, setting!(sock.family)).unwrap_or(0)
+}
+
+/// The flow in a socket's `sock_common`, local end first, for the address family `family`
+/// (the socket's own, or what a request socket was made for). An IPv6 socket talking to an
+/// IPv4 peer (v4-mapped addresses) is reported as the IPv4 flow it carries.
+#[inline(always)]
+pub fn sock_flow(sk: u64, family: u16, flow: &mut Flow) -> Result<(), i32> {
+    let dport: u16 = read(sk, setting!(sock.dport))?;
+    *flow = Flow {
+        family,
+        sport: read(sk, setting!(sock.num))?,
+        dport: u16::from_be(dport),
+        ..Flow::default()
+    };
+    if family == AF_INET {
+        let saddr: [u8; 4] = read(sk, setting!(sock.rcv_saddr))?;
+        let daddr: [u8; 4] = read(sk, setting!(sock.daddr))?;
+        flow.saddr[..4].copy_from_slice(&saddr);
+        flow.daddr[..4].copy_from_slice(&daddr);
+    } else if family == AF_INET6 {
+        let saddr: [u8; 16] = read(sk, setting!(sock.v6_rcv_saddr)).unwrap_or([0; 16]);
+        let daddr: [u8; 16] = read(sk, setting!(sock.v6_daddr)).unwrap_or([0; 16]);
+        if is_v4_mapped(&saddr) && is_v4_mapped(&daddr) {
+            flow.family = AF_INET;
+            flow.saddr[..4].copy_from_slice(&saddr[12..]);
+            flow.daddr[..4].copy_from_slice(&daddr[12..]);
+        } else {
+            flow.saddr = saddr;
+            flow.daddr = daddr;
+        }
+    } else {
+        return Err(-1);
+    }
+    Ok(())
 }
 
 /// Network namespace inode of a `struct net_device *`.

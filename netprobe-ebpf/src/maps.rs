@@ -73,11 +73,12 @@ pub fn submit_flags(now_ns: u64) -> u64 {
     BPF_RB_NO_WAKEUP as u64
 }
 
-/// Adds one to a per-CPU counter. Each slot has one writer: one program, or the two classic
-/// retransmit tracepoints, which the kernel's bpf_prog_active guard keeps from nesting with
-/// each other; a raw tracepoint program does not nest with itself. Raw tracepoint programs may
-/// interrupt other programs on the CPU, but never one writing the same slot, so a plain
-/// increment of this CPU's slot is exact.
+/// Adds one to a per-CPU counter. Each slot has one writer program, or the two retransmit
+/// programs, and only a run of the same writer that interrupts this one on this CPU could
+/// lose an increment (between its load and its store, three instructions): a SYN-ACK
+/// retransmit in a softirq that interrupted a retransmit's run in process context, or
+/// before Linux 6.0 a program interrupting itself. The BPF target's `core` has no atomic
+/// read-modify-write (and stable Rust no BPF inline assembly) to close that window.
 #[inline(always)]
 pub fn bump(counter: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter) {

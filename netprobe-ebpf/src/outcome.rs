@@ -11,22 +11,23 @@
 //! socket was connected) is its value before this one: if it grew by this skb's segments, the
 //! kernel counted them.
 //!
-//! The value before the first attempt comes from `sock:inet_sock_set_state`, which fires when
+//! The value before the first attempt comes from the raw tracepoint `inet_sock_set_state`
+//! (a raw one, for the reason `tcp.rs` gives), which fires when
 //! a socket starts connecting (SYN_SENT) or is established; the entry goes when it closes. A
 //! socket that was already connected when the trace began has no value until its first
 //! attempt: a first attempt that fails is then unclassified, unless nothing was ever counted.
 
 use aya_ebpf::{
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use netprobe_common::{
     vocab::{ip_proto, TcpState},
     OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED, OUTCOME_SENT, OUTCOME_UNCLASSIFIED,
 };
 
-use crate::kernel::{field, netns_matches, read, sock_netns};
+use crate::kernel::{arg, netns_matches, read, sock_netns};
 use crate::maps::setting;
 
 /// `tcp_sock.total_retrans` of each socket as of its last attempt (or its connecting), by
@@ -71,20 +72,21 @@ pub fn outcome(sk: u64, err: i32, segs: u16) -> u8 {
     }
 }
 
-#[tracepoint]
-pub fn netprobe_sock_state(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn netprobe_sock_state(ctx: RawTracePointContext) -> i32 {
     let _ = try_sock_state(&ctx);
     0
 }
 
 /// Keeps each TCP socket's count from its connecting to its closing.
-fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
-    let protocol: u16 = field(ctx, setting!(sock_state.protocol))?;
+fn try_sock_state(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let sk = arg::<0>(ctx, setting!(sock_state.sk))?;
+    let protocol: u16 = read(sk, setting!(sock_state.sk_protocol))?;
     if protocol != ip_proto::TCP as u16 {
         return Ok(());
     }
-    let sk: u64 = field(ctx, setting!(sock_state.skaddr))?;
-    let newstate: i32 = field(ctx, setting!(sock_state.newstate))?;
+    // An int argument: the low 32 bits of its u64 slot.
+    let newstate = arg::<2>(ctx, setting!(sock_state.newstate))? as i32;
     match newstate {
         TCP_CLOSE => {
             let _ = SOCKET_RETRANS.remove(&sk);

@@ -28,12 +28,14 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netprobe_common::{
-    EventHeader, EventKind, Flow, FlowKey, ReceiveEvent, ReceiveTotals, AF_INET, AF_INET6,
-    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL, RX_DUPLICATE,
-    RX_DUPLICATE_PARTIAL, RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE,
+    EventHeader, EventKind, FlowKey, ReceiveEvent, ReceiveTotals, COUNTER_RECEIVE_LOST,
+    COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL, RX_DUPLICATE, RX_DUPLICATE_PARTIAL,
+    RX_FILLS_HOLE, RX_HAD_OOO, RX_OPENS_HOLE,
 };
 
-use crate::kernel::{flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns};
+use crate::kernel::{
+    flow_matches, netns_matches, read, sock_family, sock_flow, sock_inode, sock_netns,
+};
 use crate::maps::{bump, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING};
 
 /// Exact per-flow receive totals, per CPU (summed by the agent). Only this program writes it:
@@ -204,7 +206,7 @@ pub extern "C" fn netprobe_rcv_record(level: u32) -> i32 {
     };
     // SAFETY: as in `try_receive`, which called this.
     let p = unsafe { &mut *scratch };
-    if sock_flow(p.sk, &mut p.key.flow).is_err() {
+    if sock_flow(p.sk, sock_family(p.sk), &mut p.key.flow).is_err() {
         return 1;
     }
     let netns = sock_netns(p.sk);
@@ -283,38 +285,6 @@ fn stash_for_drops(skb: u64, sk: u64, seq: u32) {
             (*slot).seq = seq;
         }
     }
-}
-
-/// The socket's flow, local end first. An IPv6 socket talking to an IPv4 peer
-/// (v4-mapped addresses) is reported as the IPv4 flow it carries.
-#[inline(always)]
-fn sock_flow(sk: u64, flow: &mut Flow) -> Result<(), i32> {
-    let family: u16 = read(sk, setting!(receive.skc_family))?;
-    let dport: u16 = read(sk, setting!(receive.skc_dport))?;
-    *flow = Flow {
-        family,
-        sport: read(sk, setting!(receive.skc_num))?,
-        dport: u16::from_be(dport),
-        ..Flow::default()
-    };
-    if family == AF_INET {
-        let saddr: [u8; 4] = read(sk, setting!(receive.skc_rcv_saddr))?;
-        let daddr: [u8; 4] = read(sk, setting!(receive.skc_daddr))?;
-        flow.saddr[..4].copy_from_slice(&saddr);
-        flow.daddr[..4].copy_from_slice(&daddr);
-    } else if family == AF_INET6 {
-        let saddr: [u8; 16] = read(sk, setting!(receive.skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        let daddr: [u8; 16] = read(sk, setting!(receive.skc_v6_daddr)).unwrap_or([0; 16]);
-        if is_v4_mapped(&saddr) && is_v4_mapped(&daddr) {
-            flow.family = AF_INET;
-            flow.saddr[..4].copy_from_slice(&saddr[12..]);
-            flow.daddr[..4].copy_from_slice(&daddr[12..]);
-        } else {
-            flow.saddr = saddr;
-            flow.daddr = daddr;
-        }
-    }
-    Ok(())
 }
 
 /// What this segment adds to its flow's totals.

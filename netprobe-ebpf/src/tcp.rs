@@ -1,40 +1,51 @@
-//! `tcp:tcp_retransmit_skb`: every retransmitted skb, and (Linux ≥ 6.17) every failed attempt,
-//! with its outcome (`outcome.rs`).
+//! The raw tracepoint `tcp_retransmit_skb(sk, skb[, err])`: every retransmitted skb, and (Linux ≥
+//! 6.17) every failed attempt, with its outcome (`outcome.rs`); and
+//! `tcp_retransmit_synack(sk, req)`.
+//!
+//! Raw tracepoints rather than the classic `tcp:` ones: a classic tracepoint's program runs
+//! through perf's tracepoint path, which silently skips it when the CPU is already inside a
+//! BPF program of that kind, or inside perf's buffer of the same context (a retransmit in a
+//! softirq that interrupted one): a retransmit the kernel counted and netprobe never saw. A raw
+//! tracepoint program is only ever skipped when it interrupts itself (Linux ≥ 6.0), and the
+//! kernel counts that (`recursion_misses`, reported as `kernel_skipped`). It also builds no
+//! record: the flow is read from the socket, the arguments' positions from BTF.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::PerCpuArray,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use netprobe_common::{
     vocab::EgressFailure, EventHeader, EventKind, Flow, FlowKey, RetransmitEvent, RetransmitTotals,
-    AF_INET, AF_INET6, COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
-    KIND_FAST, KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OFFSET_ABSENT,
-    OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED, OUTCOME_SENT, TRIGGER_OTHER, TRIGGER_TIMER,
-    TRIGGER_UNKNOWN,
+    COUNTER_FLOW_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN, KIND_FAST,
+    KIND_OTHER, KIND_RTO, KIND_SYN, KIND_SYNACK, KIND_TLP, OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED,
+    OUTCOME_SENT, TRIGGER_OTHER, TRIGGER_TIMER, TRIGGER_UNKNOWN,
 };
 
 use crate::kernel::{
-    field, flow_matches, is_v4_mapped, netns_matches, read, sock_inode, sock_netns,
+    arg, flow_matches, netns_matches, read, sock_family, sock_flow, sock_inode, sock_netns,
 };
-use crate::maps::{bump, setting, submit_flags, EVENTS, RETRANSMIT_FLOWS};
+use crate::maps::{
+    bump, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING, RETRANSMIT_FLOWS,
+};
 use crate::outcome;
 use crate::softirq::current_softirq;
 use crate::timers::{self, TIMER_KIND_RTO, TIMER_KIND_TLP};
 
-#[tracepoint]
-pub fn netprobe_rtx(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn netprobe_rtx(ctx: RawTracePointContext) -> i32 {
     let _ = try_retransmit(&ctx);
     0
 }
 
-/// One retransmit on its way to the flow table and the stream. It lives in a per-CPU slot
-/// shared by the two retransmit programs (classic tracepoints never nest on a CPU) and is
-/// filled in stages, each stage a global function: the verifier checks a global function
-/// once, on its own, instead of once for every path that reaches it. Without this the Linux
-/// 6.1 verifier walked ~1M instructions (its limit) through the combinations of family, kind,
-/// trigger, flow-table hit and ring-buffer outcome.
+/// One retransmit on its way to the flow table and the stream. It lives in a per-CPU slot,
+/// one per nesting level of the two retransmit programs (a SYN-ACK's in a softirq can
+/// interrupt a retransmit's in process context, and before Linux 6.0 either can interrupt
+/// itself), and is filled in stages, each stage a global function: the verifier checks a
+/// global function once, on its own, instead of once for every path that reaches it. Without
+/// this the Linux 6.1 verifier walked ~1M instructions (its limit) through the combinations of
+/// family, kind, trigger, flow-table hit and ring-buffer outcome.
 #[repr(C)]
 pub struct Pending {
     flow: Flow,
@@ -56,102 +67,71 @@ pub struct Pending {
 }
 
 #[map]
-static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(MAX_NESTING, 0);
 
-/// This CPU's pending retransmit.
+/// The two retransmit programs' nesting level on each CPU: which `PENDING` slot a run owns.
+#[map]
+static RETRANSMIT_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's pending retransmit at nesting level `level`.
 #[inline(always)]
-fn pending() -> Option<&'static mut Pending> {
-    // SAFETY: this CPU's slot; the two retransmit programs do not nest on a CPU.
-    PENDING.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+fn pending(level: u32) -> Option<&'static mut Pending> {
+    // SAFETY: this CPU's slot for this level: only the run that took the level uses it.
+    PENDING.get_ptr_mut(level).map(|p| unsafe { &mut *p })
 }
 
-/// Where a retransmit tracepoint's record keeps the flow (offsets from tracefs).
-struct RecordFlow {
-    /// [`OFFSET_ABSENT`] before Linux 5.11's records carried the family.
-    family: u32,
-    sport: u32,
-    dport: u32,
-    saddr: u32,
-    daddr: u32,
-    saddr_v6: u32,
-    daddr_v6: u32,
-}
-
-/// The flow of a retransmit record. Records without a `family` field still hold both address
-/// forms: the IPv6 pair is the v4-mapped IPv4 pair for an IPv4 flow (`TP_STORE_ADDRS`), and
-/// an IPv4 flow carried by an IPv6 socket is reported as IPv4, as elsewhere in netprobe.
+/// Runs `stages` on this CPU's next `PENDING` slot, filled by `fill`.
 #[inline(always)]
-fn read_flow(ctx: &TracePointContext, at: &RecordFlow, flow: &mut Flow) -> Result<(), i32> {
-    *flow = Flow {
-        sport: field(ctx, at.sport)?,
-        dport: field(ctx, at.dport)?,
-        ..Flow::default()
-    };
-    let v6_saddr: [u8; 16] = field(ctx, at.saddr_v6)?;
-    let v6_daddr: [u8; 16] = field(ctx, at.daddr_v6)?;
-    let family: u16 = if at.family != OFFSET_ABSENT {
-        field(ctx, at.family)?
-    } else {
-        AF_INET6
-    };
-    // An IPv6 socket carrying IPv4 (v4-mapped pair) is the IPv4 flow it carries, as the
-    // receive and drop programs report it; the record's IPv4 fields hold the same pair.
-    flow.family = if family == AF_INET6 && is_v4_mapped(&v6_saddr) && is_v4_mapped(&v6_daddr) {
-        AF_INET
-    } else {
-        family
-    };
-    if flow.family == AF_INET {
-        let saddr: [u8; 4] = field(ctx, at.saddr)?;
-        let daddr: [u8; 4] = field(ctx, at.daddr)?;
-        flow.saddr[..4].copy_from_slice(&saddr);
-        flow.daddr[..4].copy_from_slice(&daddr);
-    } else {
-        flow.saddr = v6_saddr;
-        flow.daddr = v6_daddr;
+fn with_pending(
+    fill: impl FnOnce(&mut Pending),
+    stages: impl FnOnce(u32) -> i32,
+) -> Result<(), i32> {
+    let level = nest_in(&RETRANSMIT_DEPTH).ok_or(-1)?;
+    if let Some(p) = pending(level) {
+        fill(p);
+        stages(level);
     }
+    nest_out(&RETRANSMIT_DEPTH, level);
     Ok(())
 }
 
-fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
-    let p = pending().ok_or(-1)?;
-    let at = RecordFlow {
-        family: setting!(retransmit.family),
-        sport: setting!(retransmit.sport),
-        dport: setting!(retransmit.dport),
-        saddr: setting!(retransmit.saddr),
-        daddr: setting!(retransmit.daddr),
-        saddr_v6: setting!(retransmit.saddr_v6),
-        daddr_v6: setting!(retransmit.daddr_v6),
-    };
-    read_flow(ctx, &at, &mut p.flow)?;
-    if !flow_matches(&p.flow, true) {
-        return Ok(());
-    }
-    p.sk = field(ctx, setting!(retransmit.skaddr))?;
-    p.skb = field(ctx, setting!(retransmit.skbaddr))?;
-    p.err = field(ctx, setting!(retransmit.err)).unwrap_or(0);
-    p.state = field::<i32>(ctx, setting!(retransmit.state)).unwrap_or(0) as u8;
-    if netprobe_rtx_describe() != 0 {
-        return Ok(());
-    }
-    netprobe_rtx_record();
-    Ok(())
+fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let sk = arg::<0>(ctx, setting!(retransmit.sk))?;
+    let skb = arg::<1>(ctx, setting!(retransmit.skb))?;
+    // An int argument: the low 32 bits of its u64 slot.
+    let err = arg::<2>(ctx, setting!(retransmit.err)).map_or(0, |e| e as i32);
+    with_pending(
+        |p| {
+            p.sk = sk;
+            p.skb = skb;
+            p.err = err;
+        },
+        |level| {
+            if netprobe_rtx_describe(level) != 0 {
+                return 1;
+            }
+            netprobe_rtx_record(level)
+        },
+    )
 }
 
 /// Stage two of a retransmit: its namespace (and the netns filter), segments, sequence,
 /// length, kind and owner, read from the kernel. Returns nonzero when filtered out.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_rtx_describe() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
+    if sock_flow(p.sk, sock_family(p.sk), &mut p.flow).is_err() || !flow_matches(&p.flow, true) {
+        return 1;
+    }
     p.netns = sock_netns(p.sk);
     if !netns_matches(p.netns) {
         return 1;
     }
     // The skb on the retransmit queue still holds TCP's control block in skb->cb.
+    p.state = read(p.sk, setting!(kernel.sk_state)).unwrap_or(0);
     let cb = p.skb + setting!(kernel.skb_cb) as u64;
     p.segs = read(cb, setting!(kernel.tcb_gso_segs)).unwrap_or(0);
     p.seq = read(cb, setting!(kernel.tcb_seq)).unwrap_or(0);
@@ -168,17 +148,17 @@ pub extern "C" fn netprobe_rtx_describe() -> i32 {
 /// Stage three, shared with SYN-ACKs: the exact per-flow totals, then the event.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_rtx_record() -> i32 {
+pub extern "C" fn netprobe_rtx_record(level: u32) -> i32 {
     bump(COUNTER_RETRANSMIT_SEEN);
-    netprobe_rtx_count();
-    netprobe_rtx_emit()
+    netprobe_rtx_count(level);
+    netprobe_rtx_emit(level)
 }
 
 /// Queues the pending retransmit, written in place in the ring slot.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_rtx_emit() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_rtx_emit(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
     // SAFETY: a helper without arguments; it only reads the clock.
@@ -276,8 +256,8 @@ fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
 /// was sent; failed attempts are counted by outcome.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_rtx_count() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_rtx_count(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
     let slot = (p.kind as usize) & 7;
@@ -365,45 +345,44 @@ fn add_totals(totals: &mut RetransmitTotals, delta: &RetransmitTotals, slot: usi
     }
 }
 
-#[tracepoint]
-pub fn netprobe_synack(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn netprobe_synack(ctx: RawTracePointContext) -> i32 {
     let _ = try_synack(&ctx);
     0
 }
 
-/// `tcp:tcp_retransmit_synack`: fires only when the SYN-ACK went out, which is also when
+/// `tcp_retransmit_synack` fires only when the SYN-ACK went out, which is also when
 /// RetransSegs and TCPSynRetrans count it (one segment).
-fn try_synack(ctx: &TracePointContext) -> Result<(), i32> {
-    let p = pending().ok_or(-1)?;
-    let at = RecordFlow {
-        family: setting!(synack.family),
-        sport: setting!(synack.sport),
-        dport: setting!(synack.dport),
-        saddr: setting!(synack.saddr),
-        daddr: setting!(synack.daddr),
-        saddr_v6: setting!(synack.saddr_v6),
-        daddr_v6: setting!(synack.daddr_v6),
-    };
-    read_flow(ctx, &at, &mut p.flow)?;
-    if !flow_matches(&p.flow, true) {
-        return Ok(());
-    }
+fn try_synack(ctx: &RawTracePointContext) -> Result<(), i32> {
     // The listener: its namespace, and its owner (the process that will accept()).
-    p.sk = field(ctx, setting!(synack.skaddr))?;
-    if netprobe_synack_describe() != 0 {
-        return Ok(());
-    }
-    netprobe_rtx_record();
-    Ok(())
+    let sk = arg::<0>(ctx, setting!(synack.sk))?;
+    let req = arg::<1>(ctx, setting!(synack.req))?;
+    with_pending(
+        |p| {
+            p.sk = sk;
+            p.skb = req;
+        },
+        |level| {
+            if netprobe_synack_describe(level) != 0 {
+                return 1;
+            }
+            netprobe_rtx_record(level)
+        },
+    )
 }
 
 /// Stage two of a SYN-ACK retransmit: the listener's namespace and owner.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_synack_describe() -> i32 {
-    let Some(p) = pending() else {
+pub extern "C" fn netprobe_synack_describe(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
         return 1;
     };
+    // The request socket (kept in `skb`) names the flow.
+    let req = p.skb;
+    if sock_flow(req, sock_family(req), &mut p.flow).is_err() || !flow_matches(&p.flow, true) {
+        return 1;
+    }
     p.netns = sock_netns(p.sk);
     if !netns_matches(p.netns) {
         return 1;

@@ -216,3 +216,44 @@ fn retransmit_kinds_match_tcpext() {
     );
     assert_eq!(probes, 1);
 }
+
+/// A dual-stack listener (`[::]`, the usual server socket) answering an IPv4 client: its
+/// request socket has the listener's family (AF_INET6) and v4-mapped addresses. Each SYN-ACK
+/// retransmit must name the IPv4 flow, as every other event of that connection does, and
+/// their number TCPSynRetrans.
+#[test]
+fn a_dual_stack_listeners_synack_retransmits_name_the_ipv4_flow() {
+    let link = Link::new("dual", 35);
+    link.b.sysctl("net.ipv6.bindv6only", "0");
+    let tracer = Tracer::start(&[]);
+    let before = link.b.netstat("TcpExt", "TCPSynRetrans");
+    let receiver = TcpSink::start(&link.b, link.socket(2, 6105, true));
+    NftTable::input(
+        &link.a,
+        "np_dual",
+        "tcp sport 6105 tcp flags & (syn | ack) == syn | ack drop",
+    )
+    .delete_after(Duration::from_millis(1200));
+    send_once(&link.a, link.b_port(6105), 100, Duration::ZERO);
+    receiver.received();
+    let synack_retrans = link.b.netstat("TcpExt", "TCPSynRetrans") - before;
+    std::thread::sleep(Duration::from_millis(200));
+    let out = tracer.stop();
+    assert!(out.success, "{}", out.stderr);
+
+    let synack = out.on_port("retransmit", link.b.inode(), 6105);
+    eprintln!("synack: {synack:?}, TCPSynRetrans +{synack_retrans}");
+    assert!(!synack.is_empty());
+    for r in &synack {
+        assert_eq!(r["kind"], "synack", "{r}");
+        assert_eq!(r["family"], "ipv4", "{r}");
+        assert_eq!(r["saddr"], link.addr(2, false).to_string(), "{r}");
+        assert_eq!(r["daddr"], link.addr(1, false).to_string(), "{r}");
+        assert_eq!(r["sport"], 6105, "{r}");
+    }
+    accounted(
+        synack.len(),
+        synack_retrans,
+        out.kernel_skipped("netprobe_synack"),
+    );
+}

@@ -1,5 +1,4 @@
-//! The kernel side, as userspace sees it: what this kernel offers (BTF, tracepoint formats,
-//! kallsyms), loading and attaching the eBPF programs, and reading what they write.
+//! The kernel side, as userspace sees it: what this kernel offers (BTF, kallsyms), loading and attaching the eBPF programs, and reading what they write.
 
 pub mod btf;
 pub mod filter;
@@ -7,4 +6,3 @@ pub mod kallsyms;
 pub mod loader;
 pub mod reader;
 pub mod timer_hooks;
-pub mod tracefs;

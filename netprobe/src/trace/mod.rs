@@ -194,9 +194,6 @@ impl<'a> Session<'a> {
 
     /// The hooks, on stderr for people and as the stream's first line with `--json`.
     fn announce(&mut self) {
-        if self.probe.mounted_tracefs {
-            eprintln!("netprobe: mounted tracefs at /sys/kernel/tracing");
-        }
         if self.args.json {
             let hooks = HooksJson {
                 kind: "hooks",

@@ -3,7 +3,7 @@
 //! the programs.
 
 use btf_rs::BtfType;
-use netprobe_common::{KernelLayout, ReceiveLayout, OFFSET_ABSENT};
+use netprobe_common::{KernelLayout, ReceiveLayout, SockFlowLayout, OFFSET_ABSENT};
 
 use super::{BtfError, KernelBtf};
 
@@ -114,23 +114,29 @@ impl KernelBtf {
         })
     }
 
-    /// What the receive program reads (`tcp_probe` raw tracepoint): the segment's `end_seq`,
-    /// the socket's receive state and the members naming its flow. IPv6 addresses are
-    /// optional (a kernel without IPv6 has none).
+    /// What the receive program reads (`tcp_probe` raw tracepoint): the segment's `end_seq`
+    /// and the socket's receive state.
     pub fn receive_layout(&self) -> Result<ReceiveLayout, BtfError> {
-        let common = |path: &str| self.offset_of("sock", &format!("__sk_common.{path}"));
         Ok(ReceiveLayout {
             tcb_end_seq: self.offset_of("tcp_skb_cb", "end_seq")?,
             rcv_nxt: self.offset_of("tcp_sock", "rcv_nxt")?,
             ooo_root: self.offset_of("tcp_sock", "out_of_order_queue.rb_node")?,
             ooo_last_skb: self.offset_of("tcp_sock", "ooo_last_skb")?,
-            skc_family: common("skc_family")?,
-            skc_num: common("skc_num")?,
-            skc_dport: common("skc_dport")?,
-            skc_daddr: common("skc_daddr")?,
-            skc_rcv_saddr: common("skc_rcv_saddr")?,
-            skc_v6_daddr: common("skc_v6_daddr").unwrap_or(OFFSET_ABSENT),
-            skc_v6_rcv_saddr: common("skc_v6_rcv_saddr").unwrap_or(OFFSET_ABSENT),
+        })
+    }
+
+    /// The `sock_common` members naming a socket's flow. IPv6 addresses are optional (a
+    /// kernel without IPv6 has none).
+    pub fn sock_flow_layout(&self) -> Result<SockFlowLayout, BtfError> {
+        let common = |path: &str| self.offset_of("sock", &format!("__sk_common.{path}"));
+        Ok(SockFlowLayout {
+            family: common("skc_family")?,
+            num: common("skc_num")?,
+            dport: common("skc_dport")?,
+            daddr: common("skc_daddr")?,
+            rcv_saddr: common("skc_rcv_saddr")?,
+            v6_daddr: common("skc_v6_daddr").unwrap_or(OFFSET_ABSENT),
+            v6_rcv_saddr: common("skc_v6_rcv_saddr").unwrap_or(OFFSET_ABSENT),
             _pad0: 0,
         })
     }

@@ -1,10 +1,7 @@
 //! Loading each planned program into the kernel and attaching it, and detaching them all.
 
 use aya::{
-    programs::{
-        raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint,
-        TracePoint,
-    },
+    programs::{raw_trace_point::RawTracePointLinkId, RawTracePoint},
     Ebpf,
 };
 
@@ -20,7 +17,6 @@ use crate::{
 
 /// An attached program's link.
 pub(super) enum AttachedLink {
-    Tracepoint(TracePointLinkId),
     Raw(RawTracePointLinkId),
 }
 
@@ -66,14 +62,6 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
         |e: aya::programs::ProgramError| format!("verifier rejected {}: {e:#}", spec.program);
     let failed = |e: aya::programs::ProgramError| format!("attach failed: {e}");
     match spec.attach {
-        AttachKind::Tracepoint => {
-            let program: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            program.load().map_err(rejected)?;
-            program
-                .attach(spec.category(), spec.tracepoint())
-                .map(AttachedLink::Tracepoint)
-                .map_err(failed)
-        }
         AttachKind::RawTracepoint => {
             let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program.load().map_err(rejected)?;
@@ -133,11 +121,6 @@ impl Probe {
                 continue;
             };
             match link {
-                AttachedLink::Tracepoint(link) => {
-                    if let Ok(tp) = <&mut TracePoint>::try_from(program) {
-                        let _ = tp.detach(link);
-                    }
-                }
                 AttachedLink::Raw(link) => {
                     if let Ok(tp) = <&mut RawTracePoint>::try_from(program) {
                         let _ = tp.detach(link);

@@ -3,19 +3,17 @@
 
 use serde::Serialize;
 
-/// How a program is attached.
+/// How a program is attached. Every tracepoint hook is a raw one: the tracepoint's own
+/// arguments, checked against BTF, and a per-program guard whose misses the kernel counts
+/// (a classic tracepoint's program can be skipped silently; see `netprobe-ebpf/src/tcp.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AttachKind {
-    /// Classic tracepoint: a record whose layout the tracefs `format` file describes.
-    Tracepoint,
-    /// Raw tracepoint: the tracepoint's own arguments, checked against BTF.
     RawTracepoint,
 }
 
 impl AttachKind {
     pub(super) fn name(self) -> &'static str {
         match self {
-            AttachKind::Tracepoint => "tracepoint",
             AttachKind::RawTracepoint => "raw_tracepoint",
         }
     }
@@ -31,7 +29,7 @@ pub struct HookSpec {
 }
 
 impl HookSpec {
-    /// The tracefs category (`tcp`).
+    /// The tracepoint's subsystem (`tcp`).
     pub fn category(&self) -> &'static str {
         self.id.split_once(':').map_or("", |(category, _)| category)
     }
@@ -58,12 +56,12 @@ impl HookSpec {
 pub const RETRANSMIT_HOOK: HookSpec = HookSpec {
     id: "tcp:tcp_retransmit_skb",
     program: "netprobe_rtx",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 pub const SYNACK_HOOK: HookSpec = HookSpec {
     id: "tcp:tcp_retransmit_synack",
     program: "netprobe_synack",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 pub const DROP_HOOK: HookSpec = HookSpec {
     id: "skb:kfree_skb",
@@ -98,7 +96,7 @@ pub const NAPI_HOOK: HookSpec = HookSpec {
 pub const SOCK_STATE_HOOK: HookSpec = HookSpec {
     id: "sock:inet_sock_set_state",
     program: "netprobe_sock_state",
-    attach: AttachKind::Tracepoint,
+    attach: AttachKind::RawTracepoint,
 };
 
 pub const TRACEPOINT_HOOKS: [&HookSpec; 8] = [

@@ -11,6 +11,7 @@ mod maps;
 mod outcomes;
 mod plan;
 mod prog_info;
+mod retransmits;
 
 pub use catalogue::{HookStatus, DROP_PROGRAM};
 pub use maps::KernelTotals;
@@ -22,7 +23,6 @@ use crate::{
     cli::FunctionHooks,
     kernel::btf::{BtfError, KernelBtf},
     kernel::timer_hooks::TimerLinks,
-    kernel::tracefs::{self, TracefsError},
 };
 use attach::AttachedLink;
 use catalogue::FunctionHook;
@@ -38,8 +38,6 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub enum LoadError {
     #[error(transparent)]
     Btf(#[from] BtfError),
-    #[error(transparent)]
-    Tracefs(#[from] TracefsError),
     #[error("--ring-size {0}: must be a power of two of at least 4096 bytes")]
     RingSize(u32),
     #[error("loading the eBPF object failed: {0}")]
@@ -70,7 +68,6 @@ pub struct Probe {
     links: Vec<(&'static str, AttachedLink)>,
     timer_links: Vec<(&'static FunctionHook, TimerLinks)>,
     pub hooks: Vec<HookStatus>,
-    pub mounted_tracefs: bool,
     /// The drop hook receives the socket a segment was dropped by (`rx_sk`, 6.3+), in every
     /// TCP state; without it only `tcp_rcv_established`'s drops are tied to their socket.
     pub drops_name_their_socket: bool,
@@ -80,12 +77,11 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
         return Err(LoadError::RingSize(options.ring_size));
     }
-    let (tracefs, mounted_tracefs) = tracefs::ensure_mounted()?;
     let plan::Planned {
         config,
         wanted,
         mut hooks,
-    } = plan::plan(&tracefs, options)?;
+    } = plan::plan(options)?;
 
     // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
     // relocations, and aya 0.14 has no constructor that does not; handing it ours with
@@ -116,7 +112,6 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         links,
         timer_links,
         hooks,
-        mounted_tracefs,
         drops_name_their_socket: config.drop.rx_sk != netprobe_common::OFFSET_ABSENT,
     })
 }

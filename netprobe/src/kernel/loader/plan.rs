@@ -1,25 +1,20 @@
-//! Which hooks this kernel can take and the configuration their programs read: record layouts
-//! from tracefs, argument positions and struct offsets from BTF. A hook that cannot be planned
-//! is reported inactive with the reason; the others carry on.
-
-use std::path::Path;
+//! Which hooks this kernel can take and the configuration their programs read: argument
+//! positions (from the tracepoints' BTF prototypes) and struct offsets, all from BTF. A hook
+//! that cannot be planned is reported inactive with the reason; the others carry on.
 
 use netprobe_common::{
-    CpuLayout, DropArgs, KindLayout, ReceiveLayout, RetransmitRecordLayout, StreamConfig,
-    SynackRecordLayout, TraceConfig, OFFSET_ABSENT, SKB_SPAN_MAX,
+    CpuLayout, DropArgs, KindLayout, ReceiveLayout, StreamConfig, TraceConfig, OFFSET_ABSENT,
+    SKB_SPAN_MAX,
 };
 
 use super::{
     catalogue::{
         HookSpec, HookStatus, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
-        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
     LoadOptions, WAKEUP_INTERVAL,
 };
-use crate::kernel::{
-    btf::{BtfError, KernelBtf},
-    tracefs,
-};
+use crate::kernel::btf::{BtfError, KernelBtf};
 
 /// The whole plan: the programs' configuration, the hooks to attach (with the detail to
 /// report once attached) and those already known to be unavailable.
@@ -29,11 +24,12 @@ pub(super) struct Planned {
     pub hooks: Vec<HookStatus>,
 }
 
-/// Plans every hook from this kernel's tracefs formats and BTF.
-pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, BtfError> {
+/// Plans every hook from this kernel's BTF.
+pub(super) fn plan(options: &LoadOptions) -> Result<Planned, BtfError> {
     let btf = options.btf;
     let mut config = TraceConfig::UNSET;
     config.kernel = btf.kernel_layout()?;
+    config.sock = btf.sock_flow_layout()?;
     config.filter = options.filter;
     config.stream = StreamConfig {
         // A quarter of the ring pending: wake now, well before it can fill.
@@ -41,11 +37,12 @@ pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, Btf
         wakeup_interval_ns: WAKEUP_INTERVAL.as_nanos() as u32,
     };
 
-    let mut plan = plan_hooks(tracefs);
+    let mut plan = HookPlan {
+        wanted: Vec::new(),
+        hooks: Vec::new(),
+    };
+    super::retransmits::plan_retransmit_hooks(btf, &mut config, &mut plan);
     plan_raw_hooks(btf, options, &mut config, &mut plan);
-    if let Some(layout) = plan.synack {
-        config.synack = layout;
-    }
     let kind_method = plan_kinds(btf, &mut config);
     for (spec, detail) in plan.wanted.iter_mut() {
         if spec.id == RETRANSMIT_HOOK.id {
@@ -53,10 +50,7 @@ pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, Btf
             detail.push_str(&kind_method);
         }
     }
-    if let Some(layout) = plan.retransmit {
-        config.retransmit = layout;
-    }
-    super::outcomes::plan_outcomes(tracefs, btf, &mut config, &mut plan);
+    super::outcomes::plan_outcomes(btf, &mut config, &mut plan);
     Ok(Planned {
         config,
         wanted: plan.wanted,
@@ -64,29 +58,10 @@ pub(super) fn plan(tracefs: &Path, options: &LoadOptions) -> Result<Planned, Btf
     })
 }
 
-fn describe_attach(err_field: bool, what: &str) -> String {
-    // Why a classic tracepoint: a stable ABI with a self-describing record (offsets from
-    // tracefs), present on every kernel netprobe supports, already carrying most fields we
-    // need. kprobes and fentry would reach the same call sites but are not available
-    // everywhere (this kernel has no kprobes and refuses fentry).
-    format!(
-        "classic tracepoint, record offsets from tracefs format{}; {what}",
-        if err_field {
-            ""
-        } else {
-            " (no `err` field: only successful retransmits are traced by this kernel)"
-        }
-    )
-}
-
-/// Which classic tracepoints this kernel offers, with their record layouts. A hook whose
-/// tracepoint is missing or has an unexpected layout is reported inactive; the others carry on.
+/// Which hooks this kernel can take: those to attach, with the detail to report once
+/// attached, and those already known to be unavailable, with why.
 pub struct HookPlan {
-    pub retransmit: Option<RetransmitRecordLayout>,
-    pub synack: Option<SynackRecordLayout>,
-    /// Hooks to attach, with the detail to report once attached.
     pub(super) wanted: Vec<(&'static HookSpec, String)>,
-    /// Hooks already known to be unavailable.
     pub hooks: Vec<HookStatus>,
 }
 
@@ -106,45 +81,6 @@ impl HookPlan {
             .find(|(planned, _)| planned.id == spec.id)
             .map(|(_, detail)| detail)
     }
-}
-
-pub fn plan_hooks(tracefs: &Path) -> HookPlan {
-    let mut plan = HookPlan {
-        retransmit: None,
-        synack: None,
-        wanted: Vec::new(),
-        hooks: Vec::new(),
-    };
-    match tracefs::read_format(
-        tracefs,
-        RETRANSMIT_HOOK.category(),
-        RETRANSMIT_HOOK.tracepoint(),
-    )
-    .and_then(|f| f.retransmit_layout())
-    {
-        Ok(layout) => {
-            plan.retransmit = Some(layout);
-            let detail = describe_attach(
-                layout.err != OFFSET_ABSENT,
-                "segments and sequence from skb->cb via BTF offsets",
-            );
-            plan.want(&RETRANSMIT_HOOK, detail);
-        }
-        Err(e) => plan.unavailable(&RETRANSMIT_HOOK, e.to_string()),
-    }
-    match tracefs::read_format(tracefs, SYNACK_HOOK.category(), SYNACK_HOOK.tracepoint())
-        .and_then(|f| f.synack_layout())
-    {
-        Ok(layout) => {
-            plan.synack = Some(layout);
-            plan.want(
-                &SYNACK_HOOK,
-                "classic tracepoint, offsets from tracefs format; SYN-ACK retransmits (kind synack), owner and netns from the listener".into(),
-            );
-        }
-        Err(e) => plan.unavailable(&SYNACK_HOOK, e.to_string()),
-    }
-    plan
 }
 
 /// Argument positions of the raw tracepoint `kfree_skb`, from its BTF prototype as
@@ -188,7 +124,11 @@ pub fn skb_span(members: &[(u32, u32)]) -> Option<(u32, u32)> {
 }
 
 /// Checks a raw tracepoint's arguments against what a program expects.
-fn expect_args(tracepoint: &str, args: &[String], expected: &[&str]) -> Result<(), String> {
+pub(super) fn expect_args(
+    tracepoint: &str,
+    args: &[String],
+    expected: &[&str],
+) -> Result<(), String> {
     if args.len() >= expected.len() && args.iter().zip(expected).all(|(a, e)| a == e) {
         Ok(())
     } else {
@@ -245,7 +185,7 @@ pub fn cpu_layout(
 }
 
 /// The arguments of a raw tracepoint, or why they cannot be known.
-fn raw_args(btf: &KernelBtf, tracepoint: &str) -> Result<Vec<String>, String> {
+pub(super) fn raw_args(btf: &KernelBtf, tracepoint: &str) -> Result<Vec<String>, String> {
     btf.raw_tracepoint_args(tracepoint)
         .map_err(|e| e.to_string())
 }
@@ -417,46 +357,6 @@ fn receive_hook_layout(btf: &KernelBtf) -> Result<ReceiveLayout, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A tracefs tree with only the given format files.
-    fn fake_tracefs(files: &[(&str, &str)]) -> std::path::PathBuf {
-        // Unique per call: tests run in parallel.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let root =
-            std::env::temp_dir().join(format!("netprobe-tracefs-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for (tracepoint, text) in files {
-            let dir = root.join("events").join(tracepoint);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("format"), text).unwrap();
-        }
-        root
-    }
-
-    #[test]
-    fn a_missing_tracepoint_is_reported_and_the_rest_carry_on() {
-        let root = fake_tracefs(&[(
-            "tcp/tcp_retransmit_skb",
-            include_str!("../../../fixtures/tracefs/tcp_retransmit_skb.5.15"),
-        )]);
-        let plan = plan_hooks(&root);
-        assert_eq!(plan.wanted.len(), 1);
-        assert_eq!(plan.wanted[0].0.id, "tcp:tcp_retransmit_skb");
-        assert!(plan.wanted[0].1.contains("only successful retransmits"));
-        assert_eq!(plan.retransmit.unwrap().err, OFFSET_ABSENT);
-        // tcp_retransmit_synack is missing.
-        assert_eq!(plan.hooks.len(), 1);
-        let missing = &plan.hooks[0];
-        assert_eq!(missing.hook, "tcp:tcp_retransmit_synack");
-        assert!(!missing.active);
-        assert!(
-            missing.detail.contains("not available on this kernel"),
-            "{}",
-            missing.detail
-        );
-        let _ = std::fs::remove_dir_all(root);
-    }
 
     fn labels(args: &[&str]) -> Vec<String> {
         args.iter().map(|a| a.to_string()).collect()
