@@ -77,8 +77,16 @@ pub struct DropArgs {
     /// Byte offset of `sock.__sk_common.skc_family`: a free of an skb that is no IP/IPv6/ARP
     /// packet is still a network drop when its socket is an IP one.
     pub sk_family: u32,
+    /// Raw reason value whose drops are checked for data before `rcv_nxt`
+    /// ([`crate::DROP_OLD_SEQUENCE`]): TCP_INVALID_SEQUENCE on kernels that name no
+    /// TCP_OLD_SEQUENCE (6.1), where one reason holds both stale and beyond-window segments.
+    /// [`OFFSET_ABSENT`]: none.
+    pub dupack_reason: u32,
+    /// Byte offsets of `tcp_skb_cb.end_seq` and `tcp_sock.rcv_nxt`, for that check.
+    pub tcb_end_seq: u32,
+    pub rcv_nxt: u32,
 }
-assert_layout!(DropArgs, size 36, {
+assert_layout!(DropArgs, size 48, {
     skb: 0,
     location: 4,
     reason: 8,
@@ -88,6 +96,9 @@ assert_layout!(DropArgs, size 36, {
     skb_span_len: 24,
     rx_sk_stash: 28,
     sk_family: 32,
+    dupack_reason: 36,
+    tcb_end_seq: 40,
+    rcv_nxt: 44,
 });
 
 /// Largest `sk_buff` span the drop program reads in one go.
@@ -311,18 +322,18 @@ pub struct TraceConfig {
     pub sock_state: SockStateArgs,
     pub sock: SockFlowLayout,
 }
-assert_layout!(TraceConfig, size 272, {
+assert_layout!(TraceConfig, size 284, {
     retransmit: 0,
     drop: 16,
-    kernel: 52,
-    filter: 120,
-    stream: 152,
-    cpu: 160,
-    synack: 184,
-    kind: 192,
-    receive: 208,
-    sock_state: 224,
-    sock: 240,
+    kernel: 64,
+    filter: 132,
+    stream: 164,
+    cpu: 172,
+    synack: 196,
+    kind: 204,
+    receive: 220,
+    sock_state: 236,
+    sock: 252,
 });
 
 impl TraceConfig {
@@ -345,6 +356,9 @@ impl TraceConfig {
             skb_span_len: 0,
             rx_sk_stash: 0,
             sk_family: OFFSET_ABSENT,
+            dupack_reason: OFFSET_ABSENT,
+            tcb_end_seq: OFFSET_ABSENT,
+            rcv_nxt: OFFSET_ABSENT,
         },
         kernel: KernelLayout {
             skb_len: OFFSET_ABSENT,

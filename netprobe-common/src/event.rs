@@ -198,6 +198,10 @@ pub const DROP_HAS_DEV: u8 = 1 << 1;
 pub const DROP_HAS_SOCK: u8 = 1 << 2;
 /// Ports in `flow` are valid (TCP or UDP header found).
 pub const DROP_HAS_PORTS: u8 = 1 << 3;
+/// A segment with data from before its socket's `rcv_nxt`, which `tcp_send_dupack` counted in
+/// DelayedACKLost before the drop. Checked only for [`crate::DropArgs::dupack_reason`]
+/// (Linux 6.1's TCP_INVALID_SEQUENCE, which also covers segments beyond the window).
+pub const DROP_OLD_SEQUENCE: u8 = 1 << 4;
 
 /// `skb:kfree_skb`.
 #[repr(C)]

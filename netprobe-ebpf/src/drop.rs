@@ -19,7 +19,7 @@ use aya_ebpf::{
 use netprobe_common::{
     DropEvent, EventHeader, EventKind, Flow, NonNetworkKey, AF_INET, AF_INET6, COUNTER_DROP_LOST,
     COUNTER_DROP_SEEN, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV,
-    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, FILTER_REASON, SKB_SPAN_MAX,
+    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_REASON, SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
@@ -194,6 +194,9 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
     if p.sk != 0 {
         p.flags |= DROP_HAS_SOCK;
         p.sk_state = read(p.sk, setting!(kernel.sk_state)).unwrap_or(0);
+        if p.reason == setting!(drop.dupack_reason) && before_rcv_nxt(p.skb, p.sk) {
+            p.flags |= DROP_OLD_SEQUENCE;
+        }
         // Only full sockets have sk_socket (not request or TIME_WAIT minisocks).
         if p.sk_state != TCP_TIME_WAIT && p.sk_state != TCP_NEW_SYN_RECV {
             p.sock_ino = sock_inode(p.sk);
@@ -211,6 +214,23 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
         0
     };
     !netns_matches(p.netns) as i32
+}
+
+/// Whether the TCP segment `skb`, dropped by socket `sk`, holds data from before its
+/// `rcv_nxt`: what `tcp_send_dupack` counts in DelayedACKLost (`TCP_SKB_CB` is TCP's here,
+/// the drop being TCP's own).
+#[inline(always)]
+fn before_rcv_nxt(skb: u64, sk: u64) -> bool {
+    let cb = skb + setting!(kernel.skb_cb) as u64;
+    let seq = read::<u32>(cb, setting!(kernel.tcb_seq));
+    let end_seq = read::<u32>(cb, setting!(drop.tcb_end_seq));
+    let rcv_nxt = read::<u32>(sk, setting!(drop.rcv_nxt));
+    match (seq, end_seq, rcv_nxt) {
+        (Ok(seq), Ok(end_seq), Ok(rcv_nxt)) => {
+            end_seq != seq && (seq.wrapping_sub(rcv_nxt) as i32) < 0
+        }
+        _ => false,
+    }
 }
 
 /// The socket the receive program saw this very segment with (same skb, same sequence number),

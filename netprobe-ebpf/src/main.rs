@@ -9,6 +9,7 @@ mod maps;
 mod outcome;
 mod receive;
 mod softirq;
+mod state_process;
 mod tcp;
 mod timers;
 

@@ -261,7 +261,8 @@ pub extern "C" fn netprobe_rcv_record(level: u32) -> i32 {
     0
 }
 
-/// The segment `tcp_rcv_established` is processing on this CPU, for the drop program (see
+/// The segment `tcp_rcv_established` (or, hooked, `tcp_rcv_state_process`: see
+/// `state_process.rs`) is processing on this CPU, for the drop program (see
 /// `DropArgs::rx_sk_stash`): only on kernels whose `kfree_skb` has no `rx_sk`.
 #[repr(C)]
 pub struct RxStash {
@@ -275,7 +276,7 @@ pub struct RxStash {
 pub static RX_STASH: PerCpuArray<RxStash> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-fn stash_for_drops(skb: u64, sk: u64, seq: u32) {
+pub fn stash_for_drops(skb: u64, sk: u64, seq: u32) {
     if let Some(slot) = RX_STASH.get_ptr_mut(0) {
         // SAFETY: this CPU's slot. A drop program reading it from an interrupt mid-write sees
         // a mismatching (skb, seq) and ignores it.
@@ -284,6 +285,15 @@ fn stash_for_drops(skb: u64, sk: u64, seq: u32) {
             (*slot).sk = sk;
             (*slot).seq = seq;
         }
+    }
+}
+
+/// Empties this CPU's stash: the segment it named is no longer being processed.
+#[inline(always)]
+pub fn clear_stash() {
+    if let Some(slot) = RX_STASH.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, as in `stash_for_drops`.
+        unsafe { (*slot).skb = 0 };
     }
 }
 

@@ -32,11 +32,12 @@ pub struct TimerContext {
 #[map]
 static TIMER_CONTEXT: PerCpuArray<TimerContext> = PerCpuArray::with_max_entries(1, 0);
 
-/// Written by the agent once both hooks of [`TIMER_KIND_TLP`]/[`TIMER_KIND_RTO`] are attached:
-/// slot 0 for the probe, slot 1 for the RTO timer. Runtime, not a load-time setting: whether
-/// a hook attaches is known only after the object is loaded.
+/// Written by the agent once both programs of a function hook are attached: slot 0 for the
+/// probe ([`TIMER_KIND_TLP`]), 1 for the RTO timer ([`TIMER_KIND_RTO`]), 2 for
+/// `tcp_rcv_state_process` (`state_process.rs`, which needs no flag). Runtime, not a load-time
+/// setting: whether a hook attaches is known only after the object is loaded.
 #[map]
-pub static TIMER_HOOKS: Array<u32> = Array::with_max_entries(2, 0);
+pub static HOOKED_FUNCTIONS: Array<u32> = Array::with_max_entries(3, 0);
 
 pub const TIMER_KIND_TLP: u32 = 0;
 pub const TIMER_KIND_RTO: u32 = 1;
@@ -63,7 +64,7 @@ fn exit() {
 /// Whether the hook for `which` (`TIMER_KIND_*`) is attached.
 #[inline(always)]
 pub fn hooked(which: u32) -> bool {
-    TIMER_HOOKS.get(which).is_some_and(|v| *v != 0)
+    HOOKED_FUNCTIONS.get(which).is_some_and(|v| *v != 0)
 }
 
 /// The kind of a retransmit of `sk` sent from inside one of the hooked functions. A mark is

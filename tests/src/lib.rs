@@ -4,6 +4,7 @@
 //!
 //! Everything is re-exported at the top, so that a test says `use netprobe_integration::*`.
 
+mod after_fin;
 mod bundle;
 mod holder;
 mod host;
@@ -15,6 +16,7 @@ mod traffic;
 pub mod matrix;
 pub mod vm;
 
+pub use after_fin::*;
 pub use bundle::*;
 pub use holder::*;
 pub use host::*;

@@ -38,7 +38,7 @@ pub const MANIFEST: &str = "netprobe-kernel.json";
 
 /// The tools real scenarios drive inside a guest (resolved on the host's PATH). `sysctl` and
 /// the other small tools are busybox's; `sh` is the host's dash.
-pub const SCENARIO_TOOLS: &[&str] = &["ip", "nft", "tc"];
+pub const SCENARIO_TOOLS: &[&str] = &["ip", "nft", "tc", "ss"];
 
 /// The modules real scenarios need; their dependencies come from modules.dep (and softdeps:
 /// libcrc32c, under nf_tables, needs a crc32c module loaded first). All are modules

@@ -4,54 +4,16 @@
 //! side, then every segment it sends back (its ACKs) is dropped while the sender sends, so the
 //! sender's timers re-send data the receiver has. Run as root with `--test-threads=1`.
 
-use std::{
-    io::{Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
-    thread::sleep,
-    time::Duration,
-};
-
 use netprobe_integration::*;
 
 const PORT: u16 = 5301;
 
 #[test]
 fn duplicates_after_the_receivers_fin_are_counted_exactly() {
-    let link = Link::new("afin", 34);
-    let (b_ns, addr) = (link.b.inode(), link.b_port(PORT));
-    let listener = link.b.run(move || TcpListener::bind(addr).expect("bind"));
-    let before = link.b.netstat("TcpExt", "DelayedACKLost");
+    let mut scenario = AfterFin::new("afin", 34, PORT);
     let host = Tracer::start(&["--port", &PORT.to_string()]);
-    let at_b = Tracer::start_in(&link.b, &[]);
-
-    let mut sender = link
-        .a
-        .run(move || TcpStream::connect(addr).expect("connect"));
-    let (mut receiver, _) = listener.accept().expect("accept");
-    receiver.shutdown(Shutdown::Write).expect("shutdown");
-    // The sender has the FIN once it reads end-of-file, and acknowledges it at once: the
-    // receiver is then in FIN-WAIT-2, where its data still arrives through tcp_data_queue.
-    let mut byte = [0u8; 1];
-    assert_eq!(sender.read(&mut byte).expect("read"), 0);
-    sleep(Duration::from_millis(100));
-    let blackout = NftTable::input(&link.a, "np_afin", &format!("tcp sport {PORT} drop"));
-    let data = vec![0x42u8; 4000];
-    sender.write_all(&data).expect("send");
-    let mut got = vec![0u8; data.len()];
-    receiver
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    receiver.read_exact(&mut got).expect("receive");
-    // The sender's loss probe and RTOs (≥ 200 ms, doubling) re-send what the receiver has.
-    sleep(Duration::from_millis(1500));
-    blackout.delete();
-    drop(sender);
-    drop(receiver);
-    assert!(
-        link.a.wait_tcp_quiet(PORT, Duration::from_secs(10)),
-        "the sender never went quiet"
-    );
-    assert!(link.b.wait_tcp_quiet(PORT, Duration::from_secs(10)));
+    let at_b = Tracer::start_in(&scenario.link.b, &[]);
+    scenario.run();
     let host = host.stop();
     let at_b = at_b.stop();
     assert!(
@@ -60,7 +22,7 @@ fn duplicates_after_the_receivers_fin_are_counted_exactly() {
         host.stderr,
         at_b.stderr
     );
-    let delayed_ack_lost = link.b.netstat("TcpExt", "DelayedACKLost") - before;
+    let (b_ns, delayed_ack_lost) = (scenario.link.b.inode(), scenario.delayed_ack_lost);
 
     // Every duplicate arrived after the FIN: TCP_OLD_DATA drops of the closing socket.
     let received = &host.summary()["received"];

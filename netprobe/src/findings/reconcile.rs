@@ -12,7 +12,7 @@ use super::Inputs;
 use crate::{
     kernel::loader::catalogue::{
         DROP_HOOK, LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOCK_STATE_HOOK,
-        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, SYNACK_HOOK,
+        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, STATE_PROCESS_HOOK, SYNACK_HOOK,
     },
     model::window::{ReceiveFlow, RetransmitFlow, Window},
 };
@@ -74,7 +74,11 @@ const TIMER_SPLIT_HOOKS: &[&str] = &[RETRANSMIT_HOOK.id, RTO_TIMER_HOOK.id];
 const RECEIVE_PROGRAMS: &[&str] = &[RECEIVE_HOOK.program];
 /// Duplicates: on established sockets from tcp_probe, after a FIN from their drops.
 const DUPLICATE_HOOKS: &[&str] = &[RECEIVE_HOOK.id, DROP_HOOK.id];
-const DUPLICATE_PROGRAMS: &[&str] = &[RECEIVE_HOOK.program, DROP_HOOK.program];
+const DUPLICATE_PROGRAMS: &[&str] = &[
+    RECEIVE_HOOK.program,
+    DROP_HOOK.program,
+    STATE_PROCESS_HOOK.program_prefix,
+];
 
 /// What a row is built from.
 struct Row<'a> {
@@ -183,7 +187,7 @@ fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation 
         .unwrap_or(0);
     let lost_drops = inputs.window.events.drop.lost;
     let unseen = if !inputs.drops_name_their_socket {
-        Some("this kernel's kfree_skb has no rx_sk argument: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
+        Some("this kernel's kfree_skb has no rx_sk argument, and tcp_rcv_state_process is not hooked: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
     } else if lost_drops > 0 {
         Some(format!("{lost_drops} drop events were lost (ring buffer full): duplicates arriving after a FIN are counted from the stream"))
     } else {

@@ -2,7 +2,7 @@
 
 pub mod btf;
 pub mod filter;
+pub mod function_hooks;
 pub mod kallsyms;
 pub mod loader;
 pub mod reader;
-pub mod timer_hooks;

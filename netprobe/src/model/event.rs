@@ -9,7 +9,7 @@ use netprobe_common::{
     decode::{nul_terminated, Event},
     vocab::{Direction, Layer, ReceiveClass, RetransmitKind, RetransmitOutcome, TcpState, Trigger},
     DropEvent, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
-    DROP_HAS_PORTS, DROP_HAS_SOCK, RX_HAD_OOO,
+    DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, RX_HAD_OOO,
 };
 
 use super::{
@@ -76,6 +76,9 @@ pub struct Drop {
     /// The state of the socket the packet belonged to, when it had one.
     pub socket_state: Option<u8>,
     pub sock_ino: u64,
+    /// A segment with data from before its socket's `rcv_nxt`, found so by the kernel side
+    /// where the reason alone does not say it (`DROP_OLD_SEQUENCE`).
+    pub old_sequence: bool,
 }
 
 impl Drop {
@@ -234,6 +237,7 @@ impl EventModel {
             }),
             socket_state: has_socket.then_some(e.sk_state),
             sock_ino: e.sock_ino,
+            old_sequence: e.flags & DROP_OLD_SEQUENCE != 0,
         }
     }
 }

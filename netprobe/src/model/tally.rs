@@ -51,7 +51,9 @@ pub struct DropTally {
 /// dropped: TCP_OLD_DATA (`tcp_data_queue`: wholly before rcv_nxt), TCP_OLD_SEQUENCE
 /// (`tcp_validate_incoming`: before the last advertised window, answered by
 /// `tcp_send_dupack`). A pure ACK that old counts in neither; one arriving after a FIN is
-/// all but impossible, its sequence being the peer's latest.
+/// all but impossible, its sequence being the peer's latest. Linux 6.1 names the second
+/// TCP_INVALID_SEQUENCE, with the segments beyond the window: the kernel side marks which
+/// are old (`Drop::old_sequence`).
 pub const OLD_DATA: &[&str] = &["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"];
 
 impl DropTally {
@@ -72,7 +74,8 @@ impl DropTally {
             *group.flows.entry(flow).or_default() += 1;
         }
         *group.netns.entry(drop.netns).or_default() += 1;
-        if drop.is_tcp() && OLD_DATA.contains(&&*drop.reason) && drop.on_a_closing_socket() {
+        let old = OLD_DATA.contains(&&*drop.reason) || drop.old_sequence;
+        if drop.is_tcp() && old && drop.on_a_closing_socket() {
             *self.late_duplicates.entry(drop.netns).or_default() += 1;
         }
     }

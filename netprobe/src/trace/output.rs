@@ -86,6 +86,11 @@ pub struct DropJson<'a> {
     /// State of the socket the packet belonged to, when it had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
+    /// Present, and true, on a segment with data from before its socket's `rcv_nxt` whose
+    /// reason does not say so (Linux 6.1's TCP_INVALID_SEQUENCE): a duplicate the kernel
+    /// counted in DelayedACKLost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub old_sequence: bool,
     /// The process that owns that socket, when it can be named.
     #[serde(flatten)]
     pub owner: Option<&'a Owner>,
@@ -177,6 +182,7 @@ impl<'a> DropJson<'a> {
             ifname: e.device.as_ref().and_then(|d| d.name.as_deref()),
             ifindex: e.device.as_ref().map(|d| d.ifindex),
             state: e.socket_state.map(TcpState::name_of),
+            old_sequence: e.old_sequence,
             owner,
         }
     }

@@ -71,6 +71,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     );
     check_kprobes(&mut c, &results["kprobe"], expect);
     check_ack_loss(&mut c, &results["ack_loss"], expect);
+    check_after_fin(&mut c, &results["after_fin"], expect);
     let reasons = &results["reasons"];
     c.that(
         reasons["ok"] == true
@@ -120,12 +121,14 @@ fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
         results["ack_loss"]["duplicates"],
         results["ack_loss"]["tcp_drops_in_server_netns"],
+        results["after_fin"]["old_drops"],
+        results["after_fin"]["DelayedACKLost"],
         results["backlog"]["drop_events"],
         results["backlog"]["softnet_dropped"],
         l["sender"]["segs"],
@@ -156,6 +159,8 @@ const FUNCTION_HOOKS: &[&str] = &[
     "function:tcp_send_loss_probe",
     "function:tcp_retransmit_timer",
 ];
+/// Hooked only where drops would not name their socket otherwise.
+const STATE_PROCESS_HOOK: &str = "function:tcp_rcv_state_process";
 
 /// Every hook active (or, for the function hooks on a kernel without them, inactive with a
 /// reason), every program well inside the verifier's limit. Returns the verifier summary.
@@ -195,7 +200,7 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
                 active
                     || h["detail"]
                         .as_str()
-                        .is_some_and(|d| d.contains("no err field")),
+                        .is_some_and(|d| d.contains("no err argument")),
                 || format!("sock:inet_sock_set_state inactive without the reason: {h}"),
             );
         }
@@ -221,6 +226,7 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
             || format!("{name} inactive without a reason"),
         );
     }
+    check_state_process_hook(c, find(STATE_PROCESS_HOOK), &drop_detail, expect);
     let mut parts = Vec::new();
     for h in hooks.iter().filter(|h| h["active"] == true) {
         let program = h["program"].as_str().unwrap_or("?");
@@ -380,6 +386,28 @@ fn check_handshakes(c: &mut Checks, results: &Value) {
     exact(c, "synack client", &results["synack"]["client"], "syn");
 }
 
+/// `tcp_rcv_state_process` is hooked exactly where drops have reasons but no `rx_sk` (the
+/// drop hook then says so), wherever function hooks work; elsewhere it says why not.
+fn check_state_process_hook(c: &mut Checks, h: Option<Value>, drop_detail: &str, expect: Expect) {
+    let Some(h) = h else {
+        return c.that(false, || format!("{STATE_PROCESS_HOOK} not reported"));
+    };
+    let active = h["active"] == true;
+    let needed = drop_detail.contains("no rx_sk argument");
+    if let Some(hooks_work) = expect.function_hooks.or(Some(false).filter(|_| !needed)) {
+        c.that(active == (needed && hooks_work), || {
+            format!(
+                "{STATE_PROCESS_HOOK} active={active}, needed={needed}: {}",
+                h["detail"]
+            )
+        });
+    }
+    c.that(
+        active || h["detail"].as_str().is_some_and(|d| d.len() > 20),
+        || format!("{STATE_PROCESS_HOOK} inactive without a reason"),
+    );
+}
+
 /// How the timer functions were hooked, or that they were not.
 fn function_hook_method(hooks: &Value) -> String {
     hooks
@@ -417,6 +445,26 @@ fn check_ack_loss(c: &mut Checks, acks: &Value, expect: Expect) {
     });
     c.that(!expect.drop_reasons || drops > 0, || {
         format!("ack loss: no TCP-layer drop of the duplicates seen: {acks}")
+    });
+}
+
+/// Duplicates after the receiver's FIN: with drop reasons, every one a drop of the receiver's
+/// FIN_WAIT2 socket, and with the established ones exactly DelayedACKLost. Linux 5.10 frees
+/// them with `__kfree_skb` (no tracepoint): only the scenario itself is checked there.
+fn check_after_fin(c: &mut Checks, after_fin: &Value, expect: Expect) {
+    let lost = n(&after_fin["DelayedACKLost"]);
+    c.that(lost >= 2, || {
+        format!("after FIN: the scenario made no duplicates: {after_fin}")
+    });
+    if !expect.drop_reasons {
+        return;
+    }
+    let old = n(&after_fin["old_drops"]);
+    c.that(old >= 2 && old == n(&after_fin["in_fin_wait2"]), || {
+        format!("after FIN: drops of old data not all of the FIN_WAIT2 socket: {after_fin}")
+    });
+    c.that(old + n(&after_fin["duplicate_established"]) == lost, || {
+        format!("after FIN: duplicates vs DelayedACKLost: {after_fin}")
     });
 }
 

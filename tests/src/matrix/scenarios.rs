@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::{
     bulk_transfer, netprobe_once, sh, steer_rx_to_cpu1, udp_flood_from_cpu0, wait_no_programs,
-    Link, Netns, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
+    AfterFin, Link, Netns, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -29,6 +29,8 @@ pub fn run_all() -> Value {
     let synack = Handshake::run(Side::Server);
     let tail = TailLoss::run(63, Dark::Data);
     let acks = TailLoss::run(65, Dark::Acks);
+    let mut after_fin = AfterFin::new("mxf", 67, 5005);
+    after_fin.run();
     let (report_ok, report_err) = report();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
@@ -55,6 +57,7 @@ pub fn run_all() -> Value {
         "synack": synack.measure(&out),
         "tail": tail.measure(&out),
         "ack_loss": acks.measure(&out),
+        "after_fin": measure_after_fin(&after_fin, &out),
         "kprobe": {
             "success": kprobe_out.success,
             "hooks": kprobe_out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
@@ -208,12 +211,7 @@ impl Lossy {
         // Where drops name no socket (before 6.3) they have no state and count as none.
         let after_fin = flow_drops
             .iter()
-            .filter(|d| {
-                matches!(
-                    d["reason"].as_str(),
-                    Some("TCP_OLD_DATA" | "TCP_OLD_SEQUENCE")
-                )
-            })
+            .filter(|d| is_old_data(d))
             .filter(|d| {
                 matches!(
                     d["state"].as_str(),
@@ -392,4 +390,49 @@ impl TailLoss {
             "DelayedACKLost": server.netstat("TcpExt", "DelayedACKLost"),
         })
     }
+}
+
+/// Duplicates after the receiver's FIN: the receiver's TCP drops of old data and sequences
+/// (each counted in DelayedACKLost), which name its namespace and socket state only where the
+/// drop carries the socket (`rx_sk`, or the hooked `tcp_rcv_state_process`).
+fn measure_after_fin(scenario: &AfterFin, out: &TraceOutput) -> Value {
+    let receiver = scenario.link.b.inode();
+    let old: Vec<&Value> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d["netns"] == receiver && is_old_data(d))
+        .collect();
+    let established: Vec<&Value> = out.summary()["received"]["flows"]
+        .as_array()
+        .map(|flows| flows.iter().filter(|f| f["netns"] == receiver).collect())
+        .unwrap_or_default();
+    // Every drop of the flow, to show where one that does not fit went.
+    let port = scenario.port;
+    let flow_drops: Vec<String> = out
+        .of_type("drop")
+        .into_iter()
+        .filter(|d| d["sport"] == port || d["dport"] == port)
+        .map(|d| {
+            format!(
+                "{} {} {} netns {}",
+                d["reason"], d["layer"], d["state"], d["netns"]
+            )
+        })
+        .collect();
+    json!({
+        "flow_drops": flow_drops,
+        "old_drops": old.len(),
+        "in_fin_wait2": old.iter().filter(|d| d["state"] == "FIN_WAIT2").count(),
+        "duplicate_established": sum(&established, |f| f["duplicate"].as_u64().unwrap_or(0)),
+        "DelayedACKLost": scenario.delayed_ack_lost,
+    })
+}
+
+/// A TCP drop of data the socket already had, which DelayedACKLost counts: TCP_OLD_DATA,
+/// TCP_OLD_SEQUENCE, or (Linux 6.1) a TCP_INVALID_SEQUENCE netprobe found stale.
+fn is_old_data(drop: &Value) -> bool {
+    matches!(
+        drop["reason"].as_str(),
+        Some("TCP_OLD_DATA" | "TCP_OLD_SEQUENCE")
+    ) || drop["old_sequence"] == true
 }

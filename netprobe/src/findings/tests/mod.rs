@@ -146,6 +146,7 @@ pub(super) fn ingress_drop(
         device: None,
         socket_state: None,
         sock_ino: 0,
+        old_sequence: false,
     }
 }
 

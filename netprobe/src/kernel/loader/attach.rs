@@ -6,13 +6,16 @@ use aya::{
 };
 
 use super::{
-    catalogue::{AttachKind, FunctionHook, HookSpec, HookStatus, RETRANSMIT_HOOK},
+    catalogue::{
+        AttachKind, FunctionHook, HookSpec, HookStatus, DROP_HOOK, FUNCTION_HOOKS, RETRANSMIT_HOOK,
+        STATE_PROCESS_HOOK,
+    },
     Probe,
 };
 use crate::{
     cli::FunctionHooks,
     kernel::btf::KernelBtf,
-    kernel::timer_hooks::{self, TimerLinks},
+    kernel::function_hooks::{self, FunctionLinks},
 };
 
 /// An attached program's link.
@@ -73,33 +76,54 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
     }
 }
 
-/// Attaches the function hooks, which only refine retransmit kinds: worth it only with the
-/// retransmit hook attached (`links`). Their statuses go to `hooks`, and the retransmit
-/// hook's detail then says which kinds are exact.
+/// Attaches the function hooks, each only where it refines a program attached here (`links`),
+/// and `tcp_rcv_state_process` only where drops need it to name their socket (`drop_stash`:
+/// drop reasons but no `rx_sk`). Their statuses go to `hooks` (with why for those not
+/// wanted), and the refined hook's detail then says what is exact through them.
 pub(super) fn attach_function_hooks(
     ebpf: &mut Ebpf,
     links: &[(&'static str, AttachedLink)],
     btf: &KernelBtf,
     method: FunctionHooks,
+    drop_stash: bool,
     hooks: &mut Vec<HookStatus>,
-) -> Vec<(&'static FunctionHook, TimerLinks)> {
-    if !links
-        .iter()
-        .any(|(program, _)| *program == RETRANSMIT_HOOK.program)
-    {
-        return Vec::new();
+) -> Vec<(&'static FunctionHook, FunctionLinks)> {
+    let attached_program = |name: &str| links.iter().any(|(program, _)| *program == name);
+    let mut wanted = Vec::new();
+    for hook in FUNCTION_HOOKS {
+        if !attached_program(hook.refines) {
+            continue;
+        }
+        if hook.id == STATE_PROCESS_HOOK.id && !drop_stash {
+            hooks.push(HookStatus {
+                hook: hook.id.to_string(),
+                attach: "none",
+                program: hook.fentry,
+                active: false,
+                detail: "not needed: this kernel's kfree_skb names the receiving socket (rx_sk), or records no drop reasons (TCP's drops there fire no tracepoint)".into(),
+                verified_insns: None,
+                load_ms: None,
+            });
+            continue;
+        }
+        wanted.push(hook);
     }
-    let (statuses, attached) = timer_hooks::attach_all(ebpf, btf, method);
-    if !attached.is_empty() {
+    let (statuses, attached) = function_hooks::attach_all(ebpf, btf, method, &wanted);
+    for refined in [RETRANSMIT_HOOK.program, DROP_HOOK.program] {
         let methods: Vec<String> = statuses
             .iter()
-            .filter(|s| s.active)
+            .filter(|s| {
+                s.active
+                    && wanted
+                        .iter()
+                        .any(|h| h.id == s.hook && h.refines == refined)
+            })
             .map(|s| format!("{} ({})", s.hook, s.attach))
             .collect();
-        if let Some(status) = hooks
-            .iter_mut()
-            .find(|h| h.program == RETRANSMIT_HOOK.program)
-        {
+        if methods.is_empty() {
+            continue;
+        }
+        if let Some(status) = hooks.iter_mut().find(|h| h.program == refined) {
             // The inferred method's caveats no longer apply to the hooked kinds.
             let inferred = status
                 .detail
@@ -115,7 +139,7 @@ pub(super) fn attach_function_hooks(
 impl Probe {
     /// Detaches every program: no new events after this returns.
     pub fn detach(&mut self) {
-        timer_hooks::detach_all(&mut self.ebpf, std::mem::take(&mut self.timer_links));
+        function_hooks::detach_all(&mut self.ebpf, std::mem::take(&mut self.function_links));
         for (name, link) in self.links.drain(..) {
             let Some(program) = self.ebpf.program_mut(name) else {
                 continue;

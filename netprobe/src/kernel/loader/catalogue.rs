@@ -117,14 +117,19 @@ pub struct FunctionHook {
     pub id: &'static str,
     /// What the names of its four programs start with (`kernel_skipped` names one of them).
     pub program_prefix: &'static str,
-    /// `TIMER_HOOKS` slot the kernel side checks.
+    /// `HOOKED_FUNCTIONS` slot set once the pair is attached (the retransmit program checks
+    /// the timer functions').
     pub(crate) slot: u32,
     pub(crate) fentry: &'static str,
     pub(crate) fexit: &'static str,
     pub(crate) kprobe: &'static str,
     pub(crate) kretprobe: &'static str,
+    /// The program whose events it refines: hooked only when that one is attached.
+    pub refines: &'static str,
     /// What becomes exact when it is hooked.
     pub(crate) gives: &'static str,
+    /// What is so when it cannot be hooked.
+    pub(crate) without: &'static str,
 }
 
 impl FunctionHook {
@@ -147,7 +152,9 @@ pub const LOSS_PROBE_HOOK: FunctionHook = FunctionHook {
     fexit: "netprobe_tlp_out",
     kprobe: "netprobe_tlp_kin",
     kretprobe: "netprobe_tlp_kout",
+    refines: RETRANSMIT_HOOK.program,
     gives: "retransmits sent by the tail-loss probe are kind tlp, exactly; no other is",
+    without: "retransmit kinds are inferred from the congestion state and the softirq",
 };
 pub const RTO_TIMER_HOOK: FunctionHook = FunctionHook {
     id: "function:tcp_retransmit_timer",
@@ -157,10 +164,26 @@ pub const RTO_TIMER_HOOK: FunctionHook = FunctionHook {
     fexit: "netprobe_rto_out",
     kprobe: "netprobe_rto_kin",
     kretprobe: "netprobe_rto_kout",
+    refines: RETRANSMIT_HOOK.program,
     gives: "the RTO timer's own retransmits are kind rto with trigger timer, exactly",
+    without: "retransmit kinds are inferred from the congestion state and the softirq",
+};
+/// Only on kernels with drop reasons but no `rx_sk` (`netprobe-ebpf/src/state_process.rs`).
+pub const STATE_PROCESS_HOOK: FunctionHook = FunctionHook {
+    id: "function:tcp_rcv_state_process",
+    program_prefix: "netprobe_rsp",
+    slot: 2,
+    fentry: "netprobe_rsp_in",
+    fexit: "netprobe_rsp_out",
+    kprobe: "netprobe_rsp_kin",
+    kretprobe: "netprobe_rsp_kout",
+    refines: DROP_HOOK.program,
+    gives: "segments TCP drops outside ESTABLISHED (SYN-RECV, FIN-WAIT, CLOSE-WAIT, LAST-ACK…) name their socket and namespace: duplicates after a FIN are counted",
+    without: "segments TCP drops outside ESTABLISHED name no socket: duplicates after a FIN are not counted",
 };
 
-pub const FUNCTION_HOOKS: [&FunctionHook; 2] = [&LOSS_PROBE_HOOK, &RTO_TIMER_HOOK];
+pub const FUNCTION_HOOKS: [&FunctionHook; 3] =
+    [&LOSS_PROBE_HOOK, &RTO_TIMER_HOOK, &STATE_PROCESS_HOOK];
 
 /// Every program netprobe loads (for statistics and recursion counts).
 pub fn program_names() -> impl Iterator<Item = &'static str> {
@@ -250,6 +273,7 @@ mod tests {
             [
                 ("function:tcp_send_loss_probe", "tcp_send_loss_probe"),
                 ("function:tcp_retransmit_timer", "tcp_retransmit_timer"),
+                ("function:tcp_rcv_state_process", "tcp_rcv_state_process"),
             ]
         );
         assert_eq!(DROP_PROGRAM, "netprobe_drop");
@@ -271,10 +295,10 @@ mod tests {
     #[test]
     fn every_program_is_named_once() {
         let mut names: Vec<&str> = program_names().collect();
-        assert_eq!(names.len(), 8 + 2 * 4);
+        assert_eq!(names.len(), 8 + 3 * 4);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8 + 2 * 4, "a program name is used twice");
+        assert_eq!(names.len(), 8 + 3 * 4, "a program name is used twice");
         assert!(names.iter().all(|n| n.starts_with("netprobe_")));
     }
 

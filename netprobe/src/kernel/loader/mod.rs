@@ -22,7 +22,7 @@ use netprobe_common::Filter;
 use crate::{
     cli::FunctionHooks,
     kernel::btf::{BtfError, KernelBtf},
-    kernel::timer_hooks::TimerLinks,
+    kernel::function_hooks::FunctionLinks,
 };
 use attach::AttachedLink;
 use catalogue::FunctionHook;
@@ -66,7 +66,7 @@ pub struct LoadOptions<'a> {
 pub struct Probe {
     ebpf: Ebpf,
     links: Vec<(&'static str, AttachedLink)>,
-    timer_links: Vec<(&'static FunctionHook, TimerLinks)>,
+    function_links: Vec<(&'static FunctionHook, FunctionLinks)>,
     pub hooks: Vec<HookStatus>,
     /// The drop hook receives the socket a segment was dropped by (`rx_sk`, 6.3+), in every
     /// TCP state; without it only `tcp_rcv_established`'s drops are tied to their socket.
@@ -93,11 +93,12 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         .map_err(LoadError::Load)?;
 
     let links = attach::attach_planned(&mut ebpf, wanted, &mut hooks);
-    let timer_links = attach::attach_function_hooks(
+    let function_links = attach::attach_function_hooks(
         &mut ebpf,
         &links,
         options.btf,
         options.function_hooks,
+        config.drop.rx_sk_stash != 0,
         &mut hooks,
     );
     if links.is_empty() {
@@ -107,11 +108,16 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
             .collect();
         return Err(LoadError::NoHooks(why.join("; ")));
     }
+    // Through rx_sk, or the socket tcp_rcv_state_process was called with.
+    let drops_name_their_socket = config.drop.rx_sk != netprobe_common::OFFSET_ABSENT
+        || function_links
+            .iter()
+            .any(|(hook, _)| hook.id == catalogue::STATE_PROCESS_HOOK.id);
     Ok(Probe {
         ebpf,
         links,
-        timer_links,
+        function_links,
         hooks,
-        drops_name_their_socket: config.drop.rx_sk != netprobe_common::OFFSET_ABSENT,
+        drops_name_their_socket,
     })
 }

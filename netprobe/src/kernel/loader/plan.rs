@@ -108,8 +108,7 @@ pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
         skb_protocol: OFFSET_ABSENT,
         skb_span_start: 0,
         skb_span_len: 0,
-        rx_sk_stash: 0,
-        sk_family: OFFSET_ABSENT,
+        ..TraceConfig::UNSET.drop
     })
 }
 
@@ -243,12 +242,34 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
         layout.skb_span_start = start;
         layout.skb_span_len = len;
     }
+    plan_dupack_check(btf, &mut layout);
     config.drop = layout;
     let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets; frees of skbs that are neither IP/IPv6/ARP packets nor an IP socket's (unix-domain, netlink…) counted apart as non_network, not streamed".to_string();
     if layout.reason == OFFSET_ABSENT {
         detail.push_str("; this kernel records no drop reasons");
     }
     plan.want(&DROP_HOOK, detail);
+}
+
+/// Where one drop reason holds both the stale segments `tcp_send_dupack` counts in
+/// DelayedACKLost and the segments beyond the window (6.1's TCP_INVALID_SEQUENCE, split into
+/// TCP_OLD_SEQUENCE and TCP_INVALID_SEQUENCE later), its drops are checked against the
+/// socket's `rcv_nxt`.
+fn plan_dupack_check(btf: &KernelBtf, layout: &mut DropArgs) {
+    if btf.enumerator("SKB_DROP_REASON_TCP_OLD_SEQUENCE").is_some() {
+        return;
+    }
+    let Some(reason) = btf.enumerator("SKB_DROP_REASON_TCP_INVALID_SEQUENCE") else {
+        return;
+    };
+    if let (Ok(end_seq), Ok(rcv_nxt)) = (
+        btf.offset_of("tcp_skb_cb", "end_seq"),
+        btf.offset_of("tcp_sock", "rcv_nxt"),
+    ) {
+        layout.dupack_reason = reason as u32;
+        layout.tcb_end_seq = end_seq;
+        layout.rcv_nxt = rcv_nxt;
+    }
 }
 
 fn plan_cpu_hooks(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {

@@ -1,8 +1,9 @@
-//! The function hooks that make retransmit kinds exact: `tcp_send_loss_probe` (tail-loss
-//! probes) and `tcp_retransmit_timer` (the RTO timer's own retransmit), each an entry/exit pair
-//! (`netprobe-ebpf/src/timers.rs`; named in the loader's catalogue). The best method the kernel allows: fentry/fexit, else
-//! kprobe/kretprobe; on a kernel with neither (no kprobes, fentry refused) the retransmit
-//! program keeps inferring the kind from the congestion state and the softirq.
+//! The function hooks, each an entry/exit pair named in the loader's catalogue: those that make
+//! retransmit kinds exact, `tcp_send_loss_probe` (tail-loss probes) and `tcp_retransmit_timer`
+//! (the RTO timer's own retransmit; `netprobe-ebpf/src/timers.rs`), and, on kernels whose drops
+//! do not name their socket, `tcp_rcv_state_process` (`netprobe-ebpf/src/state_process.rs`).
+//! The best method the kernel allows: fentry/fexit, else kprobe/kretprobe; on a kernel with
+//! neither (no kprobes, fentry refused) each says what is so without it.
 
 use aya::{
     maps::Array,
@@ -18,34 +19,41 @@ use crate::{
     cli::FunctionHooks,
     kernel::{
         btf::KernelBtf,
-        loader::{
-            catalogue::{FunctionHook, FUNCTION_HOOKS},
-            HookStatus,
-        },
+        loader::{catalogue::FunctionHook, HookStatus},
     },
 };
 
 /// An attached entry/exit pair.
-pub enum TimerLinks {
+pub enum FunctionLinks {
     Trampoline(FEntryLinkId, FExitLinkId),
     Probe(KProbeLinkId, KProbeLinkId),
 }
 
-/// Attaches each timer hook by the best method that works (or the one `method` names),
-/// marks it in `TIMER_HOOKS` for the retransmit program, and reports it.
+/// Attaches each of `hooks` by the best method that works (or the one `method` names), marks
+/// it in `HOOKED_FUNCTIONS` for the kernel side, and reports it.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     btf: &KernelBtf,
     method: FunctionHooks,
-) -> (Vec<HookStatus>, Vec<(&'static FunctionHook, TimerLinks)>) {
+    hooks: &[&'static FunctionHook],
+) -> (Vec<HookStatus>, Vec<(&'static FunctionHook, FunctionLinks)>) {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
-    for hook in FUNCTION_HOOKS {
+    for &hook in hooks {
         let started = std::time::Instant::now();
         let attached = match method {
-            FunctionHooks::Off => Err("turned off (--function-hooks off); retransmit kinds are inferred from the congestion state and the softirq".to_string()),
+            FunctionHooks::Off => Err(format!(
+                "turned off (--function-hooks off); {}",
+                hook.without
+            )),
             FunctionHooks::Kprobe => attach_probe(ebpf, hook)
-                .map(|pair| ("kprobe/kretprobe", pair, " (--function-hooks kprobe)".to_string()))
+                .map(|pair| {
+                    (
+                        "kprobe/kretprobe",
+                        pair,
+                        " (--function-hooks kprobe)".to_string(),
+                    )
+                })
                 .map_err(|e| format!("kprobe: {e}")),
             FunctionHooks::Fentry | FunctionHooks::Auto => {
                 // fentry needs the kernel's BTF in aya's own form, parsed when first tried.
@@ -56,9 +64,12 @@ pub fn attach_all(
                     (Ok(pair), _) => Ok(("fentry/fexit", pair, String::new())),
                     (Err(no_fentry), FunctionHooks::Fentry) => Err(format!("fentry: {no_fentry}")),
                     (Err(no_fentry), _) => match attach_probe(ebpf, hook) {
-                        Ok(pair) => Ok(("kprobe/kretprobe", pair, format!(" (fentry: {no_fentry})"))),
+                        Ok(pair) => {
+                            Ok(("kprobe/kretprobe", pair, format!(" (fentry: {no_fentry})")))
+                        }
                         Err(no_kprobe) => Err(format!(
-                            "fentry: {no_fentry}; kprobe: {no_kprobe}; retransmit kinds are inferred from the congestion state and the softirq instead"
+                            "fentry: {no_fentry}; kprobe: {no_kprobe}; {}",
+                            hook.without
                         )),
                     },
                 }
@@ -99,7 +110,7 @@ fn active_status(
     ebpf: &mut Ebpf,
     hook: &FunctionHook,
     attach: &'static str,
-    pair: &TimerLinks,
+    pair: &FunctionLinks,
     note: String,
     load_ms: f64,
 ) -> HookStatus {
@@ -112,7 +123,7 @@ fn active_status(
         active: marked.is_ok(),
         detail: match marked {
             Ok(()) => format!("{}{note}", hook.gives),
-            Err(e) => format!("attached, but the retransmit program cannot be told: {e}"),
+            Err(e) => format!("attached, but the kernel side cannot be told: {e}"),
         },
         verified_insns,
         load_ms: Some(load_ms),
@@ -120,10 +131,14 @@ fn active_status(
 }
 
 /// The entry program's name and the pair's verified instructions (summed).
-fn programs_of(ebpf: &Ebpf, hook: &FunctionHook, pair: &TimerLinks) -> (&'static str, Option<u32>) {
+fn programs_of(
+    ebpf: &Ebpf,
+    hook: &FunctionHook,
+    pair: &FunctionLinks,
+) -> (&'static str, Option<u32>) {
     let (entry, exit) = match pair {
-        TimerLinks::Trampoline(..) => (hook.fentry, hook.fexit),
-        TimerLinks::Probe(..) => (hook.kprobe, hook.kretprobe),
+        FunctionLinks::Trampoline(..) => (hook.fentry, hook.fexit),
+        FunctionLinks::Probe(..) => (hook.kprobe, hook.kretprobe),
     };
     let insns = |name| {
         ebpf.program(name)
@@ -139,8 +154,8 @@ fn programs_of(ebpf: &Ebpf, hook: &FunctionHook, pair: &TimerLinks) -> (&'static
 
 fn mark_hooked(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
     let map = ebpf
-        .map_mut("TIMER_HOOKS")
-        .ok_or("map TIMER_HOOKS missing from the object")?;
+        .map_mut("HOOKED_FUNCTIONS")
+        .ok_or("map HOOKED_FUNCTIONS missing from the object")?;
     let mut hooks: Array<_, u32> = Array::try_from(map).map_err(|e| e.to_string())?;
     hooks.set(slot, 1, 0).map_err(|e| e.to_string())
 }
@@ -151,7 +166,7 @@ fn attach_trampoline(
     ebpf: &mut Ebpf,
     hook: &FunctionHook,
     btf: &Btf,
-) -> Result<TimerLinks, String> {
+) -> Result<FunctionLinks, String> {
     let exit: &mut FExit = program(ebpf, hook.fexit)?;
     exit.load(hook.function(), btf).map_err(describe)?;
     let exit_link = exit.attach().map_err(describe)?;
@@ -161,7 +176,7 @@ fn attach_trampoline(
         .and_then(|()| entry.attach())
         .map_err(describe);
     match entry_link {
-        Ok(entry_link) => Ok(TimerLinks::Trampoline(entry_link, exit_link)),
+        Ok(entry_link) => Ok(FunctionLinks::Trampoline(entry_link, exit_link)),
         Err(e) => {
             if let Ok(exit) = program::<FExit>(ebpf, hook.fexit) {
                 let _ = exit.detach(exit_link);
@@ -181,7 +196,7 @@ fn describe(e: aya::programs::ProgramError) -> String {
 }
 
 /// As [`attach_trampoline`]: the return probe first.
-fn attach_probe(ebpf: &mut Ebpf, hook: &FunctionHook) -> Result<TimerLinks, String> {
+fn attach_probe(ebpf: &mut Ebpf, hook: &FunctionHook) -> Result<FunctionLinks, String> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices)".into(),
@@ -196,7 +211,7 @@ fn attach_probe(ebpf: &mut Ebpf, hook: &FunctionHook) -> Result<TimerLinks, Stri
         .and_then(|()| entry.attach(hook.function(), 0))
         .map_err(describe);
     match entry_link {
-        Ok(entry_link) => Ok(TimerLinks::Probe(entry_link, exit_link)),
+        Ok(entry_link) => Ok(FunctionLinks::Probe(entry_link, exit_link)),
         Err(e) => {
             if let Ok(exit) = program::<KProbe>(ebpf, hook.kretprobe) {
                 let _ = exit.detach(exit_link);
@@ -217,10 +232,10 @@ where
 }
 
 /// Detaches every pair (no more marks after this returns).
-pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static FunctionHook, TimerLinks)>) {
+pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static FunctionHook, FunctionLinks)>) {
     for (hook, pair) in links {
         match pair {
-            TimerLinks::Trampoline(entry, exit) => {
+            FunctionLinks::Trampoline(entry, exit) => {
                 if let Ok(p) = program::<FEntry>(ebpf, hook.fentry) {
                     let _ = p.detach(entry);
                 }
@@ -228,7 +243,7 @@ pub fn detach_all(ebpf: &mut Ebpf, links: Vec<(&'static FunctionHook, TimerLinks
                     let _ = p.detach(exit);
                 }
             }
-            TimerLinks::Probe(entry, exit) => {
+            FunctionLinks::Probe(entry, exit) => {
                 if let Ok(p) = program::<KProbe>(ebpf, hook.kprobe) {
                     let _ = p.detach(entry);
                 }
