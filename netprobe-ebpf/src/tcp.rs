@@ -80,16 +80,19 @@ fn pending(level: u32) -> Option<&'static mut Pending> {
     PENDING.get_ptr_mut(level).map(|p| unsafe { &mut *p })
 }
 
-/// Runs `stages` on this CPU's next `PENDING` slot, filled by `fill`.
+/// Fills this CPU's next `PENDING` slot with `fill`, completes it with `describe` (nonzero:
+/// filtered out), then counts and streams it.
 #[inline(always)]
 fn with_pending(
     fill: impl FnOnce(&mut Pending),
-    stages: impl FnOnce(u32) -> i32,
+    describe: impl FnOnce(u32) -> i32,
 ) -> Result<(), i32> {
     let level = nest_in(&RETRANSMIT_DEPTH).ok_or(-1)?;
     if let Some(p) = pending(level) {
         fill(p);
-        stages(level);
+        if describe(level) == 0 {
+            netprobe_rtx_record(level);
+        }
     }
     nest_out(&RETRANSMIT_DEPTH, level);
     Ok(())
@@ -106,12 +109,7 @@ fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i32> {
             p.skb = skb;
             p.err = err;
         },
-        |level| {
-            if netprobe_rtx_describe(level) != 0 {
-                return 1;
-            }
-            netprobe_rtx_record(level)
-        },
+        |level| netprobe_rtx_describe(level),
     )
 }
 
@@ -362,12 +360,7 @@ fn try_synack(ctx: &RawTracePointContext) -> Result<(), i32> {
             p.sk = sk;
             p.skb = req;
         },
-        |level| {
-            if netprobe_synack_describe(level) != 0 {
-                return 1;
-            }
-            netprobe_rtx_record(level)
-        },
+        |level| netprobe_synack_describe(level),
     )
 }
 
