@@ -12,6 +12,7 @@ mod netprobe;
 mod nft;
 mod tracer;
 mod traffic;
+mod witness;
 
 pub mod matrix;
 pub mod vm;
@@ -24,3 +25,4 @@ pub use netprobe::*;
 pub use nft::*;
 pub use tracer::*;
 pub use traffic::*;
+pub use witness::*;

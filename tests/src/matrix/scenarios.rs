@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::{
     bulk_transfer, netprobe_once, sh, steer_rx_to_cpu1, udp_flood_from_cpu0, wait_no_programs,
-    AfterFin, Link, Netns, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
+    AfterFin, Ftrace, Link, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
+    Withheld,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -23,6 +24,11 @@ pub fn run_all() -> Value {
     let started = Instant::now();
     let tracer = Tracer::start(&[]);
     let attach_s = started.elapsed().as_secs_f64();
+    let witness = Ftrace::start(&[
+        "tcp/tcp_retransmit_skb",
+        "tcp/tcp_retransmit_synack",
+        "tcp/tcp_probe",
+    ]);
     let lossy = Lossy::run();
     backlog_overflow();
     let syn = Handshake::run(Side::Client);
@@ -34,6 +40,8 @@ pub fn run_all() -> Value {
     let (report_ok, report_err) = report();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
+    let witnessed = witness.is_some();
+    let withheld = Withheld::from_lines(witness.map(Ftrace::stop).unwrap_or_default());
     let left = wait_no_programs(Duration::from_secs(20));
     // The other way to hook the timer functions, where fentry is preferred: kprobes.
     let kprobe_tracer = Tracer::start(&["--function-hooks", "kprobe"]);
@@ -51,17 +59,17 @@ pub fn run_all() -> Value {
         "hooks": out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
         "events": out.summary()["events"].clone(),
         "kernel_skipped": out.summary()["kernel_skipped"].clone(),
-        "lossy": lossy.measure(&out),
+        "lossy": lossy.measure(&out, &withheld),
         "backlog": out.summary()["backlog"].clone(),
-        "syn": syn.measure(&out),
-        "synack": synack.measure(&out),
-        "tail": tail.measure(&out),
-        "ack_loss": acks.measure(&out),
+        "syn": syn.measure(&out, &withheld),
+        "synack": synack.measure(&out, &withheld),
+        "tail": tail.measure(&out, &withheld),
+        "ack_loss": acks.measure(&out, &withheld),
         "after_fin": measure_after_fin(&after_fin, &out),
         "kprobe": {
             "success": kprobe_out.success,
             "hooks": kprobe_out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
-            "tail": kprobe_tail.measure(&kprobe_out),
+            "tail": kprobe_tail.measure(&kprobe_out, &Withheld::default()),
         },
         "report": { "ok": report_ok, "error": report_err },
         "reasons": {
@@ -69,6 +77,9 @@ pub fn run_all() -> Value {
             "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),
             "stderr": tail_of(&reasons_err, 500),
         },
+        // Firings ftrace saw that the kernel ran no program for (see `witness`), or null
+        // without a witness.
+        "withheld": if witnessed { json!(withheld.total()) } else { Value::Null },
         "programs_left": left,
         "programs_left_after_kill": left_after_kill,
     })
@@ -112,8 +123,10 @@ fn sum(flows: &[&Value], get: impl Fn(&Value) -> u64) -> u64 {
 }
 
 /// Retransmit totals of a namespace, by kind, beside its own Tcp/TcpExt counters.
-fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
+fn retransmits_of(out: &TraceOutput, link: &Link, host: u8, withheld: &Withheld) -> Value {
+    let ns = if host == 1 { &link.a } else { &link.b };
     let flows = retransmit_flows(out, ns.inode());
+    let local = link.addr(host, false);
     // What the kernel counted: what was sent, and the attempts (6.17+) that failed after being
     // counted (RetransSegs counts their segments, TCPSynRetrans their SYNs).
     let failed = |f: &Value| f["outcomes"]["failed_after_counted"].clone();
@@ -138,6 +151,11 @@ fn retransmits_of(out: &TraceOutput, ns: &Netns) -> Value {
             "synack": kind("synack"), "other": kind("other"),
         },
         "rto_timer": timer("rto"),
+        // Retransmits of this namespace the kernel ran no program for (see `witness`).
+        "withheld": withheld.count("tcp_retransmit_skb:", &format!("saddr={local} "))
+            + withheld.count("tcp_retransmit_synack:", &format!("saddr={local} ")),
+        // Kept whole for the failure message: which flow, outcome and kind an attempt went to.
+        "flows": flows,
         "counters": {
             "RetransSegs": ns.snmp("Tcp", "RetransSegs"),
             "TCPSynRetrans": ns.netstat("TcpExt", "TCPSynRetrans"),
@@ -185,7 +203,7 @@ impl Lossy {
         Lossy { link, rule }
     }
 
-    fn measure(&self, out: &TraceOutput) -> Value {
+    fn measure(&self, out: &TraceOutput, withheld: &Withheld) -> Value {
         let receiver = self.link.b.inode();
         let received: Vec<&Value> = out.summary()["received"]["flows"]
             .as_array()
@@ -221,7 +239,7 @@ impl Lossy {
             .count();
         let b = &self.link.b;
         json!({
-            "sender": retransmits_of(out, &self.link.a),
+            "sender": retransmits_of(out, &self.link, 1, withheld),
             "receiver": {
                 "netns": receiver,
                 "duplicate": sum(&received, |f| f["duplicate"].as_u64().unwrap_or(0)),
@@ -229,6 +247,8 @@ impl Lossy {
                 "fills_hole": sum(&received, |f| f["fills_hole"].as_u64().unwrap_or(0)),
                 "out_of_order": sum(&received, |f| f["out_of_order"].as_u64().unwrap_or(0)),
                 "DelayedACKLost": b.netstat("TcpExt", "DelayedACKLost"),
+                // Segments tcp_probe fired for here that the kernel ran no program for.
+                "withheld": withheld.count("tcp_probe:", &format!("src={}:{LOSSY_PORT} ", self.link.addr(2, false))),
                 "TCPOFOQueue": b.netstat("TcpExt", "TCPOFOQueue"),
                 "TCPOFODrop": b.netstat("TcpExt", "TCPOFODrop"),
             },
@@ -292,10 +312,10 @@ impl Handshake {
         Handshake { link }
     }
 
-    fn measure(&self, out: &TraceOutput) -> Value {
+    fn measure(&self, out: &TraceOutput, withheld: &Withheld) -> Value {
         json!({
-            "client": retransmits_of(out, &self.link.a),
-            "server": retransmits_of(out, &self.link.b),
+            "client": retransmits_of(out, &self.link, 1, withheld),
+            "server": retransmits_of(out, &self.link, 2, withheld),
         })
     }
 }
@@ -360,9 +380,9 @@ impl TailLoss {
         TailLoss { link, dark }
     }
 
-    fn measure(&self, out: &TraceOutput) -> Value {
+    fn measure(&self, out: &TraceOutput, withheld: &Withheld) -> Value {
         if self.dark == Dark::Data {
-            return json!({ "client": retransmits_of(out, &self.link.a) });
+            return json!({ "client": retransmits_of(out, &self.link, 1, withheld) });
         }
         let server = &self.link.b;
         let tcp_drops: Vec<&Value> = out
@@ -380,8 +400,20 @@ impl TailLoss {
                     .sum()
             })
             .unwrap_or(0);
+        // Duplicates past the server's FIN never reach tcp_probe: their TCP_OLD_DATA drops are
+        // the rest of DelayedACKLost, as the trace's own reconciliation row counts them.
+        let late: Vec<String> = out
+            .of_type("drop")
+            .into_iter()
+            .filter(|d| d["netns"] == server.inode() && is_old_data(d))
+            .filter(|d| d["state"] != "ESTABLISHED")
+            .map(|d| format!("{} {} seq {}", d["reason"], d["state"], d["seq"]))
+            .collect();
         json!({
-            "client": retransmits_of(out, &self.link.a),
+            "client": retransmits_of(out, &self.link, 1, withheld),
+            "late_duplicates": late,
+            // Segments tcp_probe fired for at the server that the kernel ran no program for.
+            "withheld_at_server": withheld.count("tcp_probe:", &format!("src={}:{TAIL_PORT} ", self.link.addr(2, false))),
             "server_netns": server.inode(),
             "tcp_drops": tcp_drops.len(),
             "tcp_drops_in_server_netns": tcp_drops.iter().filter(|d| d["netns"] == server.inode()).count(),
