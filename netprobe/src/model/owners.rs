@@ -69,13 +69,20 @@ pub fn scan(wanted: &dyn Fn(u64) -> bool) -> (HashMap<u64, Vec<Owner>>, bool) {
 
 /// Owners of the sockets seen in the event stream. A miss triggers a full rescan at most
 /// every `MIN_RESCAN`, so a burst of events costs at most a few scans; an inode still unknown
-/// after a scan (orphaned socket, another PID namespace) is remembered as such.
+/// after a scan is remembered as such for `MISS_TTL` only: a socket can have no owner yet (a
+/// connection still in its listener's accept queue, whose first segments are dropped before
+/// accept() gives it an fd), and an orphaned one costs one scan per `MISS_TTL`.
 pub struct OwnerCache {
-    known: HashMap<u64, Option<Owner>>,
+    known: HashMap<Inode, Owner>,
+    /// Inodes a scan did not find, and when.
+    unknown: HashMap<Inode, Instant>,
     last_scan: Option<Instant>,
 }
 
+type Inode = u64;
+
 const MIN_RESCAN: Duration = Duration::from_millis(100);
+const MISS_TTL: Duration = Duration::from_secs(2);
 
 impl Default for OwnerCache {
     fn default() -> Self {
@@ -87,6 +94,7 @@ impl OwnerCache {
     pub fn new() -> Self {
         Self {
             known: HashMap::new(),
+            unknown: HashMap::new(),
             last_scan: None,
         }
     }
@@ -96,17 +104,31 @@ impl OwnerCache {
             return None;
         }
         if let Some(known) = self.known.get(&inode) {
-            return known.clone();
+            return Some(known.clone());
         }
-        if self.last_scan.is_some_and(|t| t.elapsed() < MIN_RESCAN) {
+        let recently_missed = self
+            .unknown
+            .get(&inode)
+            .is_some_and(|t| t.elapsed() < MISS_TTL);
+        if recently_missed || self.last_scan.is_some_and(|t| t.elapsed() < MIN_RESCAN) {
             return None;
         }
-        self.last_scan = Some(Instant::now());
+        let now = Instant::now();
+        self.last_scan = Some(now);
         let (found, _) = scan(&|_| true);
         for (ino, owners) in found {
             // The first holder: the process that created the socket or received it.
-            self.known.insert(ino, owners.into_iter().min());
+            if let Some(first) = owners.into_iter().min() {
+                self.known.insert(ino, first);
+            }
         }
-        self.known.entry(inode).or_insert(None).clone()
+        self.unknown.retain(|_, t| t.elapsed() < MISS_TTL);
+        match self.known.get(&inode) {
+            Some(owner) => Some(owner.clone()),
+            None => {
+                self.unknown.insert(inode, now);
+                None
+            }
+        }
     }
 }
