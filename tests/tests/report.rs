@@ -1,7 +1,11 @@
 //! `netprobe report` scenarios: each creates one real condition in its own namespaces and
 //! checks that the report names it with the right id, severity, evidence and fix.
 
-use std::{net::TcpStream, thread, time::Duration};
+use std::{
+    net::{TcpStream, UdpSocket},
+    thread,
+    time::{Duration, Instant},
+};
 
 use netprobe_integration::*;
 use serde_json::Value;
@@ -238,6 +242,56 @@ fn veth_nic_counters_and_tx_drops() {
         "{}",
         f[0]["fix"]
     );
+}
+
+/// Run inside a namespace, the report knows the host-wide sysctls (read in the initial
+/// namespace, which a child's /proc/sys does not list), and a veth's tx drops — its peer's
+/// input backlog refusing packets — get the backlog fix with the live value, never a
+/// txqueuelen for a device that has no queue (issue 12, items 5 and 6).
+#[test]
+fn veth_backlog_drops_inside_a_namespace_get_the_backlog_fix() {
+    let link = Link::new("rvb", 36);
+    link.static_neighbours();
+    steer_rx_to_cpu1(&link.b);
+    let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    let (ns, to) = (link.a.shared(), link.b_port(9));
+    let (report, ()) = report_in(&link.a, "1", move || {
+        ns.run(move || {
+            pin_to_cpu(0);
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let until = Instant::now() + Duration::from_millis(600);
+            while Instant::now() < until {
+                let _ = udp.send_to(b"rps", to);
+            }
+        })
+    });
+    assert_eq!(
+        report["sysctls"]["net.core.netdev_max_backlog"], "8",
+        "{:#}",
+        report["sysctls"]
+    );
+    assert!(
+        report["sysctls_from_initial_netns"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == "net.core.netdev_max_backlog")),
+        "{:#}",
+        report["sysctls_from_initial_netns"]
+    );
+    let f = findings(&report, "network_errors");
+    let veth = f
+        .iter()
+        .find(|f| f["evidence"]["interface"] == "veth0")
+        .unwrap_or_else(|| panic!("no veth0 finding: {:#}", report["findings"]));
+    assert!(
+        veth["evidence"]["tx_drop_per_s"].as_f64().unwrap() > 0.0,
+        "{veth:#}"
+    );
+    let fix = veth["fix"].as_str().unwrap();
+    assert!(!fix.contains("txqueuelen"), "{fix}");
+    assert!(fix.contains("net.core.netdev_max_backlog=16"), "{fix}");
+    // Nothing in the report proposes a queue length for the veth.
+    let all = report["findings"].to_string();
+    assert!(!all.contains("veth0 txqueuelen"), "{all}");
 }
 
 /// Unprivileged: the same binary succeeds and says what it skipped.

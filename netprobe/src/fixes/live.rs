@@ -23,6 +23,18 @@ pub struct DeviceValues {
     pub rx_ring: Option<RxRing>,
     /// Every CPU some receive queue's RPS mask names; empty when RPS is off.
     pub rps: CpuSet,
+    /// The kernel driver (`ethtool -i`): `veth` has no transmit queue of its own.
+    pub driver: Option<String>,
+    /// The root qdisc's kind: `noqueue` has no queue for txqueuelen to lengthen.
+    pub root_qdisc: Option<String>,
+}
+
+impl DeviceValues {
+    /// A device whose transmit never waits in a queue of txqueuelen packets: veth (it hands
+    /// each packet to its peer's input at once) or one with the noqueue root qdisc.
+    pub fn has_no_transmit_queue(&self) -> bool {
+        self.driver.as_deref() == Some("veth") || self.root_qdisc.as_deref() == Some("noqueue")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -278,13 +278,25 @@ fn transmit_drops(device: &str, live: &LiveValues) -> Fix {
             operstate.unwrap_or("unknown")
         ));
     }
-    // A device without a queue (txqueuelen 0) does not drop for its length: what it cannot
-    // send goes nowhere, usually because its peer or lower device is down.
-    if values.and_then(|v| v.txqueuelen).is_some_and(|q| q > 0) {
+    // A veth's tx_drop counts what its peer's input refused: the peer's per-CPU backlog was
+    // full (netif_rx), the peer is down, or its XDP dropped. No queue of its own to lengthen.
+    if values.is_some_and(|v| v.driver.as_deref() == Some("veth")) {
+        let mut fix = backlog_overflow(live);
+        fix.command = format!(
+            "{device} is a veth: its tx drops are its peer's input refusing packets (the receiving CPU's backlog full, or the peer down): {} on the host, and spread the peer's receive work (RPS/RFS, or GRO on the peer)",
+            fix.command
+        );
+        return fix;
+    }
+    // A device without a queue (txqueuelen 0, or the noqueue qdisc) does not drop for its
+    // length: what it cannot send goes nowhere, usually because its peer or lower device is down.
+    let queued = values.is_some_and(|v| !v.has_no_transmit_queue())
+        && values.and_then(|v| v.txqueuelen).is_some_and(|q| q > 0);
+    if queued {
         return txqueuelen_fix(device, live);
     }
     Fix::advice(format!(
-        "{device} drops on transmit: check that its peer/lower device is up (ip link show {device})"
+        "{device} drops on transmit without a queue to lengthen: check that its peer/lower device is up (ip link show {device})"
     ))
 }
 
@@ -296,8 +308,9 @@ fn qdisc_drops(qdisc: Option<QdiscRef>, live: &LiveValues) -> Fix {
     };
     let (device, kind, position) = (q.device, q.kind, q.position());
     match kind {
-        // These queue as long as the device's txqueuelen.
-        "pfifo_fast" | "pfifo" | "noqueue" => {
+        // These queue as long as the device's txqueuelen (noqueue has no queue: no drops of
+        // its own to fix, and never a txqueuelen).
+        "pfifo_fast" | "pfifo" => {
             if live.device(device).is_some_and(|d| d.txqueuelen.is_some()) {
                 txqueuelen_fix(device, live)
             } else {

@@ -124,6 +124,8 @@ fn live(scale: u64) -> LiveValues {
                     max: 4096,
                 }),
                 rps: CpuSet::default(),
+                driver: Some("ixgbe".into()),
+                root_qdisc: Some("mq".into()),
             },
         )]
         .into(),
@@ -389,6 +391,36 @@ fn transmit_drops_without_carrier_or_queue_name_the_link() {
         &live,
     );
     assert_eq!(pfifo.command, "ip link set dev eth0 txqueuelen 1000");
+}
+
+#[test]
+fn transmit_drops_of_a_veth_or_noqueue_device_never_lengthen_a_queue() {
+    let mut live = live(1);
+    let eth0 = live.devices.get_mut(DEVICE).unwrap();
+    eth0.driver = Some("veth".into());
+    eth0.root_qdisc = Some("noqueue".into());
+    let veth = fix(Condition::TransmitDrops { device: DEVICE }, &live);
+    assert!(!veth.command.contains("txqueuelen"), "{}", veth.command);
+    assert!(
+        veth.command
+            .contains("sysctl -w net.core.netdev_max_backlog=2000"),
+        "{}",
+        veth.command
+    );
+    let eth0 = live.devices.get_mut(DEVICE).unwrap();
+    eth0.driver = Some("bridge".into());
+    let noqueue = fix(Condition::TransmitDrops { device: DEVICE }, &live);
+    assert!(
+        !noqueue.command.contains("txqueuelen"),
+        "{}",
+        noqueue.command
+    );
+    assert!(noqueue.settings.is_empty());
+    // The same device with a real queue gets one twice as long.
+    let eth0 = live.devices.get_mut(DEVICE).unwrap();
+    eth0.root_qdisc = Some("pfifo_fast".into());
+    let queued = fix(Condition::TransmitDrops { device: DEVICE }, &live);
+    assert!(queued.command.contains("txqueuelen"), "{}", queued.command);
 }
 
 #[test]

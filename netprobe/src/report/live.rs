@@ -64,6 +64,12 @@ fn devices(report: &Report) -> BTreeMap<String, DeviceValues> {
                 operstate: i.info.operstate.clone(),
                 rx_ring: None,
                 rps,
+                driver: None,
+                root_qdisc: report
+                    .qdiscs
+                    .iter()
+                    .find(|q| q.qdisc.root && q.qdisc.ifname == i.info.name)
+                    .map(|q| q.qdisc.kind.clone()),
             };
             (i.info.name.clone(), values)
         })
@@ -73,7 +79,9 @@ fn devices(report: &Report) -> BTreeMap<String, DeviceValues> {
             current: r.rx,
             max: r.rx_max,
         });
-        devices.entry(nic.ifname.clone()).or_default().rx_ring = ring;
+        let device = devices.entry(nic.ifname.clone()).or_default();
+        device.rx_ring = ring;
+        device.driver = Some(nic.driver.clone()).filter(|d| !d.is_empty());
     }
     devices
 }

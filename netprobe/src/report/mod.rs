@@ -43,7 +43,7 @@ fn kernel_release() -> String {
 pub fn between(first: &sample::Snapshot, second: &sample::Snapshot) -> Report {
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut report = model::build(first, second, kernel_release());
-    report.sysctls = sample::sysctls(&mut skipped);
+    (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
     skipped.sort();
     skipped.dedup();
     report.skipped = skipped;
@@ -72,7 +72,7 @@ pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
     skipped.extend(second_skips);
 
     let mut report = model::build(&first, &second, kernel_release());
-    report.sysctls = sample::sysctls(&mut skipped);
+    (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
     match netlink::inet_sockets() {
         Ok(list) => {
             let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&list));

@@ -195,6 +195,10 @@ pub struct Report {
     pub sockets: Option<SocketReport>,
     pub conntrack: Option<ConntrackReport>,
     pub sysctls: BTreeMap<String, String>,
+    /// The global sysctls netprobe read in the initial network namespace, because the one it
+    /// runs in does not list them: the host's values, which are the ones that apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sysctls_from_initial_netns: Vec<String>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -391,6 +395,7 @@ pub fn build(a: &Snapshot, b: &Snapshot, kernel: String) -> Report {
             .as_ref()
             .map(|c| conntrack_report(a.conntrack.as_ref(), c, secs)),
         sysctls: BTreeMap::new(),
+        sysctls_from_initial_netns: Vec::new(),
         skipped: Vec::new(),
     }
 }

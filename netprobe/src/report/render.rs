@@ -324,7 +324,12 @@ fn conntrack(o: &mut String, report: &Report, style: &Style) {
 fn sysctls(o: &mut String, report: &Report, style: &Style) {
     let _ = writeln!(o, "\n{}", style.heading("Sysctls"));
     for (k, v) in &report.sysctls {
-        let _ = writeln!(o, "  {k} = {v}");
+        let host = if report.sysctls_from_initial_netns.contains(k) {
+            "  (the host's: read in the initial network namespace)"
+        } else {
+            ""
+        };
+        let _ = writeln!(o, "  {k} = {v}{host}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! One snapshot of every counter source. Two snapshots an interval apart give the rates.
 //! A source that cannot be read is recorded in `skipped` with the reason, never fatal.
 
+use std::os::fd::AsRawFd;
 use std::{collections::BTreeMap, fs, path::Path, time::Instant};
 
 use serde::Serialize;
@@ -323,25 +324,69 @@ pub const SYSCTLS: &[&str] = &[
     "net.netfilter.nf_conntrack_max",
 ];
 
-pub fn sysctls(skipped: &mut Vec<Skipped>) -> BTreeMap<String, String> {
+/// The sysctls of [`SYSCTLS`] as the running kernel has them, and the names of those read in
+/// the initial network namespace: the global ones (net.core.netdev_max_backlog…) that a child
+/// namespace's /proc/sys does not list, which are the host's whatever namespace netprobe runs in.
+pub fn sysctls(skipped: &mut Vec<Skipped>) -> (BTreeMap<String, String>, Vec<String>) {
     let mut out = BTreeMap::new();
+    let mut absent = Vec::new();
     for name in SYSCTLS {
-        let path = format!("/proc/sys/{}", name.replace('.', "/"));
-        match fs::read_to_string(&path) {
+        match fs::read_to_string(sysctl_path(name)) {
             Ok(v) => {
-                out.insert(name.to_string(), v.split_whitespace().collect::<Vec<_>>().join(" "));
+                out.insert(name.to_string(), one_line(&v));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => absent.push(*name),
             Err(e) => skipped.push(Skipped {
                 source: format!("sysctl {name}"),
-                reason: if e.kind() == std::io::ErrorKind::NotFound {
-                    "not present here: a global sysctl shown only in the initial network namespace, or its module is not loaded".into()
-                } else {
-                    e.to_string()
-                },
+                reason: e.to_string(),
             }),
         }
     }
-    out
+    let mut from_initial = Vec::new();
+    let paths = absent.iter().map(|n| sysctl_path(n)).collect();
+    for (name, value) in absent.iter().zip(read_in_initial_netns(paths)) {
+        match value {
+            Some(v) => {
+                out.insert(name.to_string(), one_line(&v));
+                from_initial.push(name.to_string());
+            }
+            None => skipped.push(Skipped {
+                source: format!("sysctl {name}"),
+                reason: "not present here nor in the initial network namespace (module not loaded, or the initial namespace not readable)".into(),
+            }),
+        }
+    }
+    (out, from_initial)
+}
+
+fn sysctl_path(name: &str) -> String {
+    format!("/proc/sys/{}", name.replace('.', "/"))
+}
+
+fn one_line(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Reads `paths` from inside the initial network namespace: /proc/sys lists the reading
+/// thread's namespace, so one short-lived thread joins PID 1's, and netprobe's own threads
+/// stay where they are. `None` for a path that could not be read there (not root, no /proc/1,
+/// or absent there too). Nothing is spawned when there is nothing to read.
+fn read_in_initial_netns(paths: Vec<String>) -> Vec<Option<String>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let count = paths.len();
+    let reader = std::thread::spawn(move || -> Vec<Option<String>> {
+        let Ok(ns) = fs::File::open("/proc/1/ns/net") else {
+            return vec![None; paths.len()];
+        };
+        // SAFETY: setns on a descriptor this thread owns; CLONE_NEWNET moves this thread only.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return vec![None; paths.len()];
+        }
+        paths.iter().map(|p| fs::read_to_string(p).ok()).collect()
+    });
+    reader.join().unwrap_or_else(|_| vec![None; count])
 }
 
 #[cfg(test)]
