@@ -20,7 +20,7 @@ fn full_sample() -> usize {
     let socks = netlink::inet_sockets().unwrap_or_default();
     let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&socks));
     let summary = sockets::summarize(&socks, &owners, complete);
-    let sysctls = sample::sysctls(&mut skipped);
+    let (sysctls, _) = sample::sysctls(&mut skipped);
     snap.net_dev.len() + summary.tcp_total + sysctls.len()
 }
 

@@ -368,16 +368,26 @@ fn one_line(value: &str) -> String {
 }
 
 /// Reads `paths` from inside the initial network namespace: /proc/sys lists the reading
-/// thread's namespace, so one short-lived thread joins PID 1's, and netprobe's own threads
-/// stay where they are. `None` for a path that could not be read there (not root, no /proc/1,
-/// or absent there too). Nothing is spawned when there is nothing to read.
+/// thread's namespace, so one short-lived thread joins PID 1's (or, where PID 1 is not
+/// readable, as a sandbox's init may not be, kthreadd's: kernel threads live in the initial
+/// namespace), and netprobe's own threads stay where they are. `None` for a path that could
+/// not be read there (not root, or absent there too). Nothing is spawned when there is
+/// nothing to read.
 fn read_in_initial_netns(paths: Vec<String>) -> Vec<Option<String>> {
     if paths.is_empty() {
         return Vec::new();
     }
     let count = paths.len();
     let reader = std::thread::spawn(move || -> Vec<Option<String>> {
-        let Ok(ns) = fs::File::open("/proc/1/ns/net") else {
+        let kthreadd = fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+        let ns = fs::File::open("/proc/1/ns/net").or_else(|e| {
+            if kthreadd {
+                fs::File::open("/proc/2/ns/net")
+            } else {
+                Err(e)
+            }
+        });
+        let Ok(ns) = ns else {
             return vec![None; paths.len()];
         };
         // SAFETY: setns on a descriptor this thread owns; CLONE_NEWNET moves this thread only.

@@ -84,6 +84,7 @@ fn quiet() -> Report {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        sysctls_from_initial_netns: Vec::new(),
         skipped: Vec::new(),
     }
 }
