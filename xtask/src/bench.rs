@@ -247,7 +247,31 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
     })
 }
 
+/// bpftrace's `tracepoint:` probes need tracefs, which netprobe itself no longer does: mounted
+/// for the measurement when absent, and unmounted after it.
+struct TracefsMounted(bool);
+
+impl TracefsMounted {
+    fn ensure() -> Result<Self> {
+        const TRACEFS: &str = "/sys/kernel/tracing";
+        if std::path::Path::new(TRACEFS).join("events").exists() {
+            return Ok(TracefsMounted(false));
+        }
+        run(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS]))?;
+        Ok(TracefsMounted(true))
+    }
+}
+
+impl Drop for TracefsMounted {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
+        }
+    }
+}
+
 fn measure_bpftrace(link: &Link) -> Result<Measured> {
+    let _tracefs = TracefsMounted::ensure()?;
     let before: HashSet<u64> = tracepoint_programs().iter().map(|p| p.1).collect();
     let mut child = Command::new("bpftrace")
         .args([
