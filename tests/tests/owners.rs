@@ -82,7 +82,7 @@ fn retransmits_and_drops_name_the_owning_process() {
     }
     eprintln!(
         "owner: {} retransmits all owned by np-holder pid {}; {} drops named the receiving process",
-        retransmits.len(),
+        sent.len(),
         holder.pid(),
         owned_drops.len()
     );
