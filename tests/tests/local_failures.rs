@@ -55,11 +55,17 @@ fn check_failure_rows(
     let segs_row = reconciliation_row(bundle, "Tcp RetransSegs");
     let fail_row = reconciliation_row(bundle, "TcpExt TCPRetransFail");
     for row in [&segs_row, &fail_row] {
-        assert_eq!(row["must_match"], true, "{row}");
         if withheld == 0 {
+            assert_eq!(row["must_match"], true, "{row}");
             assert_eq!(row["events"], row["counters"], "{row}");
             assert_eq!(row["matches"], true, "{row}");
         } else {
+            // A withheld attempt also leaves the socket's next failure unclassifiable: the row
+            // then says so instead of promising exactness.
+            let says_why = row["not_exact_because"]
+                .as_str()
+                .is_some_and(|w| w.contains("could not be told counted or not"));
+            assert!(row["must_match"] == true || says_why, "{row}");
             assert!(n(&row["events"]) <= n(&row["counters"]), "{row}");
         }
     }
