@@ -54,10 +54,8 @@ impl Ftrace {
 
     /// Stops recording and returns the recorded lines.
     pub fn stop(self) -> Vec<String> {
+        self.disable();
         let root = Path::new(TRACEFS);
-        for event in &self.events {
-            let _ = fs::write(root.join("events").join(event).join("enable"), "0");
-        }
         let text = fs::read_to_string(root.join("trace")).unwrap_or_default();
         text.lines()
             .filter(|l| !l.starts_with('#'))
@@ -66,12 +64,19 @@ impl Ftrace {
     }
 }
 
+impl Ftrace {
+    fn disable(&self) {
+        let events = Path::new(TRACEFS).join("events");
+        for event in &self.events {
+            let _ = fs::write(events.join(event).join("enable"), "0");
+        }
+    }
+}
+
 impl Drop for Ftrace {
     fn drop(&mut self) {
+        self.disable();
         let root = Path::new(TRACEFS);
-        for event in &self.events {
-            let _ = fs::write(root.join("events").join(event).join("enable"), "0");
-        }
         let _ = fs::write(root.join("trace"), "");
         if let Some(kb) = &self.buffer_kb {
             let _ = fs::write(root.join("buffer_size_kb"), kb.trim());

@@ -30,10 +30,16 @@ pub struct DeviceValues {
 }
 
 impl DeviceValues {
-    /// A device whose transmit never waits in a queue of txqueuelen packets: veth (it hands
-    /// each packet to its peer's input at once) or one with the noqueue root qdisc.
+    /// A veth hands each packet to its peer's input at once: its transmit never waits in a
+    /// queue of its own.
+    pub fn is_veth(&self) -> bool {
+        self.driver.as_deref() == Some("veth")
+    }
+
+    /// A device whose transmit never waits in a queue of txqueuelen packets: a veth, or one
+    /// with the noqueue root qdisc.
     pub fn has_no_transmit_queue(&self) -> bool {
-        self.driver.as_deref() == Some("veth") || self.root_qdisc.as_deref() == Some("noqueue")
+        self.is_veth() || self.root_qdisc.as_deref() == Some("noqueue")
     }
 }
 

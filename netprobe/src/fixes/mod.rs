@@ -280,7 +280,7 @@ fn transmit_drops(device: &str, live: &LiveValues) -> Fix {
     }
     // A veth's tx_drop counts what its peer's input refused: the peer's per-CPU backlog was
     // full (netif_rx), the peer is down, or its XDP dropped. No queue of its own to lengthen.
-    if values.is_some_and(|v| v.driver.as_deref() == Some("veth")) {
+    if values.is_some_and(DeviceValues::is_veth) {
         let mut fix = backlog_overflow(live);
         fix.command = format!(
             "{device} is a veth: its tx drops are its peer's input refusing packets (the receiving CPU's backlog full, or the peer down): {} on the host, and spread the peer's receive work (RPS/RFS, or GRO on the peer)",
