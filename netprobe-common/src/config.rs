@@ -306,6 +306,21 @@ assert_layout!(StreamConfig, size 8, {
     wakeup_interval_ns: 4,
 });
 
+/// What the retransmit program reads of the socket to tell spurious retransmits from real
+/// loss (BTF offsets in `struct tcp_sock`, both u32, both since Linux 4.19): `dsack_dups`,
+/// the segments the peer reported receiving twice (D-SACK), and `reord_seen`, the times
+/// the socket detected reordering. [`OFFSET_ABSENT`] where this kernel's BTF lacks one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpuriousLayout {
+    pub dsack_dups: u32,
+    pub reord_seen: u32,
+}
+assert_layout!(SpuriousLayout, size 8, {
+    dsack_dups: 0,
+    reord_seen: 4,
+});
+
 /// The whole load-time configuration.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,8 +336,9 @@ pub struct TraceConfig {
     pub receive: ReceiveLayout,
     pub sock_state: SockStateArgs,
     pub sock: SockFlowLayout,
+    pub spurious: SpuriousLayout,
 }
-assert_layout!(TraceConfig, size 284, {
+assert_layout!(TraceConfig, size 292, {
     retransmit: 0,
     drop: 16,
     kernel: 64,
@@ -334,6 +350,7 @@ assert_layout!(TraceConfig, size 284, {
     receive: 220,
     sock_state: 236,
     sock: 252,
+    spurious: 284,
 });
 
 impl TraceConfig {
@@ -430,6 +447,10 @@ impl TraceConfig {
             v6_daddr: OFFSET_ABSENT,
             v6_rcv_saddr: OFFSET_ABSENT,
             _pad0: 0,
+        },
+        spurious: SpuriousLayout {
+            dsack_dups: OFFSET_ABSENT,
+            reord_seen: OFFSET_ABSENT,
         },
     };
 }

@@ -433,8 +433,17 @@ pub struct RetransmitTotals {
     pub failed_kinds: [u32; 8],
     /// Failed-after-counted attempts by `vocab::EgressFailure` (netfilter, qdisc, …).
     pub failed_causes: [u32; 4],
+    /// The socket's `tcp_sock.dsack_dups` (segments the peer reported as received twice) as
+    /// read at this CPU's first attempt for the flow, and its highest value read since: the
+    /// difference is the flow's retransmits the peer already had (spurious). Userspace takes
+    /// the lowest first value of the CPUs that saw an attempt and the highest latest one.
+    pub dsack_dups_first: u32,
+    pub dsack_dups_latest: u32,
+    /// The same for `tcp_sock.reord_seen`: times the socket detected reordering.
+    pub reord_seen_first: u32,
+    pub reord_seen_latest: u32,
 }
-assert_layout!(RetransmitTotals, size 264, {
+assert_layout!(RetransmitTotals, size 280, {
     sent: 0,
     segs: 8,
     bytes: 16,
@@ -452,7 +461,47 @@ assert_layout!(RetransmitTotals, size 264, {
     timer_segs: 184,
     failed_kinds: 216,
     failed_causes: 248,
+    dsack_dups_first: 264,
+    dsack_dups_latest: 268,
+    reord_seen_first: 272,
+    reord_seen_latest: 276,
 });
+
+impl RetransmitTotals {
+    /// Every attempt recorded, whatever its outcome.
+    pub const fn attempts(&self) -> u64 {
+        self.sent + self.failed_counted + self.aborted + self.unclassified
+    }
+
+    /// Folds another CPU's socket-counter readings for the same flow into these: the lowest
+    /// first reading and the highest latest one of the CPUs that recorded an attempt (a CPU
+    /// without one holds zeros). Call before adding the other's counts.
+    pub fn merge_readings(&mut self, other: &Self) {
+        if other.attempts() == 0 {
+            return;
+        }
+        if self.attempts() == 0 {
+            self.dsack_dups_first = other.dsack_dups_first;
+            self.reord_seen_first = other.reord_seen_first;
+        } else {
+            self.dsack_dups_first = self.dsack_dups_first.min(other.dsack_dups_first);
+            self.reord_seen_first = self.reord_seen_first.min(other.reord_seen_first);
+        }
+        self.dsack_dups_latest = self.dsack_dups_latest.max(other.dsack_dups_latest);
+        self.reord_seen_latest = self.reord_seen_latest.max(other.reord_seen_latest);
+    }
+
+    /// Segments the peer reported as received twice (D-SACK) since the flow's first attempt:
+    /// retransmits that were not needed.
+    pub const fn dsacked_segs(&self) -> u32 {
+        self.dsack_dups_latest.saturating_sub(self.dsack_dups_first)
+    }
+
+    /// Times the socket detected reordering since the flow's first attempt.
+    pub const fn reordering_seen(&self) -> u32 {
+        self.reord_seen_latest.saturating_sub(self.reord_seen_first)
+    }
+}
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).
 #[repr(C)]

@@ -62,6 +62,9 @@ pub struct Pending {
     trigger: u8,
     outcome: u8,
     _pad0: [u8; 2],
+    /// The socket's `dsack_dups` and `reord_seen` now (0 where unreadable, e.g. SYN-ACKs).
+    dsack_dups: u32,
+    reord_seen: u32,
     delta: RetransmitTotals,
     key: FlowKey,
 }
@@ -140,6 +143,10 @@ pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
     p.outcome = outcome::outcome(p.sk, p.err, p.segs);
     // tcp_retransmit_skb always has a full socket.
     p.sock_ino = sock_inode(p.sk);
+    // What the peer has reported so far as received twice, and the reordering the socket
+    // has detected: with the first values read, they tell spurious retransmits from loss.
+    p.dsack_dups = read(p.sk, setting!(spurious.dsack_dups)).unwrap_or(0);
+    p.reord_seen = read(p.sk, setting!(spurious.reord_seen)).unwrap_or(0);
     0
 }
 
@@ -267,6 +274,10 @@ pub extern "C" fn netprobe_rtx_count(level: u32) -> i32 {
     };
     p.delta = RetransmitTotals {
         sock_ino: p.sock_ino,
+        dsack_dups_first: p.dsack_dups,
+        dsack_dups_latest: p.dsack_dups,
+        reord_seen_first: p.reord_seen,
+        reord_seen_latest: p.reord_seen,
         ..RetransmitTotals::default()
     };
     let segs = p.segs as u64;
@@ -322,6 +333,19 @@ const EBUSY: i32 = 16;
 /// Adds one attempt's delta, which is zero outside `slot` and `cause`, to a flow's totals.
 #[inline(always)]
 fn add_totals(totals: &mut RetransmitTotals, delta: &RetransmitTotals, slot: usize, cause: usize) {
+    // This CPU's first attempt for the flow (the entry may have been created by another CPU,
+    // which leaves this CPU's value zeroed): its socket counters are the baseline.
+    let attempts = totals.sent + totals.failed_counted + totals.aborted + totals.unclassified;
+    if attempts == 0 {
+        totals.dsack_dups_first = delta.dsack_dups_first;
+        totals.reord_seen_first = delta.reord_seen_first;
+    }
+    if delta.dsack_dups_latest > totals.dsack_dups_latest {
+        totals.dsack_dups_latest = delta.dsack_dups_latest;
+    }
+    if delta.reord_seen_latest > totals.reord_seen_latest {
+        totals.reord_seen_latest = delta.reord_seen_latest;
+    }
     totals.sent += delta.sent;
     totals.segs += delta.segs;
     totals.bytes += delta.bytes;
@@ -390,5 +414,8 @@ pub extern "C" fn netprobe_synack_describe(level: u32) -> i32 {
     p.state = TCP_NEW_SYN_RECV;
     p.kind = KIND_SYNACK;
     p.outcome = OUTCOME_SENT;
+    // A request socket has no tcp_sock.
+    p.dsack_dups = 0;
+    p.reord_seen = 0;
     0
 }

@@ -137,7 +137,7 @@ impl Inputs<'_> {
 
 pub fn build(inputs: Inputs) -> FindingsJson {
     let reconciliation = reconcile::reconcile(&inputs);
-    let losses = rows::flow_losses(inputs.window, inputs.top);
+    let losses = rows::flow_losses(inputs.window, inputs.drops, inputs.top);
     let flows = losses.iter().map(FlowRow::from).collect();
     let steering = steering::steering(&inputs.report);
     let cpus = rows::cpu_rows(&inputs, &steering);

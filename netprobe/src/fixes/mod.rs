@@ -80,6 +80,9 @@ pub enum Condition<'a> {
     LostOnThePath,
     /// The peer re-sent data this host already had.
     AckLossOrSpuriousRetransmits,
+    /// Segments arrive out of order: retransmits the peer already had, holes filled by the
+    /// late originals. Nothing is lost.
+    Reordering,
     /// A drop at a layer no other condition covers.
     OtherDrop { layer: Layer, reason: &'a str },
 }
@@ -167,6 +170,9 @@ pub fn fix(condition: Condition, live: &LiveValues) -> Fix {
         ),
         Condition::AckLossOrSpuriousRetransmits => Fix::advice(
             "check the path back to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received",
+        ),
+        Condition::Reordering => Fix::advice(
+            "nothing is lost: no buffer or queue needs raising. Keep each flow on one path and one CPU: no per-packet balancing (bonding balance-rr, per-packet ECMP); for veth/tun senders on several CPUs, pin the sending threads or set rps_cpus on the receiving device so a flow is processed on one CPU. TCP adapts meanwhile (RACK; net.ipv4.tcp_reordering raises the initial tolerance)",
         ),
         Condition::OtherDrop { layer, reason } => Fix::advice(format!(
             "dropped by the kernel's {} code ({reason})",

@@ -201,6 +201,47 @@ pub fn classify_at(site: SiteClass, ctx: DropContext) -> (Direction, Layer) {
     (direction, layer)
 }
 
+/// What a drop says about loss, from its reason alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropRole {
+    /// A packet that was on its way somewhere and did not get there.
+    Loss,
+    /// A socket going away freed what it still held (queues purged on close, data for a
+    /// closed or closing socket): the end of a connection, never why one lost packets.
+    Teardown,
+    /// TCP discarding what it already has (old data, old ACKs): the consequence of a
+    /// retransmit or duplicate, not a loss.
+    AlreadyReceived,
+}
+
+/// Reasons a socket's teardown frees packets with.
+const TEARDOWN: &[&str] = &[
+    "QUEUE_PURGE",
+    "SOCKET_CLOSE",
+    "TCP_CLOSE",
+    "TCP_ABORT_ON_DATA",
+    "UNIX_DISCONNECT",
+];
+
+/// Reasons TCP discards a segment it already had with.
+const ALREADY_RECEIVED: &[&str] = &[
+    "TCP_OLD_DATA",
+    "TCP_OLD_SEQUENCE",
+    "TCP_OLD_ACK",
+    "TCP_TOO_OLD_ACK",
+    "TCP_OFOMERGE",
+];
+
+pub fn role_of(reason: &str) -> DropRole {
+    if TEARDOWN.contains(&reason) {
+        DropRole::Teardown
+    } else if ALREADY_RECEIVED.contains(&reason) {
+        DropRole::AlreadyReceived
+    } else {
+        DropRole::Loss
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +318,18 @@ mod tests {
         assert_eq!(classify("FRAG_REASM_TIMEOUT", RECEIVED), (Ingress, Ip));
         assert_eq!(classify("VXLAN_INVALID_HDR", RECEIVED), (Ingress, Ip));
         assert_eq!(classify("XFRM_POLICY", SENT), (Egress, Ip));
+    }
+
+    /// Teardown and TCP's discards of what it had never explain loss; everything else may.
+    #[test]
+    fn roles() {
+        assert_eq!(role_of("QUEUE_PURGE"), DropRole::Teardown);
+        assert_eq!(role_of("TCP_CLOSE"), DropRole::Teardown);
+        assert_eq!(role_of("TCP_OLD_DATA"), DropRole::AlreadyReceived);
+        assert_eq!(role_of("TCP_OLD_SEQUENCE"), DropRole::AlreadyReceived);
+        assert_eq!(role_of("NETFILTER_DROP"), DropRole::Loss);
+        assert_eq!(role_of("TCP_OFO_DROP"), DropRole::Loss);
+        assert_eq!(role_of("NO_SOCKET"), DropRole::Loss);
     }
 
     #[test]

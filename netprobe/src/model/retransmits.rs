@@ -128,6 +128,12 @@ pub struct RetransmitFlow {
     pub failed: FailedAttempts,
     /// What was sent, by kind; kinds with none are left out.
     pub kinds: BTreeMap<RetransmitKind, KindCounts>,
+    /// Segments the peer reported as received twice (D-SACK) since the flow's first attempt,
+    /// read from the socket at each attempt: retransmits that were not needed. D-SACKs that
+    /// arrive after the flow's last attempt are not read.
+    pub dsacked_segs: u64,
+    /// Times the socket detected reordering over the same span.
+    pub reordering_seen: u64,
     pub owner: Option<Owner>,
 }
 
@@ -198,6 +204,8 @@ pub(super) fn retransmits(
             segs: t.segs,
             bytes: t.bytes,
             kinds,
+            dsacked_segs: t.dsacked_segs() as u64,
+            reordering_seen: t.reordering_seen() as u64,
             owner: owner_of(t.sock_ino),
         });
     }

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use netprobe_common::vocab::{Direction, Layer};
 
-use super::{event::Drop, flow::Flow};
+use super::{
+    classify::{role_of, DropRole},
+    event::Drop,
+    flow::{Endpoint, Flow},
+};
 
 /// A group of drops: the same direction, layer and reason.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +43,21 @@ impl DropGroup {
     }
 }
 
+/// Drops of one flow's packets in one namespace, of one group: what explains that flow's loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedDrops {
+    pub key: DropKey,
+    /// The namespace the packets were dropped in (0: neither device nor socket named one).
+    pub netns: u32,
+    pub count: u64,
+}
+
+/// The same end of a flow, a dual-stack socket's v4-mapped address matching the IPv4 one of
+/// the packet.
+fn same_end(a: &Endpoint, b: &Endpoint) -> bool {
+    a.port == b.port && a.addr.to_canonical() == b.addr.to_canonical()
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct DropTally {
     pub groups: BTreeMap<DropKey, DropGroup>,
@@ -57,6 +76,32 @@ pub struct DropTally {
 pub const OLD_DATA: &[&str] = &["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"];
 
 impl DropTally {
+    /// Drops of packets travelling `flow.src > flow.dst`, in any namespace, whose reason is a
+    /// loss: a socket's teardown and TCP discarding what it already had explain no loss. Most
+    /// first.
+    pub fn losses_of(&self, flow: &Flow) -> Vec<LinkedDrops> {
+        let mut linked: Vec<LinkedDrops> = Vec::new();
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(key, _)| role_of(&key.reason) == DropRole::Loss);
+        for (key, group) in groups {
+            let mut by_netns: BTreeMap<u32, u64> = BTreeMap::new();
+            for (f, n) in &group.flows {
+                if same_end(&f.src, &flow.src) && same_end(&f.dst, &flow.dst) {
+                    *by_netns.entry(f.netns).or_default() += n;
+                }
+            }
+            linked.extend(by_netns.into_iter().map(|(netns, count)| LinkedDrops {
+                key: key.clone(),
+                netns,
+                count,
+            }));
+        }
+        linked.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+        linked
+    }
+
     /// Counts one classified drop.
     pub fn add(&mut self, drop: &Drop) {
         let key = DropKey {

@@ -9,6 +9,9 @@ mod layer_drops;
 mod local_failures;
 mod napi;
 mod outbound;
+mod reordering;
+
+use std::collections::BTreeMap;
 
 use netprobe_common::vocab::{Direction, Layer};
 use serde_json::{json, Value};
@@ -18,7 +21,7 @@ use crate::{
     fixes::{self, Condition, LiveValues},
     model::{
         flow::Flow,
-        tally::{DropGroup, DropKey, DropTally},
+        tally::{DropGroup, DropKey, DropTally, LinkedDrops},
     },
 };
 
@@ -45,6 +48,7 @@ pub(super) fn event_findings(
         out.extend(outbound::finding(&ns));
         out.extend(local_failures::finding(&ns));
         out.extend(duplicates::finding(&ns));
+        out.extend(reordering::finding(&ns));
     }
     out.extend(backlog::finding(inputs, live, &steering_text));
     out.extend(layer_drops::findings(inputs, live));
@@ -108,6 +112,67 @@ impl Namespace<'_> {
             .map(|f| as_sent(&f.flow).to_string())
             .collect()
     }
+}
+
+/// The drops of the flows' packets on one side (`side`: what each flow sent, or received),
+/// summed by group and namespace, most first.
+fn linked<'a>(
+    flows: &[&'a FlowLoss],
+    side: impl Fn(&'a FlowLoss) -> &'a Vec<LinkedDrops>,
+) -> Vec<LinkedDrops> {
+    let mut sums: BTreeMap<(DropKey, u32), u64> = BTreeMap::new();
+    for d in flows.iter().flat_map(|f| side(f)) {
+        *sums.entry((d.key.clone(), d.netns)).or_default() += d.count;
+    }
+    let mut out: Vec<LinkedDrops> = sums
+        .into_iter()
+        .map(|((key, netns), count)| LinkedDrops { key, netns, count })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+    out
+}
+
+/// Where linked drops happened, for a summary: "by the netfilter layer (NETFILTER_DROP, 4
+/// drops) on the way in, in netns 4026532239".
+fn place(d: &LinkedDrops, ns: &Namespace) -> String {
+    let way = match d.key.direction {
+        Direction::Ingress => " on the way in,",
+        Direction::Egress => " on the way out,",
+        Direction::Local => " locally,",
+        Direction::Unknown => "",
+    };
+    let netns = match d.netns {
+        0 => "in a namespace the drop did not name".to_string(),
+        n if n == ns.netns => format!("in {}", ns.here()),
+        n if n == ns.inputs.own_netns => "in netprobe's own namespace".to_string(),
+        n => format!("in netns {n}"),
+    };
+    format!(
+        "by the {} layer ({}, {} drops){way} {netns}",
+        d.key.layer.name(),
+        d.key.reason,
+        d.count
+    )
+}
+
+/// One line per flow whose packets were seen dropped, `top` of them: "4 retransmitted
+/// segments of A > B ← its segments dropped by the netfilter layer (…) in netns N".
+/// `head` gives each flow's (leading text, what was dropped, the drops).
+fn cause_lines<'a>(
+    ns: &Namespace,
+    flows: &[&'a FlowLoss],
+    head: impl Fn(&'a FlowLoss) -> (String, &'static str, &'a [LinkedDrops]),
+) -> Vec<String> {
+    flows
+        .iter()
+        .map(|f| head(f))
+        .filter(|(_, _, drops)| !drops.is_empty())
+        .take(ns.inputs.top)
+        .map(|(lead, what, drops)| {
+            let places: Vec<String> = drops.iter().take(3).map(|d| place(d, ns)).collect();
+            format!("{lead} ← {what} dropped {}", places.join(" and "))
+        })
+        .collect()
 }
 
 /// One group of TCP drops: its key, how many were TCP segments in the namespace, the group.

@@ -1,17 +1,17 @@
 //! `outbound_loss` / `inbound_ack_loss`: what this namespace sends is sent again. Either the
-//! segments are lost (dropped here on the way out, or on the path), or, when only the timers
-//! re-send while the peer's segments for these flows are dropped on the way in, the ACKs are.
+//! segments are lost (dropped where netprobe saw it, here on the way out, or on the path), or,
+//! when only the timers re-send while the peer's segments for these flows are dropped, the
+//! ACKs are. Flows whose retransmits the peer mostly already had are `reordering`'s.
 
 use std::collections::BTreeMap;
 
 use netprobe_common::vocab::{Direction, Layer, RetransmitKind, Severity};
 use serde_json::json;
 
-use super::{cpus_of, dropped_at, fix_for, layer_fix, Namespace};
+use super::{cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace};
 use crate::{
     findings::{rows::FlowLoss, Finding},
     fixes::Condition,
-    model::tally::DropKey,
 };
 
 pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
@@ -25,6 +25,8 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         return None;
     }
     let here = ns.here();
+    // The flows' own segments, seen dropped anywhere: the cause, named.
+    let segments = linked(&outbound, |f| &f.sent_dropped);
     // What a netfilter hook refuses on the way out of this host, TCP learns at once (-EPERM):
     // a first send is sent again as new data, a retransmit counted and refused is
     // `retransmits_fail_locally`'s. Neither is what the retransmits recover.
@@ -33,7 +35,8 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         .into_iter()
         .filter(|(key, _, _)| key.layer != Layer::Netfilter)
         .collect();
-    let acks = ack_drops(ns, &outbound);
+    // The peer's segments for these flows (its ACKs), seen dropped anywhere.
+    let acks = linked(&outbound, |f| &f.received_dropped);
     // Fast retransmits mean the peer's SACKs arrived: then data was lost on the way out,
     // whatever else was dropped on the way in.
     let fast = outbound.iter().any(|f| {
@@ -41,29 +44,44 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             .get(&RetransmitKind::Fast)
             .is_some_and(|n| *n > 0)
     });
-    let ack_loss = local.is_empty() && !acks.is_empty() && !fast;
-    let (where_, fix, layer) = match (local.first(), acks.first().filter(|_| ack_loss)) {
-        (Some((key, tcp, _)), _) => (
+    let ack_loss = segments.is_empty() && local.is_empty() && !acks.is_empty() && !fast;
+    let (where_, fix, layer) = if let Some(d) = segments.first() {
+        (
+            format!("its segments were dropped {}", place(d, ns)),
+            layer_fix(d.key.layer, &d.key.reason, ns.live),
+            d.key.layer,
+        )
+    } else if let Some((key, tcp, _)) = local.first() {
+        (
             dropped_at(key, *tcp, &here),
             layer_fix(key.layer, &key.reason, ns.live),
             key.layer,
-        ),
-        (None, Some((key, n))) => (
+        )
+    } else if let Some(d) = acks.first().filter(|_| ack_loss) {
+        (
             format!(
-                "the peer's ACKs are dropped on their way into {here} at the {} layer ({}, {n} drops): the timers re-send what the peer may already have",
-                key.layer.name(),
-                key.reason
+                "the peer's ACKs were dropped {}: the timers re-send what the peer may already have",
+                place(d, ns)
             ),
-            layer_fix(key.layer, &key.reason, ns.live),
-            key.layer,
-        ),
-        (None, None) => (
+            layer_fix(d.key.layer, &d.key.reason, ns.live),
+            d.key.layer,
+        )
+    } else {
+        (
             format!("not dropped in {here} on the way out: lost on the path or at the peer's input"),
             fix_for(Condition::LostOnThePath, ns.live),
             Layer::Unknown,
-        ),
+        )
     };
     let kinds = kinds_of(&outbound);
+    let causes = cause_lines(ns, &outbound, |f| {
+        let lead = format!("{} retransmitted segments of {}", f.retransmitted_segs, f.flow);
+        if ack_loss {
+            (lead, "the peer's ACKs", f.received_dropped.as_slice())
+        } else {
+            (lead, "its segments", f.sent_dropped.as_slice())
+        }
+    });
     Some(Finding {
         id: if ack_loss {
             "inbound_ack_loss"
@@ -83,7 +101,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         cpus: cpus_of(&local),
         flows: ns.printed(&outbound, |f| *f),
         summary: format!(
-            "segments sent from {here} {}: {} retransmitted segments ({}); {where_}",
+            "segments sent from {here} {}: {} retransmitted segments ({}); {where_}{}",
             if ack_loss {
                 "are sent again"
             } else {
@@ -94,31 +112,20 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
                 .iter()
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            if causes.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", causes.join("; "))
+            }
         ),
         evidence: json!({
-            "events": {"retransmits_by_kind": kinds},
+            "events": {"retransmits_by_kind": kinds, "causes": causes},
             "counters": ns.counters(&[("Tcp", "RetransSegs"), ("TcpExt", "TCPTimeouts"),
                                       ("TcpExt", "TCPFastRetrans"), ("TcpExt", "TCPLossProbes")]),
         }),
         fix,
     })
-}
-
-/// The peer's segments for these flows (its ACKs), dropped on their way in here, by group:
-/// the timers then re-send data the peer may well have.
-fn ack_drops<'a>(ns: &'a Namespace, outbound: &[&FlowLoss]) -> Vec<(&'a DropKey, u64)> {
-    ns.tcp_drops(Direction::Ingress)
-        .into_iter()
-        .map(|(key, _, group)| {
-            let n = outbound
-                .iter()
-                .map(|f| group.on_the_wire(&f.flow.reversed()))
-                .sum::<u64>();
-            (key, n)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
 }
 
 /// The flows' retransmits summed by kind, by the kinds' names.

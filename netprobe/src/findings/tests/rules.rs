@@ -47,10 +47,16 @@ fn timer_retransmits_with_acks_dropped_on_the_way_in_are_ack_loss() {
         .unwrap();
     assert_eq!((f.direction, f.layer), ("ingress", "netfilter"));
     assert!(
-        f.summary
-            .contains("ACKs are dropped on their way into this namespace"),
+        f.summary.contains(
+            "the peer's ACKs were dropped by the netfilter layer (NETFILTER_DROP, 6 drops) on the way in, in this namespace"
+        ),
         "{}",
         f.summary
+    );
+    // Linked to the flow whose retransmits they caused.
+    assert_eq!(
+        f.evidence["events"]["causes"][0],
+        "3 retransmitted segments of 198.18.0.1:40000 > 198.18.0.2:5001 ← the peer's ACKs dropped by the netfilter layer (NETFILTER_DROP, 6 drops) on the way in, in this namespace"
     );
     assert!(f.fix.contains("nft list ruleset"));
     assert!(!bundle.findings.iter().any(|f| f.id == "outbound_loss"));

@@ -172,6 +172,7 @@ impl Probe {
 
 /// Adds one CPU's totals of a flow to the sum.
 fn add_retransmits(total: &mut RetransmitTotals, v: &RetransmitTotals) {
+    total.merge_readings(v);
     let sums = [
         (&mut total.sent, v.sent),
         (&mut total.segs, v.segs),
@@ -253,6 +254,28 @@ mod tests {
         assert_eq!((total.kinds[1], total.kind_segs[1]), (3, 2));
         assert_eq!((total.timer_kinds[3], total.timer_segs[2]), (4, 1));
         assert_eq!(total.sock_ino, 77);
+    }
+
+    /// D-SACK and reordering readings: the earliest first reading and the latest one of the
+    /// CPUs that recorded an attempt; a CPU that recorded none (zeros) changes nothing.
+    #[test]
+    fn socket_readings_span_every_cpu_that_saw_an_attempt() {
+        let cpu = |sent, first, latest, reord: (u32, u32)| RetransmitTotals {
+            sent,
+            dsack_dups_first: first,
+            dsack_dups_latest: latest,
+            reord_seen_first: reord.0,
+            reord_seen_latest: reord.1,
+            ..Default::default()
+        };
+        let idle = RetransmitTotals::default();
+        let mut total = RetransmitTotals::default();
+        for v in [&idle, &cpu(4, 120, 180, (3, 5)), &idle, &cpu(2, 100, 150, (4, 9))] {
+            add_retransmits(&mut total, v);
+        }
+        assert_eq!(total.sent, 6);
+        assert_eq!((total.dsack_dups_first, total.dsack_dups_latest), (100, 180));
+        assert_eq!((total.dsacked_segs(), total.reordering_seen()), (80, 6));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! that cannot be planned is reported inactive with the reason; the others carry on.
 
 use netprobe_common::{
-    CpuLayout, DropArgs, KindLayout, ReceiveLayout, StreamConfig, TraceConfig, OFFSET_ABSENT,
+    CpuLayout, DropArgs, KindLayout, ReceiveLayout, SpuriousLayout, StreamConfig, TraceConfig,
+    OFFSET_ABSENT,
     SKB_SPAN_MAX,
 };
 
@@ -44,10 +45,13 @@ pub(super) fn plan(options: &LoadOptions) -> Result<Planned, BtfError> {
     super::retransmits::plan_retransmit_hooks(btf, &mut config, &mut plan);
     plan_raw_hooks(btf, options, &mut config, &mut plan);
     let kind_method = plan_kinds(btf, &mut config);
+    let spurious_method = plan_spurious(btf, &mut config);
     for (spec, detail) in plan.wanted.iter_mut() {
         if spec.id == RETRANSMIT_HOOK.id {
             detail.push_str("; ");
             detail.push_str(&kind_method);
+            detail.push_str("; ");
+            detail.push_str(&spurious_method);
         }
     }
     super::outcomes::plan_outcomes(btf, &mut config, &mut plan);
@@ -343,6 +347,23 @@ fn plan_kinds(btf: &KernelBtf, config: &mut TraceConfig) -> String {
         Err(why) => {
             format!("retransmit kinds unavailable ({why}): all but syn/synack report other")
         }
+    }
+}
+
+/// Spurious retransmits: the socket's D-SACK and reordering counters (BTF), read at each
+/// attempt. Says how, or which member this kernel lacks.
+fn plan_spurious(btf: &KernelBtf, config: &mut TraceConfig) -> String {
+    let offset = |member: &str| btf.offset_of("tcp_sock", member).ok();
+    let dsack = offset("dsack_dups");
+    let reord = offset("reord_seen");
+    config.spurious = SpuriousLayout {
+        dsack_dups: dsack.unwrap_or(OFFSET_ABSENT),
+        reord_seen: reord.unwrap_or(OFFSET_ABSENT),
+    };
+    match (dsack, reord) {
+        (Some(_), Some(_)) => "spurious retransmits from the socket's tcp_sock.dsack_dups and reord_seen (BTF), read at each attempt".to_string(),
+        (Some(_), None) => "spurious retransmits from tcp_sock.dsack_dups (BTF); no reord_seen in this kernel".to_string(),
+        (None, _) => "no tcp_sock.dsack_dups in this kernel's BTF: spurious retransmits cannot be told from loss per flow".to_string(),
     }
 }
 

@@ -79,6 +79,7 @@ const RULES: &[Rule] = &[
     softirq::softnet_time_squeeze,
     softirq::irq_imbalance,
     tcp::tcp_retransmits,
+    tcp::tcp_reordering,
     tcp::listen_overflows,
     tcp::tcp_rcvbuf_pruned,
     udp::udp_rcvbuf_errors,

@@ -11,18 +11,21 @@ pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
     let retrans = rep.counter("Tcp", "RetransSegs");
     let out_segs = rep.counter("Tcp", "OutSegs");
     let rate = |field: &str| round(rep.counter("TcpExt", field).rate);
+    // What the peers reported as already received was not lost: `tcp_reordering`'s.
+    let needed = (retrans.rate - spurious_rate(cx)).max(0.0);
     cx.judge(Observation {
         id: "tcp_retransmits",
         layer: Layer::Tcp,
         direction: Direction::Unknown,
-        value: retrans.rate,
+        value: needed,
         summary: format!(
-            "TCP retransmits {:.0} segments/s ({:.2}% of segments sent)",
-            retrans.rate,
-            100.0 * retrans.rate / out_segs.rate.max(1.0)
+            "TCP retransmits {:.0} segments/s ({:.2}% of segments sent) that the peers did not already have",
+            needed,
+            100.0 * needed / out_segs.rate.max(1.0)
         ),
         evidence: evidence! {
             "retrans_segs_per_s" => round(retrans.rate),
+            "dsack_recv_segs_per_s" => round(spurious_rate(cx)),
             "out_segs_per_s" => round(out_segs.rate),
             "timeouts_per_s" => rate("TCPTimeouts"),
             "loss_probes_per_s" => rate("TCPLossProbes"),
@@ -30,8 +33,43 @@ pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
             "slow_start_retrans_per_s" => rate("TCPSlowStartRetrans"),
             "syn_retrans_per_s" => rate("TCPSynRetrans"),
         },
-        explanation: "Segments are being sent again: something on the path (or this host) loses them. The counters say how often, not where.",
+        explanation: "Segments are being sent again and the peers did not report them as received twice (RetransSegs less TCPDSACKRecvSegs): something on the path (or this host) loses them. The counters say how often, not where.",
         condition: Condition::TcpRetransmits,
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Retransmitted segments per second the peers reported as received twice (D-SACK).
+fn spurious_rate(cx: &Context) -> f64 {
+    cx.report.counter("TcpExt", "TCPDSACKRecvSegs").rate
+}
+
+/// Retransmits the peers already had: reordering (or timers quicker than the path), not loss.
+pub(super) fn tcp_reordering(cx: &Context) -> Vec<Finding> {
+    let rep = cx.report;
+    let spurious = spurious_rate(cx);
+    let retrans = rep.counter("Tcp", "RetransSegs").rate;
+    let rate = |field: &str| round(rep.counter("TcpExt", field).rate);
+    cx.judge(Observation {
+        id: "tcp_reordering",
+        layer: Layer::Tcp,
+        direction: Direction::Unknown,
+        value: spurious,
+        summary: format!(
+            "TCP re-sent {spurious:.0} segments/s the peers already had ({:.0}% of {retrans:.0} retransmitted/s): reordering, not loss",
+            100.0 * spurious / retrans.max(1.0)
+        ),
+        evidence: evidence! {
+            "dsack_recv_segs_per_s" => round(spurious),
+            "retrans_segs_per_s" => round(retrans),
+            "dsack_undo_per_s" => rate("TCPDSACKUndo"),
+            "sack_reorder_per_s" => rate("TCPSACKReorder"),
+            "ts_reorder_per_s" => rate("TCPTSReorder"),
+            "spurious_rtos_per_s" => rate("TCPSpuriousRTOs"),
+        },
+        explanation: "The peers report re-sent segments as received twice (D-SACK): the originals arrived late, out of order, and TCP re-sent them before they did. Nothing is lost; each spurious retransmit costs bandwidth and may cut the congestion window until TCP undoes it.",
+        condition: Condition::Reordering,
     })
     .into_iter()
     .collect()

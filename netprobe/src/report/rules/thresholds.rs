@@ -19,6 +19,12 @@ pub const THRESHOLDS: &[Threshold] = &[
         unit: "segments/s",
     },
     Threshold {
+        id: "tcp_reordering",
+        warning: 10.0,
+        critical: 1000.0,
+        unit: "segments/s",
+    },
+    Threshold {
         id: "tcp_timewait",
         warning: 5000.0,
         critical: 20000.0,

@@ -128,6 +128,11 @@ pub struct FlowRetransmits<'a> {
     /// Per kind: segments sent, and what of it came from the TIMER softirq (what TcpExt
     /// tells apart: an RTO's own retransmit vs the slow-start ones after it).
     pub kind_detail: BTreeMap<&'static str, KindDetail>,
+    /// Segments the peer reported as already received (D-SACK) since the flow's first attempt:
+    /// spurious retransmits, read from the socket at each attempt.
+    pub dsacked_segs: u64,
+    /// Times the socket detected reordering over the same span.
+    pub reordering_seen: u64,
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<&'a Owner>,
@@ -441,6 +446,8 @@ impl<'a> FlowRetransmits<'a> {
                 .iter()
                 .map(|(k, c)| (k.name(), KindDetail::from(c)))
                 .collect(),
+            dsacked_segs: f.dsacked_segs,
+            reordering_seen: f.reordering_seen,
             owner: f.owner.as_ref(),
         }
     }
