@@ -122,6 +122,27 @@ pub fn bulk_transfer_pinned(
     transfer(client, server, to, bytes, Some(cpu))
 }
 
+/// How the sending thread of a transfer is placed.
+#[derive(Clone, Copy)]
+enum SenderCpu {
+    Free,
+    Pinned(usize),
+    /// Moved between CPU 0 and CPU 1 every few writes: veth delivers through the transmitting
+    /// CPU's backlog, so the segments of one flow overtake each other (reordering, no loss).
+    Alternating,
+}
+
+/// `bulk_transfer` with the sender moved between the two CPUs as it writes: a clean transfer
+/// whose segments arrive reordered (see [`bulk_transfer_pinned`]).
+pub fn bulk_transfer_across_cpus(
+    client: &Netns,
+    server: &Netns,
+    to: SocketAddr,
+    bytes: u64,
+) -> Transfer {
+    transfer_with(client, server, to, bytes, SenderCpu::Alternating)
+}
+
 fn transfer(
     client: &Netns,
     server: &Netns,
@@ -129,6 +150,21 @@ fn transfer(
     bytes: u64,
     pin: Option<usize>,
 ) -> Transfer {
+    let sender = pin.map_or(SenderCpu::Free, SenderCpu::Pinned);
+    transfer_with(client, server, to, bytes, sender)
+}
+
+fn transfer_with(
+    client: &Netns,
+    server: &Netns,
+    to: SocketAddr,
+    bytes: u64,
+    sender_cpu: SenderCpu,
+) -> Transfer {
+    let pin = match sender_cpu {
+        SenderCpu::Pinned(cpu) => Some(cpu),
+        _ => None,
+    };
     let sink = TcpSink::with(
         server,
         to,
@@ -145,7 +181,14 @@ fn transfer(
         let local = conn.local_addr().unwrap();
         let chunk = vec![0x5au8; 1 << 16];
         let mut sent = 0u64;
+        let mut writes = 0usize;
         while sent < bytes {
+            if let SenderCpu::Alternating = sender_cpu {
+                if writes % 4 == 0 {
+                    pin_to_cpu((writes / 4) % 2);
+                }
+            }
+            writes += 1;
             let n = chunk.len().min((bytes - sent) as usize);
             conn.write_all(&chunk[..n]).expect("send");
             sent += n as u64;

@@ -490,13 +490,21 @@ fn check_sender_bundle(sender_bundle: &Value, receiver: &Netns) {
         .as_str()
         .unwrap()
         .starts_with("not read"));
+    // The sender's retransmits are linked to the drops of its own segments at the receiver,
+    // whose kernel this netprobe sees too.
     let outbound = own_finding(sender_bundle, "outbound_loss");
-    assert_eq!(outbound["direction"], "egress", "{outbound}");
+    assert_eq!(
+        direction_layer(&outbound),
+        (Some("egress"), Some("netfilter")),
+        "{outbound}"
+    );
     assert!(
-        outbound["summary"]
+        outbound["summary"].as_str().unwrap().contains(&format!(
+            "its segments were dropped by the netfilter layer (NETFILTER_DROP, "
+        )) && outbound["summary"]
             .as_str()
             .unwrap()
-            .contains("not dropped in this namespace"),
+            .contains(&format!("on the way in, in netns {}", receiver.inode())),
         "{outbound}"
     );
     let retrans_row = reconciliation_row(sender_bundle, "Tcp RetransSegs");

@@ -43,12 +43,12 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let mut parts = Vec::new();
     if !sent.is_empty() {
         parts.push(format!(
-            "of {retransmitted} segments {here} sent again, the peers reported {dsacked} as already received (D-SACK), and its sockets detected reordering {seen} times"
+            "of {retransmitted} segments {here} sent again, the peers reported {dsacked} as already received (D-SACK: spurious retransmits), and its sockets detected reordering {seen} times"
         ));
     }
     if !received.is_empty() {
         parts.push(format!(
-            "{holes} holes opened in what peers sent to {here}, filled {fills} times, and {duplicates} of their re-sent segments then arrived as duplicates"
+            "{holes} holes opened in what peers sent to {here} were filled {fills} times, and {duplicates} of the peers' re-sent segments then arrived as duplicates (spurious retransmits)"
         ));
     }
     let mut flows = ns.printed(&sent, |f| *f);
@@ -67,7 +67,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         cpus: Vec::new(),
         flows,
         summary: format!(
-            "segments are reordered, not lost: {}; the cost is {dsacked} spurious retransmits and the congestion window cuts they caused",
+            "segments are reordered, not lost: {}; what it costs is the spurious retransmits and the congestion-window cuts they caused (TCPDSACKUndo: the cuts TCP undid)",
             parts.join("; ")
         ),
         evidence: json!({

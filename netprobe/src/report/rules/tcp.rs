@@ -11,8 +11,15 @@ pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
     let retrans = rep.counter("Tcp", "RetransSegs");
     let out_segs = rep.counter("Tcp", "OutSegs");
     let rate = |field: &str| round(rep.counter("TcpExt", field).rate);
-    // What the peers reported as already received was not lost: `tcp_reordering`'s.
-    let needed = (retrans.rate - spurious_rate(cx)).max(0.0);
+    // What the peers reported as already received was not lost: `tcp_reordering`'s. When that
+    // is most of them, the rest cannot be called loss either: D-SACKs go unsent or ignored
+    // (TCPDSACKIgnored*) and arrive after the window, so the difference is an upper bound.
+    let spurious = spurious_rate(cx);
+    let needed = if spurious * 2.0 >= retrans.rate && spurious > 0.0 {
+        0.0
+    } else {
+        (retrans.rate - spurious).max(0.0)
+    };
     cx.judge(Observation {
         id: "tcp_retransmits",
         layer: Layer::Tcp,
@@ -25,7 +32,7 @@ pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
         ),
         evidence: evidence! {
             "retrans_segs_per_s" => round(retrans.rate),
-            "dsack_recv_segs_per_s" => round(spurious_rate(cx)),
+            "dsack_recv_segs_per_s" => round(spurious),
             "out_segs_per_s" => round(out_segs.rate),
             "timeouts_per_s" => rate("TCPTimeouts"),
             "loss_probes_per_s" => rate("TCPLossProbes"),

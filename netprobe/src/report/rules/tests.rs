@@ -294,6 +294,34 @@ fn retransmits_and_listen_overflows_are_told_apart() {
     );
 }
 
+/// Retransmits the peers reported as received twice are reordering, not loss: mostly
+/// D-SACKed, only `tcp_reordering` fires; a few D-SACKed among real loss, both, with the loss
+/// judged on what was not reported back.
+#[test]
+fn spurious_retransmits_are_reordering_not_loss() {
+    let mut r = quiet();
+    set_protocol(&mut r, "Tcp", "RetransSegs", 430.0);
+    set_protocol(&mut r, "TcpExt", "TCPDSACKRecvSegs", 360.0);
+    assert_eq!(fired(&r), vec!["tcp_reordering"]);
+    let f = the(&r, "tcp_reordering");
+    assert!(f.summary.contains("84% of 430"), "{}", f.summary);
+    assert!(f.fix.starts_with("nothing is lost"), "{}", f.fix);
+    let mut r = quiet();
+    set_protocol(&mut r, "Tcp", "RetransSegs", 100.0);
+    set_protocol(&mut r, "TcpExt", "TCPDSACKRecvSegs", 20.0);
+    let mut both = fired(&r);
+    both.sort();
+    assert_eq!(both, vec!["tcp_reordering", "tcp_retransmits"]);
+    assert_eq!(the(&r, "tcp_retransmits").severity, Severity::Critical);
+    assert!(
+        the(&r, "tcp_retransmits")
+            .summary
+            .starts_with("TCP retransmits 80 segments/s"),
+        "{}",
+        the(&r, "tcp_retransmits").summary
+    );
+}
+
 #[test]
 fn tcp_pruning_and_udp_buffer_errors_are_told_apart() {
     let mut r = quiet();
