@@ -363,10 +363,10 @@ fn check_lost_acks(out: &TraceOutput, a_ns: u64) -> usize {
         "{ack_finding}"
     );
     assert!(
-        ack_finding["summary"]
-            .as_str()
-            .unwrap()
-            .contains("ACKs are dropped"),
+        ack_finding["summary"].as_str().unwrap().contains(&format!(
+            "the peer's ACKs were dropped by the netfilter layer (NETFILTER_DROP, {} drops) on the way in, in netns {a_ns}",
+            drops.len()
+        )),
         "{ack_finding}"
     );
     drops.len()
