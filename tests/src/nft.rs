@@ -54,6 +54,11 @@ pub fn input_loss_ruleset(table: &str, port: u16, percent: u32) -> String {
 
 /// Packets counted by the first `counter` in `table inet <table>` in a namespace.
 pub fn nft_counter_packets(ns: &str, table: &str) -> u64 {
+    nft_counter(ns, table, "packets")
+}
+
+/// A field (`packets`, `bytes`) of the first counter in `table`.
+fn nft_counter(ns: &str, table: &str, field: &str) -> u64 {
     let json = sh(
         "ip",
         &[
@@ -64,7 +69,7 @@ pub fn nft_counter_packets(ns: &str, table: &str) -> u64 {
     for item in v["nftables"].as_array().expect("nftables array") {
         if let Some(exprs) = item["rule"]["expr"].as_array() {
             for e in exprs {
-                if let Some(p) = e["counter"]["packets"].as_u64() {
+                if let Some(p) = e["counter"][field].as_u64() {
                     return p;
                 }
             }
@@ -108,6 +113,11 @@ impl NftTable {
     /// Packets the rule's counter has counted.
     pub fn packets(&self) -> u64 {
         nft_counter_packets(&self.ns, &self.table)
+    }
+
+    /// Bytes the rule's counter has counted.
+    pub fn bytes(&self) -> u64 {
+        nft_counter(&self.ns, &self.table, "bytes")
     }
 
     /// `ip netns exec <ns> nft delete table inet <table>`, as arguments of `ip`.

@@ -68,9 +68,7 @@ fn a_clean_transfer_reordered_across_cpus_is_not_loss() {
     let at_sender = Tracer::start_in(&link.a, &[]);
     let transfer =
         bulk_transfer_across_cpus(&link.a, &link.b, link.b_port(REORDER_PORT), 768 << 20);
-    assert!(link
-        .a
-        .wait_tcp_quiet(REORDER_PORT, Duration::from_secs(10)));
+    assert!(link.a.wait_tcp_quiet(REORDER_PORT, Duration::from_secs(10)));
     let out = at_sender.stop();
     assert!(out.success, "{}", out.stderr);
     let retransmitted = link.a.snmp("Tcp", "RetransSegs") - retrans_before;
@@ -81,10 +79,11 @@ fn a_clean_transfer_reordered_across_cpus_is_not_loss() {
         retransmitted > 0 && dsacked * 2 >= retransmitted,
         "RetransSegs {retransmitted}, TCPDSACKRecvSegs {dsacked}"
     );
-    let lost: Vec<&Value> = out
-        .of_type("drop")
+    // (TCP's own discards of the duplicates are the consequence, not loss.)
+    let lost: Vec<&Value> = [a, b]
         .into_iter()
-        .filter(|d| d["layer"] != "tcp" && d["reason"] != "NOT_SPECIFIED")
+        .flat_map(|netns| out.on_port("drop", netns, REORDER_PORT))
+        .filter(|d| d["layer"] != "tcp")
         .collect();
     assert!(lost.is_empty(), "{lost:?}");
 
@@ -95,9 +94,15 @@ fn a_clean_transfer_reordered_across_cpus_is_not_loss() {
         assert!(!sender_ids.iter().any(|id| id == wrong), "{sender_ids:?}");
     }
     for wrong in ["inbound_loss", "ack_loss_or_spurious_retransmits"] {
-        assert!(!receiver_ids.iter().any(|id| id == wrong), "{receiver_ids:?}");
+        assert!(
+            !receiver_ids.iter().any(|id| id == wrong),
+            "{receiver_ids:?}"
+        );
     }
-    assert!(sender_ids.iter().any(|id| id == "tcp_reordering"), "{sender_ids:?}");
+    assert!(
+        sender_ids.iter().any(|id| id == "tcp_reordering"),
+        "{sender_ids:?}"
+    );
     let reordering = finding_about(&bundle, "reordering", Some(a));
     assert_eq!(reordering["direction"], "egress", "{reordering}");
     // The flow's own D-SACKed segments, read from its socket at each retransmit, never more
@@ -183,17 +188,27 @@ fn a_firewall_blackout_is_linked_to_the_flows_retransmits() {
         causes.len() == 1 && causes[0].as_str().unwrap().contains(&cause),
         "{cause}: {outbound}"
     );
-    assert!(outbound["fix"].as_str().unwrap().contains("nft list ruleset"));
+    assert!(outbound["fix"]
+        .as_str()
+        .unwrap()
+        .contains("nft list ruleset"));
     let row = flow_row(&bundle, a, n(&flow_port(&out, a)) as u16);
     let drops = row["drops"].as_array().unwrap();
     assert_eq!(drops.len(), 1, "{row}");
     assert_eq!(
-        (&drops[0]["packets"], n(&drops[0]["netns"]), n(&drops[0]["count"])),
+        (
+            &drops[0]["packets"],
+            n(&drops[0]["netns"]),
+            n(&drops[0]["count"])
+        ),
         (&Value::from("sent"), b, dropped),
         "{row}"
     );
     let kinds = &row["retransmits"];
-    assert!(n(&kinds["rto"]) >= 1 && n(&row["retransmitted_segs"]) >= dropped - 1, "{row}");
+    assert!(
+        n(&kinds["rto"]) >= 1 && n(&row["retransmitted_segs"]) >= dropped - 1,
+        "{row}"
+    );
 }
 
 /// The client's local port: from its retransmits.
@@ -206,8 +221,11 @@ fn flow_port(out: &TraceOutput, netns: u64) -> Value {
 }
 
 /// What a drop in the sender's own OUTPUT chain does, from the kernel's own counters: TCP gets
-/// the error at once and sends the data again as new data. Segments dropped, none
-/// retransmitted, every byte delivered, and netprobe finds no loss for the flow.
+/// the error at once and sends the data again as new data, not as a retransmit. If refused
+/// segments were retransmitted, RetransSegs would reach the refused segments; it stays far
+/// below (0 in most runs: what retransmits there are, are veth's occasional reordering, most
+/// of them D-SACKed). netprobe counts every refusal and never names the OUTPUT chain as the
+/// cause of loss.
 #[test]
 fn drops_in_the_senders_own_output_chain_cause_no_retransmits() {
     let link = Link::new("odr", 52);
@@ -223,19 +241,39 @@ fn drops_in_the_senders_own_output_chain_cause_no_retransmits() {
     assert!(link.a.wait_tcp_quiet(OUTPUT_PORT, Duration::from_secs(10)));
     let out = at_sender.stop();
     assert!(out.success, "{}", out.stderr);
-    let dropped = rule.packets();
-    assert!(dropped > 0, "the OUTPUT rule dropped nothing");
-    assert_eq!(link.a.snmp("Tcp", "RetransSegs") - retrans_before, 0);
+    let (dropped, dropped_bytes) = (rule.packets(), rule.bytes());
+    // Segments of at most one MSS (1448 payload bytes) in the refused skbs.
+    let refused_segments = dropped_bytes / 1500;
+    assert!(
+        refused_segments > 20,
+        "the OUTPUT rule refused {dropped_bytes} bytes"
+    );
+    let retransmitted = link.a.snmp("Tcp", "RetransSegs") - retrans_before;
+    assert!(
+        retransmitted * 5 < refused_segments,
+        "{retransmitted} retransmitted of {refused_segments} refused segments; {}",
+        out.summary()["retransmits"]
+    );
     let refused: Vec<&Value> = out
         .on_port("drop", a, OUTPUT_PORT)
         .into_iter()
         .filter(|d| d["reason"] == "NETFILTER_DROP")
         .collect();
     assert_eq!(refused.len() as u64, dropped);
-    assert!(refused.iter().all(|d| d["direction"] == "egress"), "{refused:?}");
+    assert!(
+        refused.iter().all(|d| d["direction"] == "egress"),
+        "{refused:?}"
+    );
     let bundle = final_bundle(&out);
     let ids = ids_about(&bundle, a);
-    for wrong in ["outbound_loss", "inbound_ack_loss", "retransmits_fail_locally"] {
+    for wrong in ["inbound_ack_loss", "retransmits_fail_locally"] {
         assert!(!ids.iter().any(|id| id == wrong), "{ids:?}");
     }
+    let blamed: Vec<&Value> = bundle["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["id"] == "outbound_loss" && f["layer"] == "netfilter")
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:?}");
 }

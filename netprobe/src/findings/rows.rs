@@ -172,7 +172,11 @@ impl From<&FlowLoss> for FlowRow {
             peer_fills_hole: f.peer_fills_hole,
             holes: f.holes,
             drops: (f.sent_dropped.iter().map(|d| LinkedDropRow::new("sent", d)))
-                .chain(f.received_dropped.iter().map(|d| LinkedDropRow::new("received", d)))
+                .chain(
+                    f.received_dropped
+                        .iter()
+                        .map(|d| LinkedDropRow::new("received", d)),
+                )
                 .collect(),
             losing_direction: f.losing_direction(),
         }

@@ -68,14 +68,19 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         )
     } else {
         (
-            format!("not dropped in {here} on the way out: lost on the path or at the peer's input"),
+            format!(
+                "not dropped in {here} on the way out: lost on the path or at the peer's input"
+            ),
             fix_for(Condition::LostOnThePath, ns.live),
             Layer::Unknown,
         )
     };
     let kinds = kinds_of(&outbound);
     let causes = cause_lines(ns, &outbound, |f| {
-        let lead = format!("{} retransmitted segments of {}", f.retransmitted_segs, f.flow);
+        let lead = format!(
+            "{} retransmitted segments of {}",
+            f.retransmitted_segs, f.flow
+        );
         if ack_loss {
             (lead, "the peer's ACKs", f.received_dropped.as_slice())
         } else {

@@ -86,7 +86,11 @@ fn reordering_is_not_loss() {
         "ack_loss_or_spurious_retransmits",
         "drops_tcp_tcp_old_sequence",
     ] {
-        assert!(!ids(&bundle).contains(&wrong), "{wrong}: {:?}", ids(&bundle));
+        assert!(
+            !ids(&bundle).contains(&wrong),
+            "{wrong}: {:?}",
+            ids(&bundle)
+        );
     }
     let sender = bundle
         .findings
@@ -184,7 +188,11 @@ fn retransmits_are_linked_to_the_drops_of_their_flow() {
     ));
     let bundle = one_second(&window, &drops);
     for wrong in ["inbound_ack_loss", "drops_socket_queue_purge"] {
-        assert!(!ids(&bundle).contains(&wrong), "{wrong}: {:?}", ids(&bundle));
+        assert!(
+            !ids(&bundle).contains(&wrong),
+            "{wrong}: {:?}",
+            ids(&bundle)
+        );
     }
     let f = finding(&bundle, "outbound_loss");
     assert_eq!((f.direction, f.layer), ("egress", "netfilter"));

@@ -270,11 +270,19 @@ mod tests {
         };
         let idle = RetransmitTotals::default();
         let mut total = RetransmitTotals::default();
-        for v in [&idle, &cpu(4, 120, 180, (3, 5)), &idle, &cpu(2, 100, 150, (4, 9))] {
+        for v in [
+            &idle,
+            &cpu(4, 120, 180, (3, 5)),
+            &idle,
+            &cpu(2, 100, 150, (4, 9)),
+        ] {
             add_retransmits(&mut total, v);
         }
         assert_eq!(total.sent, 6);
-        assert_eq!((total.dsack_dups_first, total.dsack_dups_latest), (100, 180));
+        assert_eq!(
+            (total.dsack_dups_first, total.dsack_dups_latest),
+            (100, 180)
+        );
         assert_eq!((total.dsacked_segs(), total.reordering_seen()), (80, 6));
     }
 

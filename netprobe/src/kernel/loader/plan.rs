@@ -4,8 +4,7 @@
 
 use netprobe_common::{
     CpuLayout, DropArgs, KindLayout, ReceiveLayout, SpuriousLayout, StreamConfig, TraceConfig,
-    OFFSET_ABSENT,
-    SKB_SPAN_MAX,
+    OFFSET_ABSENT, SKB_SPAN_MAX,
 };
 
 use super::{
