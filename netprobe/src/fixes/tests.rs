@@ -109,6 +109,7 @@ fn live(scale: u64) -> LiveValues {
         somaxconn: Some(4096 * scale),
         largest_accept_queue_limit: Some(511),
         rmem_max: Some(212_992 * scale),
+        rmem_default: Some(212_992),
         tcp_rmem: Some([4096, 131_072, 6_291_456 * scale]),
         tcp_tw_reuse: Some(2),
         nf_conntrack_max: Some(65_536 * scale),
@@ -129,6 +130,8 @@ fn live(scale: u64) -> LiveValues {
             },
         )]
         .into(),
+        overflowing_socket: None,
+        overflowing_listener: None,
     }
 }
 
