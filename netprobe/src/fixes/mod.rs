@@ -56,12 +56,16 @@ pub enum Condition<'a> {
     QdiscDrops { qdisc: Option<QdiscRef<'a>> },
     /// Netfilter or another policy hook (LSM, cgroup BPF) drops.
     FirewallDrops,
-    /// Handshakes dropped at full listen queues (ListenOverflows).
+    /// Handshakes dropped at full listen queues (ListenOverflows); the fix is the one for the
+    /// listener that refused the most (`LiveValues::overflowing_listener`), when known.
     ListenOverflow,
-    /// One listener's accept queue is full; `owner` names it for people (`nginx (pid 12)`).
+    /// One listener's accept queue is full; `owner` names it for people (`nginx (pid 12) on
+    /// 0.0.0.0:80`), `limit` is its accept-queue limit: the fix turns somaxconn only when that
+    /// is the limit, else names the listen() backlog.
     AcceptQueueFull { owner: &'a str, limit: u32 },
     /// Datagrams or segments dropped at a full socket receive buffer (RcvbufErrors,
-    /// SOCKET_RCVBUFF).
+    /// SOCKET_RCVBUFF); the fix is for what limits the socket that dropped the most
+    /// (`LiveValues::overflowing_socket`), when known.
     SocketRcvbufFull,
     /// TCP pruned receive queues for lack of receive memory.
     TcpRcvbufPruned,

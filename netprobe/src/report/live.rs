@@ -46,10 +46,16 @@ impl From<&Report> for LiveValues {
     }
 }
 
-/// The socket whose own counter dropped the most in the window, with what limits it.
+/// The UDP socket whose own counter dropped the most in the window, with what limits it. Only
+/// UDP: its `sk_drops` grows with RcvbufErrors, while a TCP socket's counts every segment TCP
+/// discards (duplicates, out of window), which says nothing about its receive buffer.
 fn overflowing_socket(sockets: &SocketReport, report: &Report) -> Option<OverflowingSocket> {
     let sysctls = report.buffer_sysctls();
-    sockets.overflowing_sockets.iter().find_map(|row| {
+    let mut udp = sockets
+        .overflowing_sockets
+        .iter()
+        .filter(|row| row.protocol == "udp");
+    udp.find_map(|row| {
         Some(OverflowingSocket {
             who: row.who(),
             rcvbuf: row.rcvbuf?,

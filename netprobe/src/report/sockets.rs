@@ -144,10 +144,21 @@ pub fn summarize(
     r.udp_backlogs
         .sort_by_key(|b| std::cmp::Reverse(b.recv_queue_bytes));
     r.udp_backlogs.truncate(TOP);
-    r.overflowing_sockets
-        .sort_by_key(|b| std::cmp::Reverse(b.drops));
-    r.overflowing_sockets.truncate(TOP);
+    r.overflowing_sockets = most_drops_per_protocol(r.overflowing_sockets);
     r
+}
+
+/// Most drops first, TOP of each protocol: TCP sockets count every segment they discard, and
+/// many of them must not push the UDP sockets that overflow out of the list.
+fn most_drops_per_protocol(mut rows: Vec<SocketRow>) -> Vec<SocketRow> {
+    rows.sort_by_key(|row| std::cmp::Reverse(row.drops));
+    let mut kept: HashMap<&'static str, usize> = HashMap::new();
+    rows.retain(|row| {
+        let n = kept.entry(row.protocol).or_default();
+        *n += 1;
+        *n <= TOP
+    });
+    rows
 }
 
 /// A socket whose owner could not be read (not root) counts under pid 0, "unknown".
@@ -277,5 +288,20 @@ mod tests {
         assert_eq!(r.listeners[0].owners[0].comm, "nginx");
         assert_eq!(r.udp_backlogs.len(), 1);
         assert_eq!(r.udp_backlogs[0].port, 53);
+    }
+
+    #[test]
+    fn many_tcp_sockets_dropping_leave_the_udp_one_listed() {
+        let row = |protocol, drops| SocketRow {
+            protocol,
+            drops: Some(drops),
+            ..Default::default()
+        };
+        let mut rows: Vec<SocketRow> = (0..15).map(|i| row("tcp", 1000 + i)).collect();
+        rows.push(row("udp", 3));
+        let kept = most_drops_per_protocol(rows);
+        assert_eq!(kept.len(), TOP + 1);
+        assert_eq!(kept[0].drops, Some(1014), "most first");
+        assert_eq!(kept.last().map(|r| r.protocol), Some("udp"));
     }
 }

@@ -421,6 +421,24 @@ fn a_tiny_so_rcvbuf_gets_the_applications_fix_not_rmem_max() {
     assert!(f.summary.contains("np-holder (pid 42)"), "{}", f.summary);
 }
 
+/// A TCP socket's drop counter counts every segment TCP discards: however many, it is not the
+/// socket the UDP receive-buffer fix is about.
+#[test]
+fn the_receive_buffer_fix_is_about_the_udp_socket() {
+    let mut r = quiet();
+    set_protocol(&mut r, "Udp", "RcvbufErrors", 300.0);
+    let tcp = SocketRow {
+        protocol: "tcp",
+        port: 443,
+        ..udp_row(131_072, 5000, "reader", 6_291_456)
+    };
+    r.sockets.as_mut().unwrap().overflowing_sockets =
+        vec![tcp, udp_row(2304, 300, "so_rcvbuf", 1152)];
+    let f = the(&r, "udp_rcvbuf_errors");
+    assert!(f.fix.starts_with("udp 198.18.0.2:7002 "), "{}", f.fix);
+    assert_eq!(f.evidence["fullest_sockets"].as_array().unwrap().len(), 1);
+}
+
 /// Only a buffer already at the cap gets "raise rmem_max".
 #[test]
 fn a_buffer_at_rmem_max_gets_rmem_max() {
