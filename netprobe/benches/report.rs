@@ -16,11 +16,14 @@ use netprobe::report::{
 
 fn full_sample() -> usize {
     let mut skipped = Vec::new();
+    // The sample holds the sock_diag dump (with SK_MEMINFO) since sockets are compared
+    // across the window.
     let snap = sample::take(&Scope { interface: None }, &mut skipped);
-    let socks = netlink::inet_sockets().unwrap_or_default();
-    let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&socks));
-    let summary = sockets::summarize(&socks, &owners, complete);
+    let socks = snap.sockets.clone().unwrap_or_default();
+    let window = sockets::SocketWindow::new(None, &socks);
+    let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&window));
     let (sysctls, _) = sample::sysctls(&mut skipped);
+    let summary = sockets::summarize(&window, &owners, complete, &Default::default());
     snap.net_dev.len() + summary.tcp_total + sysctls.len()
 }
 
@@ -34,13 +37,14 @@ fn breakdown() {
     let socks = netlink::inet_sockets().unwrap_or_default();
     let dump = t.elapsed();
     let t = Instant::now();
-    let (owners, _) = sockets::socket_owners(&sockets::inodes_of_interest(&socks));
+    let window = sockets::SocketWindow::new(None, &socks);
+    let (owners, _) = sockets::socket_owners(&sockets::inodes_of_interest(&window));
     let scan = t.elapsed();
     let t = Instant::now();
     let _ = sample::sysctls(&mut skipped);
     let sysctl = t.elapsed();
     println!(
-        "  breakdown: counters/sysfs/ethtool/qdiscs {:.0} µs, sock_diag {:.0} µs ({} sockets), owner scan {:.0} µs ({} inodes), sysctls {:.0} µs",
+        "  breakdown: counters/sysfs/ethtool/qdiscs/sock_diag {:.0} µs, of which sock_diag {:.0} µs ({} sockets), owner scan {:.0} µs ({} inodes), sysctls {:.0} µs",
         counters.as_secs_f64() * 1e6,
         dump.as_secs_f64() * 1e6,
         socks.len(),

@@ -140,6 +140,10 @@ fn dumps_qdiscs_and_finds_our_own_listener() {
     assert_eq!(ours.recv_queue, 0);
     assert!(ours.send_queue > 0, "backlog limit reported for listeners");
     assert!(ours.inode > 0);
+    // SK_MEMINFO answered: the listener's buffers and its own drop counter (none yet).
+    let memory = ours.memory.expect("SK_MEMINFO for a full socket");
+    assert!(memory.rcvbuf > 0 && memory.sndbuf > 0, "{memory:?}");
+    assert_eq!(memory.drops, 0);
     // Every interface has a qdisc entry (noqueue at least is not always dumped, but the
     // call itself must succeed).
     netlink::qdiscs().unwrap();
@@ -151,7 +155,9 @@ fn finds_our_own_sockets_owner() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let sockets = netlink::inet_sockets().unwrap();
-    let (owners, _) = sockets::socket_owners(&sockets::inodes_of_interest(&sockets));
+    let (owners, _) = sockets::socket_owners(&sockets::inodes_of_interest(
+        &sockets::SocketWindow::new(None, &sockets),
+    ));
     let ours = sockets
         .iter()
         .find(|s| s.local_port == port && s.state == TCP_LISTEN)

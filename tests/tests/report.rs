@@ -172,10 +172,15 @@ fn udp_receive_buffer_errors() {
         fullest["owners"][0]["pid"].as_u64(),
         Some(holder.pid() as u64)
     );
-    assert!(f[0]["fix"]
-        .as_str()
-        .unwrap()
-        .starts_with("sysctl -w net.core.rmem_max="));
+    // The holder's own SO_RCVBUF (4096) is the limit, far below rmem_max: the fix names it
+    // (issue 12, item 4), never "raise rmem_max".
+    assert_eq!(fullest["limited_by"], "so_rcvbuf", "{fullest:#}");
+    let fix = f[0]["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("sets SO_RCVBUF 4096") && fix.contains(&format!("(pid {})", holder.pid())),
+        "{fix}"
+    );
+    assert!(!fix.contains("rmem_max="), "{fix}");
 }
 
 /// A tiny tbf shaper: qdisc drops on the sender's veth, with the qdisc named.

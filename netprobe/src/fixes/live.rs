@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::cpuset::CpuSet;
+use crate::model::{
+    cpuset::CpuSet,
+    socket_limits::{BufferSysctls, ReceiveLimit},
+};
 
 /// A receive ring's size and the hardware's maximum (`ethtool -g`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,27 @@ impl DeviceValues {
     }
 }
 
+/// The socket that dropped the most at a full receive buffer in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverflowingSocket {
+    /// How the fix names it: `udp 198.18.0.2:7002 of np-holder (pid 42)`.
+    pub who: String,
+    pub rcvbuf: u32,
+    /// Its drops in the window.
+    pub drops: u64,
+    pub limit: ReceiveLimit,
+}
+
+/// The listener that refused the most handshakes in the window (or, without drop counts, the
+/// fullest full one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverflowingListener {
+    /// How the fix names it: `np-holder (pid 42) on 198.18.0.2:7001`.
+    pub who: String,
+    /// Its accept-queue limit.
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveValues {
     pub netdev_max_backlog: Option<u64>,
@@ -52,6 +76,7 @@ pub struct LiveValues {
     /// The largest accept-queue limit of any listener the socket dump saw.
     pub largest_accept_queue_limit: Option<u64>,
     pub rmem_max: Option<u64>,
+    pub rmem_default: Option<u64>,
     /// min, default, max.
     pub tcp_rmem: Option<[u64; 3]>,
     pub tcp_tw_reuse: Option<u64>,
@@ -61,9 +86,21 @@ pub struct LiveValues {
     pub cpus: CpuSet,
     /// By interface name.
     pub devices: BTreeMap<String, DeviceValues>,
+    pub overflowing_socket: Option<OverflowingSocket>,
+    pub overflowing_listener: Option<OverflowingListener>,
 }
 
 impl LiveValues {
+    /// The sysctls that bound socket buffers and accept queues.
+    pub fn buffer_sysctls(&self) -> BufferSysctls {
+        BufferSysctls {
+            rmem_default: self.rmem_default,
+            rmem_max: self.rmem_max,
+            tcp_rmem: self.tcp_rmem,
+            somaxconn: self.somaxconn,
+        }
+    }
+
     pub fn device(&self, name: &str) -> Option<&DeviceValues> {
         self.devices.get(name)
     }

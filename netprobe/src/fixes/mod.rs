@@ -5,12 +5,13 @@
 
 mod live;
 mod settings;
+mod sockets;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 
-pub use live::{DeviceValues, LiveValues, RxRing};
+pub use live::{DeviceValues, LiveValues, OverflowingListener, OverflowingSocket, RxRing};
 pub use settings::{Knob, Level, Setting};
 
 use crate::model::classify::Layer;
@@ -55,12 +56,16 @@ pub enum Condition<'a> {
     QdiscDrops { qdisc: Option<QdiscRef<'a>> },
     /// Netfilter or another policy hook (LSM, cgroup BPF) drops.
     FirewallDrops,
-    /// Handshakes dropped at full listen queues (ListenOverflows).
+    /// Handshakes dropped at full listen queues (ListenOverflows); the fix is the one for the
+    /// listener that refused the most (`LiveValues::overflowing_listener`), when known.
     ListenOverflow,
-    /// One listener's accept queue is full; `owner` names it for people (`nginx (pid 12)`).
+    /// One listener's accept queue is full; `owner` names it for people (`nginx (pid 12) on
+    /// 0.0.0.0:80`), `limit` is its accept-queue limit: the fix turns somaxconn only when that
+    /// is the limit, else names the listen() backlog.
     AcceptQueueFull { owner: &'a str, limit: u32 },
     /// Datagrams or segments dropped at a full socket receive buffer (RcvbufErrors,
-    /// SOCKET_RCVBUFF).
+    /// SOCKET_RCVBUFF); the fix is for what limits the socket that dropped the most
+    /// (`LiveValues::overflowing_socket`), when known.
     SocketRcvbufFull,
     /// TCP pruned receive queues for lack of receive memory.
     TcpRcvbufPruned,
@@ -151,9 +156,11 @@ pub fn fix(condition: Condition, live: &LiveValues) -> Fix {
         Condition::FirewallDrops => Fix::advice(
             "a firewall rule drops them: find it with `nft list ruleset` (or `iptables-save -c`) and compare its counters",
         ),
-        Condition::ListenOverflow => listen_overflow(live),
-        Condition::AcceptQueueFull { owner, limit } => accept_queue_full(owner, limit, live),
-        Condition::SocketRcvbufFull => socket_rcvbuf_full(live),
+        Condition::ListenOverflow => sockets::listen_overflow(live),
+        Condition::AcceptQueueFull { owner, limit } => {
+            sockets::accept_queue_full(owner, limit, live)
+        }
+        Condition::SocketRcvbufFull => sockets::socket_rcvbuf_full(live),
         Condition::TcpRcvbufPruned => tcp_rcvbuf_pruned(live),
         Condition::NoListener => Fix::advice("nothing listens on the destination port"),
         Condition::TimeWaitPileUp => time_wait_pile_up(live),
@@ -182,7 +189,7 @@ pub fn fix(condition: Condition, live: &LiveValues) -> Fix {
 }
 
 /// `sysctl -w a=1 b=2`.
-fn sysctl_command(settings: &[Setting]) -> String {
+pub(crate) fn sysctl_command(settings: &[Setting]) -> String {
     let assignments: Vec<String> = settings.iter().map(Setting::assignment).collect();
     format!("sysctl -w {}", assignments.join(" "))
 }
@@ -332,40 +339,7 @@ fn qdisc_drops(qdisc: Option<QdiscRef>, live: &LiveValues) -> Fix {
     }
 }
 
-fn listen_overflow(live: &LiveValues) -> Fix {
-    let setting = settings::somaxconn(live);
-    Fix {
-        command: format!(
-            "make the application accept faster; raise its listen() backlog and sysctl -w {}",
-            setting.assignment()
-        ),
-        settings: vec![setting],
-    }
-}
-
-fn accept_queue_full(owner: &str, limit: u32, live: &LiveValues) -> Fix {
-    let setting = settings::somaxconn(live);
-    Fix {
-        command: format!(
-            "{owner} must accept() faster; raise its listen() backlog (limit {limit}) and sysctl -w {}",
-            setting.assignment()
-        ),
-        settings: vec![setting],
-    }
-}
-
-fn socket_rcvbuf_full(live: &LiveValues) -> Fix {
-    let setting = settings::rmem_max(live);
-    Fix {
-        command: format!(
-            "sysctl -w {} and have the application set SO_RCVBUF (or read faster)",
-            setting.assignment()
-        ),
-        settings: vec![setting],
-    }
-}
-
-fn tcp_rcvbuf_pruned(live: &LiveValues) -> Fix {
+pub(crate) fn tcp_rcvbuf_pruned(live: &LiveValues) -> Fix {
     let setting = settings::tcp_rmem_max(live);
     let (min, default) = match live.tcp_rmem {
         Some([min, default, _]) => (min.to_string(), default.to_string()),

@@ -111,6 +111,7 @@ fn live(scale: u64) -> LiveValues {
         somaxconn: Some(4096 * scale),
         largest_accept_queue_limit: Some(511),
         rmem_max: Some(212_992 * scale),
+        rmem_default: Some(212_992),
         tcp_rmem: Some([4096, 131_072, 6_291_456 * scale]),
         tcp_tw_reuse: Some(2),
         nf_conntrack_max: Some(65_536 * scale),
@@ -131,6 +132,8 @@ fn live(scale: u64) -> LiveValues {
             },
         )]
         .into(),
+        overflowing_socket: None,
+        overflowing_listener: None,
     }
 }
 
@@ -452,4 +455,59 @@ fn drop_layers_map_onto_conditions() {
     assert!(fix(of(Layer::Netfilter, "NETFILTER_DROP"), &unknown())
         .command
         .contains("nft list ruleset"));
+}
+
+/// The sockets: SO_RCVBUF 1024 (rcvbuf 2304) under a 4 MiB rmem_max, and a listener
+/// whose listen() backlog of 4 is far below somaxconn. Each fix names that limit with its
+/// value and turns no sysctl; the general advice stays for when no socket is known.
+#[test]
+fn socket_fixes_name_the_limit_not_a_sysctl_above_it() {
+    use crate::model::socket_limits::ReceiveLimit;
+    let mut live = live(1);
+    live.rmem_max = Some(4 << 20);
+    live.overflowing_socket = Some(OverflowingSocket {
+        who: "udp 198.18.0.2:7002 of app (pid 7)".into(),
+        rcvbuf: 2304,
+        drops: 328_378,
+        limit: ReceiveLimit::SoRcvbuf { so_rcvbuf: 1152 },
+    });
+    live.overflowing_listener = Some(OverflowingListener {
+        who: "app (pid 7) on 0.0.0.0:80".into(),
+        limit: 4,
+    });
+    let rcvbuf = fix(Condition::SocketRcvbufFull, &live);
+    assert!(rcvbuf.settings.is_empty(), "{rcvbuf:?}");
+    assert_eq!(
+        rcvbuf.command,
+        "udp 198.18.0.2:7002 of app (pid 7) sets SO_RCVBUF 1152 (rcvbuf 2304, 328378 drops in the window): have it set SO_RCVBUF 212992 (net.core.rmem_max 4194304 allows it; it is not the limit), or read faster"
+    );
+    // The drop events' condition is the same cause: the same fix.
+    assert_eq!(
+        fix(Condition::for_drop(Layer::Socket, "SOCKET_RCVBUFF"), &live),
+        rcvbuf
+    );
+    let listen = fix(Condition::ListenOverflow, &live);
+    assert!(listen.setting(Knob::Somaxconn).is_none(), "{listen:?}");
+    assert_eq!(
+        listen,
+        fix(
+            Condition::AcceptQueueFull {
+                owner: "app (pid 7) on 0.0.0.0:80",
+                limit: 4
+            },
+            &live
+        )
+    );
+    assert!(listen
+        .command
+        .contains("listen() backlog 4 is the limit, not net.core.somaxconn (4096)"));
+    // At the cap, rmem_max is the limit and the fix raises it.
+    live.overflowing_socket.as_mut().unwrap().limit = ReceiveLimit::RmemMax { rmem_max: 4 << 20 };
+    let capped = fix(Condition::SocketRcvbufFull, &live);
+    assert_eq!(
+        capped
+            .setting(Knob::RmemMax)
+            .and_then(|s| s.proposed.clone()),
+        Some(Level::Count(16 << 20))
+    );
 }

@@ -8,5 +8,6 @@ pub mod flow;
 pub mod non_network;
 pub mod owners;
 pub mod retransmits;
+pub mod socket_limits;
 pub mod tally;
 pub mod window;

@@ -10,6 +10,7 @@ pub mod procfs;
 pub mod render;
 pub mod rules;
 pub mod sample;
+mod socket_rows;
 pub mod sockets;
 pub mod sysfs;
 
@@ -38,17 +39,9 @@ fn kernel_release() -> String {
 }
 
 /// The counter report between two snapshots taken by the caller (`netprobe trace` takes
-/// them over its own window), judged by the rules. No socket dump: the trace names flows and
-/// their owners from its events.
+/// them over its own window), judged by the rules: the same path as `netprobe report`.
 pub fn between(first: &sample::Snapshot, second: &sample::Snapshot) -> Report {
-    let mut skipped: Vec<Skipped> = Vec::new();
-    let mut report = model::build(first, second, kernel_release());
-    (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
-    skipped.sort();
-    skipped.dedup();
-    report.skipped = skipped;
-    report.findings = rules::evaluate(&report);
-    report
+    assemble(first, second, Vec::new())
 }
 
 /// Samples, waits, samples again, and judges.
@@ -67,39 +60,43 @@ pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
     let mut skipped: Vec<Skipped> = Vec::new();
     let first = sample::take(&scope, &mut skipped);
     thread::sleep(Duration::from_secs_f64(options.interval));
-    let mut second_skips = Vec::new();
-    let second = sample::take(&scope, &mut second_skips);
-    skipped.extend(second_skips);
-
-    let mut report = model::build(&first, &second, kernel_release());
-    (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
-    match netlink::inet_sockets() {
-        Ok(list) => {
-            let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&list));
-            if !complete {
-                skipped.push(Skipped {
-                    source: "socket owners".into(),
-                    reason: "not every process's /proc/<pid>/fd is readable (not root): owners may be missing".into(),
-                });
-            }
-            report.sockets = Some(sockets::summarize(&list, &owners, complete));
-        }
-        Err(e) => skipped.push(Skipped {
-            source: "sock_diag socket dump".into(),
-            reason: e.to_string(),
-        }),
-    }
-    if report.conntrack.is_none() {
+    let second = sample::take(&scope, &mut skipped);
+    if second.conntrack.is_none() {
         skipped.push(Skipped {
             source: "conntrack".into(),
             reason: "nf_conntrack is not loaded in this namespace".into(),
         });
     }
+    Ok(assemble(&first, &second, skipped))
+}
+
+/// The report between two snapshots: counters and rates, the sysctls, the sockets with their
+/// drops in the window and their owners, judged by the rules. `report` and the trace's
+/// findings bundles both come through here, so they name the same sockets.
+fn assemble(
+    first: &sample::Snapshot,
+    second: &sample::Snapshot,
+    mut skipped: Vec<Skipped>,
+) -> Report {
+    let mut report = model::build(first, second, kernel_release());
+    (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
+    if let Some(after) = &second.sockets {
+        let window = sockets::SocketWindow::new(first.sockets.as_deref(), after);
+        let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&window));
+        if !complete {
+            skipped.push(Skipped {
+                source: "socket owners".into(),
+                reason: "not every process's /proc/<pid>/fd is readable (not root): owners may be missing".into(),
+            });
+        }
+        let sysctls = report.buffer_sysctls();
+        report.sockets = Some(sockets::summarize(&window, &owners, complete, &sysctls));
+    }
     skipped.sort();
     skipped.dedup();
     report.skipped = skipped;
     report.findings = rules::evaluate(&report);
-    Ok(report)
+    report
 }
 
 #[cfg(test)]

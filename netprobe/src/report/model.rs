@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::model::socket_limits::BufferSysctls;
+
 use super::{
     ethtool::{classify, NicInfo, Rings},
     netlink::Qdisc,
@@ -221,6 +223,27 @@ impl Report {
             .next()?
             .parse()
             .ok()
+    }
+
+    /// `net.ipv4.tcp_rmem`: min, default, max.
+    pub fn tcp_rmem(&self) -> Option<[u64; 3]> {
+        let fields: Vec<u64> = self
+            .sysctls
+            .get("net.ipv4.tcp_rmem")?
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        <[u64; 3]>::try_from(fields).ok()
+    }
+
+    /// The sysctls that bound socket buffers and accept queues.
+    pub fn buffer_sysctls(&self) -> BufferSysctls {
+        BufferSysctls {
+            rmem_default: self.sysctl_number("net.core.rmem_default"),
+            rmem_max: self.sysctl_number("net.core.rmem_max"),
+            tcp_rmem: self.tcp_rmem(),
+            somaxconn: self.sysctl_number("net.core.somaxconn"),
+        }
     }
 }
 

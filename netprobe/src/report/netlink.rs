@@ -13,7 +13,7 @@ use netlink_packet_route::{
 };
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{nlas::Nla, ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
     SockDiagMessage,
 };
 use netlink_sys::{
@@ -172,6 +172,24 @@ pub struct InetSocket {
     pub send_queue: u32,
     pub uid: u32,
     pub inode: u32,
+    /// The socket's memory (INET_DIAG_SKMEMINFO); `None` for TIME_WAIT and SYN_RECV
+    /// entries, which are not full sockets.
+    pub memory: Option<SocketMemory>,
+}
+
+/// What `ss -m` shows as `skmem:(r…,rb…,t…,tb…,…,d…)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketMemory {
+    /// Bytes charged to the receive queue (`sk_rmem_alloc`, `r`).
+    pub rmem_alloc: u32,
+    /// The receive buffer's limit (`sk_rcvbuf`, `rb`): twice what SO_RCVBUF asked for.
+    pub rcvbuf: u32,
+    /// The send buffer's limit (`sk_sndbuf`, `tb`).
+    pub sndbuf: u32,
+    /// Packets this socket dropped since it was created (`sk_drops`, `d`): for UDP, datagrams
+    /// refused at a full receive buffer (and bad checksums); for a listener, handshakes
+    /// refused (ListenDrops, of this socket).
+    pub drops: u32,
 }
 
 /// Every TCP and UDP socket, IPv4 and IPv6, of the current network namespace.
@@ -191,29 +209,44 @@ pub fn inet_sockets() -> io::Result<Vec<InetSocket>> {
         let request = SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol,
-            extensions: ExtensionFlags::empty(),
+            // SK_MEMINFO: rcvbuf and the socket's own drop counter (what `ss -m` shows).
+            extensions: ExtensionFlags::SKMEMINFO,
             states: StateFlags::all(),
             socket_id,
         });
         for message in dump(NETLINK_SOCK_DIAG, request)? {
             if let SockDiagMessage::InetResponse(r) = message {
-                let h = &r.header;
-                out.push(InetSocket {
-                    protocol,
-                    state: h.state,
-                    local: h.socket_id.source_address,
-                    local_port: h.socket_id.source_port,
-                    remote: h.socket_id.destination_address,
-                    remote_port: h.socket_id.destination_port,
-                    recv_queue: h.recv_queue,
-                    send_queue: h.send_queue,
-                    uid: h.uid,
-                    inode: h.inode,
-                });
+                out.push(inet_socket(protocol, &r));
             }
         }
     }
     Ok(out)
+}
+
+fn inet_socket(protocol: u8, r: &InetResponse) -> InetSocket {
+    let h = &r.header;
+    let memory = r.nlas.iter().find_map(|nla| match nla {
+        Nla::MemInfo(m) => Some(SocketMemory {
+            rmem_alloc: m.receive_queue,
+            rcvbuf: m.receive_queue_max,
+            sndbuf: m.send_queue_max,
+            drops: m.drops,
+        }),
+        _ => None,
+    });
+    InetSocket {
+        protocol,
+        state: h.state,
+        local: h.socket_id.source_address,
+        local_port: h.socket_id.source_port,
+        remote: h.socket_id.destination_address,
+        remote_port: h.socket_id.destination_port,
+        recv_queue: h.recv_queue,
+        send_queue: h.send_queue,
+        uid: h.uid,
+        inode: h.inode,
+        memory,
+    }
 }
 
 #[cfg(test)]

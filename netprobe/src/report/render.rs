@@ -274,7 +274,8 @@ fn sockets(o: &mut String, report: &Report, style: &Style) {
     socket_queues(o, s);
 }
 
-/// Listeners (fullest accept queue first, ten at most) and UDP sockets with unread data.
+/// Listeners (fullest accept queue first, ten at most), UDP sockets with unread data, and the
+/// sockets that dropped in the window, with their buffers and limits.
 fn socket_queues(o: &mut String, s: &SocketReport) {
     for l in s.listeners.iter().take(10) {
         let owners: Vec<String> = l
@@ -282,13 +283,18 @@ fn socket_queues(o: &mut String, s: &SocketReport) {
             .iter()
             .map(|o| format!("{}({})", o.comm, o.pid))
             .collect();
+        let drops = match l.drops {
+            Some(d) if d > 0 => format!(", {d} refused in the window"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "  listen {}:{} accept queue {}/{} {}",
+            "  listen {}:{} accept queue {}/{} (limited by {}{drops}) {}",
             l.addr,
             l.port,
             l.accept_queue,
             l.accept_queue_max,
+            l.limited_by.unwrap_or("unknown"),
             owners.join(",")
         );
     }
@@ -297,6 +303,17 @@ fn socket_queues(o: &mut String, s: &SocketReport) {
             o,
             "  udp {}:{} {} bytes unread",
             u.addr, u.port, u.recv_queue_bytes
+        );
+    }
+    for row in &s.overflowing_sockets {
+        let _ = writeln!(
+            o,
+            "  {} dropped {} in the window (rcvbuf {}, limited by {} {})",
+            row.who(),
+            row.drops.unwrap_or(0),
+            row.rcvbuf.map_or("?".into(), |b| b.to_string()),
+            row.limited_by.unwrap_or("unknown"),
+            row.limit.map_or("?".into(), |v| v.to_string()),
         );
     }
 }

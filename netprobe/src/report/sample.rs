@@ -10,7 +10,7 @@ use crate::model::cpuset::CpuSet;
 
 use super::{
     ethtool::{self, NicInfo},
-    netlink::{self, Qdisc},
+    netlink::{self, InetSocket, Qdisc},
     procfs::{self, Counters, CpuRow, NetDev, Softnet},
     sysfs::{self, InterfaceInfo},
 };
@@ -82,6 +82,10 @@ pub struct Snapshot {
     pub irq_cpus: Vec<usize>,
     pub irqs: Vec<NicIrq>,
     pub conntrack: Option<ConntrackSample>,
+    /// Every TCP and UDP socket with its memory and drop counter (sock_diag); `None` when
+    /// the dump failed. Both samples have it: a socket's drops in the window are the growth
+    /// of its own counter between them.
+    pub sockets: Option<Vec<InetSocket>>,
 }
 
 fn read(path: &str, skipped: &mut Vec<Skipped>) -> Option<String> {
@@ -179,6 +183,7 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
     let (softirq_cpus, rows) = read_cpu_table("/proc/softirqs", skipped);
     let (irq_cpus, irq_rows) = read_cpu_table("/proc/interrupts", skipped);
     let conntrack = read_conntrack();
+    let sockets = read_sockets(skipped);
 
     Snapshot {
         at: Instant::now(),
@@ -194,7 +199,19 @@ pub fn take(scope: &Scope, skipped: &mut Vec<Skipped>) -> Snapshot {
         softirq_cpus,
         irq_cpus,
         conntrack,
+        sockets,
     }
+}
+
+fn read_sockets(skipped: &mut Vec<Skipped>) -> Option<Vec<InetSocket>> {
+    netlink::inet_sockets()
+        .map_err(|e| {
+            skipped.push(Skipped {
+                source: "sock_diag socket dump".into(),
+                reason: e.to_string(),
+            })
+        })
+        .ok()
 }
 
 /// NET_RX softirq runs per CPU (/proc/softirqs), alone: the baseline a trace reads before

@@ -1,12 +1,15 @@
 //! The socket section: TCP states, TIME_WAIT and CLOSE_WAIT holders, listeners with their
-//! accept-queue fill, UDP sockets with data waiting, each with the owning process.
+//! accept-queue fill, UDP sockets with data waiting, and the sockets that dropped in the
+//! window, each with the owning process and what limits it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
 use super::netlink::InetSocket;
+pub use super::socket_rows::{owner_text, Listener, SocketRow, SocketWindow, UdpBacklog};
 pub use crate::model::owners::Owner;
+use crate::model::socket_limits::BufferSysctls;
 use netprobe_common::vocab::{ip_proto, TcpState};
 
 use crate::model::owners;
@@ -17,18 +20,20 @@ const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_CLOSE_WAIT: u8 = TcpState::CloseWait.raw();
 const TOP: usize = 10;
 
-/// The sockets whose owners the report names: CLOSE_WAIT holders, listeners, and UDP
-/// sockets with unread data.
-pub fn inodes_of_interest(sockets: &[InetSocket]) -> HashSet<u32> {
-    sockets
+/// The sockets whose owners the report names: CLOSE_WAIT holders, listeners, UDP sockets
+/// with unread data, and every socket that dropped in the window.
+pub fn inodes_of_interest(window: &SocketWindow) -> HashSet<u32> {
+    window
+        .after
         .iter()
         .filter(|s| {
             s.inode != 0
-                && if s.protocol == IPPROTO_TCP {
-                    s.state == TCP_CLOSE_WAIT || s.state == TCP_LISTEN
-                } else {
-                    s.recv_queue > 0
-                }
+                && (window.drops_of(s).is_some_and(|d| d > 0)
+                    || if s.protocol == IPPROTO_TCP {
+                        s.state == TCP_CLOSE_WAIT || s.state == TCP_LISTEN
+                    } else {
+                        s.recv_queue > 0
+                    })
         })
         .map(|s| s.inode)
         .collect()
@@ -63,25 +68,6 @@ pub struct OwnerCount {
     pub local_ports: Vec<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Listener {
-    pub addr: String,
-    pub port: u16,
-    /// Connections waiting in the accept queue.
-    pub accept_queue: u32,
-    /// The accept queue's limit: min(listen backlog, net.core.somaxconn).
-    pub accept_queue_max: u32,
-    pub owners: Vec<Owner>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct UdpBacklog {
-    pub addr: String,
-    pub port: u16,
-    pub recv_queue_bytes: u32,
-    pub owners: Vec<Owner>,
-}
-
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SocketReport {
     pub tcp_states: BTreeMap<String, usize>,
@@ -96,6 +82,9 @@ pub struct SocketReport {
     pub listeners: Vec<Listener>,
     /// UDP sockets with unread data, fullest first.
     pub udp_backlogs: Vec<UdpBacklog>,
+    /// TCP and UDP sockets (not listeners) whose own drop counter grew in the window, most
+    /// drops first.
+    pub overflowing_sockets: Vec<SocketRow>,
     /// False when not every process's file descriptors could be read (not root).
     pub owners_complete: bool,
 }
@@ -104,9 +93,10 @@ pub struct SocketReport {
 type CloseWaitTally = BTreeMap<(u32, String), (usize, Vec<u16>)>;
 
 pub fn summarize(
-    sockets: &[InetSocket],
+    window: &SocketWindow,
     owners: &HashMap<u32, Vec<Owner>>,
     owners_complete: bool,
+    sysctls: &BufferSysctls,
 ) -> SocketReport {
     let mut r = SocketReport {
         owners_complete,
@@ -115,16 +105,17 @@ pub fn summarize(
     let owners_of = |inode: u32| owners.get(&inode).cloned().unwrap_or_default();
     let mut tw_ports: BTreeMap<u16, usize> = BTreeMap::new();
     let mut close_wait = CloseWaitTally::new();
-    for s in sockets {
+    for s in window.after {
+        let drops = window.drops_of(s);
+        if s.state != TCP_LISTEN && drops.is_some_and(|d| d > 0) {
+            r.overflowing_sockets
+                .push(SocketRow::new(s, drops, owners_of(s.inode), sysctls));
+        }
         if s.protocol != IPPROTO_TCP {
             r.udp_total += 1;
             if s.recv_queue > 0 {
-                r.udp_backlogs.push(UdpBacklog {
-                    addr: s.local.to_string(),
-                    port: s.local_port,
-                    recv_queue_bytes: s.recv_queue,
-                    owners: owners_of(s.inode),
-                });
+                r.udp_backlogs
+                    .push(SocketRow::new(s, drops, owners_of(s.inode), sysctls));
             }
             continue;
         }
@@ -141,13 +132,9 @@ pub fn summarize(
                 r.close_wait += 1;
                 count_close_wait(&mut close_wait, s, &owners_of(s.inode));
             }
-            TCP_LISTEN => r.listeners.push(Listener {
-                addr: s.local.to_string(),
-                port: s.local_port,
-                accept_queue: s.recv_queue,
-                accept_queue_max: s.send_queue,
-                owners: owners_of(s.inode),
-            }),
+            TCP_LISTEN => r
+                .listeners
+                .push(Listener::new(s, drops, owners_of(s.inode), sysctls)),
             _ => {}
         }
     }
@@ -157,7 +144,21 @@ pub fn summarize(
     r.udp_backlogs
         .sort_by_key(|b| std::cmp::Reverse(b.recv_queue_bytes));
     r.udp_backlogs.truncate(TOP);
+    r.overflowing_sockets = most_drops_per_protocol(r.overflowing_sockets);
     r
+}
+
+/// Most drops first, TOP of each protocol: TCP sockets count every segment they discard, and
+/// many of them must not push the UDP sockets that overflow out of the list.
+fn most_drops_per_protocol(mut rows: Vec<SocketRow>) -> Vec<SocketRow> {
+    rows.sort_by_key(|row| std::cmp::Reverse(row.drops));
+    let mut kept: HashMap<&'static str, usize> = HashMap::new();
+    rows.retain(|row| {
+        let n = kept.entry(row.protocol).or_default();
+        *n += 1;
+        *n <= TOP
+    });
+    rows
 }
 
 /// A socket whose owner could not be read (not root) counts under pid 0, "unknown".
@@ -199,11 +200,14 @@ fn holders_most_first(tally: CloseWaitTally) -> Vec<OwnerCount> {
 }
 
 /// By accept-queue fill relative to its limit (per mille, a zero limit read as 1), so a
-/// small queue near full ranks above a big one half full.
+/// small queue near full ranks above a big one half full; then by drops in the window.
 fn sort_fullest_first(listeners: &mut [Listener]) {
     listeners.sort_by(|a, b| {
         let fill = |l: &Listener| l.accept_queue as u64 * 1000 / l.accept_queue_max.max(1) as u64;
-        fill(b).cmp(&fill(a)).then(a.port.cmp(&b.port))
+        fill(b)
+            .cmp(&fill(a))
+            .then(b.drops.cmp(&a.drops))
+            .then(a.port.cmp(&b.port))
     });
 }
 
@@ -223,6 +227,7 @@ mod tests {
             send_queue: wq,
             uid: 0,
             inode,
+            memory: None,
         }
     }
 
@@ -257,7 +262,12 @@ mod tests {
             ),
         ]
         .into();
-        let r = summarize(&sockets, &owners, true);
+        let r = summarize(
+            &SocketWindow::new(None, &sockets),
+            &owners,
+            true,
+            &BufferSysctls::default(),
+        );
         assert_eq!(r.tcp_total, 9);
         assert_eq!(r.udp_total, 2);
         assert_eq!(r.tcp_states["CLOSE_WAIT"], 3);
@@ -278,5 +288,20 @@ mod tests {
         assert_eq!(r.listeners[0].owners[0].comm, "nginx");
         assert_eq!(r.udp_backlogs.len(), 1);
         assert_eq!(r.udp_backlogs[0].port, 53);
+    }
+
+    #[test]
+    fn many_tcp_sockets_dropping_leave_the_udp_one_listed() {
+        let row = |protocol, drops| SocketRow {
+            protocol,
+            drops: Some(drops),
+            ..Default::default()
+        };
+        let mut rows: Vec<SocketRow> = (0..15).map(|i| row("tcp", 1000 + i)).collect();
+        rows.push(row("udp", 3));
+        let kept = most_drops_per_protocol(rows);
+        assert_eq!(kept.len(), TOP + 1);
+        assert_eq!(kept[0].drops, Some(1014), "most first");
+        assert_eq!(kept.last().map(|r| r.protocol), Some("udp"));
     }
 }

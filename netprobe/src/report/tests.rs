@@ -98,6 +98,7 @@ fn snapshot(at: Instant) -> Snapshot {
             max: 1000,
             stats: BTreeMap::new(),
         }),
+        sockets: None,
     }
 }
 
@@ -324,7 +325,7 @@ fn live_values_are_what_the_report_read() {
         port: 80,
         accept_queue: 0,
         accept_queue_max: max,
-        owners: Vec::new(),
+        ..Default::default()
     };
     let sockets = SocketReport {
         listeners: vec![listener(128), listener(511)],

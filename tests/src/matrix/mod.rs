@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 pub mod scenarios;
+mod sockets;
 
 /// The verifier's instruction limit, and the margin every program must keep below it.
 pub const VERIFIER_LIMIT: u64 = 1_000_000;
@@ -82,6 +83,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
                     .is_some_and(|e| e.contains("records no drop reasons"))),
         || format!("netprobe reasons: {reasons}"),
     );
+    sockets::check(&mut c, &results["udp_socket"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
@@ -121,10 +123,12 @@ fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
+        results["udp_socket"]["row"]["drops"],
+        results["udp_socket"]["rcvbuf_errors"],
         results["ack_loss"]["duplicates"],
         results["ack_loss"]["tcp_drops_in_server_netns"],
         results["after_fin"]["old_drops"],

@@ -38,6 +38,7 @@ pub fn run_all() -> Value {
     let mut after_fin = AfterFin::new("mxf", 67, 5005);
     after_fin.run();
     let (report_ok, report_err) = report();
+    let udp_socket = super::sockets::overflowing_udp_socket();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
     let witnessed = witness.is_some();
@@ -72,6 +73,7 @@ pub fn run_all() -> Value {
             "tail": kprobe_tail.measure(&kprobe_out, &Withheld::default()),
         },
         "report": { "ok": report_ok, "error": report_err },
+        "udp_socket": udp_socket,
         "reasons": {
             "ok": reasons_ok,
             "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),

@@ -59,6 +59,7 @@ pub(super) fn snapshot(at: Instant, counters: &[(&str, &str, i64)]) -> Snapshot 
         irq_cpus: vec![0, 1],
         irqs: Vec::new(),
         conntrack: None,
+        sockets: None,
     }
 }
 

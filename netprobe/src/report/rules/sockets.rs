@@ -1,7 +1,10 @@
 //! Socket states: TIME_WAIT pile-ups, CLOSE_WAIT leaks, full accept queues.
 
 use super::{Context, Observation};
-use crate::{fixes::Condition, report::model::Finding};
+use crate::{
+    fixes::Condition,
+    report::{model::Finding, sockets::owner_text},
+};
 use netprobe_common::vocab::{Direction, Layer};
 
 pub(super) fn tcp_timewait(cx: &Context) -> Vec<Finding> {
@@ -62,20 +65,17 @@ pub(super) fn accept_queue_full(cx: &Context) -> Vec<Finding> {
         .filter(|l| l.accept_queue_max > 0)
         .filter_map(|l| {
             let fill = l.accept_queue as f64 * 100.0 / l.accept_queue_max as f64;
-            let owner = l
-                .owners
-                .first()
-                .map(|o| format!("{} (pid {})", o.comm, o.pid))
-                .unwrap_or_else(|| "its owner".into());
+            let owner = owner_text(&l.owners);
+            let who = l.who();
             cx.judge(Observation {
                 id: "accept_queue_full",
                 layer: Layer::Socket,
                 direction: Direction::Ingress,
                 value: fill,
                 summary: format!("listener {}:{} accept queue {}/{} ({:.0}%), owned by {owner}", l.addr, l.port, l.accept_queue, l.accept_queue_max, fill),
-                evidence: evidence! {"addr" => l.addr, "port" => l.port, "accept_queue" => l.accept_queue, "accept_queue_max" => l.accept_queue_max, "owners" => l.owners, "somaxconn" => somaxconn},
+                evidence: evidence! {"addr" => l.addr, "port" => l.port, "accept_queue" => l.accept_queue, "accept_queue_max" => l.accept_queue_max, "owners" => l.owners, "somaxconn" => somaxconn, "drops" => l.drops, "limited_by" => l.limited_by},
                 explanation: "Completed connections wait for the application to accept() them; when the queue is full new handshakes are dropped (ListenOverflows).",
-                condition: Condition::AcceptQueueFull { owner: &owner, limit: l.accept_queue_max },
+                condition: Condition::AcceptQueueFull { owner: &who, limit: l.accept_queue_max },
             })
         })
         .collect()

@@ -4,7 +4,10 @@ use netprobe_common::vocab::{Direction, Layer};
 use serde_json::{json, Value};
 
 use super::{round, Context, Observation};
-use crate::{fixes::Condition, report::model::Finding};
+use crate::{
+    fixes::Condition,
+    report::{model::Finding, sockets::Listener},
+};
 
 pub(super) fn tcp_retransmits(cx: &Context) -> Vec<Finding> {
     let rep = cx.report;
@@ -85,25 +88,56 @@ pub(super) fn tcp_reordering(cx: &Context) -> Vec<Finding> {
 pub(super) fn listen_overflows(cx: &Context) -> Vec<Finding> {
     let rep = cx.report;
     let overflows = rep.counter("TcpExt", "ListenOverflows");
-    let full: Vec<Value> = rep
+    // Full now, or refused handshakes in the window (the listener's own drop counter): a
+    // queue that overflowed and drained between the samples is named too. Most drops first.
+    let mut full: Vec<&Listener> = rep
         .sockets
         .iter()
         .flat_map(|s| s.listeners.iter())
-        .filter(|l| l.accept_queue_max > 0 && l.accept_queue >= l.accept_queue_max)
-        .map(|l| json!({"port": l.port, "accept_queue": l.accept_queue, "max": l.accept_queue_max, "owners": l.owners}))
+        .filter(|l| l.overflowed())
         .collect();
+    full.sort_by_key(|l| std::cmp::Reverse(l.drops));
+    let rows: Vec<Value> = full.iter().map(|l| listener_row(l)).collect();
+    let summary = match full.first() {
+        Some(l) => format!(
+            "{:.0} connections/s dropped at full listen queues; {} refused {} in the window (accept queue {}/{}, limited by {})",
+            overflows.rate,
+            l.who(),
+            l.drops.unwrap_or(0),
+            l.accept_queue,
+            l.accept_queue_max,
+            l.limited_by.unwrap_or("unknown")
+        ),
+        None => format!("{:.0} connections/s dropped at full listen queues", overflows.rate),
+    };
     cx.judge(Observation {
         id: "listen_overflows",
         layer: Layer::Tcp,
         direction: Direction::Unknown,
         value: overflows.rate,
-        summary: format!("{:.0} connections/s dropped at full listen queues", overflows.rate),
-        evidence: evidence! {"listen_overflows_per_s" => round(overflows.rate), "listen_drops_per_s" => round(rep.counter("TcpExt", "ListenDrops").rate), "somaxconn" => rep.sysctl_number("net.core.somaxconn"), "full_listeners" => full},
+        summary,
+        evidence: evidence! {"listen_overflows_per_s" => round(overflows.rate), "listen_drops_per_s" => round(rep.counter("TcpExt", "ListenDrops").rate), "somaxconn" => rep.sysctl_number("net.core.somaxconn"), "full_listeners" => rows},
         explanation: "A listener's accept queue is full: the application does not accept() as fast as connections complete, so the kernel drops the handshake's final ACK and clients retry after a timeout.",
         condition: Condition::ListenOverflow,
     })
     .into_iter()
     .collect()
+}
+
+/// A listener as `full_listeners` lists it: the first fields as they always were, then its
+/// drops in the window and what limits it.
+fn listener_row(l: &Listener) -> Value {
+    json!({
+        "port": l.port,
+        "accept_queue": l.accept_queue,
+        "max": l.accept_queue_max,
+        "owners": l.owners,
+        "addr": l.addr,
+        "drops": l.drops,
+        "drops_total": l.drops_total,
+        "limited_by": l.limited_by,
+        "somaxconn": l.somaxconn,
+    })
 }
 
 pub(super) fn tcp_rcvbuf_pruned(cx: &Context) -> Vec<Finding> {

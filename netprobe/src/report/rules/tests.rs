@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::json;
+
 use super::*;
 use crate::report::{
     ethtool::Rings,
@@ -11,7 +13,7 @@ use crate::report::{
         QdiscReport, Severity,
     },
     netlink::Qdisc,
-    sockets::{Listener, Owner, OwnerCount, SocketReport},
+    sockets::{Listener, Owner, OwnerCount, SocketReport, SocketRow},
     sysfs::InterfaceInfo,
 };
 
@@ -123,6 +125,7 @@ fn listener(queue: u32, max: u32) -> Listener {
             pid: 12,
             comm: "nginx".into(),
         }],
+        ..Default::default()
     }
 }
 
@@ -369,9 +372,111 @@ fn a_filling_accept_queue_is_not_yet_a_listen_overflow() {
     assert_eq!(fired(&r), vec!["accept_queue_full"]);
     let f = the(&r, "accept_queue_full");
     assert_eq!(f.severity, Severity::Warning);
+    // Its listen() backlog (10) is the limit, not somaxconn (4096): no sysctl to raise.
     assert_eq!(
         f.fix,
-        "nginx (pid 12) must accept() faster; raise its listen() backlog (limit 10) and sysctl -w net.core.somaxconn=8192"
+        "nginx (pid 12) on 0.0.0.0:8080 must accept() faster, or pass a larger backlog to listen() (e.g. 128): its listen() backlog 10 is the limit, not net.core.somaxconn (4096)"
+    );
+    assert!(!f.fix.contains("sysctl"), "{}", f.fix);
+}
+
+/// The listener: its queue drained between the samples, but its own drop counter
+/// grew; it is named with its limit, and both findings give the one fix for it.
+#[test]
+fn a_listener_that_dropped_in_the_window_is_named_with_its_backlog() {
+    let mut r = quiet();
+    set_protocol(&mut r, "TcpExt", "ListenOverflows", 5.0);
+    let mut dropping = listener(0, 4);
+    (dropping.drops, dropping.limited_by) = (Some(35), Some("listen_backlog"));
+    r.sockets.as_mut().unwrap().listeners = vec![listener(0, 128), dropping];
+    assert_eq!(fired(&r), vec!["listen_overflows"]);
+    let f = the(&r, "listen_overflows");
+    let full = f.evidence["full_listeners"].as_array().unwrap();
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!(
+        (&full[0]["max"], &full[0]["drops"], &full[0]["limited_by"]),
+        (&json!(4), &json!(35), &json!("listen_backlog"))
+    );
+    assert!(
+        f.fix
+            .starts_with("nginx (pid 12) on 0.0.0.0:8080 must accept() faster")
+            && f.fix.contains("its listen() backlog 4 is the limit"),
+        "{}",
+        f.fix
+    );
+    assert!(!f.fix.contains("somaxconn="), "{}", f.fix);
+}
+
+fn udp_row(rcvbuf: u32, drops: u64, limited_by: &'static str, limit: u64) -> SocketRow {
+    SocketRow {
+        protocol: "udp",
+        addr: "198.18.0.2".into(),
+        port: 7002,
+        rcvbuf: Some(rcvbuf),
+        drops: Some(drops),
+        limited_by: Some(limited_by),
+        limit: Some(limit),
+        owners: vec![Owner {
+            pid: 42,
+            comm: "np-holder".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// The UDP socket: SO_RCVBUF 1024 (rb2304) under a 4 MiB rmem_max. The fix names the
+/// application's SO_RCVBUF; "raise rmem_max" would change nothing.
+#[test]
+fn a_tiny_so_rcvbuf_gets_the_applications_fix_not_rmem_max() {
+    let mut r = quiet();
+    r.sysctls
+        .insert("net.core.rmem_max".into(), "4194304".into());
+    r.sysctls
+        .insert("net.core.rmem_default".into(), "212992".into());
+    set_protocol(&mut r, "Udp", "RcvbufErrors", 300.0);
+    r.sockets.as_mut().unwrap().overflowing_sockets = vec![udp_row(2304, 300, "so_rcvbuf", 1152)];
+    let f = the(&r, "udp_rcvbuf_errors");
+    let row = &f.evidence["fullest_sockets"][0];
+    assert_eq!(
+        (&row["rcvbuf"], &row["drops"], &row["owners"][0]["pid"]),
+        (&json!(2304), &json!(300), &json!(42))
+    );
+    assert_eq!(
+        f.fix,
+        "udp 198.18.0.2:7002 of np-holder (pid 42) sets SO_RCVBUF 1152 (rcvbuf 2304, 300 drops in the window): have it set SO_RCVBUF 212992 (net.core.rmem_max 4194304 allows it; it is not the limit), or read faster"
+    );
+    assert!(!f.fix.contains("sysctl"), "{}", f.fix);
+    assert!(f.summary.contains("np-holder (pid 42)"), "{}", f.summary);
+}
+
+/// A TCP socket's drop counter counts every segment TCP discards: however many, it is not the
+/// socket the UDP receive-buffer fix is about.
+#[test]
+fn the_receive_buffer_fix_is_about_the_udp_socket() {
+    let mut r = quiet();
+    set_protocol(&mut r, "Udp", "RcvbufErrors", 300.0);
+    let tcp = SocketRow {
+        protocol: "tcp",
+        port: 443,
+        ..udp_row(131_072, 5000, "reader", 6_291_456)
+    };
+    r.sockets.as_mut().unwrap().overflowing_sockets =
+        vec![tcp, udp_row(2304, 300, "so_rcvbuf", 1152)];
+    let f = the(&r, "udp_rcvbuf_errors");
+    assert!(f.fix.starts_with("udp 198.18.0.2:7002 "), "{}", f.fix);
+    assert_eq!(f.evidence["fullest_sockets"].as_array().unwrap().len(), 1);
+}
+
+/// Only a buffer already at the cap gets "raise rmem_max".
+#[test]
+fn a_buffer_at_rmem_max_gets_rmem_max() {
+    let mut r = quiet();
+    set_protocol(&mut r, "Udp", "RcvbufErrors", 300.0);
+    r.sockets.as_mut().unwrap().overflowing_sockets =
+        vec![udp_row(2 * 212_992, 300, "rmem_max", 212_992)];
+    assert_eq!(
+        the(&r, "udp_rcvbuf_errors").fix,
+        "sysctl -w net.core.rmem_max=851968 and have udp 198.18.0.2:7002 of np-holder (pid 42) set SO_RCVBUF (or read faster)"
     );
 }
 
@@ -445,7 +550,8 @@ fn one_report_proposes_one_value_per_knob() {
     r.cpus[1].dropped_rate = 15.0;
     r.cpus[0].time_squeeze_rate = 50.0;
     set_protocol(&mut r, "TcpExt", "ListenOverflows", 5.0);
-    r.sockets.as_mut().unwrap().listeners = vec![listener(10, 10)];
+    // At somaxconn: both listener findings then turn that one knob.
+    r.sockets.as_mut().unwrap().listeners = vec![listener(4096, 4096)];
     let ct = r.conntrack.as_mut().unwrap();
     ct.usage_pct = 95.0;
     ct.stats.insert("drop".into(), rate(5.0));

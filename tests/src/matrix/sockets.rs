@@ -1,0 +1,73 @@
+//! The socket rows on every kernel: a UDP socket this process holds with SO_RCVBUF 1024, never
+//! read, flooded from the peer namespace. `netprobe report`, run inside the namespace, must name
+//! it from its own drop counter (sock_diag's SK_MEMINFO): the same count as the namespace's
+//! `Udp RcvbufErrors`, with the application's SO_RCVBUF as the limit and the fix.
+
+use std::{net::UdpSocket, os::fd::AsRawFd};
+
+use serde_json::{json, Value};
+
+use super::Checks;
+use crate::{findings, report_in, send_udp, Link};
+
+/// What the guest measures; judged by [`check`] on the host.
+pub fn overflowing_udp_socket() -> Value {
+    let link = Link::new("mxu", 69);
+    let sink = link.b_port(7020);
+    let socket = link.b.run(move || {
+        let socket = UdpSocket::bind(sink).expect("bind");
+        let size: libc::c_int = 1024;
+        // SAFETY: setsockopt on a descriptor this thread owns, with a c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const _,
+                std::mem::size_of::<libc::c_int>() as _,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        socket
+    });
+    let before = link.b.snmp("Udp", "RcvbufErrors");
+    let ns = link.a.shared();
+    let (report, sent) = report_in(&link.b, "1", move || send_udp(&ns, sink, &[0u8; 256], 500));
+    let rcvbuf_errors = link.b.snmp("Udp", "RcvbufErrors") - before;
+    drop(socket);
+    let row = report["sockets"]["overflowing_sockets"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["port"] == 7020))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let fix = findings(&report, "udp_rcvbuf_errors")
+        .first()
+        .map(|f| f["fix"].clone())
+        .unwrap_or(Value::Null);
+    json!({
+        "sent": sent,
+        "rcvbuf_errors": rcvbuf_errors,
+        "pid": std::process::id(),
+        "row": row,
+        "fix": fix,
+    })
+}
+
+/// The socket is named, owned by the process that holds it, its drops are the namespace's
+/// RcvbufErrors (all sent inside the report's window), and the fix names SO_RCVBUF.
+pub(super) fn check(c: &mut Checks, v: &Value) {
+    let row = &v["row"];
+    c.that(
+        v["rcvbuf_errors"].as_u64().is_some_and(|e| e > 0)
+            && row["drops"] == v["rcvbuf_errors"]
+            && row["limited_by"] == "so_rcvbuf"
+            && row["owners"][0]["pid"] == v["pid"],
+        || format!("the overflowing UDP socket's row: {v}"),
+    );
+    c.that(
+        v["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("sets SO_RCVBUF") && !f.contains("rmem_max=")),
+        || format!("the overflowing UDP socket's fix: {}", v["fix"]),
+    );
+}
