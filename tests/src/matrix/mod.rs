@@ -123,7 +123,7 @@ fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={}, OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
@@ -137,6 +137,7 @@ fn summary_line(results: &Value, verifier: &str) -> String {
         results["backlog"]["softnet_dropped"],
         l["sender"]["segs"],
         l["sender"]["counters"]["RetransSegs"],
+        l["sender"]["dsacked"],
         l["receiver"]["out_of_order"],
         l["receiver"]["duplicate"],
         l["drops"]["netfilter_ingress"],
@@ -191,6 +192,14 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
                 expect.drop_reasons
             )
         },
+    );
+    // Spurious retransmits are told from loss by the socket's D-SACK counter on every kernel.
+    let retransmit_detail = find("tcp:tcp_retransmit_skb")
+        .map(|h| h["detail"].to_string())
+        .unwrap_or_default();
+    c.that(
+        retransmit_detail.contains("spurious retransmits from the socket's tcp_sock.dsack_dups"),
+        || format!("tcp_retransmit_skb reads no dsack_dups: {retransmit_detail}"),
     );
     match find("sock:inet_sock_set_state") {
         Some(h) => {

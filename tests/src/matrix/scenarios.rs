@@ -148,6 +148,7 @@ fn retransmits_of(out: &TraceOutput, link: &Link, host: u8, withheld: &Withheld)
             f["segs"].as_u64().unwrap_or(0) + failed(f)["segs"].as_u64().unwrap_or(0)
         }),
         "failed": sum(&flows, |f| f["failed"].as_u64().unwrap_or(0)),
+        "dsacked": sum(&flows, |f| f["dsacked_segs"].as_u64().unwrap_or(0)),
         "kinds": {
             "fast": kind("fast"), "rto": kind("rto"), "tlp": kind("tlp"), "syn": kind("syn"),
             "synack": kind("synack"), "other": kind("other"),
