@@ -184,7 +184,7 @@ fn transfer_with(
         let mut writes = 0usize;
         while sent < bytes {
             if let SenderCpu::Alternating = sender_cpu {
-                if writes % 4 == 0 {
+                if writes.is_multiple_of(4) {
                     pin_to_cpu((writes / 4) % 2);
                 }
             }
