@@ -499,12 +499,14 @@ fn check_sender_bundle(sender_bundle: &Value, receiver: &Netns) {
         "{outbound}"
     );
     assert!(
-        outbound["summary"].as_str().unwrap().contains(&format!(
-            "its segments were dropped by the netfilter layer (NETFILTER_DROP, "
-        )) && outbound["summary"]
+        outbound["summary"]
             .as_str()
             .unwrap()
-            .contains(&format!("on the way in, in netns {}", receiver.inode())),
+            .contains("its segments were dropped by the netfilter layer (NETFILTER_DROP, ")
+            && outbound["summary"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("on the way in, in netns {}", receiver.inode())),
         "{outbound}"
     );
     let retrans_row = reconciliation_row(sender_bundle, "Tcp RetransSegs");
