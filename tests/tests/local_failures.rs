@@ -154,13 +154,13 @@ fn retransmits_refused_by_the_senders_own_firewall_reconcile_exactly() {
         check_failure_rows(bundle, &link.a, before, withheld);
     let outcomes = check_outcomes(&out, seen_segs, "netfilter", -1);
     // The data the retransmits recover was lost at the receiver's input, not in this OUTPUT
-    // chain (what it refuses is sent again as new data): the outbound finding says so.
+    // chain (what it refuses is sent again as new data): the outbound finding links the
+    // retransmits to the receiver's drops and never to this namespace's own.
     let outbound = check_finding(bundle, "netfilter", "nft list ruleset");
+    let summary = outbound["summary"].as_str().unwrap();
     assert!(
-        outbound["summary"]
-            .as_str()
-            .unwrap()
-            .contains("not dropped in this namespace on the way out"),
+        summary.contains(&format!("on the way in, in netns {}", link.b.inode()))
+            && !summary.contains("on the way out"),
         "{outbound}"
     );
     eprintln!(
