@@ -6,7 +6,9 @@
 use netprobe_common::vocab::{Direction, Layer, Severity};
 use serde_json::json;
 
-use super::{cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace};
+use super::{
+    bracketed, cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace,
+};
 use crate::{findings::Finding, fixes::Condition, model::flow::Flow};
 
 pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
@@ -62,11 +64,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         flows: ns.printed(&inbound, |f: &Flow| f.reversed()),
         summary: format!(
             "packets on their way into {here} are lost: {holes} holes opened and {fills} re-sent segments filled them; {where_}{}",
-            if causes.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", causes.join("; "))
-            }
+            bracketed(&causes)
         ),
         evidence: json!({
             "events": {"fills_hole": fills, "holes": holes, "dropped_here_ingress": dropped_here, "causes": causes},

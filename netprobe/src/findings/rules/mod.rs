@@ -175,6 +175,15 @@ fn cause_lines<'a>(
         .collect()
 }
 
+/// A summary's tail naming the causes: " [line; line]", or nothing.
+fn bracketed(causes: &[String]) -> String {
+    if causes.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", causes.join("; "))
+    }
+}
+
 /// One group of TCP drops: its key, how many were TCP segments in the namespace, the group.
 type TcpDrops<'a> = (&'a DropKey, u64, &'a DropGroup);
 

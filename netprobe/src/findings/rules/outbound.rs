@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use netprobe_common::vocab::{Direction, Layer, RetransmitKind, Severity};
 use serde_json::json;
 
-use super::{cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace};
+use super::{
+    bracketed, cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace,
+};
 use crate::{
     findings::{rows::FlowLoss, Finding},
     fixes::Condition,
@@ -118,11 +120,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            if causes.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", causes.join("; "))
-            }
+            bracketed(&causes)
         ),
         evidence: json!({
             "events": {"retransmits_by_kind": kinds, "causes": causes},

@@ -125,17 +125,7 @@ fn drops_of_the_flow_outweigh_dsacks() {
     };
     let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
     let mut drops = DropTally::default();
-    drops.add(&in_netns(
-        99,
-        ingress_drop(
-            ("198.18.0.1", 40000),
-            ("198.18.0.2", 5001),
-            "NETFILTER_DROP",
-            Layer::Netfilter,
-            1,
-            "tcp",
-        ),
-    ));
+    drops.add(&dropped_at_the_peers_input());
     let bundle = one_second(&window, &drops);
     assert!(!ids(&bundle).contains(&"reordering"), "{:?}", ids(&bundle));
     let f = finding(&bundle, "outbound_loss");
@@ -166,17 +156,7 @@ fn retransmits_are_linked_to_the_drops_of_their_flow() {
     let window = window_of(&totals, &DropReasons::default(), &SoftnetDeltas::new());
     let mut drops = DropTally::default();
     for _ in 0..4 {
-        drops.add(&in_netns(
-            99,
-            ingress_drop(
-                ("198.18.0.1", 40000),
-                ("198.18.0.2", 5001),
-                "NETFILTER_DROP",
-                Layer::Netfilter,
-                1,
-                "tcp",
-            ),
-        ));
+        drops.add(&dropped_at_the_peers_input());
     }
     drops.add(&ingress_drop(
         ("198.18.0.2", 5001),
@@ -206,11 +186,19 @@ fn retransmits_are_linked_to_the_drops_of_their_flow() {
     assert_eq!((row.drops[0].packets, row.drops[0].netns), ("sent", 99));
 }
 
-/// A drop moved to another namespace, as the peer's kernel would have seen it.
-fn in_netns(netns: u32, mut drop: Drop) -> Drop {
-    drop.netns = netns;
+/// One of the flow's segments dropped by the peer's INPUT chain, in the peer's namespace 99.
+fn dropped_at_the_peers_input() -> Drop {
+    let mut drop = ingress_drop(
+        ("198.18.0.1", 40000),
+        ("198.18.0.2", 5001),
+        "NETFILTER_DROP",
+        Layer::Netfilter,
+        1,
+        "tcp",
+    );
+    drop.netns = 99;
     if let Some(flow) = drop.flow.as_mut() {
-        flow.netns = netns;
+        flow.netns = 99;
     }
     drop
 }
