@@ -1,7 +1,41 @@
 //! Userspace hot path: decode a ring-buffer record and render it as an NDJSON line.
-//! Plain timing loop (no external harness); prints ns per event for each event kind.
+//! Plain timing loop (no external harness); prints ns per event for each event kind, and the
+//! heap allocations per event (a counting allocator wraps the system one).
 
-use std::{hint::black_box, time::Instant};
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    hint::black_box,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+/// The system allocator, counting allocations.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `realloc`, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 use netprobe::{
     kernel::{btf::DropReasons, kallsyms::Symbolizer},
@@ -29,25 +63,31 @@ fn measure(
         let e = model.build(&Event::try_from(black_box(record)).unwrap());
         black_box(renderer.json_line(&e, Some(owner)));
     }
+    // As the trace writes NDJSON: straight into its (reused) output buffer.
+    let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
+    let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     let start = Instant::now();
     let mut bytes = 0usize;
     for _ in 0..ITERATIONS {
         let e = model.build(&Event::try_from(black_box(record)).unwrap());
-        let line = if json {
-            renderer.json_line(&e, Some(owner))
+        if json {
+            out.clear();
+            renderer.write_json(&mut out, &e, Some(owner)).unwrap();
+            bytes += out.len();
         } else {
-            renderer.text_line(&e, Some(owner))
-        };
-        bytes += line.len();
+            bytes += renderer.text_line(&e, Some(owner)).len();
+        }
     }
     let ns = start.elapsed().as_nanos() as f64 / ITERATIONS as f64;
+    let allocations =
+        (ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as f64 / ITERATIONS as f64;
     let decode_start = Instant::now();
     for _ in 0..ITERATIONS {
         black_box(Event::try_from(black_box(record)).unwrap());
     }
     let decode_ns = decode_start.elapsed().as_nanos() as f64 / ITERATIONS as f64;
     println!(
-        "{name:<22} decode {decode_ns:>6.1} ns   decode+render {ns:>7.1} ns/event   ({:.0} B/line)",
+        "{name:<22} decode {decode_ns:>6.1} ns   decode+render {ns:>7.1} ns/event   ({:.0} B/line, {allocations:.1} allocations/event)",
         bytes as f64 / ITERATIONS as f64
     );
 }

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use netprobe_common::{
-    decode::{nul_terminated, Event},
+    decode::Event,
     vocab::{Direction, Layer, ReceiveClass, RetransmitKind, RetransmitOutcome, TcpState, Trigger},
     DropEvent, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
     DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, RX_HAD_OOO,
@@ -51,7 +51,38 @@ pub struct Retransmit {
 pub struct Device {
     pub ifindex: u32,
     /// Empty names (a device that went away) are absent.
-    pub name: Option<String>,
+    pub name: Option<IfName>,
+}
+
+/// An interface name as the kernel keeps it (at most `IFNAMSIZ` − 1 bytes), held inline: a
+/// drop event names its device without allocating.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IfName {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl IfName {
+    /// The name in a kernel `char[16]`, up to its first NUL; `None` when empty or not UTF-8.
+    pub fn from_kernel(raw: &[u8; 16]) -> Option<Self> {
+        let len = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+        std::str::from_utf8(&raw[..len]).ok()?;
+        (len > 0).then_some(Self {
+            bytes: *raw,
+            len: len as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 when made.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for IfName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// One packet dropped, classified.
@@ -233,7 +264,7 @@ impl EventModel {
             ethertype: e.protocol,
             device: has_dev.then(|| Device {
                 ifindex: e.ifindex,
-                name: Some(nul_terminated(&e.ifname)).filter(|n| !n.is_empty()),
+                name: IfName::from_kernel(&e.ifname),
             }),
             socket_state: has_socket.then_some(e.sk_state),
             sock_ino: e.sock_ino,

@@ -99,19 +99,22 @@ impl OwnerCache {
         }
     }
 
-    pub fn lookup(&mut self, inode: u64) -> Option<Owner> {
-        if inode == 0 {
+    pub fn lookup(&mut self, inode: u64) -> Option<&Owner> {
+        if inode == 0 || (!self.known.contains_key(&inode) && !self.rescan_finds(inode)) {
             return None;
         }
-        if let Some(known) = self.known.get(&inode) {
-            return Some(known.clone());
-        }
+        self.known.get(&inode)
+    }
+
+    /// Scans /proc again for an inode not known yet, unless it was missed recently or a scan
+    /// ran moments ago; whether it is known now.
+    fn rescan_finds(&mut self, inode: u64) -> bool {
         let recently_missed = self
             .unknown
             .get(&inode)
             .is_some_and(|t| t.elapsed() < MISS_TTL);
         if recently_missed || self.last_scan.is_some_and(|t| t.elapsed() < MIN_RESCAN) {
-            return None;
+            return false;
         }
         let now = Instant::now();
         self.last_scan = Some(now);
@@ -123,12 +126,10 @@ impl OwnerCache {
             }
         }
         self.unknown.retain(|_, t| t.elapsed() < MISS_TTL);
-        match self.known.get(&inode) {
-            Some(owner) => Some(owner.clone()),
-            None => {
-                self.unknown.insert(inode, now);
-                None
-            }
+        let found = self.known.contains_key(&inode);
+        if !found {
+            self.unknown.insert(inode, now);
         }
+        found
     }
 }

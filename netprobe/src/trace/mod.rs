@@ -305,7 +305,7 @@ impl<'a> Session<'a> {
                 kernel_skipped: self.probe.recursion_misses(),
                 duplicates_after_fin: self.tally.late_duplicates.values().sum(),
             },
-            &mut |inode| owners.lookup(inode),
+            &mut |inode| owners.lookup(inode).cloned(),
         );
         Ok((window, now))
     }
@@ -366,12 +366,13 @@ impl<'a> Session<'a> {
                 continue;
             }
             let owner = self.owners.lookup(event.sock_ino());
-            let line = if self.args.json {
-                self.renderer.json_line(&event, owner.as_ref())
+            let written = if self.args.json {
+                self.renderer.write_json(&mut self.out, &event, owner)
             } else {
-                self.renderer.text_line(&event, owner.as_ref())
+                let line = self.renderer.text_line(&event, owner);
+                writeln!(self.out, "{line}")
             };
-            if writeln!(self.out, "{line}").is_err() {
+            if written.is_err() {
                 self.output_closed = true;
             }
         }

@@ -1,7 +1,12 @@
 //! What `netprobe trace` streams: NDJSON objects (serde types built from the typed events of
 //! `model::event`, never the model itself) and one-line text renderings for people.
 
-use std::cell::RefCell;
+use std::{
+    borrow::Cow,
+    cell::RefCell,
+    io::{self, Write},
+    net::IpAddr,
+};
 
 use netprobe_common::vocab::{ip_proto, RetransmitOutcome, TcpState};
 use serde::Serialize;
@@ -9,7 +14,7 @@ use serde::Serialize;
 use crate::{
     kernel::loader::HookStatus,
     model::{
-        event::{Drop, NetEvent, Receive, Retransmit},
+        event::{Drop, IfName, NetEvent, Receive, Retransmit},
         owners::Owner,
     },
 };
@@ -30,9 +35,9 @@ pub struct RetransmitJson<'a> {
     pub cpu: u32,
     pub netns: u32,
     pub family: &'static str,
-    pub saddr: String,
+    pub saddr: IpAddr,
     pub sport: u16,
-    pub daddr: String,
+    pub daddr: IpAddr,
     pub dport: u16,
     pub state: &'static str,
     /// `rto`, `fast`, `tlp`, `syn`, `synack` or `other`.
@@ -49,8 +54,10 @@ pub struct RetransmitJson<'a> {
     pub bytes: u32,
     pub seq: u32,
     /// The process that owns the socket (not the task on the CPU), when it can be named.
-    #[serde(flatten)]
-    pub owner: Option<&'a Owner>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -63,9 +70,9 @@ pub struct DropJson<'a> {
     pub netns: u32,
     /// `null` when the packet carried no parsable IP header.
     pub family: Option<&'static str>,
-    pub saddr: Option<String>,
+    pub saddr: Option<IpAddr>,
     pub sport: Option<u16>,
-    pub daddr: Option<String>,
+    pub daddr: Option<IpAddr>,
     pub dport: Option<u16>,
     pub reason: &'a str,
     pub reason_code: u32,
@@ -75,10 +82,10 @@ pub struct DropJson<'a> {
     pub layer: &'static str,
     pub location: &'a str,
     /// Ethertype: `ipv4`, `ipv6`, `arp` or `0x....`.
-    pub protocol: String,
+    pub protocol: Cow<'static, str>,
     /// IP protocol (`tcp`, `udp`, `icmp`, … or the number) when the IP header was parsed;
     /// `null` otherwise (ARP, vsock…): the key is in every drop, as the contract lists it.
-    pub ip_proto: Option<String>,
+    pub ip_proto: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ifname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,8 +99,10 @@ pub struct DropJson<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub old_sequence: bool,
     /// The process that owns that socket, when it can be named.
-    #[serde(flatten)]
-    pub owner: Option<&'a Owner>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<&'a str>,
 }
 
 /// `{"type":"peer_retransmit"}` or `{"type":"ooo"}`: a data segment out of sequence on an
@@ -107,10 +116,10 @@ pub struct ReceiveJson<'a> {
     pub netns: u32,
     pub family: &'static str,
     /// The receiving socket's end.
-    pub saddr: String,
+    pub saddr: IpAddr,
     pub sport: u16,
     /// The peer that sent the segment.
-    pub daddr: String,
+    pub daddr: IpAddr,
     pub dport: u16,
     /// `duplicate`, `fills_hole` (peer_retransmit) or `opens_hole` (ooo).
     pub class: &'static str,
@@ -131,8 +140,10 @@ pub struct ReceiveJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hole_bytes: Option<u32>,
     /// The process that owns the receiving socket (`pid`, `comm`), when it can be named.
-    #[serde(flatten)]
-    pub owner: Option<&'a Owner>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<&'a str>,
 }
 
 impl<'a> RetransmitJson<'a> {
@@ -143,9 +154,9 @@ impl<'a> RetransmitJson<'a> {
             cpu: e.at.cpu,
             netns: e.flow.netns,
             family: e.family.map(|f| f.name()).unwrap_or("unknown"),
-            saddr: e.flow.src.addr.to_string(),
+            saddr: e.flow.src.addr,
             sport: e.flow.src.port.unwrap_or(0),
-            daddr: e.flow.dst.addr.to_string(),
+            daddr: e.flow.dst.addr,
             dport: e.flow.dst.port.unwrap_or(0),
             state: e.state.map(TcpState::name).unwrap_or("UNKNOWN"),
             retransmit_kind: e.kind.name(),
@@ -155,7 +166,8 @@ impl<'a> RetransmitJson<'a> {
             segs: e.segs,
             bytes: e.bytes,
             seq: e.seq,
-            owner,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.as_str()),
         }
     }
 }
@@ -168,9 +180,9 @@ impl<'a> DropJson<'a> {
             cpu: e.at.cpu,
             netns: e.netns,
             family: e.flow.map(|f| f.family().name()),
-            saddr: e.flow.map(|f| f.src.addr.to_string()),
+            saddr: e.flow.map(|f| f.src.addr),
             sport: e.flow.and_then(|f| f.src.port),
-            daddr: e.flow.map(|f| f.dst.addr.to_string()),
+            daddr: e.flow.map(|f| f.dst.addr),
             dport: e.flow.and_then(|f| f.dst.port),
             reason: &e.reason,
             reason_code: e.reason_code,
@@ -179,11 +191,15 @@ impl<'a> DropJson<'a> {
             location: &e.location,
             protocol: ethertype(e.ethertype),
             ip_proto: e.ip_proto.map(ip_proto_name),
-            ifname: e.device.as_ref().and_then(|d| d.name.as_deref()),
+            ifname: e
+                .device
+                .as_ref()
+                .and_then(|d| d.name.as_ref().map(IfName::as_str)),
             ifindex: e.device.as_ref().map(|d| d.ifindex),
             state: e.socket_state.map(TcpState::name_of),
             old_sequence: e.old_sequence,
-            owner,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.as_str()),
         }
     }
 }
@@ -200,9 +216,9 @@ impl<'a> ReceiveJson<'a> {
             cpu: e.at.cpu,
             netns: e.flow.netns,
             family: e.family.map(|f| f.name()).unwrap_or("unknown"),
-            saddr: e.flow.src.addr.to_string(),
+            saddr: e.flow.src.addr,
             sport: e.flow.src.port.unwrap_or(0),
-            daddr: e.flow.dst.addr.to_string(),
+            daddr: e.flow.dst.addr,
             dport: e.flow.dst.port.unwrap_or(0),
             class: e.class.map(|c| c.name()).unwrap_or("other"),
             partial: e.class == Some(netprobe_common::vocab::ReceiveClass::DuplicatePartial),
@@ -212,25 +228,26 @@ impl<'a> ReceiveJson<'a> {
             ooo_end: e.ooo_end,
             old_bytes: e.old_bytes(),
             hole_bytes: e.hole_bytes(),
-            owner,
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.as_str()),
         }
     }
 }
 
-pub fn ethertype(protocol: u16) -> String {
+pub fn ethertype(protocol: u16) -> Cow<'static, str> {
     match protocol {
         0x0800 => "ipv4".into(),
         0x86dd => "ipv6".into(),
         0x0806 => "arp".into(),
-        other => format!("{other:#06x}"),
+        other => format!("{other:#06x}").into(),
     }
 }
 
 /// The protocol's name, or its number for the ones netprobe does not name.
-pub fn ip_proto_name(proto: u8) -> String {
+pub fn ip_proto_name(proto: u8) -> Cow<'static, str> {
     ip_proto::name(proto)
-        .map(str::to_string)
-        .unwrap_or_else(|| proto.to_string())
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|| proto.to_string().into())
 }
 
 /// `sent`, or `failed <error> (<outcome>)`.
@@ -278,12 +295,31 @@ impl Renderer {
 
     /// `owner`: the process owning the event's socket, when known.
     pub fn json_line(&self, event: &NetEvent, owner: Option<&Owner>) -> String {
-        let value = match event {
-            NetEvent::Retransmit(e) => serde_json::to_string(&RetransmitJson::new(e, owner)),
-            NetEvent::Drop(e) => serde_json::to_string(&DropJson::new(e, owner)),
-            NetEvent::Receive(e) => serde_json::to_string(&ReceiveJson::new(e, owner)),
-        };
-        value.expect("event JSON serializes")
+        let mut line = Vec::new();
+        self.write_json(&mut line, event, owner)
+            .expect("writing to memory never fails");
+        line.pop();
+        String::from_utf8(line).expect("serde_json writes UTF-8")
+    }
+
+    /// The event's NDJSON line, newline included, written straight to `out`: no line is built
+    /// in memory, and addresses and names are written from where they are (no allocation per
+    /// event in the common case).
+    pub fn write_json(
+        &self,
+        out: &mut impl Write,
+        event: &NetEvent,
+        owner: Option<&Owner>,
+    ) -> io::Result<()> {
+        match event {
+            NetEvent::Retransmit(e) => {
+                serde_json::to_writer(&mut *out, &RetransmitJson::new(e, owner))
+            }
+            NetEvent::Drop(e) => serde_json::to_writer(&mut *out, &DropJson::new(e, owner)),
+            NetEvent::Receive(e) => serde_json::to_writer(&mut *out, &ReceiveJson::new(e, owner)),
+        }
+        .map_err(io::Error::from)?;
+        out.write_all(b"\n")
     }
 
     pub fn text_line(&self, event: &NetEvent, owner: Option<&Owner>) -> String {
@@ -336,12 +372,12 @@ impl Renderer {
     fn drop_text(&self, e: &Drop) -> String {
         let what = match (e.ip_proto, e.flow) {
             (Some(p), Some(flow)) => format!("{} {flow}", ip_proto_name(p)),
-            _ => ethertype(e.ethertype),
+            _ => ethertype(e.ethertype).into_owned(),
         };
         let dev = e
             .device
             .as_ref()
-            .and_then(|d| d.name.as_deref())
+            .and_then(|d| d.name.as_ref().map(IfName::as_str))
             .map(|d| format!(" dev={d}"))
             .unwrap_or_default();
         format!(
