@@ -433,8 +433,15 @@ pub struct RetransmitTotals {
     pub failed_kinds: [u32; 8],
     /// Failed-after-counted attempts by `vocab::EgressFailure` (netfilter, qdisc, …).
     pub failed_causes: [u32; 4],
+    /// Handshakes of this flow that completed after it retransmitted a SYN or SYN-ACK: the
+    /// socket went SYN_SENT → ESTABLISHED (client) or SYN_RECV → ESTABLISHED (the server's
+    /// child). Written by the socket-state program into the flow's existing entry.
+    pub handshakes_completed: u32,
+    /// Handshakes of this flow that failed after it retransmitted: SYN_SENT (or SYN_RECV) →
+    /// CLOSE (timed out, refused, or given up by its owner).
+    pub handshakes_failed: u32,
 }
-assert_layout!(RetransmitTotals, size 264, {
+assert_layout!(RetransmitTotals, size 272, {
     sent: 0,
     segs: 8,
     bytes: 16,
@@ -452,6 +459,8 @@ assert_layout!(RetransmitTotals, size 264, {
     timer_segs: 184,
     failed_kinds: 216,
     failed_causes: 248,
+    handshakes_completed: 264,
+    handshakes_failed: 268,
 });
 
 /// Per-CPU NET_RX softirq totals (runs that began and ended while attached).

@@ -137,12 +137,13 @@ impl Inputs<'_> {
 
 pub fn build(inputs: Inputs) -> FindingsJson {
     let reconciliation = reconcile::reconcile(&inputs);
-    let losses = rows::flow_losses(inputs.window, inputs.top);
+    let all_losses = rows::flow_losses(inputs.window, usize::MAX);
+    let losses: Vec<_> = all_losses.iter().take(inputs.top).cloned().collect();
     let flows = losses.iter().map(FlowRow::from).collect();
     let steering = steering::steering(&inputs.report);
     let cpus = rows::cpu_rows(&inputs, &steering);
     let live = LiveValues::from(&inputs.report);
-    let mut findings = rules::event_findings(&inputs, &live, &losses, &steering);
+    let mut findings = rules::event_findings(&inputs, &live, &losses, &all_losses, &steering);
     findings.extend(counter_findings(&inputs));
     // Critical first; otherwise in the rules' order.
     findings.sort_by_key(|f| f.severity != Severity::Critical);

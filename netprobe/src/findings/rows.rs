@@ -10,7 +10,7 @@ use crate::model::{
     cpuset::CpuSet,
     flow::Flow,
     owners::Owner,
-    window::{FailedAttempts, Window},
+    window::{FailedAttempts, HandshakeEnd, Handshakes, Window},
 };
 
 /// A flow's loss as this host saw it: what it re-sent, and what its peer re-sent.
@@ -26,6 +26,8 @@ pub struct FlowLoss {
     pub peer_duplicate: u64,
     pub peer_fills_hole: u64,
     pub holes: u64,
+    /// How its handshakes ended, when it retransmitted a SYN or SYN-ACK.
+    pub handshakes: Handshakes,
 }
 
 impl FlowLoss {
@@ -39,7 +41,27 @@ impl FlowLoss {
             peer_duplicate: 0,
             peer_fills_hole: 0,
             holes: 0,
+            handshakes: Handshakes::default(),
         }
+    }
+
+    /// SYNs sent again, as TCPSynRetrans counts them: sent, or counted and then refused.
+    pub fn syn_retransmits(&self) -> u64 {
+        let sent = self.retransmits.get(&RetransmitKind::Syn).copied();
+        let failed = self.failed.kinds.get(&RetransmitKind::Syn).copied();
+        sent.unwrap_or(0) + failed.unwrap_or(0)
+    }
+
+    /// SYN-ACKs sent again (they fire the tracepoint only when sent).
+    pub fn synack_retransmits(&self) -> u64 {
+        let sent = self.retransmits.get(&RetransmitKind::Synack).copied();
+        sent.unwrap_or(0)
+    }
+
+    /// Where its handshake stands, when it had to send its SYN or SYN-ACK again.
+    pub fn handshake_end(&self) -> Option<HandshakeEnd> {
+        (self.syn_retransmits() + self.synack_retransmits() > 0)
+            .then(|| HandshakeEnd::of(&self.handshakes))
     }
 
     /// Retransmits that mean data (or its ACK) was lost on the way out.
@@ -60,7 +82,12 @@ impl FlowLoss {
             (true, false) => "outbound",
             (false, true) => "inbound",
             (false, false) if self.peer_duplicate > 0 => "outbound (our ACKs) or spurious",
-            _ => "none",
+            // The SYN (or SYN-ACK) is what was sent again: the handshake lost it, or its answer.
+            _ => match self.handshake_end() {
+                Some(HandshakeEnd::Failed | HandshakeEnd::Pending) => "outbound (handshake)",
+                Some(HandshakeEnd::Completed) => "outbound (handshake, completed)",
+                None => "none",
+            },
         }
     }
 
@@ -86,6 +113,10 @@ pub struct FlowRow {
     pub holes: u64,
     /// The direction that loses packets, as far as this flow shows.
     pub losing_direction: &'static str,
+    /// How a handshake whose SYN or SYN-ACK was sent again ended: `failed`, `pending` (not
+    /// decided at the bundle's time) or `completed`; absent for other flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<&'static str>,
 }
 
 impl From<&FlowLoss> for FlowRow {
@@ -101,6 +132,7 @@ impl From<&FlowLoss> for FlowRow {
             peer_fills_hole: f.peer_fills_hole,
             holes: f.holes,
             losing_direction: f.losing_direction(),
+            handshake: f.handshake_end().map(HandshakeEnd::name),
         }
     }
 }
@@ -117,6 +149,7 @@ pub fn flow_losses(w: &Window, top: usize) -> Vec<FlowLoss> {
         }
         row.retransmitted_segs += f.segs;
         row.failed.add(&f.failed);
+        row.handshakes.add(&f.handshakes);
     }
     for f in &w.received.flows {
         let row = rows

@@ -34,9 +34,10 @@ fn ordinal(condition: &Condition) -> usize {
         Condition::LostOnThePath => 19,
         Condition::AckLossOrSpuriousRetransmits => 20,
         Condition::OtherDrop { .. } => 21,
+        Condition::HandshakeUnanswered => 22,
     }
 }
-const VARIANTS: usize = 22;
+const VARIANTS: usize = 23;
 
 /// Every condition, each variant with every subject it can have about `DEVICE` (named, or
 /// not), as one bundle could hold them all at once.
@@ -92,6 +93,7 @@ fn every_condition() -> Vec<Condition<'static>> {
         Condition::TcpRetransmits,
         Condition::LostBeforeArrival,
         Condition::LostOnThePath,
+        Condition::HandshakeUnanswered,
         Condition::AckLossOrSpuriousRetransmits,
         Condition::OtherDrop {
             layer: Layer::Ip,

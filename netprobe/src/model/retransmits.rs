@@ -116,6 +116,56 @@ impl FailedAttempts {
     }
 }
 
+/// How the handshakes of a flow that retransmitted its SYN (or SYN-ACK) ended, from its
+/// socket's state changes (`netprobe-ebpf/src/handshake.rs`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Handshakes {
+    /// SYN_SENT (or the server's child's SYN_RECV) → ESTABLISHED.
+    pub completed: u64,
+    /// SYN_SENT (or SYN_RECV) → CLOSE: timed out, refused, or given up by the owner.
+    pub failed: u64,
+}
+
+impl Handshakes {
+    pub fn add(&mut self, other: &Handshakes) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+    }
+}
+
+/// Where a flow's retransmitted handshake stands at the end of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandshakeEnd {
+    /// It failed (SYN_SENT → CLOSE): the connection was never made.
+    Failed,
+    /// Not decided yet: still SYN_SENT (or the request still waiting for its ACK).
+    Pending,
+    /// It completed after the retransmits: a delay, not a failure.
+    Completed,
+}
+
+impl HandshakeEnd {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+        }
+    }
+
+    /// For a flow that retransmitted its SYN or SYN-ACK: a failure wins over a completion of
+    /// the same 4-tuple (a socket that connected again after failing).
+    pub fn of(handshakes: &Handshakes) -> Self {
+        if handshakes.failed > 0 {
+            Self::Failed
+        } else if handshakes.completed > 0 {
+            Self::Completed
+        } else {
+            Self::Pending
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetransmitFlow {
     /// The socket's view: this host first.
@@ -129,11 +179,23 @@ pub struct RetransmitFlow {
     /// What was sent, by kind; kinds with none are left out.
     pub kinds: BTreeMap<RetransmitKind, KindCounts>,
     pub owner: Option<Owner>,
+    /// How its handshakes ended, when it retransmitted a SYN or SYN-ACK.
+    pub handshakes: Handshakes,
 }
 
 impl RetransmitFlow {
     pub fn kind(&self, kind: RetransmitKind) -> KindCounts {
         self.kinds.get(&kind).copied().unwrap_or_default()
+    }
+
+    /// Where its handshake stands, when it sent its SYN (sent or counted and refused) or its
+    /// SYN-ACK again.
+    pub fn handshake_end(&self) -> Option<HandshakeEnd> {
+        let failed_syns = self.failed.kinds.get(&RetransmitKind::Syn).copied();
+        let again = self.kind(RetransmitKind::Syn).count
+            + self.kind(RetransmitKind::Synack).count
+            + failed_syns.unwrap_or(0);
+        (again > 0).then(|| HandshakeEnd::of(&self.handshakes))
     }
 
     /// Retransmits that say data (or its ACK) was lost on the way out.
@@ -199,6 +261,10 @@ pub(super) fn retransmits(
             bytes: t.bytes,
             kinds,
             owner: owner_of(t.sock_ino),
+            handshakes: Handshakes {
+                completed: t.handshakes_completed as u64,
+                failed: t.handshakes_failed as u64,
+            },
         });
     }
     out.flows.sort_by(|a, b| {

@@ -11,7 +11,9 @@ use netprobe_common::{
     COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
-pub use super::retransmits::{Attempts, FailedAttempts, KindCounts, RetransmitFlow, Retransmits};
+pub use super::retransmits::{
+    Attempts, FailedAttempts, HandshakeEnd, Handshakes, KindCounts, RetransmitFlow, Retransmits,
+};
 use super::{
     flow::{Family, Flow},
     non_network::NonNetwork,

@@ -91,6 +91,8 @@ pub(super) fn hooks_with_inactive(
         active: Some(hook) != inactive,
         detail: if Some(hook) == inactive {
             "turned off (--without-receive-hook)".into()
+        } else if hook == RETRANSMIT_HOOK.id {
+            format!("attached; {}", crate::kernel::loader::OUTCOMES_CLASSIFIED)
         } else {
             "attached".into()
         },

@@ -131,6 +131,18 @@ pub struct FlowRetransmits<'a> {
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<&'a Owner>,
+    /// How the handshake ended, for a flow that sent its SYN or SYN-ACK again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<HandshakeJson>,
+}
+
+/// `{end, completed, failed}`: `end` is `failed` (SYN_SENT/SYN_RECV → CLOSE), `pending` (not
+/// decided at the summary's time) or `completed`; the counts are the socket's transitions.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeJson {
+    pub end: &'static str,
+    pub completed: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -442,6 +454,11 @@ impl<'a> FlowRetransmits<'a> {
                 .map(|(k, c)| (k.name(), KindDetail::from(c)))
                 .collect(),
             owner: f.owner.as_ref(),
+            handshake: f.handshake_end().map(|end| HandshakeJson {
+                end: end.name(),
+                completed: f.handshakes.completed,
+                failed: f.handshakes.failed,
+            }),
         }
     }
 }
