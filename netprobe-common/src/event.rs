@@ -400,6 +400,7 @@ assert_layout!(NonNetworkKey, size 16, {
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct RetransmitTotals {
     /// skbs retransmitted successfully (`err == 0`, outcome sent).
     pub sent: u64,

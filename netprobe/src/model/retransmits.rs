@@ -274,3 +274,45 @@ pub(super) fn retransmits(
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_wins_over_a_completion_and_nothing_is_pending() {
+        let end = |completed, failed| HandshakeEnd::of(&Handshakes { completed, failed });
+        assert_eq!(end(0, 0), HandshakeEnd::Pending);
+        assert_eq!(end(1, 0), HandshakeEnd::Completed);
+        assert_eq!(end(0, 2), HandshakeEnd::Failed);
+        assert_eq!(end(1, 1), HandshakeEnd::Failed);
+    }
+
+    /// A SYN counted and then refused on the way out (6.17+) is a SYN sent again; a flow with
+    /// neither SYN nor SYN-ACK retransmits has no handshake to judge.
+    #[test]
+    fn the_handshake_is_judged_for_syn_and_synack_flows_only() {
+        let mut totals = RetransmitTotals {
+            failed_counted: 1,
+            handshakes_failed: 1,
+            ..Default::default()
+        };
+        totals.failed_kinds[RetransmitKind::Syn as usize] = 1;
+        let key = netprobe_common::FlowKey {
+            flow: netprobe_common::Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80),
+            netns: 7,
+            _pad0: 0,
+        };
+        let mut rto = totals;
+        rto.failed_kinds = [0; 8];
+        rto.kinds[RetransmitKind::Rto as usize] = 1;
+        rto.handshakes_failed = 0;
+        let kernel = KernelTotals {
+            flows: vec![(key, totals), (key, rto)],
+            ..Default::default()
+        };
+        let flows = retransmits(&kernel, &mut |_| None).flows;
+        assert_eq!(flows[0].handshake_end(), Some(HandshakeEnd::Failed));
+        assert_eq!(flows[1].handshake_end(), None);
+    }
+}

@@ -203,9 +203,10 @@ fn counters(inputs: &Inputs, netns: u32) -> Value {
             "not read: netns {netns} is not netprobe's own (run netprobe inside it for its counters)"
         ));
     }
+    // Not Tcp AttemptFails: it counts only the attempts the kernel itself ends (timeout,
+    // reset), not those their owner gives up, and attempts that never retransmitted.
     json!({
         "TcpExt.TCPSynRetrans": inputs.delta("TcpExt", "TCPSynRetrans"),
         "TcpExt.TCPTimeouts": inputs.delta("TcpExt", "TCPTimeouts"),
-        "Tcp.AttemptFails": inputs.delta("Tcp", "AttemptFails"),
     })
 }

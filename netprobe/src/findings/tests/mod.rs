@@ -1,5 +1,6 @@
 //! The bundle from typed fixtures: rules, rows, steering, reconciliation and fixes.
 
+mod connect;
 mod fixes;
 mod reconcile;
 mod rules;
