@@ -11,6 +11,7 @@ use serde_json::Value;
 
 const HOLDER: &str = env!("CARGO_BIN_EXE_np-holder");
 const FAILING: usize = 4;
+const FAILING_V6: usize = 2;
 /// Long enough for one SYN retransmit (1 s), shorter than the second (3 s).
 const GIVE_UP: Duration = Duration::from_millis(2500);
 
@@ -21,17 +22,17 @@ struct ClientView {
     syn_retrans: u64,
 }
 
-/// Traces `during` with a netprobe inside the client's namespace (a), its counter beside it.
-fn traced_at_client(link: &Link, during: impl FnOnce()) -> ClientView {
-    let before = link.a.netstat("TcpExt", "TCPSynRetrans");
-    let tracer = Tracer::start_in(&link.a, &[]);
+/// Traces `during` with a netprobe inside the client's namespace, its counter beside it.
+fn traced_at(client: &Netns, during: impl FnOnce()) -> ClientView {
+    let before = client.netstat("TcpExt", "TCPSynRetrans");
+    let tracer = Tracer::start_in(client, &[]);
     during();
     let out = tracer.stop();
     assert!(out.success, "netprobe failed: {}", out.stderr);
     ClientView {
         bundle: out.first_bundle(),
         summary: out.summary().clone(),
-        syn_retrans: link.a.netstat("TcpExt", "TCPSynRetrans") - before,
+        syn_retrans: client.netstat("TcpExt", "TCPSynRetrans") - before,
     }
 }
 
@@ -104,7 +105,7 @@ fn syns_dropped_by_a_firewall_are_connect_failures() {
     );
     let to_late = link.b_port(late);
     let listener = link.b.run(move || TcpListener::bind(to_late).unwrap());
-    let view = traced_at_client(&link, || {
+    let view = traced_at(&link.a, || {
         NftTable::input(
             &link.b,
             "np_cf_late",
@@ -114,18 +115,24 @@ fn syns_dropped_by_a_firewall_are_connect_failures() {
         let late_conn = link.a.spawn(move || {
             std::net::TcpStream::connect_timeout(&to_late, Duration::from_secs(5)).ok()
         });
+        // IPv6 too: its flows are found again by the same socket-state program.
+        let (a, to6) = (link.a.shared(), link.socket(2, dead, true));
+        let v6 = std::thread::spawn(move || connect_attempts(&a, to6, FAILING_V6, GIVE_UP));
         let results = connect_attempts(&link.a, link.b_port(dead), FAILING, GIVE_UP);
-        assert!(
-            results.iter().all(Option::is_none),
-            "a SYN got through the wall"
-        );
+        let results_v6 = v6.join().unwrap();
+        for r in results.iter().chain(&results_v6) {
+            assert!(r.is_none(), "a SYN got through the wall");
+        }
         assert!(
             late_conn.join().unwrap().is_some(),
             "the late connection failed"
         );
     });
     drop(listener);
-    let f = check_failures(&view, link.a.inode(), dead, FAILING);
+    let f = check_failures(&view, link.a.inode(), dead, FAILING + FAILING_V6);
+    let printed = f["flows"].as_array().unwrap().iter();
+    let v6_flows = printed.filter(|p| p.as_str().unwrap().starts_with('['));
+    assert_eq!(v6_flows.count(), FAILING_V6, "{f}");
     assert_eq!(f["layer"], "netfilter", "{f}");
     assert_eq!(f["severity"], "critical", "{f}");
     let died = &f["evidence"]["events"]["syn_drops"][0];
@@ -171,7 +178,7 @@ fn syns_refused_by_a_full_accept_queue_are_connect_failures() {
     let filled = connect_attempts(&link.a, server, 1, Duration::from_secs(2));
     assert!(filled[0].is_some(), "the first connection fills the queue");
     let overflows = link.b.netstat("TcpExt", "ListenOverflows");
-    let view = traced_at_client(&link, || {
+    let view = traced_at(&link.a, || {
         let results = connect_attempts(&link.a, server, FAILING, GIVE_UP);
         assert!(
             results.iter().all(Option::is_none),
@@ -187,5 +194,48 @@ fn syns_refused_by_a_full_accept_queue_are_connect_failures() {
         "{f}"
     );
     assert!(f["fix"].as_str().unwrap().contains("accept queue"), "{f}");
+    drop(filled);
+}
+
+/// The same full listener in the clients' own namespace (over its own address, through
+/// loopback): netprobe's report sees it, and the finding names it, its queue and its owner.
+#[test]
+fn a_full_listener_in_this_namespace_is_named() {
+    let link = Link::new("cfl", 39);
+    let port = 7205;
+    let server = link.b_port(port);
+    let holder = Holder::start(&link.b, HOLDER, &["no-accept", &server.to_string(), "0"]);
+    let filled = connect_attempts(&link.b, server, 1, Duration::from_secs(2));
+    assert!(filled[0].is_some(), "the first connection fills the queue");
+    let view = traced_at(&link.b, || {
+        let results = connect_attempts(&link.b, server, FAILING, GIVE_UP);
+        assert!(
+            results.iter().all(Option::is_none),
+            "the full queue took a connection"
+        );
+    });
+    let f = check_failures(&view, link.b.inode(), port, FAILING);
+    let listener = &f["evidence"]["events"]["listener"];
+    assert_eq!(
+        listener["port"], port,
+        "{f} {}",
+        view.bundle["report"]["sockets"]
+    );
+    assert_eq!(
+        (
+            listener["accept_queue"].as_u64(),
+            listener["accept_queue_max"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{f}"
+    );
+    assert_eq!(listener["owners"][0]["pid"], holder.pid(), "{f}");
+    assert_eq!(f["layer"], "socket", "{f}");
+    let fix = f["fix"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("np-holder (pid {})", holder.pid())),
+        "{fix}"
+    );
+    assert!(fix.contains("accept() faster"), "{fix}");
     drop(filled);
 }

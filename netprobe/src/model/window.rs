@@ -285,6 +285,19 @@ impl Window {
         }
     }
 
+    /// Whether a flow of `netns` sent its SYN again without completing the handshake.
+    pub fn unfinished_handshakes_in(&self, netns: u32) -> bool {
+        self.retransmits.flows.iter().any(|f| {
+            f.flow.netns == netns
+                && (f.kind(RetransmitKind::Syn).count > 0
+                    || f.failed.kinds.contains_key(&RetransmitKind::Syn))
+                && matches!(
+                    f.handshake_end(),
+                    Some(HandshakeEnd::Failed | HandshakeEnd::Pending)
+                )
+        })
+    }
+
     /// Retransmits summed over the flows of one network namespace, by kind.
     pub fn kinds_in(&self, netns: u32) -> BTreeMap<RetransmitKind, KindCounts> {
         let mut sum: BTreeMap<RetransmitKind, KindCounts> = BTreeMap::new();

@@ -51,6 +51,31 @@ pub fn between(first: &sample::Snapshot, second: &sample::Snapshot) -> Report {
     report
 }
 
+/// This namespace's sockets (sock_diag), with the owners of listeners and CLOSE_WAIT ones;
+/// what could not be read goes to `skipped`. Also what `netprobe trace` reads when
+/// connections of its namespace failed: the listener they were sent to may be here.
+pub fn socket_dump(skipped: &mut Vec<Skipped>) -> Option<sockets::SocketReport> {
+    match netlink::inet_sockets() {
+        Ok(list) => {
+            let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&list));
+            if !complete {
+                skipped.push(Skipped {
+                    source: "socket owners".into(),
+                    reason: "not every process's /proc/<pid>/fd is readable (not root): owners may be missing".into(),
+                });
+            }
+            Some(sockets::summarize(&list, &owners, complete))
+        }
+        Err(e) => {
+            skipped.push(Skipped {
+                source: "sock_diag socket dump".into(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
 /// Samples, waits, samples again, and judges.
 pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
     if !(options.interval.is_finite() && options.interval > 0.0 && options.interval <= 3600.0) {
@@ -73,22 +98,7 @@ pub fn run(options: &ReportOptions) -> Result<Report, ReportError> {
 
     let mut report = model::build(&first, &second, kernel_release());
     (report.sysctls, report.sysctls_from_initial_netns) = sample::sysctls(&mut skipped);
-    match netlink::inet_sockets() {
-        Ok(list) => {
-            let (owners, complete) = sockets::socket_owners(&sockets::inodes_of_interest(&list));
-            if !complete {
-                skipped.push(Skipped {
-                    source: "socket owners".into(),
-                    reason: "not every process's /proc/<pid>/fd is readable (not root): owners may be missing".into(),
-                });
-            }
-            report.sockets = Some(sockets::summarize(&list, &owners, complete));
-        }
-        Err(e) => skipped.push(Skipped {
-            source: "sock_diag socket dump".into(),
-            reason: e.to_string(),
-        }),
-    }
+    report.sockets = socket_dump(&mut skipped);
     if report.conntrack.is_none() {
         skipped.push(Skipped {
             source: "conntrack".into(),

@@ -313,10 +313,16 @@ impl<'a> Session<'a> {
     /// The findings over the window so far: the counters from the baseline to `now`.
     fn bundle(&self, window: &Window, now: &Snapshot, is_final: bool) -> FindingsJson {
         let start = &self.counters_at_start;
+        let mut report = report::between(start, now);
+        // Connections of this namespace that never completed: the listener they were sent to
+        // may be here, and `connect_failures` names it from the socket dump (only then taken).
+        if window.unfinished_handshakes_in(self.own_netns) {
+            report.sockets = report::socket_dump(&mut report.skipped);
+        }
         findings::build(findings::Inputs {
             window,
             drops: &self.tally,
-            report: report::between(start, now),
+            report,
             counters_before: &start.counters,
             counters_now: &now.counters,
             net_rx_before: &self.net_rx_before_attach,

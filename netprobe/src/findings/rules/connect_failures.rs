@@ -169,7 +169,8 @@ fn cause(
         );
         return (at.layer, where_, fix);
     }
-    if let Some(l) = listener.filter(|l| l.accept_queue >= l.accept_queue_max) {
+    // The kernel refuses a SYN when the queue holds more than its limit (sk_acceptq_is_full).
+    if let Some(l) = listener.filter(|l| l.accept_queue > l.accept_queue_max) {
         let owner = l
             .owners
             .first()
