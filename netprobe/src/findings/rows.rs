@@ -84,7 +84,9 @@ impl FlowLoss {
             (false, false) if self.peer_duplicate > 0 => "outbound (our ACKs) or spurious",
             // The SYN (or SYN-ACK) is what was sent again: the handshake lost it, or its answer.
             _ => match self.handshake_end() {
-                Some(HandshakeEnd::Failed | HandshakeEnd::Pending) => "outbound (handshake)",
+                Some(HandshakeEnd::Failed | HandshakeEnd::Pending | HandshakeEnd::Unknown) => {
+                    "outbound (handshake)"
+                }
                 Some(HandshakeEnd::Completed) => "outbound (handshake, completed)",
                 None => "none",
             },

@@ -124,12 +124,15 @@ pub struct Handshakes {
     pub completed: u64,
     /// SYN_SENT (or SYN_RECV) → CLOSE: timed out, refused, or given up by the owner.
     pub failed: u64,
+    /// The socket-state hook was active: without it nothing ends, and an end is unknown.
+    pub seen: bool,
 }
 
 impl Handshakes {
     pub fn add(&mut self, other: &Handshakes) {
         self.completed += other.completed;
         self.failed += other.failed;
+        self.seen |= other.seen;
     }
 }
 
@@ -142,6 +145,8 @@ pub enum HandshakeEnd {
     Pending,
     /// It completed after the retransmits: a delay, not a failure.
     Completed,
+    /// Not known: the socket-state hook was not active.
+    Unknown,
 }
 
 impl HandshakeEnd {
@@ -150,13 +155,16 @@ impl HandshakeEnd {
             Self::Failed => "failed",
             Self::Pending => "pending",
             Self::Completed => "completed",
+            Self::Unknown => "unknown",
         }
     }
 
     /// For a flow that retransmitted its SYN or SYN-ACK: a failure wins over a completion of
     /// the same 4-tuple (a socket that connected again after failing).
     pub fn of(handshakes: &Handshakes) -> Self {
-        if handshakes.failed > 0 {
+        if !handshakes.seen {
+            Self::Unknown
+        } else if handshakes.failed > 0 {
             Self::Failed
         } else if handshakes.completed > 0 {
             Self::Completed
@@ -237,8 +245,10 @@ fn kinds(t: &RetransmitTotals) -> BTreeMap<RetransmitKind, KindCounts> {
     kinds
 }
 
+/// The window's retransmits; `handshakes_seen`: the socket-state hook was active.
 pub(super) fn retransmits(
     totals: &KernelTotals,
+    handshakes_seen: bool,
     owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
 ) -> Retransmits {
     let mut out = Retransmits::default();
@@ -264,6 +274,7 @@ pub(super) fn retransmits(
             handshakes: Handshakes {
                 completed: t.handshakes_completed as u64,
                 failed: t.handshakes_failed as u64,
+                seen: handshakes_seen,
             },
         });
     }
@@ -281,11 +292,19 @@ mod tests {
 
     #[test]
     fn a_failure_wins_over_a_completion_and_nothing_is_pending() {
-        let end = |completed, failed| HandshakeEnd::of(&Handshakes { completed, failed });
+        let end = |completed, failed| {
+            HandshakeEnd::of(&Handshakes {
+                completed,
+                failed,
+                seen: true,
+            })
+        };
         assert_eq!(end(0, 0), HandshakeEnd::Pending);
         assert_eq!(end(1, 0), HandshakeEnd::Completed);
         assert_eq!(end(0, 2), HandshakeEnd::Failed);
         assert_eq!(end(1, 1), HandshakeEnd::Failed);
+        let unseen = Handshakes::default();
+        assert_eq!(HandshakeEnd::of(&unseen), HandshakeEnd::Unknown);
     }
 
     /// A SYN counted and then refused on the way out (6.17+) is a SYN sent again; a flow with
@@ -311,7 +330,7 @@ mod tests {
             flows: vec![(key, totals), (key, rto)],
             ..Default::default()
         };
-        let flows = retransmits(&kernel, &mut |_| None).flows;
+        let flows = retransmits(&kernel, true, &mut |_| None).flows;
         assert_eq!(flows[0].handshake_end(), Some(HandshakeEnd::Failed));
         assert_eq!(flows[1].handshake_end(), None);
     }

@@ -23,7 +23,7 @@ use super::{
 use crate::kernel::{
     btf::DropReasons,
     kallsyms::Symbolizer,
-    loader::{HookStatus, KernelTotals, DROP_PROGRAM},
+    loader::{catalogue::SOCK_STATE_HOOK, HookStatus, KernelTotals, DROP_PROGRAM},
 };
 
 /// Events received by the agent, per kind.
@@ -264,7 +264,7 @@ impl Window {
             .sum();
         Window {
             duration_ms: inputs.duration_ms,
-            retransmits: retransmits(totals, owner_of),
+            retransmits: retransmits(totals, handshakes_seen(&inputs.hooks), owner_of),
             received: Receives {
                 duplicates_after_fin: inputs.duplicates_after_fin,
                 ..receives(totals, owner_of)
@@ -313,6 +313,13 @@ impl Window {
         }
         sum
     }
+}
+
+/// Whether the socket-state hook, which sees handshakes end, was active.
+fn handshakes_seen(hooks: &[HookStatus]) -> bool {
+    hooks
+        .iter()
+        .any(|h| h.hook == SOCK_STATE_HOOK.id && h.active)
 }
 
 fn receives(totals: &KernelTotals, owner_of: &mut dyn FnMut(u64) -> Option<Owner>) -> Receives {

@@ -180,3 +180,31 @@ fn data_retransmits_are_not_handshakes() {
     assert_eq!(bundle.flows[0].handshake, None);
     assert_eq!(bundle.flows[0].losing_direction, "outbound");
 }
+
+/// Without the socket-state hook no handshake is seen to end: an unanswered SYN is neither
+/// failed nor pending, and no failure is claimed.
+#[test]
+fn without_the_state_hook_a_handshake_end_is_unknown() {
+    let totals = KernelTotals {
+        flows: vec![syn_flow(40004, 2, 0, 0)],
+        ..Default::default()
+    };
+    let (reasons, softnet) = (DropReasons::default(), SoftnetDeltas::new());
+    let window = Window::build(
+        &totals,
+        WindowInputs {
+            hooks: hooks_with_inactive(Some(SOCK_STATE_HOOK.id)),
+            ..WindowInputs::quiet(&reasons, &softnet)
+        },
+        &mut |_| None,
+    );
+    let now = Instant::now();
+    let (before, after) = (
+        snapshot(now, &[]),
+        snapshot(now + Duration::from_secs(1), &[]),
+    );
+    let bundle = bundle_of(&window, &DropTally::default(), &before, &after);
+    assert!(!bundle.findings.iter().any(|f| f.id == "connect_failures"));
+    assert_eq!(bundle.flows[0].handshake, Some("unknown"));
+    assert_eq!(bundle.flows[0].losing_direction, "outbound (handshake)");
+}
