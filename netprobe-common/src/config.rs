@@ -32,7 +32,8 @@ assert_layout!(RetransmitArgs, size 16, {
 
 /// Where the raw tracepoint `inet_sock_set_state(sk, oldstate, newstate)` keeps its
 /// arguments, and `sock.sk_protocol` (BTF): where the retransmit outcome program learns each
-/// TCP socket's count before its first attempt (`netprobe-ebpf/src/outcome.rs`).
+/// TCP socket's count before its first attempt (`netprobe-ebpf/src/outcome.rs`), and where
+/// the handshake of a flow that retransmitted its SYN (or SYN-ACK) is seen to end.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockStateArgs {
@@ -40,13 +41,20 @@ pub struct SockStateArgs {
     pub newstate: u32,
     /// Byte offset of `sock.sk_protocol` (a u16).
     pub sk_protocol: u32,
+    pub oldstate: u32,
+    /// Byte offset of `inet_sock.inet_sport` (network order): the tracepoint fires for
+    /// → CLOSE after `inet_put_port` cleared `sock_common.skc_num`, the local port the flow
+    /// is otherwise read from.
+    pub inet_sport: u32,
     pub _pad0: u32,
 }
-assert_layout!(SockStateArgs, size 16, {
+assert_layout!(SockStateArgs, size 24, {
     sk: 0,
     newstate: 4,
     sk_protocol: 8,
-    _pad0: 12,
+    oldstate: 12,
+    inet_sport: 16,
+    _pad0: 20,
 });
 
 /// Where the raw tracepoint `kfree_skb` keeps its arguments, as found in the kernel's BTF
@@ -338,7 +346,7 @@ pub struct TraceConfig {
     pub sock: SockFlowLayout,
     pub spurious: SpuriousLayout,
 }
-assert_layout!(TraceConfig, size 292, {
+assert_layout!(TraceConfig, size 300, {
     retransmit: 0,
     drop: 16,
     kernel: 64,
@@ -349,8 +357,8 @@ assert_layout!(TraceConfig, size 292, {
     kind: 204,
     receive: 220,
     sock_state: 236,
-    sock: 252,
-    spurious: 284,
+    sock: 260,
+    spurious: 292,
 });
 
 impl TraceConfig {
@@ -436,6 +444,8 @@ impl TraceConfig {
             sk: OFFSET_ABSENT,
             newstate: OFFSET_ABSENT,
             sk_protocol: OFFSET_ABSENT,
+            oldstate: OFFSET_ABSENT,
+            inet_sport: OFFSET_ABSENT,
             _pad0: 0,
         },
         sock: SockFlowLayout {

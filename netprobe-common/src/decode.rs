@@ -333,6 +333,36 @@ mod tests {
         );
     }
 
+    /// A per-flow retransmit table value as the kernel writes it: the handshake counters are
+    /// the last two u32s (bytes 264..272), behind `failed_causes`.
+    #[test]
+    fn retransmit_totals_golden_bytes() {
+        let mut golden = [0u8; 288];
+        golden[..8].copy_from_slice(&7u64.to_le_bytes());
+        golden[248..252].copy_from_slice(&2u32.to_le_bytes());
+        golden[264..268].copy_from_slice(&3u32.to_le_bytes());
+        golden[268..272].copy_from_slice(&5u32.to_le_bytes());
+        golden[272..276].copy_from_slice(&100u32.to_le_bytes());
+        golden[276..280].copy_from_slice(&190u32.to_le_bytes());
+        golden[280..284].copy_from_slice(&4u32.to_le_bytes());
+        golden[284..288].copy_from_slice(&11u32.to_le_bytes());
+        let totals = crate::RetransmitTotals::read_from_bytes(&golden[..]).unwrap();
+        let mut expected = crate::RetransmitTotals {
+            sent: 7,
+            handshakes_completed: 3,
+            handshakes_failed: 5,
+            dsack_dups_first: 100,
+            dsack_dups_latest: 190,
+            reord_seen_first: 4,
+            reord_seen_latest: 11,
+            ..Default::default()
+        };
+        assert_eq!((totals.dsacked_segs(), totals.reordering_seen()), (90, 7));
+        expected.failed_causes[0] = 2;
+        assert_eq!(totals, expected);
+        assert_eq!(expected.as_bytes(), &golden[..]);
+    }
+
     /// Each kind's golden record with the name its errors carry.
     fn goldens() -> [(&'static [u8], &'static str); 3] {
         [

@@ -400,6 +400,7 @@ assert_layout!(NonNetworkKey, size 16, {
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
 pub struct RetransmitTotals {
     /// skbs retransmitted successfully (`err == 0`, outcome sent).
     pub sent: u64,
@@ -433,6 +434,13 @@ pub struct RetransmitTotals {
     pub failed_kinds: [u32; 8],
     /// Failed-after-counted attempts by `vocab::EgressFailure` (netfilter, qdisc, …).
     pub failed_causes: [u32; 4],
+    /// Handshakes of this flow that completed after it retransmitted a SYN or SYN-ACK: the
+    /// socket went SYN_SENT → ESTABLISHED (client) or SYN_RECV → ESTABLISHED (the server's
+    /// child). Written by the socket-state program into the flow's existing entry.
+    pub handshakes_completed: u32,
+    /// Handshakes of this flow that failed after it retransmitted: SYN_SENT (or SYN_RECV) →
+    /// CLOSE (timed out, refused, or given up by its owner).
+    pub handshakes_failed: u32,
     /// The socket's `tcp_sock.dsack_dups` (segments the peer reported as received twice) as
     /// read at this CPU's first attempt for the flow, and its highest value read since: the
     /// difference is the flow's retransmits the peer already had (spurious). Userspace takes
@@ -443,7 +451,7 @@ pub struct RetransmitTotals {
     pub reord_seen_first: u32,
     pub reord_seen_latest: u32,
 }
-assert_layout!(RetransmitTotals, size 280, {
+assert_layout!(RetransmitTotals, size 288, {
     sent: 0,
     segs: 8,
     bytes: 16,
@@ -461,10 +469,12 @@ assert_layout!(RetransmitTotals, size 280, {
     timer_segs: 184,
     failed_kinds: 216,
     failed_causes: 248,
-    dsack_dups_first: 264,
-    dsack_dups_latest: 268,
-    reord_seen_first: 272,
-    reord_seen_latest: 276,
+    handshakes_completed: 264,
+    handshakes_failed: 268,
+    dsack_dups_first: 272,
+    dsack_dups_latest: 276,
+    reord_seen_first: 280,
+    reord_seen_latest: 284,
 });
 
 impl RetransmitTotals {

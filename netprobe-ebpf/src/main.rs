@@ -4,6 +4,7 @@
 #![no_main]
 
 mod drop;
+mod handshake;
 mod kernel;
 mod maps;
 mod outcome;

@@ -1,5 +1,6 @@
 //! What became of a retransmit attempt (Linux ≥ 6.17, where `tcp:tcp_retransmit_skb` also fires
-//! for failed attempts, with `err`).
+//! for failed attempts, with `err`); the same socket-state program also sees, on every
+//! kernel, the end of a handshake whose SYN or SYN-ACK was retransmitted (`handshake.rs`).
 //!
 //! `__tcp_retransmit_skb` gives up some attempts before it counts anything (`-EBUSY` still in the
 //! host queue, `-EAGAIN` zero window, `-ENOMEM`, `-EHOSTUNREACH` from `rebuild_header`), and
@@ -24,9 +25,10 @@ use aya_ebpf::{
 };
 use netprobe_common::{
     vocab::{ip_proto, TcpState},
-    OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED, OUTCOME_SENT, OUTCOME_UNCLASSIFIED,
+    OFFSET_ABSENT, OUTCOME_ABORTED, OUTCOME_FAILED_COUNTED, OUTCOME_SENT, OUTCOME_UNCLASSIFIED,
 };
 
+use crate::handshake;
 use crate::kernel::{arg, netns_matches, read, sock_netns};
 use crate::maps::setting;
 
@@ -78,15 +80,22 @@ pub fn netprobe_sock_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Keeps each TCP socket's count from its connecting to its closing.
+/// The end of a handshake that retransmitted (`handshake.rs`, every kernel), and each TCP
+/// socket's count from its connecting to its closing (where failed attempts are traced).
 fn try_sock_state(ctx: &RawTracePointContext) -> Result<(), i32> {
     let sk = arg::<0>(ctx, setting!(sock_state.sk))?;
     let protocol: u16 = read(sk, setting!(sock_state.sk_protocol))?;
     if protocol != ip_proto::TCP as u16 {
         return Ok(());
     }
-    // An int argument: the low 32 bits of its u64 slot.
+    // Int arguments: the low 32 bits of their u64 slots.
+    let oldstate = arg::<1>(ctx, setting!(sock_state.oldstate))? as i32;
     let newstate = arg::<2>(ctx, setting!(sock_state.newstate))? as i32;
+    handshake::record(sk, oldstate, newstate);
+    // Before 6.17 nothing is classified: no count to keep (a load-time constant, pruned).
+    if setting!(retransmit.total_retrans) == OFFSET_ABSENT {
+        return Ok(());
+    }
     match newstate {
         TCP_CLOSE => {
             let _ = SOCKET_RETRANS.remove(&sk);

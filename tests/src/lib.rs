@@ -6,6 +6,7 @@
 
 mod after_fin;
 mod bundle;
+mod connect;
 mod holder;
 mod host;
 mod netprobe;
@@ -19,6 +20,7 @@ pub mod vm;
 
 pub use after_fin::*;
 pub use bundle::*;
+pub use connect::*;
 pub use holder::*;
 pub use host::*;
 pub use netprobe::*;

@@ -137,12 +137,17 @@ impl Inputs<'_> {
 
 pub fn build(inputs: Inputs) -> FindingsJson {
     let reconciliation = reconcile::reconcile(&inputs);
-    let losses = rows::flow_losses(inputs.window, inputs.drops, inputs.top);
+    let mut all_losses = rows::flow_losses(inputs.window, usize::MAX);
+    // The busiest flows are linked to their drops: the rows shown, and the rules that name a
+    // cause. (Every flow's drops would cost a pass over the drop tally each.)
+    let top = inputs.top.min(all_losses.len());
+    rows::link_drops(&mut all_losses[..top], inputs.drops);
+    let losses: Vec<_> = all_losses[..top].to_vec();
     let flows = losses.iter().map(FlowRow::from).collect();
     let steering = steering::steering(&inputs.report);
     let cpus = rows::cpu_rows(&inputs, &steering);
     let live = LiveValues::from(&inputs.report);
-    let mut findings = rules::event_findings(&inputs, &live, &losses, &steering);
+    let mut findings = rules::event_findings(&inputs, &live, &losses, &all_losses, &steering);
     findings.extend(counter_findings(&inputs));
     // Critical first; otherwise in the rules' order.
     findings.sort_by_key(|f| f.severity != Severity::Critical);

@@ -10,9 +10,13 @@ use netprobe_common::vocab::RetransmitKind;
 
 use super::Inputs;
 use crate::{
-    kernel::loader::catalogue::{
-        DROP_HOOK, LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK, SOCK_STATE_HOOK,
-        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, STATE_PROCESS_HOOK, SYNACK_HOOK,
+    kernel::loader::{
+        catalogue::{
+            DROP_HOOK, LOSS_PROBE_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK, RTO_TIMER_HOOK,
+            SOCK_STATE_HOOK, SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK, STATE_PROCESS_HOOK,
+            SYNACK_HOOK,
+        },
+        OUTCOMES_CLASSIFIED,
     },
     model::window::{ReceiveFlow, RetransmitFlow, Window},
 };
@@ -207,11 +211,14 @@ fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation 
 }
 
 /// Whether failed retransmit attempts are seen and classified by outcome on this kernel: its
-/// tracepoint fires for them (6.17+) and the socket-state hook gives each socket's count.
+/// tracepoint fires for them (6.17+) and the socket-state hook gives each socket's count (the
+/// hook is attached on every kernel, for handshakes: the retransmit hook's detail says which).
 fn outcomes_classified(w: &Window) -> bool {
-    w.hooks
-        .iter()
-        .any(|h| h.hook == SOCK_STATE_HOOK.id && h.active)
+    let hook_active = |id: &str| w.hooks.iter().any(|h| h.hook == id && h.active);
+    hook_active(SOCK_STATE_HOOK.id)
+        && w.hooks.iter().any(|h| {
+            h.hook == RETRANSMIT_HOOK.id && h.active && h.detail.contains(OUTCOMES_CLASSIFIED)
+        })
 }
 
 /// Why the rows that count failed attempts are not exact, when they are not.

@@ -11,7 +11,7 @@ use crate::model::{
     flow::Flow,
     owners::Owner,
     tally::{DropTally, LinkedDrops},
-    window::{FailedAttempts, Window},
+    window::{FailedAttempts, HandshakeEnd, Handshakes, Window},
 };
 
 /// A flow's loss as this host saw it: what it re-sent, and what its peer re-sent.
@@ -36,6 +36,8 @@ pub struct FlowLoss {
     /// loss in each direction, when netprobe saw it.
     pub sent_dropped: Vec<LinkedDrops>,
     pub received_dropped: Vec<LinkedDrops>,
+    /// How its handshakes ended, when it retransmitted a SYN or SYN-ACK.
+    pub handshakes: Handshakes,
 }
 
 impl FlowLoss {
@@ -53,7 +55,27 @@ impl FlowLoss {
             reordering_seen: 0,
             sent_dropped: Vec::new(),
             received_dropped: Vec::new(),
+            handshakes: Handshakes::default(),
         }
+    }
+
+    /// SYNs sent again, as TCPSynRetrans counts them: sent, or counted and then refused.
+    pub fn syn_retransmits(&self) -> u64 {
+        let sent = self.retransmits.get(&RetransmitKind::Syn).copied();
+        let failed = self.failed.kinds.get(&RetransmitKind::Syn).copied();
+        sent.unwrap_or(0) + failed.unwrap_or(0)
+    }
+
+    /// SYN-ACKs sent again (they fire the tracepoint only when sent).
+    pub fn synack_retransmits(&self) -> u64 {
+        let sent = self.retransmits.get(&RetransmitKind::Synack).copied();
+        sent.unwrap_or(0)
+    }
+
+    /// Where its handshake stands, when it had to send its SYN or SYN-ACK again.
+    pub fn handshake_end(&self) -> Option<HandshakeEnd> {
+        (self.syn_retransmits() + self.synack_retransmits() > 0)
+            .then(|| HandshakeEnd::of(&self.handshakes))
     }
 
     /// The peer reported at least half of what this end re-sent as already received: the
@@ -99,7 +121,14 @@ impl FlowLoss {
             (false, true) => "inbound",
             (false, false) if self.reordered() => "none (reordering)",
             (false, false) if self.peer_duplicate > 0 => "outbound (our ACKs) or spurious",
-            _ => "none",
+            // The SYN (or SYN-ACK) is what was sent again: the handshake lost it, or its answer.
+            _ => match self.handshake_end() {
+                Some(HandshakeEnd::Failed | HandshakeEnd::Pending | HandshakeEnd::Unknown) => {
+                    "outbound (handshake)"
+                }
+                Some(HandshakeEnd::Completed) => "outbound (handshake, completed)",
+                None => "none",
+            },
         }
     }
 
@@ -131,6 +160,10 @@ pub struct FlowRow {
     pub drops: Vec<LinkedDropRow>,
     /// The direction that loses packets, as far as this flow shows.
     pub losing_direction: &'static str,
+    /// How a handshake whose SYN or SYN-ACK was sent again ended: `failed`, `pending` (not
+    /// decided at the bundle's time) or `completed`; absent for other flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -179,13 +212,13 @@ impl From<&FlowLoss> for FlowRow {
                 )
                 .collect(),
             losing_direction: f.losing_direction(),
+            handshake: f.handshake_end().map(HandshakeEnd::name),
         }
     }
 }
 
-/// Both directions of every flow, joined on the typed flow key, with the drops of its packets
-/// in each direction; the busiest `top`.
-pub fn flow_losses(w: &Window, drops: &DropTally, top: usize) -> Vec<FlowLoss> {
+/// Both directions of every flow, joined on the typed flow key; the busiest `top`.
+pub fn flow_losses(w: &Window, top: usize) -> Vec<FlowLoss> {
     let mut rows: BTreeMap<Flow, FlowLoss> = BTreeMap::new();
     for f in &w.retransmits.flows {
         let row = rows
@@ -198,6 +231,7 @@ pub fn flow_losses(w: &Window, drops: &DropTally, top: usize) -> Vec<FlowLoss> {
         row.failed.add(&f.failed);
         row.dsacked_segs += f.dsacked_segs;
         row.reordering_seen += f.reordering_seen;
+        row.handshakes.add(&f.handshakes);
     }
     for f in &w.received.flows {
         let row = rows
@@ -210,14 +244,18 @@ pub fn flow_losses(w: &Window, drops: &DropTally, top: usize) -> Vec<FlowLoss> {
     let mut out: Vec<FlowLoss> = rows.into_values().collect();
     out.sort_by_key(|r| std::cmp::Reverse(r.weight()));
     out.truncate(top);
-    for row in &mut out {
+    out
+}
+
+/// Joins each of `rows` with the drops of its own packets in each direction.
+pub fn link_drops(rows: &mut [FlowLoss], drops: &DropTally) {
+    for row in rows {
         let own_netns = row.flow.netns;
         row.sent_dropped = drops.losses_of(&row.flow);
         row.sent_dropped
             .retain(|d| !refused_on_the_way_out(d, own_netns));
         row.received_dropped = drops.losses_of(&row.flow.reversed());
     }
-    out
 }
 
 /// A netfilter hook of the sender's own namespace refusing its segment on the way out: TCP

@@ -83,6 +83,8 @@ pub enum Condition<'a> {
     LostBeforeArrival,
     /// Outbound loss that no drop on this host explains.
     LostOnThePath,
+    /// SYNs never answered, and no drop of them seen: the peer's listener, or the path.
+    HandshakeUnanswered,
     /// The peer re-sent data this host already had.
     AckLossOrSpuriousRetransmits,
     /// Segments arrive out of order: retransmits the peer already had, holes filled by the
@@ -174,6 +176,9 @@ pub fn fix(condition: Condition, live: &LiveValues) -> Fix {
         ),
         Condition::LostOnThePath => Fix::advice(
             "run netprobe on the peer: its drops (direction ingress) and its holes name where the segments die; check the path's links for errors",
+        ),
+        Condition::HandshakeUnanswered => Fix::advice(
+            "the peer never answered and no drop of the SYNs was seen here: on the peer, a full accept queue (nstat ListenOverflows; ss -ltn Recv-Q at Send-Q) wants a faster accept() and a larger listen() backlog / net.core.somaxconn; a firewall there (nft list ruleset); else run netprobe on the peer and check the path",
         ),
         Condition::AckLossOrSpuriousRetransmits => Fix::advice(
             "check the path back to the peer for loss of ACKs (egress qdisc, firewall, links); on the peer, spurious retransmits show as TCPSpuriousRTOs / DSACKs received",

@@ -35,9 +35,10 @@ fn ordinal(condition: &Condition) -> usize {
         Condition::AckLossOrSpuriousRetransmits => 20,
         Condition::OtherDrop { .. } => 21,
         Condition::Reordering => 22,
+        Condition::HandshakeUnanswered => 23,
     }
 }
-const VARIANTS: usize = 23;
+const VARIANTS: usize = 24;
 
 /// Every condition, each variant with every subject it can have about `DEVICE` (named, or
 /// not), as one bundle could hold them all at once.
@@ -93,6 +94,7 @@ fn every_condition() -> Vec<Condition<'static>> {
         Condition::TcpRetransmits,
         Condition::LostBeforeArrival,
         Condition::LostOnThePath,
+        Condition::HandshakeUnanswered,
         Condition::AckLossOrSpuriousRetransmits,
         Condition::Reordering,
         Condition::OtherDrop {

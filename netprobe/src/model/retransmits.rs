@@ -116,6 +116,64 @@ impl FailedAttempts {
     }
 }
 
+/// How the handshakes of a flow that retransmitted its SYN (or SYN-ACK) ended, from its
+/// socket's state changes (`netprobe-ebpf/src/handshake.rs`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Handshakes {
+    /// SYN_SENT (or the server's child's SYN_RECV) → ESTABLISHED.
+    pub completed: u64,
+    /// SYN_SENT (or SYN_RECV) → CLOSE: timed out, refused, or given up by the owner.
+    pub failed: u64,
+    /// The socket-state hook was active: without it nothing ends, and an end is unknown.
+    pub seen: bool,
+}
+
+impl Handshakes {
+    pub fn add(&mut self, other: &Handshakes) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.seen |= other.seen;
+    }
+}
+
+/// Where a flow's retransmitted handshake stands at the end of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HandshakeEnd {
+    /// It failed (SYN_SENT → CLOSE): the connection was never made.
+    Failed,
+    /// Not decided yet: still SYN_SENT (or the request still waiting for its ACK).
+    Pending,
+    /// It completed after the retransmits: a delay, not a failure.
+    Completed,
+    /// Not known: the socket-state hook was not active.
+    Unknown,
+}
+
+impl HandshakeEnd {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// For a flow that retransmitted its SYN or SYN-ACK: a failure wins over a completion of
+    /// the same 4-tuple (a socket that connected again after failing).
+    pub fn of(handshakes: &Handshakes) -> Self {
+        if !handshakes.seen {
+            Self::Unknown
+        } else if handshakes.failed > 0 {
+            Self::Failed
+        } else if handshakes.completed > 0 {
+            Self::Completed
+        } else {
+            Self::Pending
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetransmitFlow {
     /// The socket's view: this host first.
@@ -135,11 +193,23 @@ pub struct RetransmitFlow {
     /// Times the socket detected reordering over the same span.
     pub reordering_seen: u64,
     pub owner: Option<Owner>,
+    /// How its handshakes ended, when it retransmitted a SYN or SYN-ACK.
+    pub handshakes: Handshakes,
 }
 
 impl RetransmitFlow {
     pub fn kind(&self, kind: RetransmitKind) -> KindCounts {
         self.kinds.get(&kind).copied().unwrap_or_default()
+    }
+
+    /// Where its handshake stands, when it sent its SYN (sent or counted and refused) or its
+    /// SYN-ACK again.
+    pub fn handshake_end(&self) -> Option<HandshakeEnd> {
+        let failed_syns = self.failed.kinds.get(&RetransmitKind::Syn).copied();
+        let again = self.kind(RetransmitKind::Syn).count
+            + self.kind(RetransmitKind::Synack).count
+            + failed_syns.unwrap_or(0);
+        (again > 0).then(|| HandshakeEnd::of(&self.handshakes))
     }
 
     /// Retransmits that say data (or its ACK) was lost on the way out.
@@ -181,8 +251,10 @@ fn kinds(t: &RetransmitTotals) -> BTreeMap<RetransmitKind, KindCounts> {
     kinds
 }
 
+/// The window's retransmits; `handshakes_seen`: the socket-state hook was active.
 pub(super) fn retransmits(
     totals: &KernelTotals,
+    handshakes_seen: bool,
     owner_of: &mut dyn FnMut(u64) -> Option<Owner>,
 ) -> Retransmits {
     let mut out = Retransmits::default();
@@ -207,6 +279,11 @@ pub(super) fn retransmits(
             dsacked_segs: t.dsacked_segs() as u64,
             reordering_seen: t.reordering_seen() as u64,
             owner: owner_of(t.sock_ino),
+            handshakes: Handshakes {
+                completed: t.handshakes_completed as u64,
+                failed: t.handshakes_failed as u64,
+                seen: handshakes_seen,
+            },
         });
     }
     out.flows.sort_by(|a, b| {
@@ -215,4 +292,54 @@ pub(super) fn retransmits(
             .then(a.flow.src.port.cmp(&b.flow.src.port))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_wins_over_a_completion_and_nothing_is_pending() {
+        let end = |completed, failed| {
+            HandshakeEnd::of(&Handshakes {
+                completed,
+                failed,
+                seen: true,
+            })
+        };
+        assert_eq!(end(0, 0), HandshakeEnd::Pending);
+        assert_eq!(end(1, 0), HandshakeEnd::Completed);
+        assert_eq!(end(0, 2), HandshakeEnd::Failed);
+        assert_eq!(end(1, 1), HandshakeEnd::Failed);
+        let unseen = Handshakes::default();
+        assert_eq!(HandshakeEnd::of(&unseen), HandshakeEnd::Unknown);
+    }
+
+    /// A SYN counted and then refused on the way out (6.17+) is a SYN sent again; a flow with
+    /// neither SYN nor SYN-ACK retransmits has no handshake to judge.
+    #[test]
+    fn the_handshake_is_judged_for_syn_and_synack_flows_only() {
+        let mut totals = RetransmitTotals {
+            failed_counted: 1,
+            handshakes_failed: 1,
+            ..Default::default()
+        };
+        totals.failed_kinds[RetransmitKind::Syn as usize] = 1;
+        let key = netprobe_common::FlowKey {
+            flow: netprobe_common::Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80),
+            netns: 7,
+            _pad0: 0,
+        };
+        let mut rto = totals;
+        rto.failed_kinds = [0; 8];
+        rto.kinds[RetransmitKind::Rto as usize] = 1;
+        rto.handshakes_failed = 0;
+        let kernel = KernelTotals {
+            flows: vec![(key, totals), (key, rto)],
+            ..Default::default()
+        };
+        let flows = retransmits(&kernel, true, &mut |_| None).flows;
+        assert_eq!(flows[0].handshake_end(), Some(HandshakeEnd::Failed));
+        assert_eq!(flows[1].handshake_end(), None);
+    }
 }

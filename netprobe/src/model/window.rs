@@ -11,7 +11,9 @@ use netprobe_common::{
     COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
-pub use super::retransmits::{Attempts, FailedAttempts, KindCounts, RetransmitFlow, Retransmits};
+pub use super::retransmits::{
+    Attempts, FailedAttempts, HandshakeEnd, Handshakes, KindCounts, RetransmitFlow, Retransmits,
+};
 use super::{
     flow::{Family, Flow},
     non_network::NonNetwork,
@@ -21,7 +23,7 @@ use super::{
 use crate::kernel::{
     btf::DropReasons,
     kallsyms::Symbolizer,
-    loader::{HookStatus, KernelTotals, DROP_PROGRAM},
+    loader::{catalogue::SOCK_STATE_HOOK, HookStatus, KernelTotals, DROP_PROGRAM},
 };
 
 /// Events received by the agent, per kind.
@@ -262,7 +264,7 @@ impl Window {
             .sum();
         Window {
             duration_ms: inputs.duration_ms,
-            retransmits: retransmits(totals, owner_of),
+            retransmits: retransmits(totals, handshakes_seen(&inputs.hooks), owner_of),
             received: Receives {
                 duplicates_after_fin: inputs.duplicates_after_fin,
                 ..receives(totals, owner_of)
@@ -298,6 +300,13 @@ impl Window {
         }
         sum
     }
+}
+
+/// Whether the socket-state hook, which sees handshakes end, was active.
+fn handshakes_seen(hooks: &[HookStatus]) -> bool {
+    hooks
+        .iter()
+        .any(|h| h.hook == SOCK_STATE_HOOK.id && h.active)
 }
 
 fn receives(totals: &KernelTotals, owner_of: &mut dyn FnMut(u64) -> Option<Owner>) -> Receives {

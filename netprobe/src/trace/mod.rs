@@ -313,10 +313,13 @@ impl<'a> Session<'a> {
     /// The findings over the window so far: the counters from the baseline to `now`.
     fn bundle(&self, window: &Window, now: &Snapshot, is_final: bool) -> FindingsJson {
         let start = &self.counters_at_start;
+        // Its socket section (from both snapshots' dumps) also names the listener that
+        // connections of this namespace which never completed were sent to, when it is here.
+        let report = report::between(start, now);
         findings::build(findings::Inputs {
             window,
             drops: &self.tally,
-            report: report::between(start, now),
+            report,
             counters_before: &start.counters,
             counters_now: &now.counters,
             net_rx_before: &self.net_rx_before_attach,

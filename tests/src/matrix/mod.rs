@@ -21,7 +21,7 @@ pub struct Expect {
     /// `bpf_prog_info.verified_insns` (Linux ≥ 5.16).
     pub verified_insns: bool,
     /// `tcp_retransmit_skb` fires for failed attempts, with `err` (Linux ≥ 6.17): the
-    /// socket-state hook that classifies them is attached.
+    /// socket-state hook (attached everywhere) also classifies them.
     pub retransmit_outcomes: bool,
 }
 
@@ -193,33 +193,33 @@ fn check_hooks(c: &mut Checks, hooks: &Value, expect: Expect) -> String {
             )
         },
     );
-    // Spurious retransmits are told from loss by the socket's D-SACK counter on every kernel.
-    let retransmit_detail = find("tcp:tcp_retransmit_skb")
-        .map(|h| h["detail"].to_string())
-        .unwrap_or_default();
-    c.that(
-        retransmit_detail.contains("spurious retransmits from the socket's tcp_sock.dsack_dups"),
-        || format!("tcp_retransmit_skb reads no dsack_dups: {retransmit_detail}"),
-    );
+    // The socket-state hook is attached on every kernel (the end of handshakes); it also
+    // classifies failed retransmits where they fire the tracepoint (6.17+), as the retransmit
+    // hook's detail says.
     match find("sock:inet_sock_set_state") {
-        Some(h) => {
-            let active = h["active"] == true;
-            c.that(active == expect.retransmit_outcomes, || {
-                format!(
-                    "sock:inet_sock_set_state active={active}, expected {}: {}",
-                    expect.retransmit_outcomes, h["detail"]
-                )
-            });
-            c.that(
-                active
-                    || h["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.contains("no err argument")),
-                || format!("sock:inet_sock_set_state inactive without the reason: {h}"),
-            );
-        }
+        Some(h) => c.that(h["active"] == true, || {
+            format!("sock:inet_sock_set_state inactive: {}", h["detail"])
+        }),
         None => c.that(false, || "sock:inet_sock_set_state not reported".into()),
     }
+    let rtx_detail = find("tcp:tcp_retransmit_skb")
+        .and_then(|h| h["detail"].as_str().map(String::from))
+        .unwrap_or_default();
+    // Spurious retransmits are told from loss by the socket's D-SACK counter on every kernel.
+    c.that(
+        rtx_detail.contains("spurious retransmits from the socket's tcp_sock.dsack_dups"),
+        || format!("tcp_retransmit_skb reads no dsack_dups: {rtx_detail}"),
+    );
+    let classified = rtx_detail.contains("outcome of failed attempts from");
+    c.that(classified == expect.retransmit_outcomes, || {
+        format!(
+            "retransmit outcomes classified={classified}, expected {}: {rtx_detail}",
+            expect.retransmit_outcomes
+        )
+    });
+    c.that(classified || rtx_detail.contains("no err argument"), || {
+        format!("failed retransmits unclassified without the reason: {rtx_detail}")
+    });
     for name in FUNCTION_HOOKS {
         let Some(h) = find(name) else {
             c.that(false, || format!("{name} not reported"));
@@ -402,6 +402,50 @@ fn check_handshakes(c: &mut Checks, results: &Value) {
     exact(c, "syn client", &results["syn"]["client"], "syn");
     exact(c, "synack server", &results["synack"]["server"], "synack");
     exact(c, "synack client", &results["synack"]["client"], "syn");
+    // Each scenario's one connect gave up: its flow's handshake failed, once. The server's
+    // request never got its ACK: its flow's handshake never completed.
+    handshake_ends(c, "syn client", &results["syn"]["client"], "failed", 1);
+    handshake_ends(
+        c,
+        "synack client",
+        &results["synack"]["client"],
+        "failed",
+        1,
+    );
+    handshake_ends(
+        c,
+        "synack server",
+        &results["synack"]["server"],
+        "pending",
+        0,
+    );
+}
+
+/// The handshake end of the flows of one side (the summary's `handshake`): every flow that
+/// retransmitted its SYN or SYN-ACK says `end`, and `failed` attempts failed in all. A flow
+/// whose every retransmit the kernel withheld from BPF (see `witness`) has no entry at all.
+fn handshake_ends(c: &mut Checks, who: &str, side: &Value, end: &str, failed: u64) {
+    let flows: Vec<&Value> = side["flows"]
+        .as_array()
+        .map(|f| f.iter().collect())
+        .unwrap_or_default();
+    let withheld = n(&side["withheld"]);
+    c.that(!flows.is_empty() || withheld > 0, || {
+        format!("{who}: no flow retransmitted: {side}")
+    });
+    for f in &flows {
+        c.that(f["handshake"]["end"] == end, || {
+            format!("{who}: handshake {} , expected {end}: {f}", f["handshake"])
+        });
+        c.that(f["handshake"]["completed"] == 0, || {
+            format!("{who}: a blocked handshake completed: {f}")
+        });
+    }
+    let total: u64 = flows.iter().map(|f| n(&f["handshake"]["failed"])).sum();
+    c.that(
+        total == failed || (flows.is_empty() && withheld > 0),
+        || format!("{who}: {total} failed handshakes, expected {failed}: {side}"),
+    );
 }
 
 /// Events that are the kernel's counter exactly, but for the firings the kernel ran no

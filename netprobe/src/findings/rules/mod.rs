@@ -3,6 +3,7 @@
 //! beside the events.
 
 mod backlog;
+mod connect_failures;
 mod duplicates;
 mod inbound;
 mod layer_drops;
@@ -25,10 +26,12 @@ use crate::{
     },
 };
 
+/// `flows` are the bundle's top flows, `all_flows` every flow (the rules that count flows).
 pub(super) fn event_findings(
     inputs: &Inputs,
     live: &LiveValues,
     flows: &[FlowLoss],
+    all_flows: &[FlowLoss],
     steering: &[Steering],
 ) -> Vec<Finding> {
     let steering_text: Vec<String> = steering.iter().map(|st| st.summary.clone()).collect();
@@ -50,6 +53,7 @@ pub(super) fn event_findings(
         out.extend(duplicates::finding(&ns));
         out.extend(reordering::finding(&ns));
     }
+    out.extend(connect_failures::findings(inputs, live, all_flows));
     out.extend(backlog::finding(inputs, live, &steering_text));
     out.extend(layer_drops::findings(inputs, live));
     out.extend(napi::finding(inputs, live));

@@ -1,6 +1,7 @@
 //! The bundle from typed fixtures: rules, rows, steering, reconciliation and fixes.
 
 mod causes;
+mod connect;
 mod fixes;
 mod reconcile;
 mod rules;
@@ -93,6 +94,8 @@ pub(super) fn hooks_with_inactive(
         active: Some(hook) != inactive,
         detail: if Some(hook) == inactive {
             "turned off (--without-receive-hook)".into()
+        } else if hook == RETRANSMIT_HOOK.id {
+            format!("attached; {}", crate::kernel::loader::OUTCOMES_CLASSIFIED)
         } else {
             "attached".into()
         },

@@ -203,6 +203,9 @@ fn add_retransmits(total: &mut RetransmitTotals, v: &RetransmitTotals) {
     for (s, n) in total.failed_causes.iter_mut().zip(v.failed_causes) {
         *s += n;
     }
+    // A handshake's end is counted on the CPU it happened on.
+    total.handshakes_completed += v.handshakes_completed;
+    total.handshakes_failed += v.handshakes_failed;
     // The same socket on every CPU that saw the flow.
     if v.sock_ino != 0 {
         total.sock_ino = v.sock_ino;
@@ -240,6 +243,9 @@ mod tests {
         second.failed_kinds[4] = 1;
         second.failed_causes[1] = 1;
         first.failed_causes[1] = 2;
+        first.handshakes_failed = 1;
+        second.handshakes_failed = 2;
+        second.handshakes_completed = 1;
 
         let mut total = RetransmitTotals::default();
         for cpu in [&first, &second] {
@@ -254,6 +260,10 @@ mod tests {
         assert_eq!((total.kinds[1], total.kind_segs[1]), (3, 2));
         assert_eq!((total.timer_kinds[3], total.timer_segs[2]), (4, 1));
         assert_eq!(total.sock_ino, 77);
+        assert_eq!(
+            (total.handshakes_completed, total.handshakes_failed),
+            (1, 3)
+        );
     }
 
     /// D-SACK and reordering readings: the earliest first reading and the latest one of the

@@ -15,6 +15,7 @@ mod retransmits;
 
 pub use catalogue::{HookStatus, DROP_PROGRAM};
 pub use maps::KernelTotals;
+pub use outcomes::OUTCOMES_CLASSIFIED;
 
 use aya::{Ebpf, EbpfLoader};
 use netprobe_common::Filter;

@@ -136,6 +136,18 @@ pub struct FlowRetransmits<'a> {
     /// The process owning the flow's socket, when it can be named.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<&'a Owner>,
+    /// How the handshake ended, for a flow that sent its SYN or SYN-ACK again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<HandshakeJson>,
+}
+
+/// `{end, completed, failed}`: `end` is `failed` (SYN_SENT/SYN_RECV → CLOSE), `pending` (not
+/// decided at the summary's time) or `completed`; the counts are the socket's transitions.
+#[derive(Debug, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeJson {
+    pub end: &'static str,
+    pub completed: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +461,11 @@ impl<'a> FlowRetransmits<'a> {
             dsacked_segs: f.dsacked_segs,
             reordering_seen: f.reordering_seen,
             owner: f.owner.as_ref(),
+            handshake: f.handshake_end().map(|end| HandshakeJson {
+                end: end.name(),
+                completed: f.handshakes.completed,
+                failed: f.handshakes.failed,
+            }),
         }
     }
 }
