@@ -127,7 +127,7 @@ fn summary_line(results: &Value, verifier: &str) -> String {
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
-        results["udp_socket"]["row"]["drops"],
+        results["udp_socket"]["row"]["drops_total"],
         results["udp_socket"]["rcvbuf_errors"],
         results["ack_loss"]["duplicates"],
         results["ack_loss"]["tcp_drops_in_server_netns"],
