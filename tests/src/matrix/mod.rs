@@ -5,6 +5,7 @@ use serde_json::Value;
 
 pub mod scenarios;
 mod sockets;
+mod spurious;
 
 /// The verifier's instruction limit, and the margin every program must keep below it.
 pub const VERIFIER_LIMIT: u64 = 1_000_000;
@@ -84,6 +85,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
         || format!("netprobe reasons: {reasons}"),
     );
     sockets::check(&mut c, &results["udp_socket"]);
+    spurious::check(&mut c, &results["spurious"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
@@ -123,7 +125,7 @@ fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), spurious retransmits: D-SACKed {} (TCPDSACKRecv {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
@@ -138,6 +140,8 @@ fn summary_line(results: &Value, verifier: &str) -> String {
         l["sender"]["segs"],
         l["sender"]["counters"]["RetransSegs"],
         l["sender"]["dsacked"],
+        results["spurious"]["dsacked"],
+        results["spurious"]["TCPDSACKRecv"],
         l["receiver"]["out_of_order"],
         l["receiver"]["duplicate"],
         l["drops"]["netfilter_ingress"],

@@ -30,6 +30,7 @@ pub fn run_all() -> Value {
         "tcp/tcp_probe",
     ]);
     let lossy = Lossy::run();
+    let spurious = super::spurious::Spurious::run();
     backlog_overflow();
     let syn = Handshake::run(Side::Client);
     let synack = Handshake::run(Side::Server);
@@ -61,6 +62,7 @@ pub fn run_all() -> Value {
         "events": out.summary()["events"].clone(),
         "kernel_skipped": out.summary()["kernel_skipped"].clone(),
         "lossy": lossy.measure(&out, &withheld),
+        "spurious": spurious.measure(&out),
         "backlog": out.summary()["backlog"].clone(),
         "syn": syn.measure(&out, &withheld),
         "synack": synack.measure(&out, &withheld),
