@@ -72,6 +72,18 @@ pub fn report_in<T: Send + 'static>(
     interval: &str,
     during: impl FnOnce() -> T + Send + 'static,
 ) -> (Value, T) {
+    report_in_after(ns, interval, Duration::from_millis(150), during)
+}
+
+/// The same, `during` starting `lead` after the report: long enough, where a check compares
+/// two readings of one sample (a counter and a socket's own), for the first sample to be
+/// over before anything moves (on a loaded machine it takes longer than 150 ms).
+pub fn report_in_after<T: Send + 'static>(
+    ns: &Netns,
+    interval: &str,
+    lead: Duration,
+    during: impl FnOnce() -> T + Send + 'static,
+) -> (Value, T) {
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.name])
         .arg(netprobe_bin())
@@ -81,7 +93,7 @@ pub fn report_in<T: Send + 'static>(
         .spawn()
         .expect("netprobe report");
     // Give the first sample a moment so that the activity falls inside the window.
-    thread::sleep(Duration::from_millis(150));
+    thread::sleep(lead);
     let result = during();
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -8,6 +8,10 @@ use std::{net::TcpStream, process::Command, thread, time::Duration};
 use netprobe_integration::*;
 use serde_json::Value;
 
+/// When the checks compare a namespace counter with a socket's own over the report's window,
+/// nothing may move while a sample reads the two: the traffic starts once the first is over.
+const FIRST_SAMPLE_OVER: Duration = Duration::from_millis(800);
+
 const HOLDER: &str = env!("CARGO_BIN_EXE_np-holder");
 
 /// `skmem` fields of the socket on `port` as `ss -m` prints them (`rb2304`, `d1999`): the
@@ -71,7 +75,7 @@ fn an_overflowing_udp_socket_is_named_with_its_own_so_rcvbuf() {
 
     let before = link.b.snmp("Udp", "RcvbufErrors");
     let ns = link.a.shared();
-    let (report, _) = report_in(&link.b, "1.5", move || {
+    let (report, _) = report_in_after(&link.b, "2.5", FIRST_SAMPLE_OVER, move || {
         send_udp(&ns, sink, &[0u8; 512], 2000)
     });
     let in_report = link.b.snmp("Udp", "RcvbufErrors") - before;
@@ -136,7 +140,12 @@ fn a_full_listener_is_named_in_report_and_trace_with_its_backlog() {
     let ns = link.a.shared();
     // The clients give up well before the report's second sample, so that no handshake is
     // refused between its counter read and its socket dump.
-    let (report, _clients) = report_in(&link.b, "2.5", move || connect_many(&ns, server));
+    // The clients the kernel let connect are closed at once: open, each would answer the
+    // listener's SYN-ACK retransmits (1 s, 3 s…) with an ACK the full queue drops again, in
+    // the middle of a later sample. (Closed, they stay in the never-accepted queue.)
+    let (report, _connected) = report_in_after(&link.b, "3", FIRST_SAMPLE_OVER, move || {
+        connect_many(&ns, server).len()
+    });
     let listener_drops = link.b.netstat("TcpExt", "ListenDrops") - drops_before;
     let f = findings(&report, "listen_overflows");
     assert_eq!(f.len(), 1, "{:#}", report["findings"]);
@@ -146,11 +155,15 @@ fn a_full_listener_is_named_in_report_and_trace_with_its_backlog() {
         * report["interval_s"].as_f64().unwrap();
     let row = &f[0]["evidence"]["full_listeners"][0];
     assert_listener_named(f[0], row, &holder);
-    // The only listener: its own counter's growth over the window is the namespace's
-    // ListenDrops over the same window.
+    // The only listener: every ListenDrops is also a drop of its own (tcp_listendrop counts
+    // both), so its counter grew by at least the namespace's ListenDrops over the window; it
+    // also counts the other segments it discards (those of the closed clients reaching their
+    // request sockets), which ListenDrops does not (measured: 46 against 40).
     let drops = row["drops"].as_u64().unwrap();
     assert!(
-        (drops as f64 - window_drops).abs() < 0.5 && drops <= listener_drops && drops > 0,
+        drops as f64 >= window_drops - 0.5
+            && (window_drops - listener_drops as f64).abs() < 0.5
+            && drops > 0,
         "listener {drops}, ListenDrops {window_drops} in the window, {listener_drops} in the run"
     );
     let full = findings(&report, "accept_queue_full");
@@ -160,7 +173,6 @@ fn a_full_listener_is_named_in_report_and_trace_with_its_backlog() {
         "report: listener drops {drops}, ListenDrops {window_drops} in the window; fix: {}",
         f[0]["fix"]
     );
-    drop(_clients);
 
     let tracer = Tracer::start_in(&link.b, &["--report-every", "1"]);
     let clients = connect_many(&link.a, server);
