@@ -42,7 +42,11 @@ pub fn lines(interval: &Interval, style: &Style) -> String {
     out.push('\n');
     let shown: Vec<(Column, u64)> = interval.drops.non_zero().collect();
     for (i, (column, value)) in shown.iter().enumerate() {
-        let branch = if i + 1 == shown.len() { "└─" } else { "├─" };
+        let branch = if i + 1 == shown.len() {
+            "└─"
+        } else {
+            "├─"
+        };
         let aside = if column.is_loss() {
             ""
         } else {

@@ -127,10 +127,7 @@ fn read_driver_drops(interface: &str, ifindex: u32, sample: &mut Sample) {
         if stats.is_empty() {
             sample.readings.mark_unavailable(
                 column,
-                format!(
-                    "driver {} has no {direction} drop statistic",
-                    nic.driver
-                ),
+                format!("driver {} has no {direction} drop statistic", nic.driver),
             );
         }
         for stat in stats {
@@ -183,12 +180,15 @@ fn read_missed(interface: &str, ifindex: u32, sample: &mut Sample) {
     }
     for name in MISSED_STATISTICS {
         match read_number(&dir.join("statistics").join(name)) {
-            Some(value) => sample
-                .readings
-                .set(Column::NicMissed, format!("{ifindex}/{name}"), value),
-            None => sample
-                .problems
-                .push(format!("{}: unreadable", dir.join("statistics").join(name).display())),
+            Some(value) => {
+                sample
+                    .readings
+                    .set(Column::NicMissed, format!("{ifindex}/{name}"), value)
+            }
+            None => sample.problems.push(format!(
+                "{}: unreadable",
+                dir.join("statistics").join(name).display()
+            )),
         }
     }
 }
@@ -291,7 +291,11 @@ mod tests {
         ]);
         assert_eq!(
             names(&driver_drop_stats(&s, "rx")),
-            vec!["rx_queue_0_drops", "rx_queue_0_xdp_drops", "rx_queue_1_drops"]
+            vec![
+                "rx_queue_0_drops",
+                "rx_queue_0_xdp_drops",
+                "rx_queue_1_drops"
+            ]
         );
         assert!(driver_drop_stats(&s, "tx").is_empty());
     }
@@ -313,6 +317,9 @@ mod tests {
             names(&driver_drop_stats(&s, "rx")),
             vec!["rx_no_buffer_count", "rx_discards_phy"]
         );
-        assert_eq!(names(&driver_drop_stats(&s, "tx")), vec!["tx_queue_2_drops"]);
+        assert_eq!(
+            names(&driver_drop_stats(&s, "tx")),
+            vec!["tx_queue_2_drops"]
+        );
     }
 }

@@ -57,7 +57,11 @@ pub fn row(interval: &Interval, layout: Layout) -> String {
         interval.interface.clone(),
         interval.drops.total().to_string(),
     ];
-    fields.extend(Column::ALL.iter().map(|c| interval.drops.get(*c).to_string()));
+    fields.extend(
+        Column::ALL
+            .iter()
+            .map(|c| interval.drops.get(*c).to_string()),
+    );
     fields.push(interval.severity.name().to_string());
     if layout == Layout::Netprobe {
         fields.push(format!("{:.3}", interval.seconds));

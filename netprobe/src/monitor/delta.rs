@@ -113,10 +113,7 @@ mod tests {
     fn a_32_bit_wrap_counts_the_increments_across_it() {
         let old = u32::MAX as u64 - 9;
         assert_eq!(counter_delta(old, 5), (15, Some(Jump::Wrapped)));
-        assert_eq!(
-            counter_delta(u32::MAX as u64, 0),
-            (1, Some(Jump::Wrapped))
-        );
+        assert_eq!(counter_delta(u32::MAX as u64, 0), (1, Some(Jump::Wrapped)));
     }
 
     #[test]
@@ -138,10 +135,7 @@ mod tests {
     #[test]
     fn columns_sum_their_counters_and_new_counters_are_baselines() {
         let before = readings(Column::Softirq, &[("cpu0", 10), ("cpu1", u32::MAX as u64)]);
-        let mut after = readings(
-            Column::Softirq,
-            &[("cpu0", 14), ("cpu1", 2), ("cpu2", 999)],
-        );
+        let mut after = readings(Column::Softirq, &[("cpu0", 14), ("cpu1", 2), ("cpu2", 999)]);
         after.set(Column::AcceptQueue, "TcpExt.ListenOverflows", 50);
         let d = between(&before, &after);
         // cpu0 +4, cpu1 wrapped +3, cpu2 new: baseline; accept_queue new: baseline.

@@ -93,7 +93,9 @@ fn late_note(late: Duration, periods: u64) -> String {
 pub fn link_notes(name: &str, before: &LinkState, after: &LinkState) -> Vec<String> {
     match (before.ifindex, after.ifindex) {
         (Some(_), None) => vec![match &after.renamed_to {
-            Some(new) => format!("{name} renamed to {new}: its columns are 0 until {name} exists again"),
+            Some(new) => {
+                format!("{name} renamed to {new}: its columns are 0 until {name} exists again")
+            }
             None => format!("{name} removed: its columns are 0 until it exists again"),
         }],
         (None, None) => vec![format!("{name} absent")],

@@ -92,7 +92,10 @@ fn another_header_is_refused_and_left_untouched() {
     let err = CsvLog::open(&path).err().expect("refused");
     assert!(matches!(err, LogError::Header { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("\"time,drops\"") && !message.contains('\n'), "{message}");
+    assert!(
+        message.contains("\"time,drops\"") && !message.contains('\n'),
+        "{message}"
+    );
     assert_eq!(fs::read_to_string(&path).unwrap(), "time,drops\n1,2\n");
     // A header with a column moved between the script's columns is another header too.
     let moved = SCRIPT_HEADER.replace("severity", "interval_s,severity");
@@ -106,7 +109,9 @@ fn a_torn_last_row_is_passed_over_and_the_next_row_starts_on_its_own_line() {
     assert_eq!(last_iteration(tail.as_bytes()), Some(9));
     // A tail cut mid-row at the front, as the last 64 KiB of a long log is.
     assert_eq!(
-        last_iteration(b"0,0,OK\n2026-02-01 00:00:05,77,eth0,0,0,0,0,0,0,0,0,0,0,0,0,CRIT,5.000,\n"),
+        last_iteration(
+            b"0,0,OK\n2026-02-01 00:00:05,77,eth0,0,0,0,0,0,0,0,0,0,0,0,0,CRIT,5.000,\n"
+        ),
         Some(77)
     );
     assert_eq!(last_iteration(SCRIPT_HEADER.as_bytes()), None);
