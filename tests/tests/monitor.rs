@@ -341,3 +341,37 @@ fn ns_monitor_once(ns: &Netns, args: &[&str]) -> std::process::Output {
         .output()
         .expect("netprobe monitor")
 }
+
+/// A monitor stopped (SIGSTOP) across several deadlines: the row after it says how late it
+/// was and how many intervals it spans, no iteration is skipped or repeated, and the rows
+/// around it keep the period (the schedule does not drift).
+#[test]
+fn a_late_interval_is_reported_never_skipped() {
+    let ns = Netns::new("mlate");
+    let log = fresh_log("late");
+    let monitor = Monitor::start(&ns, &["lo", "0.5", log.to_str().unwrap(), "--count", "6"]);
+    std::thread::sleep(Duration::from_millis(700));
+    signal(monitor.pid(), libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1700));
+    signal(monitor.pid(), libc::SIGCONT);
+    let run = monitor.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let rows = log_rows(&log);
+    let iterations: Vec<u64> = rows.iter().map(|r| cell(r, "iteration")).collect();
+    assert_eq!(iterations, [1, 2, 3, 4, 5, 6]);
+    let late: Vec<_> = rows
+        .iter()
+        .filter(|r| r["notes"].contains("late by"))
+        .collect();
+    assert_eq!(late.len(), 1, "{rows:#?}");
+    assert!(late[0]["notes"].contains("one row for"), "{:?}", late[0]);
+    let seconds = |r: &std::collections::BTreeMap<String, String>| -> f64 {
+        r["interval_s"].parse().unwrap()
+    };
+    assert!(seconds(late[0]) >= 1.5, "{:?}", late[0]);
+    for row in rows.iter().filter(|r| !r["notes"].contains("late by")) {
+        let s = seconds(row);
+        assert!(s > 0.0 && s < 0.6, "{row:?}");
+    }
+    let _ = fs::remove_file(log);
+}

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+mod monitor;
 pub mod scenarios;
 mod sockets;
 
@@ -84,6 +85,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
         || format!("netprobe reasons: {reasons}"),
     );
     sockets::check(&mut c, &results["udp_socket"]);
+    monitor::check(&mut c, &results["monitor"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",

@@ -144,3 +144,24 @@ fn failures_are_reported_once_a_minute() {
     assert_eq!(t.due(t0 + Duration::from_secs(60)), Some(2));
     assert_eq!(t.due(t0 + Duration::from_secs(61)), None);
 }
+
+#[test]
+fn a_write_that_fails_is_reported_and_the_path_tried_again() {
+    let path = temp("full.csv");
+    let (mut log, _) = CsvLog::open(&path).unwrap();
+    log.write(&interval(1, 0, &[]));
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    log.file = Some(OpenOptions::new().write(true).open("/dev/full").unwrap());
+    log.write(&interval(2, 0, &[]));
+    assert!(log.failing && log.file.is_none(), "the failure is noted");
+    log.write(&interval(3, 0, &[]));
+    let text = fs::read_to_string(&path).unwrap();
+    let iterations: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    // Row 2 is lost (and was reported), row 3 went to the path opened again.
+    assert_eq!(iterations, ["1", "3"], "{text}");
+    assert!(!log.failing);
+}
