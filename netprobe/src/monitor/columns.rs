@@ -1,97 +1,7 @@
-//! The monitor's drop columns, in the CSV's order, and the severity of an interval.
-//! docs/monitor.md says which kernel counter feeds each column.
+//! The monitor's drop columns, in the CSV's order, and the severity of an interval: the
+//! names are the shared vocabulary's (netprobe-common's `vocab`); here, one value per column.
 
-use std::fmt;
-
-/// One per-layer drop column of the CSV log (and of the JSON `drops` object).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Column {
-    NicRx,
-    NicTx,
-    NicMissed,
-    Qdisc,
-    Softirq,
-    SynQueue,
-    AcceptQueue,
-    TcpPruned,
-    TcpCollapsed,
-    UdpRcvbuf,
-    UdpSndbuf,
-}
-
-impl Column {
-    /// Every column, in the CSV's order.
-    pub const ALL: [Column; 11] = [
-        Column::NicRx,
-        Column::NicTx,
-        Column::NicMissed,
-        Column::Qdisc,
-        Column::Softirq,
-        Column::SynQueue,
-        Column::AcceptQueue,
-        Column::TcpPruned,
-        Column::TcpCollapsed,
-        Column::UdpRcvbuf,
-        Column::UdpSndbuf,
-    ];
-
-    /// The CSV header's name (also the JSON key).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Column::NicRx => "nic_rx",
-            Column::NicTx => "nic_tx",
-            Column::NicMissed => "nic_missed",
-            Column::Qdisc => "qdisc",
-            Column::Softirq => "softirq",
-            Column::SynQueue => "syn_queue",
-            Column::AcceptQueue => "accept_queue",
-            Column::TcpPruned => "tcp_pruned",
-            Column::TcpCollapsed => "tcp_collapsed",
-            Column::UdpRcvbuf => "udp_rcvbuf",
-            Column::UdpSndbuf => "udp_sndbuf",
-        }
-    }
-
-    /// The console's sub-line label, as the script printed it.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Column::NicRx => "NIC RX Dropped",
-            Column::NicTx => "NIC TX Dropped",
-            Column::NicMissed => "NIC Missed",
-            Column::Qdisc => "Qdisc Dropped",
-            Column::Softirq => "Softirq Dropped",
-            Column::SynQueue => "SYN Queue Dropped",
-            Column::AcceptQueue => "Accept Queue Overflow",
-            Column::TcpPruned => "TCP Pruned",
-            Column::TcpCollapsed => "TCP Collapsed",
-            Column::UdpRcvbuf => "UDP Rcvbuf Errors",
-            Column::UdpSndbuf => "UDP Sndbuf Errors",
-        }
-    }
-
-    /// Whether the column counts lost packets. TCPRcvCollapsed counts segments merged to save
-    /// memory, every byte kept: a sign of receive-memory pressure shown beside the drops, but
-    /// adding it to `total_drops` would call intact data lost.
-    pub const fn is_loss(self) -> bool {
-        !matches!(self, Column::TcpCollapsed)
-    }
-
-    /// The columns read from the monitored interface; the others are the namespace's (SNMP)
-    /// or the host's (softnet_stat).
-    pub const fn is_interface(self) -> bool {
-        matches!(
-            self,
-            Column::NicRx | Column::NicTx | Column::NicMissed | Column::Qdisc
-        )
-    }
-
-    fn index(self) -> usize {
-        Column::ALL
-            .iter()
-            .position(|c| *c == self)
-            .expect("every column is in ALL")
-    }
-}
+pub use netprobe_common::vocab::{DropColumn as Column, IntervalSeverity as Severity};
 
 /// One value per column.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,41 +32,6 @@ impl Drops {
             .iter()
             .map(|c| (*c, self.get(*c)))
             .filter(|(_, v)| *v > 0)
-    }
-}
-
-/// An interval's verdict from its total drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Ok,
-    Warn,
-    Crit,
-}
-
-impl Severity {
-    /// `OK` with no drop, `CRIT` from `threshold` drops on, `WARN` in between.
-    pub fn of(total: u64, threshold: u64) -> Self {
-        if total == 0 {
-            Severity::Ok
-        } else if total >= threshold {
-            Severity::Crit
-        } else {
-            Severity::Warn
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Severity::Ok => "OK",
-            Severity::Warn => "WARN",
-            Severity::Crit => "CRIT",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
