@@ -375,3 +375,89 @@ fn a_late_interval_is_reported_never_skipped() {
     }
     let _ = fs::remove_file(log);
 }
+
+/// Down, renamed away, renamed back and up: each state is said in the interval that saw it,
+/// and the monitor goes on.
+#[test]
+fn interface_down_rename_and_back_are_said() {
+    let link = Link::new("mren", 45);
+    let log = fresh_log("ren");
+    let monitor = Monitor::start(
+        &link.a,
+        &["veth0", "0.5", log.to_str().unwrap(), "--count", "8"],
+    );
+    let ip = |args: &[&str]| {
+        let mut all = vec!["-n", link.a.name.as_str(), "link", "set"];
+        all.extend_from_slice(args);
+        sh("ip", &all);
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    ip(&["veth0", "down"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    ip(&["veth0", "name", "veth9"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    ip(&["veth9", "name", "veth0"]);
+    ip(&["veth0", "up"]);
+    let run = monitor.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let rows = log_rows(&log);
+    assert_eq!(rows.len(), 8);
+    check_rows_consistent(&rows);
+    let notes: Vec<&str> = rows.iter().map(|r| r["notes"].as_str()).collect();
+    for expected in [
+        "veth0 went down",
+        "veth0 renamed to veth9",
+        "veth0 appeared (ifindex",
+    ] {
+        assert_eq!(
+            notes.iter().filter(|n| n.contains(expected)).count(),
+            1,
+            "{expected}: {notes:#?}"
+        );
+    }
+    let _ = fs::remove_file(log);
+}
+
+/// A tun device has no driver statistics and no hardware ring: every NIC column is 0 and the
+/// JSON says each is unavailable, with the reason.
+#[test]
+fn tun_has_no_nic_columns_and_says_so() {
+    let ns = Netns::new("mtun");
+    ns.exec("ip", &["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    let monitor = Monitor::start(&ns, &["tun0", "0.3", "--no-log", "--count", "2", "--json"]);
+    let run = monitor.wait();
+    assert!(run.status.success(), "{}", run.stderr);
+    let objects: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    assert_eq!(objects.len(), 2);
+    for object in &objects {
+        let unavailable: Vec<&str> = object["unavailable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["reason"].as_str().is_some_and(|r| !r.is_empty()))
+            .map(|u| u["column"].as_str().unwrap())
+            .collect();
+        assert_eq!(unavailable, ["nic_rx", "nic_tx", "nic_missed"], "{object}");
+        for column in ["nic_rx", "nic_tx", "nic_missed"] {
+            assert_eq!(object["drops"][column], 0, "{object}");
+        }
+        assert_eq!(object["link"]["present"], true);
+    }
+    assert!(
+        monitor_started_says_always_zero(&run.stderr),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The start line's companion names the columns this interface cannot have.
+fn monitor_started_says_always_zero(stderr_after_start: &str) -> bool {
+    stderr_after_start
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("netprobe monitor: always 0 here: nic_rx: "))
+}
