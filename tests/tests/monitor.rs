@@ -461,3 +461,25 @@ fn monitor_started_says_always_zero(stderr_after_start: &str) -> bool {
         .next()
         .is_some_and(|l| l.starts_with("netprobe monitor: always 0 here: nic_rx: "))
 }
+
+/// Without root the monitor runs all the same, on counters, and says so once at start.
+#[test]
+fn unprivileged_monitor_says_counters_only() {
+    let out = netprobe_unprivileged(&["monitor", "lo", "0.2", "--no-log", "--count", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("not root: counters only (eBPF attribution: not in this version)")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("] #000")).count(),
+        2,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("unreadable"), "{stdout}");
+}
