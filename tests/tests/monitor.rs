@@ -359,19 +359,25 @@ fn a_late_interval_is_reported_never_skipped() {
     let rows = log_rows(&log);
     let iterations: Vec<u64> = rows.iter().map(|r| cell(r, "iteration")).collect();
     assert_eq!(iterations, [1, 2, 3, 4, 5, 6]);
-    let late: Vec<_> = rows
+    // One row spans the deadlines the stop went over (a loaded machine may make another
+    // row a little late, never spanning).
+    let spanning: Vec<_> = rows
         .iter()
-        .filter(|r| r["notes"].contains("late by"))
+        .filter(|r| r["notes"].contains("one row for"))
         .collect();
-    assert_eq!(late.len(), 1, "{rows:#?}");
-    assert!(late[0]["notes"].contains("one row for"), "{:?}", late[0]);
+    assert_eq!(spanning.len(), 1, "{rows:#?}");
+    assert!(
+        spanning[0]["notes"].contains("late by"),
+        "{:?}",
+        spanning[0]
+    );
     let seconds = |r: &std::collections::BTreeMap<String, String>| -> f64 {
         r["interval_s"].parse().unwrap()
     };
-    assert!(seconds(late[0]) >= 1.5, "{:?}", late[0]);
-    for row in rows.iter().filter(|r| !r["notes"].contains("late by")) {
+    assert!(seconds(spanning[0]) >= 1.5, "{:?}", spanning[0]);
+    for row in rows.iter().filter(|r| !r["notes"].contains("one row for")) {
         let s = seconds(row);
-        assert!(s > 0.0 && s < 0.6, "{row:?}");
+        assert!(s > 0.0 && s < 1.0, "{row:?}");
     }
     let _ = fs::remove_file(log);
 }
