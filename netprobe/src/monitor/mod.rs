@@ -40,6 +40,8 @@ pub enum MonitorError {
     Log(#[from] LogError),
     #[error("signal handlers: {0}")]
     Signals(io::Error),
+    #[error("starting the event loop: {0}")]
+    Runtime(io::Error),
     #[error("writing to stdout: {0}")]
     Stdout(io::Error),
 }
@@ -92,7 +94,7 @@ pub fn run(options: &MonitorOptions) -> Result<(), MonitorError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(MonitorError::Signals)?;
+        .map_err(MonitorError::Runtime)?;
     runtime.block_on(watch(options, log, last_iteration + 1))
 }
 
