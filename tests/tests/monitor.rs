@@ -84,6 +84,48 @@ fn accept_queue_overflow_is_listen_overflows() {
     let _ = fs::remove_file(log);
 }
 
+/// Syncookies off (in this namespace only) and the listener's SYN-ACKs dropped on their way
+/// into the clients: no handshake completes, the SYN queue of a backlog-4 listener fills, and
+/// every further SYN is TCPReqQFullDrop, in `syn_queue` only. The accept queue never fills,
+/// so `accept_queue` stays 0: the drop is never counted twice.
+#[test]
+fn syn_queue_full_is_reqq_full_drop_never_accept_queue() {
+    let link = Link::new("msyn", 46);
+    link.b.sysctl("net.ipv4.tcp_syncookies", "0");
+    let server = link.b_port(7103);
+    let _holder = Holder::start(&link.b, HOLDER, &["no-accept", &server.to_string(), "4"]);
+    let _no_synack = NftTable::input(&link.a, "np_synack", "tcp sport 7103 drop");
+    let log = fresh_log("syn");
+    let before = link.b.monitor_counters();
+    let monitor = Monitor::start(
+        &link.b,
+        &["veth0", "1", log.to_str().unwrap(), "--count", "4"],
+    );
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            link.a.spawn(move || {
+                TcpStream::connect_timeout(&server, Duration::from_millis(1500)).ok()
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().unwrap().is_none(), "a handshake completed");
+    }
+    let run = monitor.wait();
+    let kernel = counter_deltas(&before, &link.b.monitor_counters());
+    assert!(run.status.success(), "{}", run.stderr);
+    let rows = log_rows(&log);
+    eprintln!("kernel deltas {kernel:?}");
+    assert_eq!(rows.len(), 4);
+    check_rows_consistent(&rows);
+    let dropped = column_sum(&rows, "syn_queue");
+    assert!(dropped > 0, "the SYN queue must fill: {rows:#?}");
+    assert_eq!(dropped, kernel["syn_queue"], "TCPReqQFullDrop delta");
+    assert_eq!(kernel["accept_queue"], 0);
+    check_only_moved(&rows, "syn_queue", &[]);
+    let _ = fs::remove_file(log);
+}
+
 /// A UDP socket with a 4 KB receive buffer that nobody reads: `udp_rcvbuf` is exactly
 /// RcvbufErrors' delta (Udp + Udp6), and no other column moves.
 #[test]
