@@ -1,6 +1,7 @@
 //! One vocabulary for the kernel programs and the agent: TCP states, IP protocols, address
 //! families, retransmit kinds and triggers, receive classes, drop layers and directions, and
-//! finding severities. Every name netprobe prints comes from here.
+//! finding severities, and `netprobe monitor`'s columns and interval severities (`vocab/monitor.rs`).
+//! Every name netprobe prints comes from here.
 //!
 //! The numeric values that cross the ABI are the kernel's own where the kernel defines them
 //! (TCP states from include/net/tcp_states.h, IP protocols from include/uapi/linux/in.h, both
@@ -11,6 +12,9 @@ use crate::event::{
     OUTCOME_FAILED_COUNTED, OUTCOME_SENT, OUTCOME_UNCLASSIFIED, RX_DUPLICATE, RX_DUPLICATE_PARTIAL,
     RX_FILLS_HOLE, RX_OPENS_HOLE, TRIGGER_OTHER, TRIGGER_TIMER, TRIGGER_UNKNOWN,
 };
+
+mod monitor;
+pub use monitor::{DropColumn, IntervalSeverity};
 
 /// The kernel's TCP states (`sk->sk_state`, `tcp_retransmit_skb`'s `state` field).
 #[repr(u8)]
@@ -441,7 +445,9 @@ display_by_name!(
     ReceiveClass,
     Direction,
     Layer,
-    Severity
+    Severity,
+    DropColumn,
+    IntervalSeverity
 );
 
 #[cfg(test)]

@@ -27,8 +27,80 @@ pub enum Command {
     /// Sample every loss counter twice (--interval apart) and report findings with fixes.
     /// Works without root; what it cannot read is listed as skipped.
     Report(ReportArgs),
+    /// Watch every per-layer drop counter, every INTERVAL seconds, for days: a console line
+    /// (or NDJSON) and a CSV log row per interval (columns: docs/monitor.md).
+    Monitor(MonitorArgs),
     /// List the drop reasons of the running kernel (names usable with --reason).
     Reasons,
+}
+
+/// `netprobe monitor [INTERFACE] [INTERVAL] [LOGFILE]`: the positionals the script took, or
+/// the same as flags.
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct MonitorArgs {
+    /// Interface to watch (default eth0).
+    #[arg(value_name = "INTERFACE", conflicts_with = "interface")]
+    pub interface_arg: Option<String>,
+    /// Seconds between samples (default 5).
+    #[arg(value_name = "INTERVAL", conflicts_with = "interval")]
+    pub interval_arg: Option<f64>,
+    /// CSV log to append to (default /var/log/network_drops.log).
+    #[arg(value_name = "LOGFILE", conflicts_with_all = ["log", "no_log"])]
+    pub log_arg: Option<PathBuf>,
+    /// Interface to watch (the same as INTERFACE).
+    #[arg(long, value_name = "IFNAME")]
+    pub interface: Option<String>,
+    /// Seconds between samples (the same as INTERVAL).
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// CSV log to append to (the same as LOGFILE).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_log")]
+    pub log: Option<PathBuf>,
+    /// Drops in one interval from which it is CRIT (WARN below, OK at 0).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub threshold: u64,
+    /// Stop after N intervals.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// One NDJSON object per interval on stdout instead of the console lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Write no CSV log.
+    #[arg(long)]
+    pub no_log: bool,
+}
+
+impl MonitorArgs {
+    pub const DEFAULT_INTERFACE: &str = "eth0";
+    pub const DEFAULT_INTERVAL: f64 = 5.0;
+    pub const DEFAULT_LOG: &str = "/var/log/network_drops.log";
+
+    pub fn resolved_interface(&self) -> String {
+        self.interface_arg
+            .clone()
+            .or_else(|| self.interface.clone())
+            .unwrap_or_else(|| Self::DEFAULT_INTERFACE.into())
+    }
+
+    pub fn resolved_interval(&self) -> f64 {
+        self.interval_arg
+            .or(self.interval)
+            .unwrap_or(Self::DEFAULT_INTERVAL)
+    }
+
+    /// `None` with `--no-log`.
+    pub fn resolved_log(&self) -> Option<PathBuf> {
+        if self.no_log {
+            return None;
+        }
+        Some(
+            self.log_arg
+                .clone()
+                .or_else(|| self.log.clone())
+                .unwrap_or_else(|| Self::DEFAULT_LOG.into()),
+        )
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use clap::Parser;
 use netprobe::{
     cli::{Cli, Command},
     kernel::btf::{DropReasons, KernelBtf},
-    report, trace,
+    monitor, report, trace,
 };
 
 fn main() -> ExitCode {
@@ -47,6 +47,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print(&text)?;
         }
+        Command::Monitor(args) => monitor::run(&monitor::MonitorOptions {
+            interface: args.resolved_interface(),
+            interval: args.resolved_interval(),
+            log: args.resolved_log(),
+            threshold: args.threshold,
+            count: args.count,
+            json: args.json,
+        })?,
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;
             if !reasons.recorded() {

@@ -285,7 +285,7 @@ fn read_qdiscs(interfaces: &[InterfaceInfo], skipped: &mut Vec<Skipped>) -> Vec<
 
 /// snmp and netstat, plus snmp6 when there is one: a kernel without IPv6 has no such file,
 /// which is not worth a `skipped` line.
-fn read_counters(skipped: &mut Vec<Skipped>) -> Counters {
+pub(crate) fn read_counters(skipped: &mut Vec<Skipped>) -> Counters {
     let mut counters = Counters::new();
     for path in ["/proc/net/snmp", "/proc/net/netstat"] {
         if let Some(text) = read(path, skipped) {

@@ -37,11 +37,11 @@ pub struct InterfaceInfo {
     pub statistics: BTreeMap<String, u64>,
 }
 
-fn read_trimmed(path: &Path) -> Option<String> {
+pub(crate) fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-fn read_number(path: &Path) -> Option<u64> {
+pub(crate) fn read_number(path: &Path) -> Option<u64> {
     read_trimmed(path)?
         .parse::<i64>()
         .ok()

@@ -1,0 +1,106 @@
+//! `netprobe monitor` on every kernel: a UDP socket with SO_RCVBUF 1024, never read, flooded
+//! from the peer namespace while the monitor runs inside the socket's namespace (1 s interval,
+//! 3 intervals). Its `udp_rcvbuf` column must sum to the namespace's RcvbufErrors delta, no
+//! other column may move, and a veth's missing hardware ring is said to be unavailable.
+
+use std::{fs, net::UdpSocket, os::fd::AsRawFd};
+
+use serde_json::{json, Value};
+
+use super::Checks;
+use crate::{column_sum, fresh_log, log_rows, send_udp, Link, Monitor, LOSS_COLUMNS};
+
+/// What the guest measures; judged by [`check`] on the host.
+pub fn monitored_udp_overflow() -> Value {
+    let link = Link::new("mxm", 70);
+    let sink = link.b_port(7030);
+    let socket = link.b.run(move || {
+        let socket = UdpSocket::bind(sink).expect("bind");
+        let size: libc::c_int = 1024;
+        // SAFETY: setsockopt on a descriptor this thread owns, with a c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const _,
+                std::mem::size_of::<libc::c_int>() as _,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        socket
+    });
+    let log = fresh_log("matrix");
+    let before = link.b.snmp("Udp", "RcvbufErrors");
+    let monitor = Monitor::start(
+        &link.b,
+        &[
+            "veth0",
+            "1",
+            log.to_str().unwrap(),
+            "--count",
+            "3",
+            "--json",
+        ],
+    );
+    let sent = send_udp(&link.a, sink, &[0u8; 256], 500);
+    let run = monitor.wait();
+    let rcvbuf_errors = link.b.snmp("Udp", "RcvbufErrors") - before;
+    drop(socket);
+    let rows = if log.exists() {
+        log_rows(&log)
+    } else {
+        Vec::new()
+    };
+    let _ = fs::remove_file(&log);
+    let columns: serde_json::Map<String, Value> = LOSS_COLUMNS
+        .iter()
+        .chain(&["tcp_collapsed"])
+        .map(|c| (c.to_string(), json!(column_sum(&rows, c))))
+        .collect();
+    let last: Value = run
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "success": run.status.success(),
+        "stderr": run.stderr.chars().take(1000).collect::<String>(),
+        "sent": sent,
+        "rcvbuf_errors": rcvbuf_errors,
+        "rows": rows.len(),
+        "columns": columns,
+        "unavailable": last["unavailable"].clone(),
+    })
+}
+
+/// Exact column, still others, and the veth's ring said to be unavailable.
+pub(super) fn check(c: &mut Checks, v: &Value) {
+    let columns = &v["columns"];
+    c.that(v["success"] == true && v["rows"] == 3, || {
+        format!("netprobe monitor: {v}")
+    });
+    c.that(
+        v["rcvbuf_errors"].as_u64().is_some_and(|e| e > 0)
+            && columns["udp_rcvbuf"] == v["rcvbuf_errors"],
+        || format!("monitor udp_rcvbuf vs RcvbufErrors: {v}"),
+    );
+    c.that(
+        columns
+            .as_object()
+            .is_some_and(|m| m.iter().all(|(k, n)| k == "udp_rcvbuf" || n == 0)),
+        || format!("monitor: a column other than udp_rcvbuf moved: {columns}"),
+    );
+    c.that(
+        v["unavailable"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|x| x["column"] == "nic_missed")),
+        || {
+            format!(
+                "monitor: a veth's nic_missed not said unavailable: {}",
+                v["unavailable"]
+            )
+        },
+    );
+}
