@@ -16,6 +16,7 @@ extern crate std;
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod tables;
 pub mod vocab;
 
 #[cfg(feature = "user")]
@@ -26,3 +27,4 @@ mod layout;
 pub use config::*;
 pub use counters::*;
 pub use event::*;
+pub use tables::*;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+mod line;
 mod monitor;
 pub mod scenarios;
 mod sockets;
@@ -119,45 +120,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     if !c.0.is_empty() {
         return Err(c.0);
     }
-    Ok(summary_line(results, &verifier))
-}
-
-/// The one line a kernel that passed shows in the test output.
-fn summary_line(results: &Value, verifier: &str) -> String {
-    let l = &results["lossy"];
-    let t = &results["tail"]["client"];
-    format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; monitor udp_rcvbuf {}=RcvbufErrors {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), spurious retransmits: D-SACKed {} (TCPDSACKRecv {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
-        results["kernel"].as_str().unwrap_or("?"),
-        results["attach_s"].as_f64().unwrap_or(0.0),
-        function_hook_method(&results["hooks"]),
-        results["udp_socket"]["row"]["drops_total"],
-        results["udp_socket"]["rcvbuf_errors"],
-        results["monitor"]["columns"]["udp_rcvbuf"],
-        results["monitor"]["rcvbuf_errors"],
-        results["ack_loss"]["duplicates"],
-        results["ack_loss"]["tcp_drops_in_server_netns"],
-        results["after_fin"]["old_drops"],
-        results["after_fin"]["DelayedACKLost"],
-        results["backlog"]["drop_events"],
-        results["backlog"]["softnet_dropped"],
-        l["sender"]["segs"],
-        l["sender"]["counters"]["RetransSegs"],
-        l["sender"]["dsacked"],
-        results["spurious"]["dsacked"],
-        results["spurious"]["TCPDSACKRecv"],
-        l["receiver"]["out_of_order"],
-        l["receiver"]["duplicate"],
-        l["drops"]["netfilter_ingress"],
-        l["drops"]["nft_counter"],
-        results["syn"]["client"]["kinds"]["syn"],
-        results["synack"]["server"]["kinds"]["synack"],
-        t["kinds"]["tlp"],
-        t["counters"]["TCPLossProbes"],
-        t["rto_timer"],
-        t["counters"]["TCPTimeouts"],
-        results["withheld"],
-    )
+    Ok(line::summary_line(results, &verifier))
 }
 
 const CORE_HOOKS: &[&str] = &[
