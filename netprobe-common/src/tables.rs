@@ -269,3 +269,28 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NonNetworkKey {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key's bytes as the kernel writes them into the map, written out by hand: the
+    /// agent reads the map's keys back as this struct.
+    #[cfg(feature = "user")]
+    #[test]
+    fn non_network_key_memory_is_the_golden_bytes_and_back() {
+        use zerocopy::{FromBytes, IntoBytes};
+        #[rustfmt::skip]
+        const GOLDEN: [u8; 16] = [
+            /* 0 reason */ 2, 0, 1, 0, /* 4 pad */ 0, 0, 0, 0,
+            /* 8 location */ 0xe0, 0xcb, 0x12, 0x82, 0xff, 0xff, 0xff, 0xff,
+        ];
+        let key = NonNetworkKey {
+            reason: 0x0001_0002,
+            _pad0: 0,
+            location: 0xffff_ffff_8212_cbe0,
+        };
+        assert_eq!(key.as_bytes(), &GOLDEN[..]);
+        assert_eq!(NonNetworkKey::read_from_bytes(&GOLDEN[..]).unwrap(), key);
+    }
+}
