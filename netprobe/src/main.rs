@@ -9,7 +9,7 @@ use clap::Parser;
 use netprobe::{
     cli::{Cli, Command},
     kernel::btf::{DropReasons, KernelBtf},
-    monitor, report, trace,
+    analyze, monitor, report, trace,
 };
 
 fn main() -> ExitCode {
@@ -55,6 +55,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             count: args.count,
             json: args.json,
         })?,
+        Command::Analyze(args) => print(&analyze::run(&analyze::AnalyzeOptions {
+            files: args.files,
+            json: args.json,
+            chart: args.chart,
+            threshold: args.threshold,
+        })?)?,
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;
             if !reasons.recorded() {
