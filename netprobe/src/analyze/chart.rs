@@ -81,6 +81,9 @@ pub fn svg(rows: &[Row], threshold: u64) -> String {
 
 /// One closed path per loss column: along the top of its band, back along the bottom.
 fn areas(out: &mut String, points: &[&Row], frame: &Frame) {
+    if points.is_empty() {
+        return;
+    }
     let mut below = vec![0u64; points.len()];
     for (column, colour) in stacked_columns().zip(COLOURS) {
         let above: Vec<u64> = points

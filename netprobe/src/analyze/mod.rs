@@ -8,6 +8,8 @@ pub mod json;
 pub mod parse;
 pub mod render;
 pub mod summary;
+#[cfg(test)]
+mod test_log;
 
 use std::{io, path::PathBuf};
 

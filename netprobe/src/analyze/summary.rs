@@ -95,3 +95,7 @@ fn keep_if_worst(worst: &mut Vec<usize>, rows: &[Row], index: usize, total: u64)
     worst.insert(at, index);
     worst.truncate(WORST);
 }
+
+#[cfg(test)]
+#[path = "summary_tests.rs"]
+mod tests;
