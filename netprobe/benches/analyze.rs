@@ -30,7 +30,11 @@ fn month_log() -> String {
             1..=99 => "WARN",
             _ => "CRIT",
         };
-        let notes = if i % 5000 == 0 { "\"late by 1.3 s, one row\"" } else { "" };
+        let notes = if i % 5000 == 0 {
+            "\"late by 1.3 s, one row\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
             "2026-01-{day:02} {hour:02}:{minute:02}:{second:02},{},eth0,{total},0,0,0,0,{softirq},0,0,0,0,{udp},0,{severity},5.000,{notes}",
@@ -48,7 +52,10 @@ fn time(label: &str, options: &AnalyzeOptions) -> f64 {
         output = analyze::run(options).expect("analyze").len();
         best = best.min(start.elapsed().as_secs_f64());
     }
-    println!("{label:<44} {:>8.0} ms  (best of {ROUNDS}; {output} bytes out)", best * 1e3);
+    println!(
+        "{label:<44} {:>8.0} ms  (best of {ROUNDS}; {output} bytes out)",
+        best * 1e3
+    );
     best
 }
 
@@ -74,9 +81,18 @@ fn main() {
         threshold: 100,
     };
     let worst = [
-        time("plain log, text report", &options(vec![plain.clone()], false, None)),
-        time("plain log, --json", &options(vec![plain.clone()], true, None)),
-        time("gzip log, text report", &options(vec![gzipped.clone()], false, None)),
+        time(
+            "plain log, text report",
+            &options(vec![plain.clone()], false, None),
+        ),
+        time(
+            "plain log, --json",
+            &options(vec![plain.clone()], true, None),
+        ),
+        time(
+            "gzip log, text report",
+            &options(vec![gzipped.clone()], false, None),
+        ),
         time(
             "plain log, text report and --chart",
             &options(vec![plain.clone()], false, Some(dir.join("chart.svg"))),

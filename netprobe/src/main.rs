@@ -7,9 +7,10 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use netprobe::{
+    analyze,
     cli::{Cli, Command},
     kernel::btf::{DropReasons, KernelBtf},
-    analyze, monitor, report, trace,
+    monitor, report, trace,
 };
 
 fn main() -> ExitCode {

@@ -35,7 +35,10 @@ fn rows(first: u64, last: u64) -> String {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netprobe-e2e-analyze-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "netprobe-e2e-analyze-{}-{name}",
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -96,15 +99,34 @@ fn analyze_reads_a_rotated_gzip_log_and_reports_every_section() {
     let worst = json["worst_intervals"].as_array().unwrap();
     let worst: Vec<(u64, u64)> = worst
         .iter()
-        .map(|w| (w["iteration"].as_u64().unwrap(), w["total_drops"].as_u64().unwrap()))
+        .map(|w| {
+            (
+                w["iteration"].as_u64().unwrap(),
+                w["total_drops"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         worst,
-        [(100, 101), (96, 96), (92, 92), (88, 88), (84, 84), (80, 81), (76, 76), (72, 72), (68, 68), (64, 64)]
+        [
+            (100, 101),
+            (96, 96),
+            (92, 92),
+            (88, 88),
+            (84, 84),
+            (80, 81),
+            (76, 76),
+            (72, 72),
+            (68, 68),
+            (64, 64)
+        ]
     );
     assert_eq!(json["worst_intervals"][0]["severity"], "CRIT");
     assert_eq!(json["worst_intervals"][0]["biggest_category"], "softirq");
-    assert_eq!(json["worst_intervals"][0]["timestamp"], "2026-02-03 19:04:00");
+    assert_eq!(
+        json["worst_intervals"][0]["timestamp"],
+        "2026-02-03 19:04:00"
+    );
     let hours = json["by_hour"].as_array().unwrap();
     assert_eq!(hours.len(), 24);
     assert_eq!(hours[19]["drops"], 197);
@@ -124,7 +146,11 @@ fn analyze_reads_a_rotated_gzip_log_and_reports_every_section() {
 
     let svg = fs::read_to_string(&chart).expect("the chart was written");
     assert!(svg.starts_with("<?xml") && svg.ends_with("</svg>\n"));
-    assert_eq!(svg.matches("<path ").count(), 10, "one path per loss column");
+    assert_eq!(
+        svg.matches("<path ").count(),
+        10,
+        "one path per loss column"
+    );
     assert!(svg.contains("class=\"threshold\"") && svg.contains("CRIT ≥ 100"));
     let _ = fs::remove_dir_all(dir);
 }
@@ -136,7 +162,10 @@ fn assert_one_line_error(args: &[&str], expected: &str) {
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     assert!(stderr.starts_with("netprobe: error: "), "{stderr}");
-    assert!(stderr.contains(expected), "{args:?}: {stderr} lacks {expected:?}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: {stderr} lacks {expected:?}"
+    );
     assert!(out.stdout.is_empty(), "{args:?} printed a report anyway");
 }
 

@@ -182,7 +182,6 @@ fn legend(out: &mut String) {
     }
 }
 
-
 #[cfg(test)]
 #[path = "chart_tests.rs"]
 mod tests;

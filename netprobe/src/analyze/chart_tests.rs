@@ -76,9 +76,11 @@ fn buckets_keep_the_worst_interval_of_each() {
     let points = buckets(&rows, MAX_POINTS);
     assert_eq!(points.len(), MAX_POINTS);
     // The spike survives bucketing, and the first of equals represents a bucket.
-    assert!(points.iter().any(|r| r.iteration == 1234 && r.total() == 5000));
+    assert!(points
+        .iter()
+        .any(|r| r.iteration == 1234 && r.total() == 5000));
     assert_eq!(points[0].iteration, 2); // bucket 0 is rows 1–2: 1 % 3 = 1 < 2 % 3 = 2
-    // Fewer rows than points: one point each.
+                                        // Fewer rows than points: one point each.
     assert_eq!(buckets(&rows[..10], MAX_POINTS).len(), 10);
     assert!(buckets(&[], MAX_POINTS).is_empty());
 }

@@ -41,9 +41,8 @@ fn reads_the_monitors_rows() {
 
 #[test]
 fn the_scripts_16_column_header_is_accepted() {
-    let text = format!(
-        "{SCRIPT_HEADER}\n2026-02-03 11:23:50,1,eth0,45,0,0,0,0,40,0,0,0,3,5,0,WARN\n"
-    );
+    let text =
+        format!("{SCRIPT_HEADER}\n2026-02-03 11:23:50,1,eth0,45,0,0,0,0,40,0,0,0,3,5,0,WARN\n");
     let log = read_text(&text).unwrap();
     assert_eq!(log.rows.len(), 1);
     assert_eq!(log.rows[0].total(), 45);
@@ -68,7 +67,12 @@ fn malformed_rows_are_skipped_and_counted_with_their_lines() {
     assert_eq!(log.malformed.count, 6);
     let lines: Vec<u64> = log.malformed.first.iter().map(|m| m.line).collect();
     assert_eq!(lines, vec![3, 4, 6, 7, 8, 9]);
-    let reasons: Vec<&str> = log.malformed.first.iter().map(|m| m.reason.as_str()).collect();
+    let reasons: Vec<&str> = log
+        .malformed
+        .first
+        .iter()
+        .map(|m| m.reason.as_str())
+        .collect();
     assert!(reasons[0].starts_with("timestamp:"), "{reasons:?}");
     assert!(reasons[1].starts_with("5 fields"), "{reasons:?}");
     assert!(reasons[2].starts_with("total_drops:"), "{reasons:?}");
@@ -132,7 +136,7 @@ fn rotated_files_gzip_or_not_are_read_in_the_order_given() {
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
     let path = temp_dir("missing").join("nope.log");
-    let err = read_logs(&[path.clone()]).unwrap_err();
+    let err = read_logs(std::slice::from_ref(&path)).unwrap_err();
     assert!(matches!(err, AnalyzeError::Open { .. }), "{err}");
     assert!(err.to_string().contains("nope.log"), "{err}");
 }

@@ -61,7 +61,10 @@ fn categories(out: &mut String, summary: &Summary) {
     for column in Column::ALL {
         let value = summary.columns.get(column);
         let share = if summary.total_drops > 0 && column.is_loss() {
-            format!("{:>6.2}%", value as f64 * 100.0 / summary.total_drops as f64)
+            format!(
+                "{:>6.2}%",
+                value as f64 * 100.0 / summary.total_drops as f64
+            )
         } else {
             String::new()
         };
@@ -120,7 +123,13 @@ fn malformed(out: &mut String, log: &Log) {
     let m = &log.malformed;
     let _ = writeln!(out, "\nMalformed lines skipped: {}", m.count);
     for line in &m.first {
-        let _ = writeln!(out, "  {}:{}: {}", line.file.display(), line.line, line.reason);
+        let _ = writeln!(
+            out,
+            "  {}:{}: {}",
+            line.file.display(),
+            line.line,
+            line.reason
+        );
     }
     if m.count > m.first.len() as u64 {
         let _ = writeln!(out, "  … and {} more", m.count - m.first.len() as u64);

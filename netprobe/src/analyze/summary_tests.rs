@@ -6,7 +6,13 @@ use crate::{
 
 fn known_summary() -> Summary {
     let mut log = Log::default();
-    read_one(known_log().as_bytes(), std::path::Path::new("t"), false, &mut log).unwrap();
+    read_one(
+        known_log().as_bytes(),
+        std::path::Path::new("t"),
+        false,
+        &mut log,
+    )
+    .unwrap();
     summarize(&log.rows)
 }
 
@@ -61,7 +67,11 @@ fn worst_intervals_keep_the_earlier_of_equals() {
             })
             .collect::<String>();
     read_one(text.as_bytes(), std::path::Path::new("t"), false, &mut log).unwrap();
-    let worst: Vec<u64> = summarize(&log.rows).worst.iter().map(|r| r.iteration).collect();
+    let worst: Vec<u64> = summarize(&log.rows)
+        .worst
+        .iter()
+        .map(|r| r.iteration)
+        .collect();
     assert_eq!(worst, vec![15, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 }
 

@@ -51,7 +51,11 @@ pub fn known_rows(first: u64, last: u64) -> String {
         let minute = (i - 1) % 5;
         let timestamp = format!("2026-02-03 {hour:02}:{minute:02}:00");
         // A note with a comma: the monitor quotes it.
-        let notes: &[&str] = if i == 50 { &["late by 1.3 s, one row"] } else { &[] };
+        let notes: &[&str] = if i == 50 {
+            &["late by 1.3 s, one row"]
+        } else {
+            &[]
+        };
         text.push_str(&monitor_row(&timestamp, i, drops, notes));
     }
     text
