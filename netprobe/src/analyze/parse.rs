@@ -5,8 +5,9 @@
 //! line, never fatal: a log torn by a crash or a full disk still gets analysed.
 
 use std::{
+    borrow::Cow,
     fs::File,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead, BufReader},
     path::{Path, PathBuf},
 };
 
@@ -132,46 +133,57 @@ pub fn read_logs(paths: &[PathBuf]) -> Result<Log, AnalyzeError> {
 }
 
 /// The file's text: gunzipped when it starts with gzip's magic bytes.
-fn decompressed(file: File) -> io::Result<(Box<dyn Read>, bool)> {
+fn decompressed(file: File) -> io::Result<(Box<dyn BufRead>, bool)> {
     let mut reader = BufReader::with_capacity(256 << 10, file);
     let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     if gzip {
         // Multi-member: `cat a.gz b.gz` is a valid gzip file too.
-        Ok((Box::new(MultiGzDecoder::new(reader)), true))
+        Ok((
+            Box::new(BufReader::with_capacity(
+                256 << 10,
+                MultiGzDecoder::new(reader),
+            )),
+            true,
+        ))
     } else {
         Ok((Box::new(reader), false))
     }
 }
 
-/// Reads one file's text (already decompressed) into `log`.
+/// Reads one file's text (already decompressed) into `log`, a line at a time: the monitor
+/// writes one row per line (its `notes` hold no newline), so a torn row, even one cut inside
+/// a quoted field, costs that line only instead of swallowing the rows after it.
 pub fn read_one(
-    reader: impl Read,
+    mut reader: impl BufRead,
     path: &Path,
     gzip: bool,
     log: &mut Log,
 ) -> Result<(), AnalyzeError> {
-    let read_error = |e: csv::Error| AnalyzeError::Read {
-        path: path.to_path_buf(),
-        error: io::Error::other(e),
-    };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(256 << 10)
-        .from_reader(reader);
-    let mut record = csv::ByteRecord::new();
     let (rows_before, malformed_before) = (log.rows.len(), log.malformed.count);
-    // An empty file (logrotate's `create` before the first row) has no header yet.
-    if csv.read_byte_record(&mut record).map_err(read_error)? {
-        check_header(&record, path)?;
-    }
-    while csv.read_byte_record(&mut record).map_err(read_error)? {
-        match parse_row(&record) {
+    let mut buffer = Vec::with_capacity(256);
+    let mut line_number = 0u64;
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(|error| AnalyzeError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
+        if read == 0 {
+            break;
+        }
+        line_number += 1;
+        let line = trim_line_end(&buffer);
+        let fields = split_fields(line);
+        // An empty file (logrotate's `create` before the first row) has no header yet.
+        if line_number == 1 {
+            check_header(&fields, path)?;
+            continue;
+        }
+        match parse_row(&fields) {
             Ok(row) => log.rows.push(row),
-            Err(reason) => {
-                let line = record.position().map_or(0, |p| p.line());
-                log.malformed.record(path, line, reason);
-            }
+            Err(reason) => log.malformed.record(path, line_number, reason),
         }
     }
     log.files.push(FileRead {
@@ -183,17 +195,42 @@ pub fn read_one(
     Ok(())
 }
 
-fn check_header(record: &csv::ByteRecord, path: &Path) -> Result<(), AnalyzeError> {
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The fields of one CSV line. The monitor quotes a field only when it holds a comma or a
+/// quote (`notes`): such lines go through the `csv` crate, the others are split on commas
+/// directly, which is what keeps half a million rows well under a second.
+fn split_fields(line: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    if !line.contains(&b'"') {
+        return line.split(|b| *b == b',').map(Cow::Borrowed).collect();
+    }
+    let mut record = csv::ByteRecord::new();
+    let parsed = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line)
+        .read_byte_record(&mut record);
+    match parsed {
+        Ok(true) => record.iter().map(|f| Cow::Owned(f.to_vec())).collect(),
+        // An unterminated quote (a torn row) and the like: not a row.
+        _ => Vec::new(),
+    }
+}
+
+fn check_header(fields: &[Cow<'_, [u8]>], path: &Path) -> Result<(), AnalyzeError> {
     let expected = SCRIPT_HEADER.split(',');
-    let matches = record.len() >= FIXED_FIELDS
-        && record
+    let matches = fields.len() >= FIXED_FIELDS
+        && fields
             .iter()
             .zip(expected)
-            .all(|(found, want)| found == want.as_bytes());
+            .all(|(found, want)| found.as_ref() == want.as_bytes());
     if matches {
         return Ok(());
     }
-    let found: Vec<_> = record.iter().map(String::from_utf8_lossy).collect();
+    let found: Vec<_> = fields.iter().map(|f| String::from_utf8_lossy(f)).collect();
     Err(AnalyzeError::Header {
         path: path.to_path_buf(),
         found: found.join(",").chars().take(200).collect(),
@@ -201,7 +238,7 @@ fn check_header(record: &csv::ByteRecord, path: &Path) -> Result<(), AnalyzeErro
 }
 
 /// One data row, or why it is not one.
-fn parse_row(record: &csv::ByteRecord) -> Result<Row, String> {
+fn parse_row(record: &[Cow<'_, [u8]>]) -> Result<Row, String> {
     if record.len() < FIXED_FIELDS {
         return Err(format!(
             "{} fields, the monitor's rows have at least {FIXED_FIELDS}",
@@ -224,7 +261,7 @@ fn parse_row(record: &csv::ByteRecord) -> Result<Row, String> {
     for column in Column::ALL {
         drops.add(column, number(FIRST_DROP_FIELD + column.index())?);
     }
-    let severity = match &record[SEVERITY_FIELD] {
+    let severity = match record[SEVERITY_FIELD].as_ref() {
         b"OK" => Severity::Ok,
         b"WARN" => Severity::Warn,
         b"CRIT" => Severity::Crit,

@@ -86,6 +86,31 @@ fn malformed_rows_are_skipped_and_counted_with_their_lines() {
 }
 
 #[test]
+fn a_row_torn_inside_its_quoted_notes_swallows_no_later_row() {
+    // A full disk cut row 2 inside its quoted note, row 4 inside its counts; the monitor went
+    // on at the next line each time. Row 2's 16 columns are whole: it counts. Read as one CSV
+    // stream, the open quote would have swallowed rows 3 and 4 into row 2's note.
+    let text = header()
+        + &known_rows(1, 1)
+        + "2026-02-03 00:01:00,2,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK,5.000,\"late by 1.3 s, on\n"
+        + &known_rows(3, 3)
+        + "2026-02-03 00:03:00,4,eth0,0,0,0\n"
+        + &known_rows(5, 5);
+    let log = read_text(&text).unwrap();
+    let iterations: Vec<u64> = log.rows.iter().map(|r| r.iteration).collect();
+    assert_eq!(iterations, vec![1, 2, 3, 5]);
+    assert_eq!(log.malformed.count, 1);
+    assert_eq!(log.malformed.first[0].line, 5);
+}
+
+#[test]
+fn crlf_line_ends_are_read_too() {
+    let text = known_log().replace('\n', "\r\n");
+    let log = read_text(&text).unwrap();
+    assert_eq!((log.rows.len(), log.malformed.count), (100, 0));
+}
+
+#[test]
 fn only_the_first_20_malformed_lines_are_listed_all_are_counted() {
     let text = header() + &"not,a,row\n".repeat(25);
     let log = read_text(&text).unwrap();
