@@ -30,6 +30,9 @@ pub enum Command {
     /// Watch every per-layer drop counter, every INTERVAL seconds, for days: a console line
     /// (or NDJSON) and a CSV log row per interval (columns: docs/monitor.md).
     Monitor(MonitorArgs),
+    /// Analyse `netprobe monitor`'s CSV logs (rotated, gzip or not): intervals with drops,
+    /// drops by category and hour, the worst and the last intervals; --chart draws an SVG.
+    Analyze(AnalyzeArgs),
     /// List the drop reasons of the running kernel (names usable with --reason).
     Reasons,
 }
@@ -101,6 +104,24 @@ impl MonitorArgs {
                 .unwrap_or_else(|| Self::DEFAULT_LOG.into()),
         )
     }
+}
+
+/// `netprobe analyze LOGFILE…`: rotated logs oldest first
+/// (`network_drops.log.2.gz network_drops.log.1 network_drops.log`).
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The monitor's CSV logs, in time order; gzip-compressed ones are recognised.
+    #[arg(value_name = "LOGFILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw drops over time, stacked by category, to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+    /// Drops per interval from which it is CRIT (the monitor's --threshold): the chart's line.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub threshold: u64,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! (aggregations, rules, reconciliation) beside `report` (the kernel's own counters) and `monitor` (those
 //! counters' deltas every interval, for days).
 
+pub mod analyze;
 pub mod cli;
 pub mod findings;
 pub mod fixes;

@@ -7,6 +7,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use netprobe::{
+    analyze,
     cli::{Cli, Command},
     kernel::btf::{DropReasons, KernelBtf},
     monitor, report, trace,
@@ -55,6 +56,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             count: args.count,
             json: args.json,
         })?,
+        Command::Analyze(args) => print(&analyze::run(&analyze::AnalyzeOptions {
+            files: args.files,
+            json: args.json,
+            chart: args.chart,
+            threshold: args.threshold,
+        })?)?,
         Command::Reasons => {
             let reasons = DropReasons::from_btf(&KernelBtf::load(&cli.btf)?)?;
             if !reasons.recorded() {

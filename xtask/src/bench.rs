@@ -439,6 +439,12 @@ pub fn run_all() -> Result<()> {
             .args(["bench", "-p", "netprobe", "--bench", "report"]),
     )?;
 
+    println!("\n== analyze: 30 days of 5 s monitor intervals (goal: under 1 s) ==");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["bench", "-p", "netprobe", "--bench", "analyze"]),
+    )?;
+
     println!("\n== throughput: veth TCP with and without netprobe ==");
     throughput_with_and_without()?;
 
