@@ -203,6 +203,28 @@ impl Netns {
     }
 }
 
+/// A log's rows: each column by name.
+pub type Row = BTreeMap<String, String>;
+
+/// Waits for a monitor run with `--count rows` and judges it as every scenario does: it ended
+/// well and wrote exactly `rows` rows that add up. Returns the run, its rows, and how far the
+/// namespace's counters moved since `before` (read at once, over the same span).
+pub fn finish(
+    monitor: Monitor,
+    ns: &Netns,
+    before: &BTreeMap<&'static str, u64>,
+    log: &Path,
+    rows: usize,
+) -> (MonitorRun, Vec<Row>, BTreeMap<&'static str, u64>) {
+    let run = monitor.wait();
+    let kernel = counter_deltas(before, &ns.monitor_counters());
+    assert!(run.status.success(), "{}", run.stderr);
+    let written = log_rows(log);
+    assert_eq!(written.len(), rows, "{written:#?}");
+    check_rows_consistent(&written);
+    (run, written, kernel)
+}
+
 /// Each counter's growth between two readings of `monitor_counters`.
 pub fn counter_deltas(
     before: &BTreeMap<&'static str, u64>,

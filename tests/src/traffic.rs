@@ -202,6 +202,26 @@ fn transfer_with(
     Transfer { local, bytes }
 }
 
+/// A UDP socket bound to `at` in `ns` whose application asked for a `bytes` receive buffer
+/// (SO_RCVBUF; the kernel doubles it), for a test to hold and never read.
+pub fn udp_socket_with_rcvbuf(ns: &Netns, at: SocketAddr, bytes: libc::c_int) -> UdpSocket {
+    ns.run(move || {
+        let socket = UdpSocket::bind(at).expect("bind");
+        // SAFETY: setsockopt on a descriptor this thread owns, with a c_int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &bytes as *const _ as *const _,
+                std::mem::size_of::<libc::c_int>() as _,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF");
+        socket
+    })
+}
+
 /// Sends `count` datagrams of `payload` from a thread in `ns` to `to`; returns how many the
 /// kernel accepted (a test that expects every one asserts it).
 pub fn send_udp(ns: &Netns, to: SocketAddr, payload: &[u8], count: usize) -> usize {

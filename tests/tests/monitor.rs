@@ -46,13 +46,8 @@ fn accept_queue_overflow_is_listen_overflows() {
     for c in clients {
         let _ = c.join().unwrap();
     }
-    let run = monitor.wait();
-    let kernel = counter_deltas(&before, &link.b.monitor_counters());
-    assert!(run.status.success(), "{}", run.stderr);
-    let rows = log_rows(&log);
+    let (run, rows, kernel) = finish(monitor, &link.b, &before, &log, 4);
     eprintln!("kernel deltas {kernel:?}");
-    assert_eq!(rows.len(), 4);
-    check_rows_consistent(&rows);
     let overflows = column_sum(&rows, "accept_queue");
     assert!(overflows > 0, "no overflow: {rows:#?}");
     assert_eq!(overflows, kernel["accept_queue"], "ListenOverflows delta");
@@ -111,13 +106,8 @@ fn syn_queue_full_is_reqq_full_drop_never_accept_queue() {
     for c in clients {
         assert!(c.join().unwrap().is_none(), "a handshake completed");
     }
-    let run = monitor.wait();
-    let kernel = counter_deltas(&before, &link.b.monitor_counters());
-    assert!(run.status.success(), "{}", run.stderr);
-    let rows = log_rows(&log);
+    let (_, rows, kernel) = finish(monitor, &link.b, &before, &log, 4);
     eprintln!("kernel deltas {kernel:?}");
-    assert_eq!(rows.len(), 4);
-    check_rows_consistent(&rows);
     let dropped = column_sum(&rows, "syn_queue");
     assert!(dropped > 0, "the SYN queue must fill: {rows:#?}");
     assert_eq!(dropped, kernel["syn_queue"], "TCPReqQFullDrop delta");
@@ -140,14 +130,9 @@ fn udp_receive_buffer_overflow_is_rcvbuf_errors() {
         &["veth0", "1", log.to_str().unwrap(), "--count", "3"],
     );
     let sent = send_udp(&link.a, sink, &[0u8; 512], 3000);
-    let run = monitor.wait();
-    let kernel = counter_deltas(&before, &link.b.monitor_counters());
-    assert!(run.status.success(), "{}", run.stderr);
+    let (run, rows, kernel) = finish(monitor, &link.b, &before, &log, 3);
     assert_eq!(sent, 3000);
-    let rows = log_rows(&log);
     eprintln!("kernel deltas {kernel:?}");
-    assert_eq!(rows.len(), 3);
-    check_rows_consistent(&rows);
     let errors = column_sum(&rows, "udp_rcvbuf");
     assert!(errors > 100, "a 4 KB buffer must overflow: {rows:#?}");
     assert_eq!(errors, kernel["udp_rcvbuf"]);
@@ -177,14 +162,9 @@ fn qdisc_drops_from_a_tiny_tbf() {
         &["veth0", "1", log.to_str().unwrap(), "--count", "3"],
     );
     send_udp(&link.a, link.b_port(9), &[0u8; 1000], 2000);
-    let run = monitor.wait();
-    let kernel = counter_deltas(&before, &link.a.monitor_counters());
+    let (_, rows, kernel) = finish(monitor, &link.a, &before, &log, 3);
     let tc_delta = tbf_drops(&link.a) - tc_before;
-    assert!(run.status.success(), "{}", run.stderr);
-    let rows = log_rows(&log);
     eprintln!("kernel deltas {kernel:?}, tbf drops {tc_delta}");
-    assert_eq!(rows.len(), 3);
-    check_rows_consistent(&rows);
     let qdisc = column_sum(&rows, "qdisc");
     assert!(qdisc > 100, "{rows:#?}");
     assert_eq!(qdisc, tc_delta, "tc's drops of the root tbf");
@@ -228,13 +208,8 @@ fn backlog_overflow_with_rps_is_softnet_dropped() {
         &["veth0", "1", log.to_str().unwrap(), "--count", "3"],
     );
     udp_flood_from_cpu0(&link, 20_000);
-    let run = monitor.wait();
-    let kernel = counter_deltas(&before, &link.b.monitor_counters());
-    assert!(run.status.success(), "{}", run.stderr);
-    let rows = log_rows(&log);
+    let (_, rows, kernel) = finish(monitor, &link.b, &before, &log, 3);
     eprintln!("kernel deltas {kernel:?}");
-    assert_eq!(rows.len(), 3);
-    check_rows_consistent(&rows);
     let dropped = column_sum(&rows, "softirq");
     assert!(dropped > 0, "a backlog of 8 must overflow: {rows:#?}");
     assert_eq!(dropped, kernel["softirq"], "softnet_stat dropped delta");

@@ -3,33 +3,20 @@
 //! 3 intervals). Its `udp_rcvbuf` column must sum to the namespace's RcvbufErrors delta, no
 //! other column may move, and a veth's missing hardware ring is said to be unavailable.
 
-use std::{fs, net::UdpSocket, os::fd::AsRawFd};
+use std::fs;
 
 use serde_json::{json, Value};
 
 use super::Checks;
-use crate::{column_sum, fresh_log, log_rows, send_udp, Link, Monitor, LOSS_COLUMNS};
+use crate::{
+    column_sum, fresh_log, log_rows, send_udp, udp_socket_with_rcvbuf, Link, Monitor, LOSS_COLUMNS,
+};
 
 /// What the guest measures; judged by [`check`] on the host.
 pub fn monitored_udp_overflow() -> Value {
     let link = Link::new("mxm", 70);
     let sink = link.b_port(7030);
-    let socket = link.b.run(move || {
-        let socket = UdpSocket::bind(sink).expect("bind");
-        let size: libc::c_int = 1024;
-        // SAFETY: setsockopt on a descriptor this thread owns, with a c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const _ as *const _,
-                std::mem::size_of::<libc::c_int>() as _,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUF");
-        socket
-    });
+    let socket = udp_socket_with_rcvbuf(&link.b, sink, 1024);
     let log = fresh_log("matrix");
     let before = link.b.snmp("Udp", "RcvbufErrors");
     let monitor = Monitor::start(

@@ -3,33 +3,18 @@
 //! it from its own drop counter (sock_diag's SK_MEMINFO): the same count as the namespace's
 //! `Udp RcvbufErrors`, with the application's SO_RCVBUF as the limit and the fix.
 
-use std::{net::UdpSocket, os::fd::AsRawFd, time::Duration};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::Checks;
-use crate::{findings, report_in_after, send_udp, Link};
+use crate::{findings, report_in_after, send_udp, udp_socket_with_rcvbuf, Link};
 
 /// What the guest measures; judged by [`check`] on the host.
 pub fn overflowing_udp_socket() -> Value {
     let link = Link::new("mxu", 69);
     let sink = link.b_port(7020);
-    let socket = link.b.run(move || {
-        let socket = UdpSocket::bind(sink).expect("bind");
-        let size: libc::c_int = 1024;
-        // SAFETY: setsockopt on a descriptor this thread owns, with a c_int of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const _ as *const _,
-                std::mem::size_of::<libc::c_int>() as _,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUF");
-        socket
-    });
+    let socket = udp_socket_with_rcvbuf(&link.b, sink, 1024);
     let before = link.b.snmp("Udp", "RcvbufErrors");
     let ns = link.a.shared();
     // A slow guest takes well over the usual 150 ms to start the report and take its first
