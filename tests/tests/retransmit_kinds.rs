@@ -143,7 +143,8 @@ fn summarize(events: &[&Value]) -> Vec<(String, String)> {
 }
 
 /// Events the kernel skipped (another BPF program was running on that CPU) are reported per
-/// program; the counters may exceed the events by exactly those.
+/// program, and those it ran no program for at all (this host's PID 1 context) are counted by
+/// ftrace; the counters may exceed the events by exactly those.
 fn accounted(events: usize, kernel: u64, skipped: u64) {
     let events = events as u64;
     assert!(
@@ -161,11 +162,16 @@ fn retransmit_kinds_match_tcpext() {
     // handshakes' RTT to the next connection to the same peer, and its first RTO is seconds.
     link.a.sysctl("net.ipv4.tcp_no_metrics_save", "1");
     let tracer = Tracer::start(&[]);
+    // ftrace beside netprobe: a firing this host's sandbox kernel ran no program for (its PID 1
+    // agent's context, see `witness`) is counted, not guessed.
+    let witness = Ftrace::start(&["tcp/tcp_retransmit_skb", "tcp/tcp_retransmit_synack"]);
     let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
     let counters = run_scenarios(&link);
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
     assert!(out.success, "{}", out.stderr);
+    let withheld = Withheld::from_lines(witness.map(Ftrace::stop).unwrap_or_default());
+    let withheld_on = |event: &str, port: &str| withheld.count(event, port);
     let rtx_skipped = out.kernel_skipped("netprobe_rtx");
     let synack_skipped = out.kernel_skipped("netprobe_synack");
 
@@ -179,7 +185,8 @@ fn retransmit_kinds_match_tcpext() {
         "{:?}",
         summarize(&syn)
     );
-    accounted(syn.len(), syn_retrans, rtx_skipped);
+    let syn_withheld = withheld_on("tcp_retransmit_skb:", "dport=6101 ");
+    accounted(syn.len(), syn_retrans, rtx_skipped + syn_withheld);
 
     let synack = out.on_port("retransmit", b_ns, 6102);
     let synack_retrans = counters.synack_retrans;
@@ -193,7 +200,12 @@ fn retransmit_kinds_match_tcpext() {
         "{:?}",
         summarize(&synack)
     );
-    accounted(synack.len(), synack_retrans, synack_skipped);
+    let synack_withheld = withheld_on("tcp_retransmit_synack:", "sport=6102 ");
+    accounted(
+        synack.len(),
+        synack_retrans,
+        synack_skipped + synack_withheld,
+    );
 
     let rto = out.on_port("retransmit", a_ns, 6103);
     let timeouts = counters.timeouts;
@@ -205,16 +217,24 @@ fn retransmit_kinds_match_tcpext() {
         "{:?}",
         summarize(&rto)
     );
-    accounted(rto.len(), timeouts, rtx_skipped);
+    let rto_withheld = withheld_on("tcp_retransmit_skb:", "dport=6103 ");
+    eprintln!(
+        "withheld by the kernel: syn {syn_withheld}, synack {synack_withheld}, rto {rto_withheld}"
+    );
+    accounted(rto.len(), timeouts, rtx_skipped + rto_withheld);
 
     let tlp = out.on_port("retransmit", a_ns, 6104);
     let probes = counters.probes;
     eprintln!("tlp: {:?}, TCPLossProbes +{probes}", summarize(&tlp));
-    assert_eq!(
-        summarize(&tlp),
-        vec![("tlp".to_string(), "timer".to_string())]
-    );
     assert_eq!(probes, 1);
+    if withheld_on("tcp_retransmit_skb:", "dport=6104 ") == 0 {
+        assert_eq!(
+            summarize(&tlp),
+            vec![("tlp".to_string(), "timer".to_string())]
+        );
+    } else {
+        assert!(tlp.is_empty(), "{:?}", summarize(&tlp));
+    }
 }
 
 /// A dual-stack listener (`[::]`, the usual server socket) answering an IPv4 client: its
