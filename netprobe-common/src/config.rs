@@ -329,6 +329,27 @@ assert_layout!(SpuriousLayout, size 8, {
     reord_seen: 4,
 });
 
+/// How the programs hand over what they see: [`MODE_STREAM`] (`netprobe trace`: an event per
+/// retransmit, drop and out-of-sequence segment, plus the exact tables) or [`MODE_COUNT`]
+/// (`netprobe monitor`: no events at all, only in-kernel counts that the agent reads every
+/// interval). Read-only at load time, so the verifier drops the branch the mode never takes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggregateConfig {
+    pub mode: u32,
+    pub _pad0: u32,
+}
+assert_layout!(AggregateConfig, size 8, {
+    mode: 0,
+    _pad0: 4,
+});
+
+/// [`AggregateConfig::mode`]: stream events (and keep the exact tables).
+pub const MODE_STREAM: u32 = 0;
+/// [`AggregateConfig::mode`]: stream nothing; each drop is one update of `DROP_SITES`, keyed
+/// by [`crate::DropSiteKey`], and no flow headers are parsed unless a flow filter needs them.
+pub const MODE_COUNT: u32 = 1;
+
 /// The whole load-time configuration.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,8 +366,9 @@ pub struct TraceConfig {
     pub sock_state: SockStateArgs,
     pub sock: SockFlowLayout,
     pub spurious: SpuriousLayout,
+    pub aggregate: AggregateConfig,
 }
-assert_layout!(TraceConfig, size 300, {
+assert_layout!(TraceConfig, size 308, {
     retransmit: 0,
     drop: 16,
     kernel: 64,
@@ -359,6 +381,7 @@ assert_layout!(TraceConfig, size 300, {
     sock_state: 236,
     sock: 260,
     spurious: 292,
+    aggregate: 300,
 });
 
 impl TraceConfig {
@@ -461,6 +484,10 @@ impl TraceConfig {
         spurious: SpuriousLayout {
             dsack_dups: OFFSET_ABSENT,
             reord_seen: OFFSET_ABSENT,
+        },
+        aggregate: AggregateConfig {
+            mode: MODE_STREAM,
+            _pad0: 0,
         },
     };
 }

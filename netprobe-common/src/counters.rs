@@ -30,11 +30,14 @@ pub const COUNTER_RECEIVE_TABLE_FULL: u32 = 9;
 /// Non-network frees (unix-domain, netlink… skbs) whose (reason, location) could not be added
 /// to their table (table full).
 pub const COUNTER_NON_NETWORK_TABLE_FULL: u32 = 10;
+/// Drops counted by reason only because their (reason, site, device, namespace) could not be
+/// added to `DROP_SITES` (table full; count mode).
+pub const COUNTER_DROP_SITE_TABLE_FULL: u32 = 11;
 /// Size of the array; leave room for later counters without changing the map.
 pub const COUNTER_SLOTS: u32 = 16;
 
 /// Human-readable names, indexed like the counters (for reports and tests).
-pub const COUNTER_NAMES: [(u32, &str); 11] = [
+pub const COUNTER_NAMES: [(u32, &str); 12] = [
     (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
     (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
     (COUNTER_DROP_SEEN, "drop_seen"),
@@ -46,4 +49,5 @@ pub const COUNTER_NAMES: [(u32, &str); 11] = [
     (COUNTER_RECEIVE_LOST, "receive_lost"),
     (COUNTER_RECEIVE_TABLE_FULL, "receive_table_full"),
     (COUNTER_NON_NETWORK_TABLE_FULL, "non_network_table_full"),
+    (COUNTER_DROP_SITE_TABLE_FULL, "drop_site_table_full"),
 ];

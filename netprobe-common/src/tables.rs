@@ -93,6 +93,39 @@ assert_layout!(NonNetworkKey, size 16, {
     location: 8,
 });
 
+/// Key of the per-CPU drop table of count mode ([`crate::MODE_COUNT`]): what the agent needs
+/// to place a drop (reason and freeing function give the layer; the device and `skb_iif` the
+/// direction and interface; the namespace the scope) without a per-drop event. The value is
+/// the count (`u64`); the table's per-CPU values are the drops by CPU. Bounded by the kernel's
+/// drop sites times the devices that drop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
+pub struct DropSiteKey {
+    /// Raw `enum skb_drop_reason` value, as in [`crate::DropEvent::reason`].
+    pub reason: u32,
+    /// Namespace the packet was dropped in, as in [`crate::DropEvent::netns`].
+    pub netns: u32,
+    /// Kernel text address that freed the skb.
+    pub location: u64,
+    /// `skb->dev`'s ifindex (0: no device).
+    pub ifindex: u32,
+    /// `skb->skb_iif`: the device the packet arrived on (0: generated here).
+    pub skb_iif: u32,
+    /// `DROP_HAS_DEV` and `DROP_HAS_SOCK` bits.
+    pub flags: u8,
+    pub _pad0: [u8; 7],
+}
+assert_layout!(DropSiteKey, size 32, {
+    reason: 0,
+    netns: 4,
+    location: 8,
+    ifindex: 16,
+    skb_iif: 20,
+    flags: 24,
+    _pad0: 25,
+});
+
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -268,6 +301,8 @@ mod pod {
     unsafe impl aya::Pod for super::ReceiveTotals {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NonNetworkKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropSiteKey {}
 }
 
 #[cfg(test)]
@@ -292,5 +327,30 @@ mod tests {
         };
         assert_eq!(key.as_bytes(), &GOLDEN[..]);
         assert_eq!(NonNetworkKey::read_from_bytes(&GOLDEN[..]).unwrap(), key);
+    }
+
+    /// The count-mode drop key as the kernel writes it, byte by byte.
+    #[cfg(feature = "user")]
+    #[test]
+    fn drop_site_key_memory_is_the_golden_bytes_and_back() {
+        use zerocopy::{FromBytes, IntoBytes};
+        #[rustfmt::skip]
+        const GOLDEN: [u8; 32] = [
+            /* 0 reason */ 0x0c, 0, 0, 0, /* 4 netns */ 0x01, 0x00, 0x00, 0xf0,
+            /* 8 location */ 0xe0, 0xcb, 0x12, 0x82, 0xff, 0xff, 0xff, 0xff,
+            /* 16 ifindex */ 3, 0, 0, 0, /* 20 skb_iif */ 2, 0, 0, 0,
+            /* 24 flags */ 0x06, /* 25 pad */ 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let key = DropSiteKey {
+            reason: 12,
+            netns: 0xf000_0001,
+            location: 0xffff_ffff_8212_cbe0,
+            ifindex: 3,
+            skb_iif: 2,
+            flags: crate::DROP_HAS_DEV | crate::DROP_HAS_SOCK,
+            _pad0: [0; 7],
+        };
+        assert_eq!(key.as_bytes(), &GOLDEN[..]);
+        assert_eq!(DropSiteKey::read_from_bytes(&GOLDEN[..]).unwrap(), key);
     }
 }

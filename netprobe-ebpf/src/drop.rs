@@ -17,15 +17,17 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use netprobe_common::{
-    DropEvent, EventHeader, EventKind, Flow, NonNetworkKey, AF_INET, AF_INET6, COUNTER_DROP_LOST,
-    COUNTER_DROP_SEEN, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV,
-    DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_REASON, SKB_SPAN_MAX,
+    DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, AF_INET, AF_INET6,
+    COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_DROP_SITE_TABLE_FULL,
+    COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW,
+    DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR, FILTER_PORT, FILTER_REASON,
+    SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{
-    bump, nest_in, nest_out, setting, submit_flags, DROP_REASONS, EVENTS, MAX_NESTING,
-    NON_NETWORK_DROPS,
+    bump, counting_only, nest_in, nest_out, setting, submit_flags, DROP_REASONS, DROP_SITES,
+    EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
 
@@ -161,6 +163,10 @@ fn try_drop(ctx: &RawTracePointContext, level: u32) -> Result<(), i32> {
     p.location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
     p.sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
+    if counting_only() {
+        netprobe_drop_tally(level);
+        return Ok(());
+    }
     if netprobe_drop_where(level) != 0 || netprobe_drop_parse(level) != 0 {
         return Ok(());
     }
@@ -336,6 +342,77 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
     }
     entry.submit(submit_flags(ts_ns));
     0
+}
+
+/// Count mode's whole path: only what places the drop (its device, `skb_iif`, socket and
+/// namespace: one copy of the skb's span and a read or two), one update of `DROP_SITES`, no
+/// event. The flow headers are parsed only when a port or address filter needs them, and
+/// the socket's state, inode and sequence checks (the stream's per-flow detail) not at all.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_drop_tally(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
+        return 1;
+    };
+    let fields = skb_fields(p.skb);
+    if fields.sk != 0 {
+        p.sk = fields.sk;
+    }
+    if !is_network(fields.protocol, p.sk) {
+        count_non_network(p.reason, p.location);
+        return 0;
+    }
+    let netns = if fields.dev != 0 {
+        dev_netns(fields.dev)
+    } else if p.sk != 0 {
+        sock_netns(p.sk)
+    } else {
+        0
+    };
+    if !netns_matches(netns) {
+        return 0;
+    }
+    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
+        let (_, header_flags) = parse_headers(
+            fields.head,
+            fields.network_header,
+            fields.protocol,
+            &mut p.flow,
+        );
+        if !flow_matches(&p.flow, header_flags & DROP_HAS_PORTS != 0) {
+            return 0;
+        }
+    }
+    let mut key = DropSiteKey {
+        reason: p.reason,
+        netns,
+        location: p.location,
+        ifindex: 0,
+        skb_iif: fields.iif,
+        flags: 0,
+        _pad0: [0; 7],
+    };
+    if fields.dev != 0 {
+        key.flags |= DROP_HAS_DEV;
+        key.ifindex = read(fields.dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+    }
+    if p.sk != 0 {
+        key.flags |= DROP_HAS_SOCK;
+    }
+    count_site(&key);
+    0
+}
+
+/// Exact per-CPU count for this drop site; by reason alone when the table is full (and said).
+#[inline(always)]
+fn count_site(key: &DropSiteKey) {
+    if let Some(count) = DROP_SITES.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot from the lookup; only this program writes it.
+        unsafe { *count += 1 };
+    } else if DROP_SITES.insert(key, &1, 0).is_err() {
+        bump(COUNTER_DROP_SITE_TABLE_FULL);
+        count_reason(key.reason);
+    }
 }
 
 /// Exact per-CPU count for this reason.

@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use netprobe_common::{FlowKey, NonNetworkKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS};
+use netprobe_common::{
+    DropSiteKey, FlowKey, NonNetworkKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS, MODE_COUNT,
+};
 
 /// Load-time settings: kernel layouts and filters. Overwritten by the agent before loading;
 /// it lives in .rodata, so the verifier treats it as constant.
@@ -49,6 +51,17 @@ pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entri
 #[map]
 pub static NON_NETWORK_DROPS: PerCpuHashMap<NonNetworkKey, u64> =
     PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Count mode's drop table: exact drops per (reason, site, device, namespace), per CPU. The
+/// agent sizes it at load time (1 entry in stream mode, where nothing writes it).
+#[map]
+pub static DROP_SITES: PerCpuHashMap<DropSiteKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Count mode: nothing is streamed, only counted (see `AggregateConfig`).
+#[inline(always)]
+pub fn counting_only() -> bool {
+    setting!(aggregate.mode) == MODE_COUNT
+}
 
 /// Time of the last reader wakeup (shared; a lost race only means one extra wakeup).
 #[map]

@@ -36,7 +36,9 @@ use netprobe_common::{
 use crate::kernel::{
     flow_matches, netns_matches, read, sock_family, sock_flow, sock_inode, sock_netns,
 };
-use crate::maps::{bump, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING};
+use crate::maps::{
+    bump, counting_only, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING,
+};
 
 /// Exact per-flow receive totals, per CPU (summed by the agent). Only this program writes it:
 /// as a raw tracepoint it may run nested inside a classic-tracepoint program on the same CPU,
@@ -225,7 +227,7 @@ pub extern "C" fn netprobe_rcv_record(level: u32) -> i32 {
         sock_ino,
     );
     add_to_flow_table(&p.key, &p.delta);
-    if p.event == 0 {
+    if p.event == 0 || counting_only() {
         return 0;
     }
     bump(COUNTER_RECEIVE_SEEN);

@@ -27,7 +27,8 @@ use crate::kernel::{
     arg, flow_matches, netns_matches, read, sock_family, sock_flow, sock_inode, sock_netns,
 };
 use crate::maps::{
-    bump, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING, RETRANSMIT_FLOWS,
+    bump, counting_only, nest_in, nest_out, setting, submit_flags, EVENTS, MAX_NESTING,
+    RETRANSMIT_FLOWS,
 };
 use crate::outcome;
 use crate::softirq::current_softirq;
@@ -156,6 +157,9 @@ pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
 pub extern "C" fn netprobe_rtx_record(level: u32) -> i32 {
     bump(COUNTER_RETRANSMIT_SEEN);
     netprobe_rtx_count(level);
+    if counting_only() {
+        return 0;
+    }
     netprobe_rtx_emit(level)
 }
 

@@ -72,6 +72,9 @@ pub struct MonitorArgs {
     /// Write no CSV log.
     #[arg(long)]
     pub no_log: bool,
+    /// Read the counters only, even as root: no eBPF programs are loaded.
+    #[arg(long)]
+    pub counters_only: bool,
 }
 
 impl MonitorArgs {

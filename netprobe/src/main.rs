@@ -55,6 +55,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threshold: args.threshold,
             count: args.count,
             json: args.json,
+            counters_only: args.counters_only,
+            btf: cli.btf.clone(),
         })?,
         Command::Analyze(args) => print(&analyze::run(&analyze::AnalyzeOptions {
             files: args.files,

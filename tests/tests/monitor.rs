@@ -493,7 +493,7 @@ fn unprivileged_monitor_says_counters_only() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         stderr
-            .matches("not root: counters only (eBPF attribution: not in this version)")
+            .matches("not root: counters only (drop reasons, CPUs and retransmits need root)")
             .count(),
         1,
         "{stderr}"

@@ -25,6 +25,7 @@ pub fn monitor_row(timestamp: &str, iteration: u64, drops: Drops, notes: &[&str]
         unavailable: BTreeMap::new(),
         link: LinkState::default(),
         notes: notes.iter().map(|n| n.to_string()).collect(),
+        kernel: None,
     };
     row(&interval, Layout::Netprobe)
 }

@@ -3,10 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    columns::{Column, Severity},
-    interval::Interval,
-};
+use super::{columns::Severity, interval::Interval, kernel_side::Attribution};
 use crate::report::render::Style;
 
 fn badge(severity: Severity) -> (&'static str, &'static str) {
@@ -40,21 +37,66 @@ pub fn lines(interval: &Interval, style: &Style) -> String {
         let _ = write!(out, " | {}", interval.notes.join("; "));
     }
     out.push('\n');
-    let shown: Vec<(Column, u64)> = interval.drops.non_zero().collect();
-    for (i, (column, value)) in shown.iter().enumerate() {
-        let branch = if i + 1 == shown.len() {
+    let kernel = interval.kernel.as_ref();
+    let mut subs: Vec<String> = interval
+        .drops
+        .non_zero()
+        .map(|(column, value)| {
+            let aside = if column.is_loss() {
+                ""
+            } else {
+                " (merged to save memory, not lost)"
+            };
+            let detail = kernel
+                .and_then(|k| k.detail(column))
+                .map_or(String::new(), |d| format!(" — {d}"));
+            format!("{}: {value}{aside}{detail}", column.label())
+        })
+        .collect();
+    if let Some(kernel) = kernel {
+        subs.extend(kernel_lines(kernel));
+    }
+    for (i, sub) in subs.iter().enumerate() {
+        let branch = if i + 1 == subs.len() {
             "└─"
         } else {
             "├─"
         };
-        let aside = if column.is_loss() {
-            ""
-        } else {
-            " (merged to save memory, not lost)"
-        };
-        let _ = writeln!(out, "  {branch} {}: {value}{aside}", column.label());
+        let _ = writeln!(out, "  {branch} {sub}");
     }
     out
+}
+
+/// What the eBPF side adds beyond the columns: every lost packet the kernel dropped (also
+/// those no counter column has, such as a firewall's), and the retransmitted segments.
+fn kernel_lines(kernel: &Attribution) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let (Some((reason, count)), Some((cpu, _))) =
+        (kernel.top_drop_reason(), kernel.top_drop_cpu())
+    {
+        lines.push(format!(
+            "Kernel Drops: {} (top {reason} {count}; most on CPU {cpu})",
+            kernel.kernel_drops()
+        ));
+    }
+    if kernel.retrans_segs > 0 {
+        let kinds: Vec<String> = kernel
+            .by_kind
+            .iter()
+            .map(|(kind, segs)| format!("{} {segs}", kind.name()))
+            .collect();
+        let flow = kernel
+            .top_flows
+            .first()
+            .map_or(String::new(), |f| format!("; top {} {}", f.flow, f.segs));
+        lines.push(format!(
+            "TCP Retransmitted: {} ({}){flow}",
+            kernel.retrans_segs,
+            kinds.join(", ")
+        ));
+    }
+    lines.extend(kernel.notes.iter().cloned());
+    lines
 }
 
 #[cfg(test)]
@@ -62,7 +104,13 @@ mod tests {
     use std::{collections::BTreeMap, time::Duration};
 
     use super::*;
-    use crate::monitor::{columns::Drops, counters::LinkState};
+    use crate::model::classify::{Direction, DropRole, Layer};
+    use crate::monitor::{
+        columns::{Column, Drops},
+        counters::LinkState,
+        kernel_side::attribution::{Backlog, CpuCount, DropRow, FlowSegs},
+    };
+    use netprobe_common::vocab::RetransmitKind;
 
     fn interval(drops: &[(Column, u64)], severity: Severity, notes: &[&str]) -> Interval {
         let mut d = Drops::default();
@@ -82,6 +130,7 @@ mod tests {
             unavailable: BTreeMap::new(),
             link: LinkState::default(),
             notes: notes.iter().map(|n| n.to_string()).collect(),
+            kernel: None,
         }
     }
 
@@ -119,5 +168,45 @@ mod tests {
             "{coloured}"
         );
         assert!(!lines(&i, &Style { color: false }).contains('\x1b'));
+    }
+
+    /// With the eBPF side: the softirq line names both CPUs and the fix, and two lines follow
+    /// for every lost packet the kernel dropped and the retransmitted segments.
+    #[test]
+    fn kernel_lines_name_reason_cpus_and_kinds() {
+        let mut i = interval(&[(Column::Softirq, 500)], Severity::Crit, &[]);
+        i.kernel = Some(Attribution {
+            drops: vec![DropRow {
+                reason: "CPU_BACKLOG".into(),
+                layer: Layer::Backlog,
+                direction: Direction::Ingress,
+                role: DropRole::Loss,
+                cpu: 0,
+                interface: Some("eth0".into()),
+                own_netns: true,
+                netns: 1,
+                location: "enqueue_to_backlog+0x2a".into(),
+                count: 500,
+            }],
+            retrans_segs: 12,
+            by_kind: vec![(RetransmitKind::Rto, 2), (RetransmitKind::Fast, 10)],
+            top_flows: vec![FlowSegs {
+                flow: "198.18.0.1:40000 > 198.18.0.2:5001".into(),
+                segs: 12,
+            }],
+            backlog: Some(Backlog {
+                overflowed: vec![CpuCount { cpu: 1, count: 500 }],
+                enqueued: vec![CpuCount { cpu: 0, count: 500 }],
+                fix: "sysctl -w net.core.netdev_max_backlog=1000".into(),
+            }),
+            ..Attribution::default()
+        });
+        assert_eq!(
+            lines(&i, &Style { color: false }),
+            "[2026-02-03 11:23:50] #0124 | ✗ CRIT | Drops: 500\n\
+             \x20 ├─ Softirq Dropped: 500 — CPU 1 backlog full, enqueued from CPU 0; fix: sysctl -w net.core.netdev_max_backlog=1000\n\
+             \x20 ├─ Kernel Drops: 500 (top CPU_BACKLOG 500; most on CPU 0)\n\
+             \x20 └─ TCP Retransmitted: 12 (rto 2, fast 10); top 198.18.0.1:40000 > 198.18.0.2:5001 12\n"
+        );
     }
 }

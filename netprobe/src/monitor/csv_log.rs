@@ -15,14 +15,18 @@ use super::{columns::Column, interval::Interval};
 
 /// The script's header, column for column.
 pub const SCRIPT_HEADER: &str = "timestamp,iteration,interface,total_drops,nic_rx,nic_tx,nic_missed,qdisc,softirq,syn_queue,accept_queue,tcp_pruned,tcp_collapsed,udp_rcvbuf,udp_sndbuf,severity";
-/// What netprobe adds after `severity`: the measured interval and what made it unusual.
-pub const NETPROBE_COLUMNS: &str = "interval_s,notes";
+/// What netprobe adds after `severity`: the measured interval, the eBPF side's headline
+/// (empty without it: counters only), and what made the interval unusual.
+pub const NETPROBE_COLUMNS: &str = "interval_s,retrans_segs,top_drop_reason,top_drop_cpu,notes";
+/// The columns netprobe added before the eBPF headline: such a log is continued as it is.
+const NETPROBE_V1_COLUMNS: &str = "interval_s,notes";
 
 /// Which header a log has: netprobe writes its own to a new log, and continues one the
-/// script started in the script's 16 columns.
+/// script started in the script's 16 columns, or an earlier netprobe in its columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Script,
+    NetprobeV1,
     Netprobe,
 }
 
@@ -30,12 +34,13 @@ impl Layout {
     pub fn header(self) -> String {
         match self {
             Layout::Script => SCRIPT_HEADER.to_string(),
+            Layout::NetprobeV1 => format!("{SCRIPT_HEADER},{NETPROBE_V1_COLUMNS}"),
             Layout::Netprobe => format!("{SCRIPT_HEADER},{NETPROBE_COLUMNS}"),
         }
     }
 
     fn of(header: &str) -> Option<Layout> {
-        [Layout::Netprobe, Layout::Script]
+        [Layout::Netprobe, Layout::NetprobeV1, Layout::Script]
             .into_iter()
             .find(|l| l.header() == header.trim_end_matches(['\r', '\n']))
     }
@@ -63,8 +68,18 @@ pub fn row(interval: &Interval, layout: Layout) -> String {
             .map(|c| interval.drops.get(*c).to_string()),
     );
     fields.push(interval.severity.name().to_string());
-    if layout == Layout::Netprobe {
+    if layout != Layout::Script {
         fields.push(format!("{:.3}", interval.seconds));
+    }
+    if layout == Layout::Netprobe {
+        let kernel = interval.kernel.as_ref();
+        fields.push(kernel.map_or(String::new(), |k| k.retrans_segs.to_string()));
+        let top_reason = kernel.and_then(|k| k.top_drop_reason());
+        fields.push(top_reason.map_or(String::new(), |(reason, _)| reason.to_string()));
+        let top_cpu = kernel.and_then(|k| k.top_drop_cpu());
+        fields.push(top_cpu.map_or(String::new(), |(cpu, _)| cpu.to_string()));
+    }
+    if layout != Layout::Script {
         fields.push(interval.notes.join("; "));
     }
     let mut writer = csv::Writer::from_writer(Vec::new());

@@ -7,6 +7,7 @@ use super::{
     columns::{Column, Drops, Severity},
     counters::{LinkState, Sample},
     delta::{self, Jump},
+    kernel_side::Attribution,
     schedule::Timing,
 };
 
@@ -29,6 +30,8 @@ pub struct Interval {
     pub link: LinkState,
     /// Everything unusual, in words: the console, the CSV `notes` and the JSON carry them.
     pub notes: Vec<String>,
+    /// What the eBPF side saw in the interval (root only; `None`: counters only).
+    pub kernel: Option<Attribution>,
 }
 
 /// What the caller knows about the interval besides the two samples.
@@ -77,6 +80,7 @@ pub fn build(before: &Sample, after: &Sample, cx: Context<'_>) -> Interval {
         unavailable: after.readings.unavailable.clone(),
         link: after.link.clone(),
         notes,
+        kernel: None,
     }
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{
     columns::{Column, Drops},
     interval::Interval,
+    kernel_side::json::KernelJson,
 };
 
 #[derive(Debug, Serialize)]
@@ -29,6 +30,8 @@ pub struct IntervalJson<'a> {
     pub counter_jumps: Vec<JumpJson>,
     pub link: LinkJson<'a>,
     pub notes: &'a [String],
+    /// The eBPF side's attribution (root); null when counting only.
+    pub kernel: Option<KernelJson<'a>>,
 }
 
 /// The columns, in the CSV's order.
@@ -122,6 +125,7 @@ impl<'a> From<&'a Interval> for IntervalJson<'a> {
                 renamed_to: i.link.renamed_to.as_deref(),
             },
             notes: &i.notes,
+            kernel: i.kernel.as_ref().map(KernelJson::from),
         }
     }
 }

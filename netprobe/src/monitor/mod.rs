@@ -2,8 +2,10 @@
 //! each drop counter behind the CSV's columns (counters.rs, docs/monitor.md), a severity, a
 //! console line or an NDJSON object, and a row of the CSV log. Built to run for days: a
 //! schedule without drift, counters that wrap or restart, an interface that goes away, a log
-//! that is rotated or cannot be written. This version reads counters only: the eBPF
-//! aggregation mode (drop reasons, CPUs, flows) is not in it yet, and it says so at start.
+//! that is rotated or cannot be written. With root, the kernel programs run in count mode
+//! beside the counters (`kernel_side`): drop reasons, CPUs, interfaces and retransmits by
+//! kind, read once per interval; without root (or `--counters-only`), counters only, said
+//! once at start.
 
 pub mod clock;
 pub mod columns;
@@ -13,6 +15,8 @@ pub mod csv_log;
 pub mod delta;
 pub mod interval;
 pub mod json;
+pub mod kernel_side;
+pub mod sampler;
 pub mod schedule;
 
 use std::{
@@ -26,6 +30,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::report::{render::Style, sample::SYS_CLASS_NET};
 use counters::Sample;
 use csv_log::{CsvLog, LogError};
+use sampler::{EbpfState, Sampler};
 use schedule::{Schedule, Timing};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,10 @@ pub struct MonitorOptions {
     pub threshold: u64,
     pub count: Option<u64>,
     pub json: bool,
+    /// No eBPF side even as root.
+    pub counters_only: bool,
+    /// The kernel's BTF (`--btf`), for the eBPF side.
+    pub btf: PathBuf,
 }
 
 impl MonitorOptions {
@@ -153,15 +162,15 @@ async fn watch(
     let mut signals = Signals::install()?;
     let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
-    let mut before = counters::take(interface, None);
-    let mut known_ifindex = before.link.ifindex;
-    announce(options, &log, first_iteration, &before);
+    let (mut sampler, ebpf) = Sampler::start(options);
+    let mut before = sampler.take();
+    announce(options, &log, first_iteration, &before.counters, &ebpf);
     let mut outputs = Outputs {
         log,
         json: options.json,
         style: Style::for_stdout(),
     };
-    let mut schedule = Schedule::new(before.at, period);
+    let mut schedule = Schedule::new(before.counters.at, period);
     let mut iteration = first_iteration;
     let mut done = 0u64;
     loop {
@@ -177,19 +186,18 @@ async fn watch(
             _ = signals.terminate.recv() => Some("SIGTERM"),
             _ = signals.interrupt.recv() => Some("SIGINT"),
         };
-        let after = counters::take(interface, known_ifindex);
-        known_ifindex = after.link.ifindex.or(known_ifindex);
+        let after = sampler.take();
         let timing = match stopped_by {
             // The last interval ends early, on purpose: not late, one (short) period.
             Some(_) => Timing {
                 late: Duration::ZERO,
                 periods: 1,
             },
-            None => schedule.sampled(after.at),
+            None => schedule.sampled(after.counters.at),
         };
-        let interval = interval::build(
-            &before,
-            &after,
+        let mut interval = interval::build(
+            &before.counters,
+            &after.counters,
             interval::Context {
                 timestamp: clock::local_timestamp(),
                 iteration,
@@ -200,6 +208,7 @@ async fn watch(
                 stopped_by,
             },
         );
+        interval.kernel = sampler.attribute(&before, &after);
         let reader_there = outputs.emit(&interval)?;
         before = after;
         iteration += 1;
@@ -212,9 +221,13 @@ async fn watch(
 
 /// The one line at start (after the baseline sample: what follows is measured), and the
 /// columns this interface cannot have.
-fn announce(options: &MonitorOptions, log: &Option<CsvLog>, first: u64, baseline: &Sample) {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
+fn announce(
+    options: &MonitorOptions,
+    log: &Option<CsvLog>,
+    first: u64,
+    baseline: &Sample,
+    ebpf: &EbpfState,
+) {
     let log = match (log, &options.log) {
         (Some(_), Some(path)) if first > 1 => {
             format!("log {} (continuing at #{first:04})", path.display())
@@ -222,14 +235,12 @@ fn announce(options: &MonitorOptions, log: &Option<CsvLog>, first: u64, baseline
         (Some(_), Some(path)) => format!("log {}", path.display()),
         _ => "no log".to_string(),
     };
-    let counters_only = if root {
-        "counters only (eBPF attribution: not in this version)"
-    } else {
-        "not root: counters only (eBPF attribution: not in this version)"
-    };
     eprintln!(
-        "netprobe monitor: {} every {} s, CRIT from {} drops, {log}; {counters_only}",
-        options.interface, options.interval, options.threshold
+        "netprobe monitor: {} every {} s, CRIT from {} drops, {log}; {}",
+        options.interface,
+        options.interval,
+        options.threshold,
+        ebpf.describe()
     );
     let unavailable: Vec<String> = baseline
         .readings
@@ -242,5 +253,9 @@ fn announce(options: &MonitorOptions, log: &Option<CsvLog>, first: u64, baseline
             "netprobe monitor: always 0 here: {}",
             unavailable.join("; ")
         );
+    }
+    // After the columns line, which scripts read as the second line.
+    for line in ebpf.inactive() {
+        eprintln!("netprobe monitor: {line}");
     }
 }

@@ -376,6 +376,20 @@ pub fn sysctls(skipped: &mut Vec<Skipped>) -> (BTreeMap<String, String>, Vec<Str
     (out, from_initial)
 }
 
+/// One numeric sysctl: this namespace's, or the host's for a global one a child namespace's
+/// /proc/sys does not list (see [`sysctls`]).
+pub fn sysctl_number(name: &str) -> Option<u64> {
+    let path = sysctl_path(name);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            read_in_initial_netns(vec![path]).pop().flatten()?
+        }
+        Err(_) => return None,
+    };
+    text.trim().parse().ok()
+}
+
 fn sysctl_path(name: &str) -> String {
     format!("/proc/sys/{}", name.replace('.', "/"))
 }

@@ -166,6 +166,7 @@ impl<'a> Session<'a> {
             without_cpu_hooks: args.without_cpu_hooks,
             without_receive_hook: args.without_receive_hook,
             function_hooks: args.function_hooks,
+            counting_only: false,
         })?;
         // Parsed once for reasons, layouts and function hooks; not needed while tracing.
         drop(btf);

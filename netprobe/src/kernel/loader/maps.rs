@@ -3,8 +3,8 @@
 
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use netprobe_common::{
-    FlowKey, NapiKey, NapiTotals, NetRxTotals, NonNetworkKey, ReceiveTotals, RetransmitTotals,
-    COUNTER_NAMES, COUNTER_SLOTS,
+    DropSiteKey, FlowKey, NapiKey, NapiTotals, NetRxTotals, NonNetworkKey, ReceiveTotals,
+    RetransmitTotals, COUNTER_NAMES, COUNTER_SLOTS,
 };
 
 use super::{LoadError, Probe};
@@ -25,6 +25,8 @@ pub struct KernelTotals {
     pub napi: Vec<(String, Vec<NapiTotals>)>,
     /// Frees that are not network drops, by (raw reason, location): summed over CPUs.
     pub non_network: Vec<(NonNetworkKey, u64)>,
+    /// Count mode's drops by site, per CPU (empty in stream mode).
+    pub sites: Vec<(DropSiteKey, Vec<u64>)>,
 }
 
 impl KernelTotals {
@@ -60,7 +62,29 @@ impl Probe {
             net_rx: self.net_rx()?,
             napi: self.napi_polls()?,
             non_network: self.non_network_drops()?,
+            sites: self.drop_sites()?,
         })
+    }
+
+    /// Forgets flows from the retransmit table (count mode keeps it bounded over days by
+    /// forgetting flows long idle, once their counts are taken). A flow that retransmits
+    /// again starts a new entry.
+    pub fn forget_retransmit_flows(&mut self, keys: &[FlowKey]) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("RETRANSMIT_FLOWS")
+            .ok_or(LoadError::Map {
+                map: "RETRANSMIT_FLOWS",
+                message: "missing".into(),
+            })?;
+        let mut table: PerCpuHashMap<&mut MapData, FlowKey, RetransmitTotals> =
+            PerCpuHashMap::try_from(map).map_err(map_error("RETRANSMIT_FLOWS"))?;
+        for key in keys {
+            // Already gone is fine: nothing else deletes, but a failed delete must not stop
+            // the monitor.
+            let _ = table.remove(key);
+        }
+        Ok(())
     }
 
     /// A map every object has.
@@ -119,6 +143,18 @@ impl Probe {
         for entry in table.iter() {
             let (key, per_cpu) = entry.map_err(map_error("NON_NETWORK_DROPS"))?;
             sites.push((key, per_cpu.iter().sum()));
+        }
+        Ok(sites)
+    }
+
+    fn drop_sites(&self) -> Result<Vec<(DropSiteKey, Vec<u64>)>, LoadError> {
+        let table: PerCpuHashMap<&MapData, DropSiteKey, u64> =
+            PerCpuHashMap::try_from(self.required_map("DROP_SITES")?)
+                .map_err(map_error("DROP_SITES"))?;
+        let mut sites = Vec::new();
+        for entry in table.iter() {
+            let (key, per_cpu) = entry.map_err(map_error("DROP_SITES"))?;
+            sites.push((key, per_cpu.iter().copied().collect()));
         }
         Ok(sites)
     }

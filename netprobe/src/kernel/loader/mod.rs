@@ -61,7 +61,22 @@ pub struct LoadOptions<'a> {
     pub without_receive_hook: bool,
     /// How the timer functions are hooked (`--function-hooks`).
     pub function_hooks: FunctionHooks,
+    /// Count only (`netprobe monitor`): no event is streamed; drops are counted per site in
+    /// `DROP_SITES` (see `AggregateConfig`). The ring is then its smallest.
+    pub counting_only: bool,
 }
+
+/// A ring buffer's smallest size: one page.
+fn page_size() -> u32 {
+    // SAFETY: sysconf reads a constant of the running system; no memory is touched.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096).max(4096)
+}
+
+/// `DROP_SITES` entries in count mode: the kernel's drop sites (a few hundred reasons and
+/// freeing functions) times the devices that drop; a site beyond it is still counted by
+/// reason (and the overflow said).
+pub const DROP_SITE_ENTRIES: u32 = 4096;
 
 /// Loaded and attached programs, and the maps they fill.
 pub struct Probe {
@@ -87,9 +102,17 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
     // relocations, and aya 0.14 has no constructor that does not; handing it ours with
     // `.btf()` would not spare that parse, so it keeps its own.
+    // Count mode streams nothing: the smallest ring. Stream mode writes no drop site: one
+    // entry, so that a trace does not reserve count mode's table.
+    let (ring_size, drop_sites) = if options.counting_only {
+        (page_size(), DROP_SITE_ENTRIES)
+    } else {
+        (options.ring_size, 1)
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
-        .map_max_entries("EVENTS", options.ring_size)
+        .map_max_entries("EVENTS", ring_size)
+        .map_max_entries("DROP_SITES", drop_sites)
         .load(BPF_OBJECT)
         .map_err(LoadError::Load)?;
 

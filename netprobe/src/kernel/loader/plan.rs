@@ -4,7 +4,7 @@
 
 use netprobe_common::{
     CpuLayout, DropArgs, KindLayout, ReceiveLayout, SpuriousLayout, StreamConfig, TraceConfig,
-    OFFSET_ABSENT, SKB_SPAN_MAX,
+    MODE_COUNT, MODE_STREAM, OFFSET_ABSENT, SKB_SPAN_MAX,
 };
 
 use super::{
@@ -31,6 +31,11 @@ pub(super) fn plan(options: &LoadOptions) -> Result<Planned, BtfError> {
     config.kernel = btf.kernel_layout()?;
     config.sock = btf.sock_flow_layout()?;
     config.filter = options.filter;
+    config.aggregate.mode = if options.counting_only {
+        MODE_COUNT
+    } else {
+        MODE_STREAM
+    };
     config.stream = StreamConfig {
         // A quarter of the ring pending: wake now, well before it can fill.
         wakeup_bytes: options.ring_size / 4,

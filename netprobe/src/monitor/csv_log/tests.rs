@@ -22,6 +22,7 @@ fn interval(iteration: u64, softirq: u64, notes: &[&str]) -> Interval {
         unavailable: BTreeMap::new(),
         link: LinkState::default(),
         notes: notes.iter().map(|n| n.to_string()).collect(),
+        kernel: None,
     }
 }
 
@@ -41,10 +42,70 @@ fn rows_in_both_layouts() {
         "2026-02-03 11:23:50,124,eth0,45,0,0,0,0,45,0,0,0,0,0,0,WARN\n"
     );
     // Notes with a comma are quoted: the 16 script columns stay where awk expects them.
+    // Counters only: the eBPF headline columns are empty.
     assert_eq!(
         row(&i, Layout::Netprobe),
+        "2026-02-03 11:23:50,124,eth0,45,0,0,0,0,45,0,0,0,0,0,0,WARN,5.000,,,,\"late by 1.2 s; eth0 went down, then up\"\n"
+    );
+    assert_eq!(
+        row(&i, Layout::NetprobeV1),
         "2026-02-03 11:23:50,124,eth0,45,0,0,0,0,45,0,0,0,0,0,0,WARN,5.000,\"late by 1.2 s; eth0 went down, then up\"\n"
     );
+}
+
+#[test]
+fn the_ebpf_headline_fills_its_columns() {
+    use crate::model::classify::{Direction, DropRole, Layer};
+    use crate::monitor::kernel_side::attribution::{Attribution, DropRow};
+    let row_of = |reason: &str, cpu, count| DropRow {
+        reason: reason.into(),
+        layer: Layer::Socket,
+        direction: Direction::Ingress,
+        role: DropRole::Loss,
+        cpu,
+        interface: None,
+        own_netns: true,
+        netns: 1,
+        location: "udp_queue_rcv_one_skb+0x1".into(),
+        count,
+    };
+    let mut i = interval(7, 0, &[]);
+    i.kernel = Some(Attribution {
+        drops: vec![
+            row_of("SOCKET_RCVBUFF", 1, 40),
+            row_of("NO_SOCKET", 0, 30),
+            row_of("NO_SOCKET", 1, 20),
+        ],
+        retrans_segs: 12,
+        ..Attribution::default()
+    });
+    // NO_SOCKET has the most drops (50); CPU 1 dropped the most (60).
+    assert_eq!(
+        row(&i, Layout::Netprobe),
+        "2026-02-03 11:23:50,7,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK,5.000,12,NO_SOCKET,1,\n"
+    );
+}
+
+/// A log an earlier netprobe started (its columns after `severity` were `interval_s,notes`)
+/// is continued in its own layout, never mixed with the new one.
+#[test]
+fn an_earlier_netprobe_log_is_continued_in_its_layout() {
+    let path = temp("v1.csv");
+    fs::write(
+        &path,
+        format!(
+            "{}\n2026-02-03 11:23:50,9,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK,5.000,\n",
+            Layout::NetprobeV1.header()
+        ),
+    )
+    .unwrap();
+    let (mut log, last) = CsvLog::open(&path).unwrap();
+    assert_eq!((last, log.layout()), (9, Layout::NetprobeV1));
+    log.write(&interval(10, 0, &[]));
+    drop(log);
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with(",OK,5.000,\n"), "{text}");
+    assert_eq!(text.lines().count(), 3);
 }
 
 #[test]
@@ -57,7 +118,10 @@ fn a_new_log_gets_the_header_and_a_continued_log_its_next_iteration() {
     drop(log);
     let text = fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("{SCRIPT_HEADER},interval_s,notes"));
+    assert_eq!(
+        lines[0],
+        format!("{SCRIPT_HEADER},interval_s,retrans_segs,top_drop_reason,top_drop_cpu,notes")
+    );
     assert_eq!(lines.len(), 3);
     let (mut log, last) = CsvLog::open(&path).unwrap();
     assert_eq!(last, 2);

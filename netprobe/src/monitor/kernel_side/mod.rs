@@ -1,0 +1,157 @@
+//! The monitor's eBPF side (root only): the kernel programs loaded in count mode
+//! (`MODE_COUNT`: no event stream, nothing per packet crosses to userspace), read once per
+//! interval. Each interval's growth of the in-kernel counts says what the counters cannot:
+//! which drop reason, on which CPU, at which layer, on which interface; the retransmitted
+//! segments by kind; the CPU whose backlog overflowed and the CPUs that enqueued to it; the
+//! NET_RX time per CPU. See `attribution` for what an interval carries.
+
+pub mod attribution;
+pub mod json;
+mod sites;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use netprobe_common::{DropSiteKey, FlowKey, NetRxTotals, RetransmitTotals};
+
+use crate::{
+    cli::FunctionHooks,
+    kernel::{
+        btf::{BtfError, DropReasons, KernelBtf},
+        kallsyms::Symbolizer,
+        loader::{self, HookStatus, LoadError, LoadOptions, Probe},
+    },
+};
+pub use attribution::Attribution;
+use sites::SiteNames;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelSideError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// A flow's entry in the kernel's retransmit table is forgotten once it has not changed for
+/// this long (its counts already taken): a monitor running for days keeps the table, and its
+/// own memory, bounded by the flows that retransmitted in the last few minutes.
+const FLOW_IDLE_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
+/// The in-kernel counts at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct KernelSample {
+    /// Drops by site, per CPU.
+    pub sites: HashMap<DropSiteKey, Vec<u64>>,
+    /// Drops counted by reason only (their site did not fit the table), per CPU.
+    pub reasons_only: HashMap<u32, Vec<u64>>,
+    pub flows: HashMap<FlowKey, RetransmitTotals>,
+    /// Indexed by CPU.
+    pub net_rx: Vec<NetRxTotals>,
+    /// Sites that did not fit `DROP_SITES`, and flows that did not fit `RETRANSMIT_FLOWS`.
+    pub site_table_full: u64,
+    pub flow_table_full: u64,
+}
+
+/// The loaded programs, and what names their numbers.
+pub struct KernelSide {
+    probe: Probe,
+    names: SiteNames,
+    own_netns: u32,
+    /// When each flow's totals last changed (for forgetting idle flows).
+    flow_seen: HashMap<FlowKey, (RetransmitTotals, Instant)>,
+}
+
+impl KernelSide {
+    /// Loads the programs in count mode: drops, retransmits (with their outcomes and kinds)
+    /// and the per-CPU NET_RX hooks; not the receive-path hook (every segment received), whose
+    /// per-flow detail is `netprobe trace`'s.
+    pub fn start(btf_path: &Path) -> Result<Self, KernelSideError> {
+        let btf = KernelBtf::load(btf_path)?;
+        let reasons = DropReasons::from_btf(&btf)?;
+        let probe = loader::load(&LoadOptions {
+            btf: &btf,
+            filter: netprobe_common::Filter::default(),
+            ring_size: 4096,
+            without_cpu_hooks: false,
+            without_receive_hook: true,
+            function_hooks: FunctionHooks::Auto,
+            counting_only: true,
+        })?;
+        // Without kallsyms a site is its hex address; the layer then comes from the reason.
+        let symbols = Symbolizer::load(Path::new("/proc/kallsyms")).unwrap_or_default();
+        Ok(Self {
+            probe,
+            names: SiteNames::new(reasons, symbols),
+            own_netns: own_netns(),
+            flow_seen: HashMap::new(),
+        })
+    }
+
+    pub fn hooks(&self) -> &[HookStatus] {
+        &self.probe.hooks
+    }
+
+    pub fn own_netns(&self) -> u32 {
+        self.own_netns
+    }
+
+    pub fn names(&mut self) -> &mut SiteNames {
+        &mut self.names
+    }
+
+    /// Reads every table once; then forgets the flows idle for long.
+    pub fn sample(&mut self) -> Result<KernelSample, KernelSideError> {
+        let totals = self.probe.kernel_totals()?;
+        let site_table_full = totals.counter(netprobe_common::COUNTER_DROP_SITE_TABLE_FULL);
+        let flow_table_full = totals.counter(netprobe_common::COUNTER_FLOW_TABLE_FULL);
+        let mut sample = KernelSample {
+            sites: totals.sites.into_iter().collect(),
+            reasons_only: totals.reasons.into_iter().collect(),
+            flows: totals.flows.into_iter().collect(),
+            net_rx: totals.net_rx,
+            site_table_full,
+            flow_table_full,
+        };
+        let idle = self.idle_flows(&sample.flows, Instant::now());
+        if !idle.is_empty() {
+            self.probe.forget_retransmit_flows(&idle)?;
+            // Taken out of this sample as well: the next one no longer has them, and an
+            // entry present in one sample and not the other counts nothing.
+            for key in &idle {
+                sample.flows.remove(key);
+                self.flow_seen.remove(key);
+            }
+        }
+        Ok(sample)
+    }
+
+    /// Flows whose totals have not changed for [`FLOW_IDLE_FORGOTTEN_AFTER`].
+    fn idle_flows(
+        &mut self,
+        flows: &HashMap<FlowKey, RetransmitTotals>,
+        now: Instant,
+    ) -> Vec<FlowKey> {
+        let present: HashSet<&FlowKey> = flows.keys().collect();
+        self.flow_seen.retain(|key, _| present.contains(key));
+        let mut idle = Vec::new();
+        for (key, totals) in flows {
+            let seen = self.flow_seen.entry(*key).or_insert((*totals, now));
+            if seen.0 != *totals {
+                *seen = (*totals, now);
+            } else if now.duration_since(seen.1) >= FLOW_IDLE_FORGOTTEN_AFTER {
+                idle.push(*key);
+            }
+        }
+        idle
+    }
+}
+
+fn own_netns() -> u32 {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+        .unwrap_or(0)
+}
