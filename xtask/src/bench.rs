@@ -21,6 +21,9 @@ use serde_json::Value;
 
 use crate::{run, workspace_root};
 
+mod monitor;
+pub use monitor::monitor_beside_script;
+
 const PORT: u16 = 5001;
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
@@ -444,6 +447,9 @@ pub fn run_all() -> Result<()> {
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["bench", "-p", "netprobe", "--bench", "analyze"]),
     )?;
+
+    println!("\n== monitor: per interval beside the script it replaces ==");
+    monitor_beside_script()?;
 
     println!("\n== throughput: veth TCP with and without netprobe ==");
     throughput_with_and_without()?;

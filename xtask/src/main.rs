@@ -42,6 +42,9 @@ enum Task {
         /// Only the veth throughput with and without netprobe.
         #[arg(long)]
         throughput_only: bool,
+        /// Only `netprobe monitor` beside the shell script it replaces (CPU per interval, RSS).
+        #[arg(long, conflicts_with = "throughput_only")]
+        monitor_only: bool,
     },
     /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
     /// crate included.
@@ -144,10 +147,15 @@ fn main() -> Result<()> {
             ]))?;
             run(cargo().args(MATRIX_TEST))
         }
-        Task::Bench { throughput_only } => {
+        Task::Bench {
+            throughput_only,
+            monitor_only,
+        } => {
             build()?;
             if throughput_only {
                 bench::throughput_with_and_without()
+            } else if monitor_only {
+                bench::monitor_beside_script()
             } else {
                 bench::run_all()
             }
