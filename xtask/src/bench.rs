@@ -1,4 +1,5 @@
-//! The demo behind `cargo xtask run`, and the benchmarks behind `cargo xtask bench`.
+//! The demo behind `cargo xtask run`, and the benchmarks behind `cargo xtask bench` (the
+//! monitor beside its shell script: bench/monitor.rs).
 //!
 //! Kernel-side cost is measured by the kernel itself: with `kernel.bpf_stats_enabled=1` every
 //! program accumulates `run_time_ns` and `run_cnt`, read with bpftool. netprobe and a

@@ -37,7 +37,8 @@ enum Task {
     },
     /// Setup, build, then the whole test suite: unit tests and privileged integration tests.
     Test,
-    /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode.
+    /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode,
+    /// `netprobe monitor` beside the script it replaces.
     Bench {
         /// Only the veth throughput with and without netprobe.
         #[arg(long)]
