@@ -1,4 +1,5 @@
-//! The demo behind `cargo xtask run`, and the benchmarks behind `cargo xtask bench`.
+//! The demo behind `cargo xtask run`, and the benchmarks behind `cargo xtask bench` (the
+//! monitor beside its shell script: bench/monitor.rs).
 //!
 //! Kernel-side cost is measured by the kernel itself: with `kernel.bpf_stats_enabled=1` every
 //! program accumulates `run_time_ns` and `run_cnt`, read with bpftool. netprobe and a
@@ -20,6 +21,9 @@ use netprobe_integration::{bulk_transfer, loaded_netprobe_programs, sh, signal, 
 use serde_json::Value;
 
 use crate::{run, workspace_root};
+
+mod monitor;
+pub use monitor::monitor_beside_script;
 
 const PORT: u16 = 5001;
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -444,6 +448,9 @@ pub fn run_all() -> Result<()> {
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["bench", "-p", "netprobe", "--bench", "analyze"]),
     )?;
+
+    println!("\n== monitor: per interval beside the script it replaces ==");
+    monitor_beside_script()?;
 
     println!("\n== throughput: veth TCP with and without netprobe ==");
     throughput_with_and_without()?;

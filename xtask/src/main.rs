@@ -37,11 +37,15 @@ enum Task {
     },
     /// Setup, build, then the whole test suite: unit tests and privileged integration tests.
     Test,
-    /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode.
+    /// Setup, build, then benchmarks: kernel cost per event beside bpftrace, userspace decode,
+    /// `netprobe monitor` beside the script it replaces.
     Bench {
         /// Only the veth throughput with and without netprobe.
         #[arg(long)]
         throughput_only: bool,
+        /// Only `netprobe monitor` beside the shell script it replaces (CPU per interval, RSS).
+        #[arg(long, conflicts_with = "throughput_only")]
+        monitor_only: bool,
     },
     /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
     /// crate included.
@@ -144,10 +148,15 @@ fn main() -> Result<()> {
             ]))?;
             run(cargo().args(MATRIX_TEST))
         }
-        Task::Bench { throughput_only } => {
+        Task::Bench {
+            throughput_only,
+            monitor_only,
+        } => {
             build()?;
             if throughput_only {
                 bench::throughput_with_and_without()
+            } else if monitor_only {
+                bench::monitor_beside_script()
             } else {
                 bench::run_all()
             }
