@@ -106,6 +106,10 @@ fn span_get<T: Copy + Default>(span: &[u8; SKB_SPAN_MAX as usize], offset: u32, 
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
+    if counting_only() {
+        let _ = try_tally(&ctx);
+        return 0;
+    }
     if let Some(level) = nest_in(&DROP_DEPTH) {
         let _ = try_drop(&ctx, level);
         nest_out(&DROP_DEPTH, level);
@@ -163,10 +167,6 @@ fn try_drop(ctx: &RawTracePointContext, level: u32) -> Result<(), i32> {
     p.location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
     p.sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
-    if counting_only() {
-        netprobe_drop_tally(level);
-        return Ok(());
-    }
     if netprobe_drop_where(level) != 0 || netprobe_drop_parse(level) != 0 {
         return Ok(());
     }
@@ -344,63 +344,109 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
     0
 }
 
-/// Count mode's whole path: only what places the drop (its device, `skb_iif`, socket and
-/// namespace: one copy of the skb's span and a read or two), one update of `DROP_SITES`, no
-/// event. The flow headers are parsed only when a port or address filter needs them, and
-/// the socket's state, inode and sequence checks (the stream's per-flow detail) not at all.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn netprobe_drop_tally(level: u32) -> i32 {
-    let Some(p) = pending(level) else {
-        return 1;
-    };
-    let fields = skb_fields(p.skb);
-    if fields.sk != 0 {
-        p.sk = fields.sk;
+/// Count mode's whole path, kept lean (the drop hook runs for every drop, storms included):
+/// no nesting slot, no staging, no event, nothing on the stack but the key. Only what places
+/// the drop is read: the skb's members in one copy of their span, the device's ifindex and
+/// namespace from this CPU's last-device cache (a storm drops on one device: no read at all),
+/// the flow headers only when a port or address filter needs them. Then one update of
+/// `DROP_SITES`. A nested run on the same CPU (a drop in a softirq that interrupted this
+/// one) can only lose an increment of the same site in a three-instruction window (see
+/// `bump`).
+fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
+    let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
+    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
+        return Ok(());
     }
-    if !is_network(fields.protocol, p.sk) {
-        count_non_network(p.reason, p.location);
-        return 0;
-    }
-    let netns = if fields.dev != 0 {
-        dev_netns(fields.dev)
-    } else if p.sk != 0 {
-        sock_netns(p.sk)
+    let skb = arg::<0>(ctx, setting!(drop.skb))?;
+    let location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
+    let fields = skb_fields(skb);
+    let sk = if fields.sk != 0 {
+        fields.sk
     } else {
-        0
+        arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0)
+    };
+    if !is_network(fields.protocol, sk) {
+        count_non_network(reason, location);
+        return Ok(());
+    }
+    let (ifindex, netns) = if fields.dev != 0 {
+        device(fields.dev)
+    } else if sk != 0 {
+        (0, sock_netns(sk))
+    } else {
+        (0, 0)
     };
     if !netns_matches(netns) {
-        return 0;
+        return Ok(());
     }
-    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
-        let (_, header_flags) = parse_headers(
-            fields.head,
-            fields.network_header,
-            fields.protocol,
-            &mut p.flow,
-        );
-        if !flow_matches(&p.flow, header_flags & DROP_HAS_PORTS != 0) {
-            return 0;
-        }
+    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 && !tally_flow_matches(&fields) {
+        return Ok(());
     }
     let mut key = DropSiteKey {
-        reason: p.reason,
+        reason,
         netns,
-        location: p.location,
-        ifindex: 0,
+        location,
+        ifindex,
         skb_iif: fields.iif,
         flags: 0,
         _pad0: [0; 7],
     };
     if fields.dev != 0 {
         key.flags |= DROP_HAS_DEV;
-        key.ifindex = read(fields.dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
     }
-    if p.sk != 0 {
+    if sk != 0 {
         key.flags |= DROP_HAS_SOCK;
     }
     count_site(&key);
-    0
+    Ok(())
+}
+
+/// The last device this CPU's count path placed a drop on.
+#[repr(C)]
+pub struct DeviceCache {
+    dev: u64,
+    ifindex: u32,
+    netns: u32,
+}
+
+#[map]
+static DEVICE_CACHE: PerCpuArray<DeviceCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// A device's (ifindex, namespace): from this CPU's cache when it is the same `net_device`
+/// as last time (three reads saved per drop of a storm), else read and cached. A device
+/// freed and another allocated at the same address, with no drop on another device of this
+/// CPU in between, would keep the old one's name and namespace (never its counts).
+#[inline(always)]
+fn device(dev: u64) -> (u32, u32) {
+    let Some(cache) = DEVICE_CACHE.get_ptr_mut(0) else {
+        return (
+            read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
+            dev_netns(dev),
+        );
+    };
+    // SAFETY: this CPU's slot; a nested run that refills it leaves a consistent entry of
+    // another device, which only costs this run a re-read.
+    unsafe {
+        if (*cache).dev != dev {
+            (*cache).ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+            (*cache).netns = dev_netns(dev);
+            (*cache).dev = dev;
+        }
+        ((*cache).ifindex, (*cache).netns)
+    }
+}
+
+/// The port and address filters on a counted drop: its headers parsed, as a stream's are.
+#[inline(never)]
+fn tally_flow_matches(fields: &SkbFields) -> bool {
+    let mut flow = Flow::default();
+    let (_, header_flags) = parse_headers(
+        fields.head,
+        fields.network_header,
+        fields.protocol,
+        &mut flow,
+    );
+    flow_matches(&flow, header_flags & DROP_HAS_PORTS != 0)
 }
 
 /// Exact per-CPU count for this drop site; by reason alone when the table is full (and said).

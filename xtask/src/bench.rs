@@ -251,6 +251,33 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
     })
 }
 
+/// `netprobe monitor` as root: the kernel programs in count mode (no event stream, one map
+/// update per drop), the kernel cost of the monitor's eBPF side.
+fn measure_monitor(link: &Link) -> Result<Measured> {
+    let mut child = netprobe()
+        .args(["monitor", "lo", "1", "--no-log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
+    let work = workload(link);
+    let programs = tracepoint_programs();
+    let (rtx, drop) = (
+        run_stats(&programs, "netprobe_rtx"),
+        run_stats(&programs, "netprobe_drop"),
+    );
+    stop(&mut child);
+    Ok(Measured {
+        tool: "monitor",
+        hooks: vec![
+            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
+            ("skb:kfree_skb", drop.0, drop.1),
+        ],
+        work,
+        note: "netprobe monitor: count mode, nothing streamed".into(),
+    })
+}
+
 /// bpftrace's `tracepoint:` probes need tracefs, which netprobe itself no longer does: mounted
 /// for the measurement when absent, and unmounted after it.
 struct TracefsMounted(bool);
@@ -280,7 +307,7 @@ fn measure_bpftrace(link: &Link) -> Result<Measured> {
     let mut child = Command::new("bpftrace")
         .args([
             "-e",
-            "tracepoint:skb:kfree_skb { @drops[args->reason] = count(); } \
+            "tracepoint:skb:kfree_skb { @drops[cpu, args->reason] = count(); } \
              tracepoint:tcp:tcp_retransmit_skb { @rtx[args->sport, args->dport] = count(); }",
         ])
         .stdout(Stdio::null())
@@ -455,11 +482,18 @@ pub fn run_all() -> Result<()> {
     println!("\n== throughput: veth TCP with and without netprobe ==");
     throughput_with_and_without()?;
 
+    kernel_cost()
+}
+
+/// Kernel ns per event of `netprobe trace`, `netprobe monitor`'s count mode and a bpftrace
+/// one-liner counting the same, over the same workloads, and the storm's throughput under each.
+pub fn kernel_cost() -> Result<()> {
     println!("\n== kernel: ns per event (kernel.bpf_stats_enabled), same workloads ==");
     let _stats = StatsEnabled::enable()?;
     let link = lossy_link("bench", 201, 5);
     let baseline = workload(&link);
     let netprobe = measure_netprobe(&link)?;
+    let monitor = measure_monitor(&link)?;
     let bpftrace = measure_bpftrace(&link)?;
 
     println!(
@@ -468,15 +502,23 @@ pub fn run_all() -> Result<()> {
         TCP_BYTES >> 20
     );
     println!(
-        "{:<24} {:>12} {:>14} {:>12} {:>14}",
-        "hook", "netprobe ns", "netprobe runs", "bpftrace ns", "bpftrace runs"
+        "{:<24} {:>12} {:>14} {:>12} {:>14} {:>12} {:>14}",
+        "hook",
+        "trace ns",
+        "trace runs",
+        "monitor ns",
+        "monitor runs",
+        "bpftrace ns",
+        "bpftrace runs"
     );
     for i in 0..netprobe.hooks.len() {
         let (hook, n_runs, n_ns) = netprobe.hooks[i];
+        let (_, m_runs, m_ns) = monitor.hooks[i];
         let (_, b_runs, b_ns) = bpftrace.hooks[i];
         println!(
-            "{hook:<24} {:>12} {n_runs:>14} {:>12} {b_runs:>14}",
+            "{hook:<24} {:>12} {n_runs:>14} {:>12} {m_runs:>14} {:>12} {b_runs:>14}",
             per_event(n_runs, n_ns),
+            per_event(m_runs, m_ns),
             per_event(b_runs, b_ns)
         );
     }
@@ -487,6 +529,7 @@ pub fn run_all() -> Result<()> {
     for (tool, w, note) in [
         ("none", baseline, String::new()),
         (netprobe.tool, netprobe.work, netprobe.note.clone()),
+        (monitor.tool, monitor.work, monitor.note.clone()),
         (bpftrace.tool, bpftrace.work, bpftrace.note.clone()),
     ] {
         println!(

@@ -46,6 +46,9 @@ enum Task {
         /// Only `netprobe monitor` beside the shell script it replaces (CPU per interval, RSS).
         #[arg(long, conflicts_with = "throughput_only")]
         monitor_only: bool,
+        /// Only the kernel ns per event (trace, monitor's count mode, bpftrace) and the storm.
+        #[arg(long, conflicts_with_all = ["throughput_only", "monitor_only"])]
+        kernel_only: bool,
     },
     /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
     /// crate included.
@@ -151,12 +154,15 @@ fn main() -> Result<()> {
         Task::Bench {
             throughput_only,
             monitor_only,
+            kernel_only,
         } => {
             build()?;
             if throughput_only {
                 bench::throughput_with_and_without()
             } else if monitor_only {
                 bench::monitor_beside_script()
+            } else if kernel_only {
+                bench::kernel_cost()
             } else {
                 bench::run_all()
             }

@@ -45,8 +45,11 @@ const INTERFACE: &str = "veth0";
 const SCRIPT_HEADER: &str = "timestamp,iteration,interface,total_drops,nic_rx,nic_tx,nic_missed,qdisc,softirq,syn_queue,accept_queue,tcp_pruned,tcp_collapsed,udp_rcvbuf,udp_sndbuf,severity";
 
 /// `netprobe monitor`'s variants measured beside the script: (label, arguments before the
-/// positionals). The eBPF mode joins as `("netprobe monitor --ebpf", &["--ebpf"])`.
-const NETPROBE_VARIANTS: &[(&str, &[&str])] = &[("netprobe monitor", &[])];
+/// positionals): counters only, and as root by default the kernel programs in count mode.
+const NETPROBE_VARIANTS: &[(&str, &[&str])] = &[
+    ("netprobe monitor --counters-only", &["--counters-only"]),
+    ("netprobe monitor (eBPF count mode)", &[]),
+];
 
 /// A program under test, run as `PROGRAM ARGS… INTERFACE INTERVAL LOGFILE`.
 #[derive(Clone)]
