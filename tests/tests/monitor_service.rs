@@ -134,7 +134,7 @@ fn a_full_disk_is_said_once_and_the_log_resumes_with_whole_rows() {
     assert_eq!(*gap.start(), first_lost, "{back}");
     assert_eq!(*gap.end() + 1, resumed, "{back}");
     assert!(
-        gap.clone().count() >= 5,
+        gap.clone().count() >= 3,
         "an outage of several intervals: {back}"
     );
 
