@@ -7,7 +7,9 @@ use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
     thread::{self, JoinHandle},
+    time::{Duration, Instant},
 };
 
 use crate::{netprobe_bin, Netns};
@@ -32,6 +34,8 @@ pub struct Monitor {
     /// The start line: printed once the baseline sample is taken.
     pub started: String,
     stderr: JoinHandle<String>,
+    /// stderr's lines after the start line, as they come.
+    stderr_lines: mpsc::Receiver<String>,
     stdout: JoinHandle<String>,
 }
 
@@ -47,15 +51,35 @@ impl Monitor {
     /// Starts `netprobe monitor <args>` in `ns` and waits for its start line: whatever the
     /// test does from then on falls inside the monitored intervals.
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = Command::new("ip")
+        Self::spawn(Self::command(ns, args))
+    }
+
+    /// `netprobe monitor <args>` in `ns`, not started yet: for a test that sets its
+    /// environment.
+    pub fn command(ns: &Netns, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &ns.name])
             .arg(netprobe_bin())
             .arg("monitor")
-            .args(args)
+            .args(args);
+        command
+    }
+
+    /// Starts `command` (a monitor, or a wrapper that runs one) with its output piped and
+    /// waits for the start line.
+    pub fn spawn(mut command: Command) -> Self {
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("netprobe monitor");
+        Self::attach(child)
+    }
+
+    /// Takes over a child started with its output piped: reads its start line (waiting for
+    /// it) and collects the rest.
+    pub fn attach(mut child: Child) -> Self {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut started = String::new();
         stderr.read_line(&mut started).unwrap();
@@ -64,19 +88,39 @@ impl Monitor {
             "no start line: {started:?}"
         );
         let mut stdout = child.stdout.take().unwrap();
+        let (lines_tx, stderr_lines) = mpsc::channel();
         Self {
             child,
             started,
             stderr: thread::spawn(move || {
-                let mut s = String::new();
-                let _ = stderr.read_to_string(&mut s);
-                s
+                let mut all = String::new();
+                for line in stderr.lines().map_while(Result::ok) {
+                    let _ = lines_tx.send(line.clone());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                all
             }),
+            stderr_lines,
             stdout: thread::spawn(move || {
                 let mut s = String::new();
                 let _ = stdout.read_to_string(&mut s);
                 s
             }),
+        }
+    }
+
+    /// Waits up to `timeout` for a stderr line containing `text` (lines before it are passed
+    /// over: they are in the run's stderr all the same).
+    pub fn wait_for_stderr(&self, text: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
         }
     }
 
@@ -98,6 +142,11 @@ impl Monitor {
 /// A log's rows, each by column name (the header first, checked to be the monitor's).
 pub fn log_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    log_text_rows(&text)
+}
+
+/// The rows of a log's text: every line must be a whole row, with every column.
+pub fn log_text_rows(text: &str) -> Vec<BTreeMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
     assert_eq!(

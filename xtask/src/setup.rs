@@ -21,6 +21,10 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     "iproute2",
     "util-linux",
+    // The monitor as a service (tests/tests/systemd.rs, monitor_service.rs): systemd-analyze
+    // verifies the unit, logrotate runs the shipped contrib/logrotate file.
+    "systemd",
+    "logrotate",
     // Baselines for `cargo xtask bench`: the shell tools `netprobe report` replaces.
     "net-tools",
     "ethtool",

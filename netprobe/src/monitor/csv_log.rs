@@ -1,17 +1,20 @@
 //! The CSV log: the script's 16 columns first, netprobe's own after `severity` (so that
 //! `$16=="CRIT"` keeps working). An existing log with the same header is continued, its
 //! iteration numbers too; any other header is refused. SIGHUP reopens the path (logrotate
-//! without copytruncate). A write that fails is reported at most once a minute, and the
-//! monitoring goes on.
+//! without copytruncate). A write that fails is reported at most once a minute (health.rs),
+//! and the monitoring goes on; a row is in the file whole or not at all.
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use super::{columns::Column, interval::Interval};
+use health::Health;
+
+mod health;
 
 /// The script's header, column for column.
 pub const SCRIPT_HEADER: &str = "timestamp,iteration,interface,total_drops,nic_rx,nic_tx,nic_missed,qdisc,softirq,syn_queue,accept_queue,tcp_pruned,tcp_collapsed,udp_rcvbuf,udp_sndbuf,severity";
@@ -102,43 +105,39 @@ pub fn last_iteration(tail: &[u8]) -> Option<u64> {
         .last()
 }
 
-/// At most one report a minute; how many were held back in between.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    pub const EVERY: Duration = Duration::from_secs(60);
-
-    /// `Some(held back since the last report)` when a report is due now.
-    pub fn due(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < Self::EVERY)
-        {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-}
-
 pub struct CsvLog {
     path: PathBuf,
     layout: Layout,
     file: Option<File>,
-    /// A failed write left part of a row: the next write starts on a new line.
+    /// The file does not end with a newline (a crash tore its last row): the next row starts
+    /// on a new line. Read from the file each time it is opened.
     torn: bool,
-    throttle: Throttle,
-    failing: bool,
+    health: Health,
+}
+
+impl LogError {
+    /// What went wrong, without the path (a log's lines name it once, first).
+    fn cause(&self) -> String {
+        match self {
+            LogError::Io { error, .. } => error.to_string(),
+            LogError::Header { found, .. } => {
+                format!("another header ({found:?}), not the monitor's")
+            }
+        }
+    }
+}
+
+/// An opened log: its file, layout and last iteration, and whether it ends mid-line.
+struct Opened {
+    file: File,
+    layout: Layout,
+    last: u64,
+    torn: bool,
 }
 
 /// Opens `path` for appending: a new or empty file gets netprobe's header; an existing one
-/// must have netprobe's or the script's. Returns the file, its layout and its last iteration.
-fn open_checked(path: &Path, layout: Option<Layout>) -> Result<(File, Layout, u64), LogError> {
+/// must have netprobe's or the script's.
+fn open_checked(path: &Path, layout: Option<Layout>) -> Result<Opened, LogError> {
     let io = |error| LogError::Io {
         path: path.to_path_buf(),
         error,
@@ -153,11 +152,15 @@ fn open_checked(path: &Path, layout: Option<Layout>) -> Result<(File, Layout, u6
     BufReader::new((&file).take(4096))
         .read_line(&mut header)
         .map_err(io)?;
-    if header.is_empty() {
+    if header.is_empty() || is_torn_header(&header) {
         let layout = layout.unwrap_or(Layout::Netprobe);
-        file.write_all(format!("{}\n", layout.header()).as_bytes())
-            .map_err(io)?;
-        return Ok((file, layout, 0));
+        write_header(&mut file, layout).map_err(io)?;
+        return Ok(Opened {
+            file,
+            layout,
+            last: 0,
+            torn: false,
+        });
     }
     let found = Layout::of(&header).filter(|l| layout.is_none_or(|want| want == *l));
     let Some(found) = found else {
@@ -171,89 +174,122 @@ fn open_checked(path: &Path, layout: Option<Layout>) -> Result<(File, Layout, u6
         .map_err(io)?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).map_err(io)?;
-    Ok((file, found, last_iteration(&tail).unwrap_or(0)))
+    Ok(Opened {
+        file,
+        layout: found,
+        last: last_iteration(&tail).unwrap_or(0),
+        torn: tail.last().is_some_and(|b| *b != b'\n'),
+    })
+}
+
+/// A file that holds only the start of a header (or the header without its newline): a
+/// header write that a full disk cut short, written again whole.
+fn is_torn_header(first_line: &str) -> bool {
+    !first_line.ends_with('\n')
+        && [Layout::Netprobe, Layout::Script]
+            .iter()
+            .any(|l| l.header().starts_with(first_line))
+}
+
+/// The header, whole or not at all: a write cut short is taken back so that the next try
+/// (the next row) starts from an empty file rather than refusing a broken header for good.
+fn write_header(file: &mut File, layout: Layout) -> io::Result<()> {
+    file.set_len(0)?;
+    let result = file.write_all(format!("{}\n", layout.header()).as_bytes());
+    if result.is_err() {
+        let _ = file.set_len(0);
+    }
+    result
 }
 
 impl CsvLog {
     /// Opens the log at start: any failure here is the command's error. Returns the log and
     /// the iteration its next row continues from.
     pub fn open(path: &Path) -> Result<(Self, u64), LogError> {
-        let (file, layout, last) = open_checked(path, None)?;
+        let opened = open_checked(path, None)?;
         let log = Self {
             path: path.to_path_buf(),
-            layout,
-            file: Some(file),
-            torn: false,
-            throttle: Throttle::default(),
-            failing: false,
+            layout: opened.layout,
+            file: Some(opened.file),
+            torn: opened.torn,
+            health: Health::default(),
         };
-        Ok((log, last))
+        Ok((log, opened.last))
     }
 
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
+    /// The last row (or reopening) failed and no row was written since.
+    pub fn failing(&self) -> bool {
+        self.health.failing()
+    }
+
     /// SIGHUP: close the file and open the path anew (logrotate moved the old one away).
     pub fn reopen(&mut self) {
         self.file = None;
-        self.torn = false;
         if let Err(e) = self.ensure_open() {
-            self.report(&e.to_string(), None);
+            let line = self.health.failed(Instant::now(), None, &e.cause());
+            self.say(line);
         }
     }
 
     fn ensure_open(&mut self) -> Result<&mut File, LogError> {
         if self.file.is_none() {
-            let (file, _, _) = open_checked(&self.path, Some(self.layout))?;
-            self.file = Some(file);
+            let opened = open_checked(&self.path, Some(self.layout))?;
+            self.torn = opened.torn;
+            self.file = Some(opened.file);
         }
         Ok(self.file.as_mut().expect("opened above"))
     }
 
     /// Appends the interval's row; a failure is reported (once a minute) and not fatal.
     pub fn write(&mut self, interval: &Interval) {
-        let mut text = row(interval, self.layout);
-        if self.torn {
-            text.insert(0, '\n');
-        }
-        let path = self.path.display().to_string();
-        let result = match self.ensure_open() {
-            Err(e) => Err((false, e.to_string())),
-            Ok(file) => write_counting(file, text.as_bytes())
-                .map_err(|(written, e)| (written > 0, format!("log {path}: {e}"))),
+        let text = row(interval, self.layout);
+        let now = Instant::now();
+        let line = match self.append(text.as_bytes()) {
+            Ok(()) => self.health.written(now, interval.iteration),
+            Err(cause) => {
+                // The handle may point at a file that is gone or broken: the path is opened
+                // again at the next row.
+                self.file = None;
+                self.health.failed(now, Some(interval.iteration), &cause)
+            }
         };
-        match result {
+        self.say(line);
+    }
+
+    /// Appends `row` whole or not at all: a write cut short (a full disk) is truncated away,
+    /// so that no torn row stays in the file for the next one to run into. Should that fail
+    /// too, the file is opened again at the next row and, ending mid-line, gets a newline
+    /// first.
+    fn append(&mut self, row: &[u8]) -> Result<(), String> {
+        self.ensure_open().map_err(|e| e.cause())?;
+        let file = self.file.as_mut().expect("opened above");
+        let start = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::with_capacity(row.len() + 1);
+        if self.torn {
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(row);
+        match write_counting(file, &bytes) {
             Ok(()) => {
                 self.torn = false;
-                if std::mem::take(&mut self.failing) {
-                    eprintln!(
-                        "netprobe: log {}: writing again from #{:04}",
-                        self.path.display(),
-                        interval.iteration
-                    );
-                }
+                Ok(())
             }
-            Err((torn, message)) => {
-                self.torn |= torn;
-                // The handle may point at a file that is gone or broken: try the path again
-                // next time.
-                self.file = None;
-                self.report(&message, Some(interval.iteration));
+            Err((written, e)) => {
+                if written > 0 {
+                    let _ = file.set_len(start);
+                }
+                Err(e.to_string())
             }
         }
     }
 
-    fn report(&mut self, message: &str, iteration: Option<u64>) {
-        self.failing = true;
-        if let Some(held) = self.throttle.due(Instant::now()) {
-            let lost = iteration.map_or(String::new(), |i| format!(": row #{i:04} not written"));
-            let held = if held > 0 {
-                format!(" ({held} more failures since the last report)")
-            } else {
-                String::new()
-            };
-            eprintln!("netprobe: {message}{lost}{held}; monitoring goes on");
+    fn say(&self, line: Option<String>) {
+        if let Some(line) = line {
+            eprintln!("netprobe: log {}: {line}", self.path.display());
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod delta;
 pub mod interval;
 pub mod json;
 pub mod kernel_side;
+pub mod notify;
 pub mod sampler;
 pub mod schedule;
 
@@ -30,6 +31,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::report::{render::Style, sample::SYS_CLASS_NET};
 use counters::Sample;
 use csv_log::{CsvLog, LogError};
+use notify::Notifier;
 use sampler::{EbpfState, Sampler};
 use schedule::{Schedule, Timing};
 
@@ -154,6 +156,44 @@ impl Outputs {
     }
 }
 
+/// What woke the loop up.
+enum Wake {
+    Deadline,
+    Hangup,
+    Stop(&'static str),
+    WatchdogPing,
+}
+
+async fn next_wake(
+    signals: &mut Signals,
+    deadline: tokio::time::Instant,
+    watchdog: &mut Option<tokio::time::Interval>,
+) -> Wake {
+    let ping = async {
+        match watchdog {
+            Some(timer) => timer.tick().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => Wake::Deadline,
+        _ = signals.hangup.recv() => Wake::Hangup,
+        _ = signals.terminate.recv() => Wake::Stop("SIGTERM"),
+        _ = signals.interrupt.recv() => Wake::Stop("SIGINT"),
+        _ = ping => Wake::WatchdogPing,
+    }
+}
+
+/// The watchdog's timer, first tick one period from now (not at once, as tokio's would).
+fn watchdog_timer(notifier: &Notifier) -> Option<tokio::time::Interval> {
+    notifier.ping_every().map(|every| {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // After a stall, one ping and the period again: no burst of pings that catch up.
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    })
+}
+
 async fn watch(
     options: &MonitorOptions,
     log: Option<CsvLog>,
@@ -164,7 +204,9 @@ async fn watch(
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
     let mut before = sampler.take();
-    announce(options, &log, first_iteration, &before.counters, &ebpf);
+    let mut notifier = Notifier::from_env();
+    notifier.ready(&announce(options, &log, first_iteration, &before.counters, &ebpf));
+    let mut watchdog = watchdog_timer(&notifier);
     let mut outputs = Outputs {
         log,
         json: options.json,
@@ -174,17 +216,23 @@ async fn watch(
     let mut iteration = first_iteration;
     let mut done = 0u64;
     loop {
-        let deadline = tokio::time::Instant::from_std(schedule.next_deadline());
-        let stopped_by = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => None,
-            _ = signals.hangup.recv() => {
+        let next_deadline = schedule.next_deadline();
+        let stopped_by = match next_wake(&mut signals, next_deadline.into(), &mut watchdog).await {
+            Wake::Deadline => None,
+            Wake::Hangup => {
                 if let Some(log) = &mut outputs.log {
                     log.reopen();
                 }
                 continue;
             }
-            _ = signals.terminate.recv() => Some("SIGTERM"),
-            _ = signals.interrupt.recv() => Some("SIGINT"),
+            Wake::WatchdogPing => {
+                notifier.ping(next_deadline, std::time::Instant::now());
+                continue;
+            }
+            Wake::Stop(signal) => {
+                notifier.stopping(&format!("stopped by {signal}"));
+                Some(signal)
+            }
         };
         let after = sampler.take();
         let timing = match stopped_by {
@@ -210,24 +258,42 @@ async fn watch(
         );
         interval.kernel = sampler.attribute(&before, &after);
         let reader_there = outputs.emit(&interval)?;
+        notifier.interval_done(&interval, outputs.log.as_ref().is_some_and(CsvLog::failing));
         before = after;
         iteration += 1;
         done += 1;
-        if !reader_there || stopped_by.is_some() || options.count.is_some_and(|c| done >= c) {
+        if stopped_by.is_some() {
+            // STOPPING=1 went out when the signal came, before this last interval.
+            return Ok(());
+        }
+        if let Some(why) = run_over(options, done, reader_there) {
+            notifier.stopping(why);
             return Ok(());
         }
     }
 }
 
+/// Why the run ends after `done` intervals with no signal, if it does.
+fn run_over(options: &MonitorOptions, done: u64, reader_there: bool) -> Option<&'static str> {
+    if !reader_there {
+        Some("stdout closed")
+    } else if options.count.is_some_and(|c| done >= c) {
+        Some("--count reached")
+    } else {
+        None
+    }
+}
+
 /// The one line at start (after the baseline sample: what follows is measured), and the
-/// columns this interface cannot have.
+/// columns this interface cannot have. Returns what is monitored, for the service manager's
+/// status.
 fn announce(
     options: &MonitorOptions,
     log: &Option<CsvLog>,
     first: u64,
     baseline: &Sample,
     ebpf: &EbpfState,
-) {
+) -> String {
     let log = match (log, &options.log) {
         (Some(_), Some(path)) if first > 1 => {
             format!("log {} (continuing at #{first:04})", path.display())
@@ -235,13 +301,11 @@ fn announce(
         (Some(_), Some(path)) => format!("log {}", path.display()),
         _ => "no log".to_string(),
     };
-    eprintln!(
-        "netprobe monitor: {} every {} s, CRIT from {} drops, {log}; {}",
-        options.interface,
-        options.interval,
-        options.threshold,
-        ebpf.describe()
+    let what = format!(
+        "{} every {} s, CRIT from {} drops, {log}",
+        options.interface, options.interval, options.threshold
     );
+    eprintln!("netprobe monitor: {what}; {}", ebpf.describe());
     let unavailable: Vec<String> = baseline
         .readings
         .unavailable
@@ -258,4 +322,5 @@ fn announce(
     for line in ebpf.inactive() {
         eprintln!("netprobe monitor: {line}");
     }
+    format!("monitoring {what}")
 }

@@ -199,17 +199,6 @@ fn reopen_after_rotation_starts_a_new_file_with_the_header() {
 }
 
 #[test]
-fn failures_are_reported_once_a_minute() {
-    let mut t = Throttle::default();
-    let t0 = Instant::now();
-    assert_eq!(t.due(t0), Some(0));
-    assert_eq!(t.due(t0 + Duration::from_secs(5)), None);
-    assert_eq!(t.due(t0 + Duration::from_secs(59)), None);
-    assert_eq!(t.due(t0 + Duration::from_secs(60)), Some(2));
-    assert_eq!(t.due(t0 + Duration::from_secs(61)), None);
-}
-
-#[test]
 fn a_write_that_fails_is_reported_and_the_path_tried_again() {
     let path = temp("full.csv");
     let (mut log, _) = CsvLog::open(&path).unwrap();
@@ -217,7 +206,7 @@ fn a_write_that_fails_is_reported_and_the_path_tried_again() {
     // /dev/full: every write fails with ENOSPC, as on a full disk.
     log.file = Some(OpenOptions::new().write(true).open("/dev/full").unwrap());
     log.write(&interval(2, 0, &[]));
-    assert!(log.failing && log.file.is_none(), "the failure is noted");
+    assert!(log.failing() && log.file.is_none(), "the failure is noted");
     log.write(&interval(3, 0, &[]));
     let text = fs::read_to_string(&path).unwrap();
     let iterations: Vec<&str> = text
@@ -227,5 +216,45 @@ fn a_write_that_fails_is_reported_and_the_path_tried_again() {
         .collect();
     // Row 2 is lost (and was reported), row 3 went to the path opened again.
     assert_eq!(iterations, ["1", "3"], "{text}");
-    assert!(!log.failing);
+    assert!(!log.failing());
+}
+
+#[test]
+fn a_log_torn_by_a_crash_is_continued_on_a_new_line() {
+    let path = temp("crashed.csv");
+    fs::write(
+        &path,
+        format!("{SCRIPT_HEADER},{NETPROBE_COLUMNS}\n2026-02-01 00:00:05,7,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK,5.000,\n2026-02-01 00:00:10,8,et"),
+    )
+    .unwrap();
+    let (mut log, last) = CsvLog::open(&path).unwrap();
+    assert_eq!(last, 7);
+    log.write(&interval(8, 0, &[]));
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[2], "2026-02-01 00:00:10,8,et", "{text}");
+    assert_eq!(
+        lines[3],
+        row(&interval(8, 0, &[]), Layout::Netprobe).trim_end()
+    );
+}
+
+#[test]
+fn a_header_cut_short_is_written_again_whole() {
+    let path = temp("torn-header.csv");
+    fs::write(&path, "timestamp,iteration,inter").unwrap();
+    let (mut log, last) = CsvLog::open(&path).unwrap();
+    assert_eq!((last, log.layout()), (0, Layout::Netprobe));
+    log.write(&interval(1, 0, &[]));
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{SCRIPT_HEADER},{NETPROBE_COLUMNS}\n{}",
+            row(&interval(1, 0, &[]), Layout::Netprobe)
+        )
+    );
+    // A first line that is no prefix of a header is still another header.
+    fs::write(&path, "time,drops").unwrap();
+    assert!(matches!(CsvLog::open(&path), Err(LogError::Header { .. })));
 }
