@@ -57,7 +57,13 @@ fn the_unit_is_a_hardened_notify_service_that_can_still_load_ebpf() {
         assert_eq!(value(key), [expected], "{key}");
     }
     let capabilities = value("CapabilityBoundingSet").join(" ");
-    for capability in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"] {
+    for capability in [
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_NET_ADMIN",
+        "CAP_SYS_ADMIN",
+        "CAP_SYSLOG",
+    ] {
         assert!(capabilities.contains(capability), "{capability}");
     }
     let filter = value("SystemCallFilter").join(" ");
@@ -291,4 +297,48 @@ fn without_a_listener_the_monitor_runs_as_ever() {
         .collect();
     assert_eq!(said.len(), 1, "said once: {}", run.stderr);
     assert!(said[0].ends_with("; monitoring goes on"), "{}", said[0]);
+}
+
+/// The unit's capability bounding set is enough for the eBPF side: the monitor run with only
+/// those capabilities (as systemd would bound it) loads its programs in count mode; with
+/// CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN taken away it says why it cannot and goes on with
+/// the counters. Proves the hardening, not only the unit's text.
+#[test]
+fn the_unit_s_capabilities_load_the_ebpf_side_and_fewer_do_not() {
+    let text = fs::read_to_string(repo_file("contrib/systemd/netprobe-monitor@.service")).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("a capability bounding set");
+    let caps: Vec<String> = line
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    let start_line = |caps: &[String]| -> String {
+        let bounding = format!("-all,+{}", caps.join(",+"));
+        let out = std::process::Command::new("setpriv")
+            .args(["--bounding-set", &bounding, "--inh-caps", "-all", "--"])
+            .arg(netprobe_bin())
+            .args(["monitor", "lo", "0.2", "--no-log", "--count", "1"])
+            .output()
+            .expect("setpriv (util-linux)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let full = start_line(&caps);
+    assert!(full.contains("; eBPF count mode, "), "{full}");
+    let fewer: Vec<String> = caps
+        .iter()
+        .filter(|c| !["bpf", "perfmon", "sys_admin"].contains(&c.as_str()))
+        .cloned()
+        .collect();
+    let without = start_line(&fewer);
+    assert!(
+        without.contains("; eBPF side unavailable (") && without.ends_with("): counters only"),
+        "{without}"
+    );
 }

@@ -205,7 +205,13 @@ async fn watch(
     let (mut sampler, ebpf) = Sampler::start(options);
     let mut before = sampler.take();
     let mut notifier = Notifier::from_env();
-    notifier.ready(&announce(options, &log, first_iteration, &before.counters, &ebpf));
+    notifier.ready(&announce(
+        options,
+        &log,
+        first_iteration,
+        &before.counters,
+        &ebpf,
+    ));
     let mut watchdog = watchdog_timer(&notifier);
     let mut outputs = Outputs {
         log,
