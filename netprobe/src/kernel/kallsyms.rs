@@ -1,6 +1,11 @@
 //! Kernel text addresses to `symbol+0xoffset`, from /proc/kallsyms.
 
-use std::{fs, io, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, BufRead},
+    path::Path,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KallsymsError {
@@ -68,9 +73,86 @@ impl Symbolizer {
     }
 }
 
+/// `name+0xoff` for each of a few `wanted` addresses, from one streaming pass over kallsyms
+/// text, keeping nothing else: what a long-running process that meets a new address only
+/// now and then uses instead of holding every symbol (tens of MB on a distribution kernel).
+/// Addresses below every text symbol (or hidden, shown as 0) are left out.
+pub fn resolve_batch(text: impl BufRead, wanted: &[u64]) -> HashMap<u64, String> {
+    let mut wanted: Vec<u64> = wanted.iter().copied().filter(|a| *a != 0).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    // For each wanted address: the highest text symbol at or below it so far.
+    let mut best: Vec<Option<(u64, String)>> = vec![None; wanted.len()];
+    for line in text.lines().map_while(Result::ok) {
+        let mut parts = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(start) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        if start == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        let first = wanted.partition_point(|w| *w < start);
+        for (slot, _) in best[first..].iter_mut().zip(&wanted[first..]) {
+            if slot.as_ref().is_none_or(|(b, _)| *b < start) {
+                let module = parts
+                    .next()
+                    .map(|m| m.trim_matches(|c| c == '[' || c == ']'));
+                let label = match module {
+                    Some(m) => format!("{name} [{m}]"),
+                    None => name.to_string(),
+                };
+                *slot = Some((start, label));
+            }
+        }
+    }
+    wanted
+        .into_iter()
+        .zip(best)
+        .filter_map(|(addr, found)| {
+            let (start, label) = found?;
+            Some((addr, with_offset(&label, addr - start)))
+        })
+        .collect()
+}
+
+/// `name+0xoff`, the module (if any) after it.
+fn with_offset(label: &str, offset: u64) -> String {
+    match label.split_once(' ') {
+        Some((name, module)) => format!("{name}+{offset:#x} {module}"),
+        None => format!("{label}+{offset:#x}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streaming pass names what the whole table names.
+    #[test]
+    fn a_batch_resolves_as_the_table_does() {
+        let wanted = [
+            0xffffffff8123459a,
+            0xffffffff81234700,
+            0xffffffffc0001010,
+            0xffffffff812a0004,
+            0x1000,
+            0,
+        ];
+        let batch = resolve_batch(KALLSYMS.as_bytes(), &wanted);
+        let table = Symbolizer::parse(KALLSYMS);
+        for addr in wanted {
+            let expected = table.resolve(addr);
+            match batch.get(&addr) {
+                Some(name) => assert_eq!(name, &expected),
+                None => assert!(expected.starts_with("0x"), "{addr:#x}: {expected}"),
+            }
+        }
+        assert_eq!(batch.len(), 4);
+    }
 
     const KALLSYMS: &str = "\
 ffffffff81000000 T _text

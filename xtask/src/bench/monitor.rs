@@ -394,7 +394,7 @@ fn print_table(measured: &[Measurement]) {
     let row = |name: &str, cell: &dyn Fn(&Measurement) -> String| {
         let cells: String = measured
             .iter()
-            .map(|m| format!("{:>22}", cell(m)))
+            .map(|m| format!("{:>36}", cell(m)))
             .collect();
         println!("{name:<40}{cells}");
     };

@@ -146,6 +146,7 @@ fn drop_rows(
     own_netns: u32,
 ) -> Vec<DropRow> {
     let mut rows = Vec::new();
+    names.prepare(after.sites.keys());
     for (key, per_cpu) in &after.sites {
         for (cpu, count) in per_cpu_growth(before.sites.get(key), per_cpu) {
             let site = names.site(key);

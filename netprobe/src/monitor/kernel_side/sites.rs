@@ -1,13 +1,19 @@
 //! Names for what the kernel counts by number: a drop site's reason (from BTF), freeing
 //! function (kallsyms), layer and direction (the trace's own classification), and the
-//! interface behind an ifindex. Cached: the sites are few and the same every interval.
+//! interface behind an ifindex. Cached: the sites are few and the same every interval. The
+//! freeing functions are looked up in /proc/kallsyms only for sites not seen before, in one
+//! streaming pass, instead of holding the whole symbol table for days (tens of MB).
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    io::BufReader,
+    path::{Path, PathBuf},
+};
 
 use netprobe_common::{DropSiteKey, DROP_HAS_DEV, DROP_HAS_SOCK};
 
 use crate::{
-    kernel::{btf::DropReasons, kallsyms::Symbolizer},
+    kernel::{btf::DropReasons, kallsyms},
     model::classify::{self, Direction, DropContext, DropRole, Layer, SiteClass},
     report::sample::SYS_CLASS_NET,
 };
@@ -25,18 +31,43 @@ pub struct SiteName {
 
 pub struct SiteNames {
     reasons: DropReasons,
-    symbols: Symbolizer,
+    /// /proc/kallsyms (a test's file in tests).
+    kallsyms: PathBuf,
+    /// Freeing functions already looked up (`0x…` when kallsyms hides or lacks them).
+    locations: HashMap<u64, String>,
     classes: HashMap<(u32, u64), (String, String, SiteClass)>,
     interfaces: HashMap<u32, String>,
 }
 
 impl SiteNames {
-    pub fn new(reasons: DropReasons, symbols: Symbolizer) -> Self {
+    pub fn new(reasons: DropReasons, kallsyms: &Path) -> Self {
         Self {
             reasons,
-            symbols,
+            kallsyms: kallsyms.to_path_buf(),
+            locations: HashMap::new(),
             classes: HashMap::new(),
             interfaces: HashMap::new(),
+        }
+    }
+
+    /// Looks up, in one pass over kallsyms, the freeing functions not seen before.
+    pub fn prepare<'a>(&mut self, keys: impl Iterator<Item = &'a DropSiteKey>) {
+        let new: Vec<u64> = keys
+            .map(|k| k.location)
+            .filter(|l| !self.locations.contains_key(l))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let found = std::fs::File::open(&self.kallsyms)
+            .map(|f| kallsyms::resolve_batch(BufReader::new(f), &new))
+            .unwrap_or_default();
+        for addr in new {
+            let name = found
+                .get(&addr)
+                .cloned()
+                .unwrap_or_else(|| format!("{addr:#x}"));
+            self.locations.insert(addr, name);
         }
     }
 
@@ -46,13 +77,16 @@ impl SiteNames {
 
     /// The site's reason, function, layer, direction and role.
     pub fn site(&mut self, key: &DropSiteKey) -> SiteName {
-        let (reasons, symbols) = (&self.reasons, &self.symbols);
+        let (reasons, locations) = (&self.reasons, &self.locations);
         let (reason, location, class) = self
             .classes
             .entry((key.reason, key.location))
             .or_insert_with(|| {
                 let reason = reasons.name(key.reason);
-                let location = symbols.resolve(key.location);
+                let location = locations
+                    .get(&key.location)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{:#x}", key.location));
                 let class = classify::classify_site(&reason, &location);
                 (reason, location, class)
             });
