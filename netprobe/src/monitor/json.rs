@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::{
     columns::{Column, Drops},
     interval::Interval,
+    links::NicSourceJson,
 };
 
 #[derive(Debug, Serialize)]
@@ -28,6 +29,9 @@ pub struct IntervalJson<'a> {
     /// Counters that went backwards in this interval: `wrapped` or `reset`.
     pub counter_jumps: Vec<JumpJson>,
     pub link: LinkJson<'a>,
+    /// A bond's slaves or the device under a VLAN, whose NIC counters the NIC columns are,
+    /// each with its share (links.rs); null for the interface's own.
+    pub nic_source: Option<NicSourceJson<'a>>,
     pub notes: &'a [String],
 }
 
@@ -121,6 +125,7 @@ impl<'a> From<&'a Interval> for IntervalJson<'a> {
                 operstate: i.link.operstate.as_deref(),
                 renamed_to: i.link.renamed_to.as_deref(),
             },
+            nic_source: i.nic.json(),
             notes: &i.notes,
         }
     }

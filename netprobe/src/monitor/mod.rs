@@ -13,6 +13,7 @@ pub mod csv_log;
 pub mod delta;
 pub mod interval;
 pub mod json;
+pub mod links;
 pub mod schedule;
 
 use std::{
@@ -229,7 +230,9 @@ fn announce(options: &MonitorOptions, log: &Option<CsvLog>, first: u64, baseline
     };
     eprintln!(
         "netprobe monitor: {} every {} s, CRIT from {} drops, {log}; {counters_only}",
-        options.interface, options.interval, options.threshold
+        links::describe(&options.interface, &baseline.nic.source),
+        options.interval,
+        options.threshold
     );
     let unavailable: Vec<String> = baseline
         .readings
