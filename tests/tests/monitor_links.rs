@@ -248,25 +248,18 @@ fn a_slave_joining_or_leaving_mid_run_is_said_never_a_spike() {
     let high = veth_rx_drops(&hosts.b, "bndC");
     assert!(high > 0, "bndC's counter before it joins");
     let log = fresh_log("bndc");
-    let monitor = Monitor::start(
-        &hosts.b,
-        &[
-            "bond0",
-            "0.5",
-            log.to_str().unwrap(),
-            "--count",
-            "6",
-            "--json",
-        ],
-    );
+    let monitor = Monitor::start(&hosts.b, &["bond0", "0.5", log.to_str().unwrap(), "--json"]);
     thread::sleep(Duration::from_millis(1200));
     hosts.enslave("bndC");
     thread::sleep(Duration::from_millis(1000));
     hosts.release("bndA");
+    // Stopped after both changes, however slow they were (a guest under emulation).
+    thread::sleep(Duration::from_millis(1100));
+    signal(monitor.pid(), libc::SIGTERM);
     let run = monitor.wait();
     assert!(run.status.success(), "{}", run.stderr);
     let rows = log_rows(&log);
-    assert_eq!(rows.len(), 6);
+    assert!(rows.len() >= 6, "{rows:#?}");
     check_rows_consistent(&rows);
     assert_eq!(column_sum(&rows, "nic_rx"), 0, "{rows:#?}");
     let notes: Vec<&str> = rows.iter().map(|r| r["notes"].as_str()).collect();
