@@ -31,7 +31,7 @@ pub enum Command {
     /// (or NDJSON) and a CSV log row per interval (columns: docs/monitor.md).
     Monitor(MonitorArgs),
     /// Analyse `netprobe monitor`'s CSV logs (rotated, gzip or not): intervals with drops,
-    /// drops by category and hour, the worst and the last intervals; --chart draws an SVG.
+    /// drops by category and hour, the worst and the last intervals; --chart draws an SVG or PNG.
     Analyze(AnalyzeArgs),
     /// List the drop reasons of the running kernel (names usable with --reason).
     Reasons,
@@ -119,8 +119,8 @@ pub struct AnalyzeArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also draw drops over time, stacked by category, to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also draw drops over time, stacked by category, to this SVG or PNG file (by its name).
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub chart: Option<PathBuf>,
     /// Drops per interval from which it is CRIT (the monitor's --threshold): the chart's line.
     #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -5,6 +5,7 @@
 //! Everything is re-exported at the top, so that a test says `use netprobe_integration::*`.
 
 mod after_fin;
+mod bond;
 mod bundle;
 mod connect;
 mod holder;
@@ -16,11 +17,13 @@ mod service;
 mod tracer;
 mod traffic;
 mod witness;
+mod xdp;
 
 pub mod matrix;
 pub mod vm;
 
 pub use after_fin::*;
+pub use bond::*;
 pub use bundle::*;
 pub use connect::*;
 pub use holder::*;
@@ -32,3 +35,4 @@ pub use service::*;
 pub use tracer::*;
 pub use traffic::*;
 pub use witness::*;
+pub use xdp::*;

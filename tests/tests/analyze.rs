@@ -1,6 +1,6 @@
 //! `netprobe analyze` end to end: the built binary on a generated monitor log, rotated with
 //! its oldest part gzip-compressed, checked through its JSON; and bad input (a missing file,
-//! another header, a PNG chart) as one line and a non-zero exit. Userspace only: no root, no
+//! another header, a chart in another format) as one line and a non-zero exit. Userspace only: no root, no
 //! lock needed.
 
 use std::{fs, io::Write, path::PathBuf, process::Command};
@@ -181,10 +181,125 @@ fn analyze_bad_input_is_one_line_and_a_non_zero_exit() {
     fs::write(&other, "time,host,drops\n2026-02-03 10:00:00,a,5\n").unwrap();
     let other = other.display().to_string();
     assert_one_line_error(&[&good, &other], "another header");
-    let png = dir.join("chart.png").display().to_string();
-    assert_one_line_error(&[&good, "--chart", &png], "only .svg");
-    assert!(!dir.join("chart.png").exists());
+    let gif = dir.join("chart.gif").display().to_string();
+    assert_one_line_error(&[&good, "--chart", &gif], "give a .svg or a .png file name");
+    assert!(!dir.join("chart.gif").exists());
     // And the good log alone is fine: the failures above were the bad input's.
     assert!(analyze(&[&good]).status.success());
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// An RGBA image decoded by the `png` crate, not by what wrote it.
+struct Image {
+    width: u32,
+    height: u32,
+    rgba: Vec<u8>,
+}
+
+impl Image {
+    fn decode(path: &std::path::Path) -> Image {
+        let file = std::io::BufReader::new(fs::File::open(path).expect("the PNG was written"));
+        let mut reader = png::Decoder::new(file).read_info().expect("a PNG header");
+        let mut rgba = vec![0; reader.output_buffer_size().expect("a sane size")];
+        let info = reader.next_frame(&mut rgba).expect("PNG image data");
+        assert_eq!(
+            (info.color_type, info.bit_depth),
+            (png::ColorType::Rgba, png::BitDepth::Eight)
+        );
+        rgba.truncate(info.buffer_size());
+        Image {
+            width: info.width,
+            height: info.height,
+            rgba,
+        }
+    }
+
+    /// Pixels within 3 of `rgb` in every channel, inside the rectangle [x0, x1) × [y0, y1).
+    fn count(&self, rgb: [u8; 3], xs: (u32, u32), ys: (u32, u32)) -> usize {
+        self.matching(xs, ys, |got| {
+            rgb.iter()
+                .zip(got)
+                .all(|(want, got)| want.abs_diff(got) <= 3)
+        })
+    }
+
+    /// Pixels whose RGB passes `test`, inside the rectangle [x0, x1) × [y0, y1).
+    fn matching(
+        &self,
+        (x0, x1): (u32, u32),
+        (y0, y1): (u32, u32),
+        test: impl Fn([u8; 3]) -> bool,
+    ) -> usize {
+        (y0..y1)
+            .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+            .filter(|(x, y)| {
+                let at = ((y * self.width + x) * 4) as usize;
+                test([self.rgba[at], self.rgba[at + 1], self.rgba[at + 2]])
+            })
+            .count()
+    }
+}
+
+/// A chart colour as drawn over white at the areas' opacity (0.85).
+fn area_colour(rgb: [u8; 3]) -> [u8; 3] {
+    rgb.map(|c| (f64::from(c) * 0.85 + 255.0 * 0.15).round() as u8)
+}
+
+/// `--chart FILE.png`: the SVG's drawing rasterised, a PNG that decodes at the SVG's size
+/// (1200 × 520), white, with the area of the category that had drops (softirq) in its colour
+/// and none of a category that had none (nic_rx), every category's legend swatch, the red
+/// CRIT line, and the labels' text where the system has a font (else it says so).
+#[test]
+fn analyze_draws_a_png_chart() {
+    let dir = temp_dir("png");
+    let log = dir.join("network_drops.log");
+    fs::write(&log, rows(1, 100)).unwrap();
+    let chart = dir.join("drops.png");
+    let (log_arg, chart_arg) = (log.display().to_string(), chart.display().to_string());
+    let out = analyze(&[&log_arg, "--chart", &chart_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let image = Image::decode(&chart);
+    assert_eq!((image.width, image.height), (1200, 520));
+    // Inside the axes (x 80–980, y 40–460), where the areas and the CRIT line are.
+    let plot = ((81, 980), (41, 460));
+    assert!(
+        image.count([255, 255, 255], plot.0, plot.1) > 200_000,
+        "a white background"
+    );
+    let softirq = image.count(area_colour([0x94, 0x67, 0xbd]), plot.0, plot.1);
+    assert!(softirq > 2_000, "softirq's area: {softirq} pixels");
+    let nic_rx = image.count(area_colour([0x1f, 0x77, 0xb4]), plot.0, plot.1);
+    assert_eq!(nic_rx, 0, "nic_rx had no drops");
+    for swatch in [
+        [0x1f, 0x77, 0xb4],
+        [0xff, 0x7f, 0x0e],
+        [0x2c, 0xa0, 0x2c],
+        [0xd6, 0x27, 0x28],
+        [0x94, 0x67, 0xbd],
+        [0x8c, 0x56, 0x4b],
+        [0xe3, 0x77, 0xc2],
+        [0x7f, 0x7f, 0x7f],
+        [0xbc, 0xbd, 0x22],
+        [0x17, 0xbe, 0xcf],
+    ] {
+        let pixels = image.count(swatch, (1050, 1062), (40, 260));
+        assert!(pixels >= 100, "legend {swatch:?}: {pixels} pixels");
+    }
+    // The dashed 1.5 px line: red over white, more or less covered (green and blue equal).
+    let crit = image.matching(plot.0, plot.1, |[r, g, b]| {
+        r >= 240 && g <= 160 && g.abs_diff(b) <= 3
+    });
+    assert!(crit > 400, "the CRIT line: {crit} pixels");
+    // The title's text, black on white, above the plot.
+    let title_ink = image.count([0, 0, 0], (80, 800), (8, 30));
+    if stderr.contains("no font on this system") {
+        assert_eq!(title_ink, 0, "{stderr}");
+    } else {
+        assert!(
+            title_ink > 300,
+            "the title drawn: {title_ink} black pixels; {stderr}"
+        );
+    }
     let _ = fs::remove_dir_all(dir);
 }

@@ -28,6 +28,8 @@ pub const PACKAGES: &[&str] = &[
     // Baselines for `cargo xtask bench`: the shell tools `netprobe report` replaces.
     "net-tools",
     "ethtool",
+    // The labels of `netprobe analyze --chart x.png` (tests/analyze.rs checks them drawn).
+    "fonts-dejavu-core",
     // The kernel matrix (`cargo xtask kernels`, tests/src/vm.rs): qemu, the guests' busybox,
     // depmod, the archive keys for the other suites' lists, and xz/zstd for compressed modules.
     "qemu-system-x86",

@@ -24,6 +24,7 @@ pub fn monitor_row(timestamp: &str, iteration: u64, drops: Drops, notes: &[&str]
         jumps: Vec::new(),
         unavailable: BTreeMap::new(),
         link: LinkState::default(),
+        nic: Default::default(),
         notes: notes.iter().map(|n| n.to_string()).collect(),
         kernel: None,
     };

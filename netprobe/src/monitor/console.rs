@@ -129,6 +129,7 @@ mod tests {
             jumps: Vec::new(),
             unavailable: BTreeMap::new(),
             link: LinkState::default(),
+            nic: Default::default(),
             notes: notes.iter().map(|n| n.to_string()).collect(),
             kernel: None,
         }

@@ -4,7 +4,11 @@
 
 use std::{fs, path::Path, time::Instant};
 
-use super::{columns::Column, delta::Readings};
+use super::{
+    columns::Column,
+    delta::Readings,
+    links::{self, NicSample},
+};
 use crate::report::{
     ethtool::{self, NicStat},
     netlink, procfs,
@@ -34,6 +38,9 @@ pub struct Sample {
     pub at: Instant,
     pub link: LinkState,
     pub readings: Readings,
+    /// Whose NIC counters the NIC columns are (a bond's slaves, the device under a VLAN), each
+    /// device's own.
+    pub nic: NicSample,
     /// Sources that could not be read this time, with the error.
     pub problems: Vec<String>,
 }
@@ -62,6 +69,7 @@ pub fn take(interface: &str, previous_ifindex: Option<u32>) -> Sample {
         at: Instant::now(),
         link: link_state(interface, previous_ifindex),
         readings: Readings::default(),
+        nic: NicSample::default(),
         problems: Vec::new(),
     };
     read_interface_columns(interface, &mut sample);
@@ -100,24 +108,39 @@ fn read_interface_columns(interface: &str, sample: &mut Sample) {
         }
         return;
     };
-    read_driver_drops(interface, ifindex, sample);
-    read_missed(interface, ifindex, sample);
+    // A bond or a stacked device has no NIC counters of its own: its slaves' or the real
+    // device's underneath stand for them (links.rs). The qdisc is always the interface's own.
+    sample.nic = links::take(
+        Path::new(SYS_CLASS_NET),
+        interface,
+        &mut sample.problems,
+        |device, index, readings, problems| {
+            read_driver_drops(device, index, readings, problems);
+            read_missed(device, index, readings, problems);
+        },
+    );
+    links::merge_into(&sample.nic, &mut sample.readings);
     read_qdisc(ifindex, sample);
 }
 
 /// `nic_rx` and `nic_tx` from the driver's own statistics (`ethtool -S`).
-fn read_driver_drops(interface: &str, ifindex: u32, sample: &mut Sample) {
+fn read_driver_drops(
+    interface: &str,
+    ifindex: u32,
+    readings: &mut Readings,
+    problems: &mut Vec<String>,
+) {
     let nic = match ethtool::read_nic(interface) {
         Ok(nic) => nic,
         Err(e) => {
             let reason = if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
                 "no driver statistics via ethtool".to_string()
             } else {
-                sample.problems.push(format!("ethtool {interface}: {e}"));
+                problems.push(format!("ethtool {interface}: {e}"));
                 format!("ethtool {interface}: {e}")
             };
             for column in [Column::NicRx, Column::NicTx] {
-                sample.readings.mark_unavailable(column, reason.clone());
+                readings.mark_unavailable(column, reason.clone());
             }
             return;
         }
@@ -125,15 +148,13 @@ fn read_driver_drops(interface: &str, ifindex: u32, sample: &mut Sample) {
     for (column, direction) in [(Column::NicRx, "rx"), (Column::NicTx, "tx")] {
         let stats = driver_drop_stats(&nic.stats, direction);
         if stats.is_empty() {
-            sample.readings.mark_unavailable(
+            readings.mark_unavailable(
                 column,
                 format!("driver {} has no {direction} drop statistic", nic.driver),
             );
         }
         for stat in stats {
-            sample
-                .readings
-                .set(column, format!("{ifindex}/{}", stat.name), stat.value);
+            readings.set(column, format!("{ifindex}/{}", stat.name), stat.value);
         }
     }
 }
@@ -169,10 +190,10 @@ pub fn driver_drop_stats<'a>(stats: &'a [NicStat], direction: &str) -> Vec<&'a N
 }
 
 /// `nic_missed` from sysfs; a virtual device (no `device` behind it) has no ring to miss.
-fn read_missed(interface: &str, ifindex: u32, sample: &mut Sample) {
+fn read_missed(interface: &str, ifindex: u32, readings: &mut Readings, problems: &mut Vec<String>) {
     let dir = Path::new(SYS_CLASS_NET).join(interface);
     if !dir.join("device").exists() {
-        sample.readings.mark_unavailable(
+        readings.mark_unavailable(
             Column::NicMissed,
             "virtual device: no hardware receive ring",
         );
@@ -180,12 +201,8 @@ fn read_missed(interface: &str, ifindex: u32, sample: &mut Sample) {
     }
     for name in MISSED_STATISTICS {
         match read_number(&dir.join("statistics").join(name)) {
-            Some(value) => {
-                sample
-                    .readings
-                    .set(Column::NicMissed, format!("{ifindex}/{name}"), value)
-            }
-            None => sample.problems.push(format!(
+            Some(value) => readings.set(Column::NicMissed, format!("{ifindex}/{name}"), value),
+            None => problems.push(format!(
                 "{}: unreadable",
                 dir.join("statistics").join(name).display()
             )),

@@ -8,6 +8,7 @@ use super::{
     counters::{LinkState, Sample},
     delta::{self, Jump},
     kernel_side::Attribution,
+    links::{self, NicInterval},
     schedule::Timing,
 };
 
@@ -28,6 +29,8 @@ pub struct Interval {
     /// Columns this interval could not have, with the reason (their value is 0).
     pub unavailable: BTreeMap<Column, String>,
     pub link: LinkState,
+    /// Whose NIC counters the NIC columns are, and each device's share (a bond's slaves).
+    pub nic: NicInterval,
     /// Everything unusual, in words: the console, the CSV `notes` and the JSON carry them.
     pub notes: Vec<String>,
     /// What the eBPF side saw in the interval (root only; `None`: counters only).
@@ -57,6 +60,8 @@ pub fn build(before: &Sample, after: &Sample, cx: Context<'_>) -> Interval {
         notes.push(format!("partial interval: stopped by {signal}"));
     }
     notes.extend(link_notes(cx.interface, &before.link, &after.link));
+    let (nic, nic_notes) = links::interval(&before.nic, &after.nic);
+    notes.extend(nic_notes);
     for (column, jump) in &deltas.jumps {
         notes.push(match jump {
             Jump::Wrapped => format!("{} counter wrapped at 2^32 (counted across)", column.name()),
@@ -79,6 +84,7 @@ pub fn build(before: &Sample, after: &Sample, cx: Context<'_>) -> Interval {
         jumps: deltas.jumps,
         unavailable: after.readings.unavailable.clone(),
         link: after.link.clone(),
+        nic,
         notes,
         kernel: None,
     }
@@ -174,6 +180,7 @@ mod tests {
             at,
             link,
             readings,
+            nic: Default::default(),
             problems: Vec::new(),
         }
     }

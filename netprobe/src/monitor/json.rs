@@ -7,6 +7,7 @@ use super::{
     columns::{Column, Drops},
     interval::Interval,
     kernel_side::json::KernelJson,
+    links::NicSourceJson,
 };
 
 #[derive(Debug, Serialize)]
@@ -29,6 +30,9 @@ pub struct IntervalJson<'a> {
     /// Counters that went backwards in this interval: `wrapped` or `reset`.
     pub counter_jumps: Vec<JumpJson>,
     pub link: LinkJson<'a>,
+    /// A bond's slaves or the device under a VLAN, whose NIC counters the NIC columns are,
+    /// each with its share (links.rs); null for the interface's own.
+    pub nic_source: Option<NicSourceJson<'a>>,
     pub notes: &'a [String],
     /// The eBPF side's attribution (root); null when counting only.
     pub kernel: Option<KernelJson<'a>>,
@@ -124,6 +128,7 @@ impl<'a> From<&'a Interval> for IntervalJson<'a> {
                 operstate: i.link.operstate.as_deref(),
                 renamed_to: i.link.renamed_to.as_deref(),
             },
+            nic_source: i.nic.json(),
             notes: &i.notes,
             kernel: i.kernel.as_ref().map(KernelJson::from),
         }

@@ -16,6 +16,7 @@ pub mod delta;
 pub mod interval;
 pub mod json;
 pub mod kernel_side;
+pub mod links;
 pub mod notify;
 pub mod sampler;
 pub mod schedule;
@@ -309,7 +310,9 @@ fn announce(
     };
     let what = format!(
         "{} every {} s, CRIT from {} drops, {log}",
-        options.interface, options.interval, options.threshold
+        links::describe(&options.interface, &baseline.nic.source),
+        options.interval,
+        options.threshold
     );
     eprintln!("netprobe monitor: {what}; {}", ebpf.describe());
     let unavailable: Vec<String> = baseline

@@ -21,6 +21,7 @@ fn interval(iteration: u64, softirq: u64, notes: &[&str]) -> Interval {
         jumps: Vec::new(),
         unavailable: BTreeMap::new(),
         link: LinkState::default(),
+        nic: Default::default(),
         notes: notes.iter().map(|n| n.to_string()).collect(),
         kernel: None,
     }
