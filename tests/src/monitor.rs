@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{netprobe_bin, Netns};
+use crate::{netprobe_bin, steer_rx_to_cpu1, Link, Netns, SysctlGuard};
 
 /// The columns that count drops, in the CSV's order (`tcp_collapsed` is shown, not a drop).
 pub const LOSS_COLUMNS: [&str; 10] = [
@@ -204,6 +204,21 @@ pub fn check_only_moved(rows: &[BTreeMap<String, String>], moved: &str, also: &[
             assert_eq!(column_sum(rows, column), 0, "{column} moved: {rows:#?}");
         }
     }
+}
+
+/// A link whose b side's input backlog overflows under a flood from CPU 0
+/// (`udp_flood_from_cpu0`): RPS steers b's input to CPU 1, neighbours are static (no ARP to
+/// lose), and netdev_max_backlog is 8 while the guard lives.
+pub fn backlog_overflow_link(tag: &str, subnet: u8) -> (Link, SysctlGuard) {
+    assert!(
+        std::thread::available_parallelism().unwrap().get() >= 2,
+        "needs two CPUs"
+    );
+    let link = Link::new(tag, subnet);
+    link.static_neighbours();
+    steer_rx_to_cpu1(&link.b);
+    let backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    (link, backlog)
 }
 
 /// softnet_stat's dropped, summed over CPUs: host-wide, like the `softirq` column.

@@ -193,14 +193,7 @@ fn tbf_drops(ns: &Netns) -> u64 {
 /// the XDP path only).
 #[test]
 fn backlog_overflow_with_rps_is_softnet_dropped() {
-    assert!(
-        std::thread::available_parallelism().unwrap().get() >= 2,
-        "needs two CPUs"
-    );
-    let link = Link::new("mrps", 43);
-    link.static_neighbours();
-    steer_rx_to_cpu1(&link.b);
-    let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    let (link, _backlog) = backlog_overflow_link("mrps", 43);
     let log = fresh_log("rps");
     let before = link.b.monitor_counters();
     let monitor = Monitor::start(

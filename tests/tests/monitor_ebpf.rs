@@ -129,14 +129,7 @@ fn udp_rcvbuf_drops_are_named_with_reason_cpu_and_interface() {
 /// (the backlog and the steering), never the other way round.
 #[test]
 fn backlog_overflow_names_the_overflowing_and_the_enqueuing_cpu() {
-    assert!(
-        thread::available_parallelism().unwrap().get() >= 2,
-        "needs two CPUs"
-    );
-    let link = Link::new("meb", 54);
-    link.static_neighbours();
-    steer_rx_to_cpu1(&link.b);
-    let _backlog = SysctlGuard::set("net.core.netdev_max_backlog", "8");
+    let (link, _backlog) = backlog_overflow_link("meb", 54);
     let log = fresh_log("ebpf-rps");
     let before = link.b.monitor_counters();
     let monitor = Monitor::start(

@@ -144,6 +144,20 @@ fn run_stats(programs: &[(String, u64, u64, u64)], prefix: &str) -> (u64, u64) {
         .unwrap_or((0, 0))
 }
 
+/// The retransmit and drop hooks' (runs, ns) of the programs whose names start with the two
+/// prefixes, as the table lists them.
+fn hook_costs(
+    programs: &[(String, u64, u64, u64)],
+    retransmit: &str,
+    drop: &str,
+) -> Vec<(&'static str, u64, u64)> {
+    let (rtx, drop) = (run_stats(programs, retransmit), run_stats(programs, drop));
+    vec![
+        ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
+        ("skb:kfree_skb", drop.0, drop.1),
+    ]
+}
+
 /// What the workloads produced.
 #[derive(Default, Clone, Copy)]
 struct Workload {
@@ -217,10 +231,7 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
     wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
     let work = workload(link);
     let programs = tracepoint_programs();
-    let (rtx, drop) = (
-        run_stats(&programs, "netprobe_rtx"),
-        run_stats(&programs, "netprobe_drop"),
-    );
+    let hooks = hook_costs(&programs, "netprobe_rtx", "netprobe_drop");
     // The per-CPU programs have no bpftrace twin here; their own cost is printed as is.
     for (program, hook) in [
         ("netprobe_sirq_in", "irq:softirq_entry (all vectors)"),
@@ -239,10 +250,7 @@ fn measure_netprobe(link: &Link) -> Result<Measured> {
     let summary: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
     Ok(Measured {
         tool: "netprobe",
-        hooks: vec![
-            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
-            ("skb:kfree_skb", drop.0, drop.1),
-        ],
+        hooks,
         work,
         note: format!(
             "{lines} NDJSON lines streamed, events_lost={}",
@@ -261,18 +269,11 @@ fn measure_monitor(link: &Link) -> Result<Measured> {
         .spawn()?;
     wait_attached(&["netprobe_rtx", "netprobe_drop"])?;
     let work = workload(link);
-    let programs = tracepoint_programs();
-    let (rtx, drop) = (
-        run_stats(&programs, "netprobe_rtx"),
-        run_stats(&programs, "netprobe_drop"),
-    );
+    let hooks = hook_costs(&tracepoint_programs(), "netprobe_rtx", "netprobe_drop");
     stop(&mut child);
     Ok(Measured {
         tool: "monitor",
-        hooks: vec![
-            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
-            ("skb:kfree_skb", drop.0, drop.1),
-        ],
+        hooks,
         work,
         note: "netprobe monitor: count mode, nothing streamed".into(),
     })
@@ -329,19 +330,12 @@ fn measure_bpftrace(link: &Link) -> Result<Measured> {
         thread::sleep(Duration::from_millis(100));
     }
     let work = workload(link);
-    let programs = new_programs();
     // bpftool shows names cut to 15 bytes ("tcp_retransmit_").
-    let (rtx, drop) = (
-        run_stats(&programs, "tcp_retransmit"),
-        run_stats(&programs, "kfree_skb"),
-    );
+    let hooks = hook_costs(&new_programs(), "tcp_retransmit", "kfree_skb");
     stop(&mut child);
     Ok(Measured {
         tool: "bpftrace",
-        hooks: vec![
-            ("tcp:tcp_retransmit_skb", rtx.0, rtx.1),
-            ("skb:kfree_skb", drop.0, drop.1),
-        ],
+        hooks,
         work,
         note: "counts in BPF maps only, nothing streamed".into(),
     })
