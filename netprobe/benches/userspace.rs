@@ -38,7 +38,10 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 use netprobe::{
-    kernel::{btf::DropReasons, kallsyms::Symbolizer},
+    kernel::{
+        btf::DropReasons,
+        kallsyms::{Symbolizer, SymbolsLoading},
+    },
     model::{event::EventModel, owners::Owner},
     trace::output::Renderer,
 };
@@ -101,7 +104,10 @@ fn main() {
             0xffffffff81000000 + i * 0x40
         ));
     }
-    let mut model = EventModel::new(DropReasons::default(), Symbolizer::parse(&kallsyms));
+    let mut model = EventModel::new(
+        DropReasons::default(),
+        SymbolsLoading::loaded(Symbolizer::parse(&kallsyms)),
+    );
     let renderer = Renderer::new(0);
     let flow = Flow::ipv4([198, 18, 0, 1], 40000, [198, 18, 0, 2], 5001);
     let retransmit = RetransmitEvent {

@@ -73,6 +73,47 @@ impl Symbolizer {
     }
 }
 
+/// The symbol table being read on a thread of its own: /proc/kallsyms (tens of thousands of
+/// lines the kernel formats on each read) is not needed until the first drop is named, so
+/// start-up does not wait for it.
+pub struct SymbolsLoading {
+    pending: Option<std::thread::JoinHandle<Result<Symbolizer, KallsymsError>>>,
+    ready: Symbolizer,
+}
+
+impl SymbolsLoading {
+    pub fn start(path: &Path) -> Self {
+        let path = path.to_path_buf();
+        Self {
+            pending: Some(std::thread::spawn(move || Symbolizer::load(&path))),
+            ready: Symbolizer::default(),
+        }
+    }
+
+    /// Already loaded (tests, or a caller that has its table).
+    pub fn loaded(symbols: Symbolizer) -> Self {
+        Self {
+            pending: None,
+            ready: symbols,
+        }
+    }
+
+    /// The table, waiting for the read the first time. Unreadable: said once, and every
+    /// address is then named in hex.
+    pub fn get(&mut self) -> &Symbolizer {
+        if let Some(handle) = self.pending.take() {
+            match handle.join() {
+                Ok(Ok(symbols)) => self.ready = symbols,
+                Ok(Err(e)) => eprintln!("netprobe: {e}; drop locations will be hex addresses"),
+                Err(_) => eprintln!(
+                    "netprobe: reading kallsyms failed; drop locations will be hex addresses"
+                ),
+            }
+        }
+        &self.ready
+    }
+}
+
 /// `name+0xoff` for each of a few `wanted` addresses, from one streaming pass over kallsyms
 /// text, keeping nothing else: what a long-running process that meets a new address only
 /// now and then uses instead of holding every symbol (tens of MB on a distribution kernel).

@@ -16,7 +16,10 @@ use super::{
     classify::{classify_at, classify_site, DropContext, SiteClass},
     flow::{Family, Flow},
 };
-use crate::kernel::{btf::DropReasons, kallsyms::Symbolizer};
+use crate::kernel::{
+    btf::DropReasons,
+    kallsyms::{Symbolizer, SymbolsLoading},
+};
 
 /// Where and when an event happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +191,7 @@ const MAX_DROP_SITES: usize = 4096;
 /// Builds the typed events: names reasons and locations, classifies drops.
 pub struct EventModel {
     pub reasons: DropReasons,
-    symbols: Symbolizer,
+    symbols: SymbolsLoading,
     /// Drop sites seen so far, by (reason, location): their names and the part of the
     /// classification that depends on nothing else. A drop storm repeats a few sites
     /// millions of times; naming and classifying each once halves the cost of a drop.
@@ -196,7 +199,7 @@ pub struct EventModel {
 }
 
 impl EventModel {
-    pub fn new(reasons: DropReasons, symbols: Symbolizer) -> Self {
+    pub fn new(reasons: DropReasons, symbols: SymbolsLoading) -> Self {
         Self {
             reasons,
             symbols,
@@ -205,8 +208,13 @@ impl EventModel {
     }
 
     /// The kernel's symbols, which name drop locations (also those of the non-network frees).
-    pub fn symbols(&self) -> &Symbolizer {
-        &self.symbols
+    pub fn symbols(&mut self) -> &Symbolizer {
+        self.symbols.get()
+    }
+
+    /// The reasons and the symbols together (the symbols loaded first, if still loading).
+    pub fn names(&mut self) -> (&DropReasons, &Symbolizer) {
+        (&self.reasons, self.symbols.get())
     }
 
     pub fn build(&mut self, event: &Event) -> NetEvent {
@@ -222,7 +230,7 @@ impl EventModel {
             return site.clone();
         }
         let reason_name = self.reasons.name(reason);
-        let location_name = self.symbols.resolve(location);
+        let location_name = self.symbols.get().resolve(location);
         let site = DropSite {
             class: classify_site(&reason_name, &location_name),
             reason: reason_name.into(),

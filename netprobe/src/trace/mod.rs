@@ -22,7 +22,7 @@ use crate::{
     kernel::{
         btf::{BtfError, DropReasons, KernelBtf},
         filter::{FilterError, FilterSpec},
-        kallsyms::Symbolizer,
+        kallsyms::SymbolsLoading,
         loader::{self, LoadError, LoadOptions, Probe},
         reader::{EventReader, ReaderError},
     },
@@ -152,11 +152,9 @@ impl<'a> Session<'a> {
             reason: args.reason.clone(),
         }
         .resolve(&reasons)?;
-        // Without kallsyms, locations print as hex addresses; worth a warning, not a stop.
-        let symbols = Symbolizer::load(Path::new("/proc/kallsyms")).unwrap_or_else(|e| {
-            eprintln!("netprobe: {e}; drop locations will be hex addresses");
-            Symbolizer::default()
-        });
+        // Read beside the loading, not before the hooks line: nothing needs a symbol until
+        // the first drop is named. Without kallsyms, locations print as hex addresses.
+        let symbols = SymbolsLoading::start(Path::new("/proc/kallsyms"));
         // Before attaching: every NET_RX run the hooks see then began after this read.
         let net_rx_before_attach = sample::net_rx_runs();
         let probe = loader::load(&LoadOptions {
@@ -293,13 +291,14 @@ impl<'a> Session<'a> {
         let now = sample::take(&Scope { interface: None }, &mut Vec::new());
         let softnet = softnet_deltas(&self.counters_at_start.softnet, &now.softnet);
         let owners = &mut self.owners;
+        let (reasons, symbols) = self.model.names();
         let window = Window::build(
             &totals,
             WindowInputs {
                 streamed: self.streamed,
                 hooks: self.probe.hooks.clone(),
-                reasons: &self.model.reasons,
-                symbols: self.model.symbols(),
+                reasons,
+                symbols,
                 softnet: &softnet,
                 filtered: self.filtered,
                 duration_ms: self.started.elapsed().as_millis() as u64,

@@ -436,14 +436,17 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{btf::DropReasons, kallsyms::Symbolizer},
+        kernel::{
+            btf::DropReasons,
+            kallsyms::{Symbolizer, SymbolsLoading},
+        },
         model::event::EventModel,
     };
 
     fn model() -> EventModel {
         EventModel::new(
             DropReasons::from_pairs(&[(12, "NETFILTER_DROP")], &[]),
-            Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n"),
+            SymbolsLoading::loaded(Symbolizer::parse("ffffffff81234560 t nf_hook_slow\n")),
         )
     }
 
