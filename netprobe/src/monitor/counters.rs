@@ -2,7 +2,7 @@
 //! dump and four /proc files. No forked tool, no socket dump, no scan of processes.
 //! docs/monitor.md is the table of which counter feeds which column.
 
-use std::{fs, path::Path, time::Instant};
+use std::{collections::BTreeMap, fs, path::Path, time::Instant};
 
 use super::{columns::Column, delta::Readings};
 use crate::report::{
@@ -34,6 +34,8 @@ pub struct Sample {
     pub at: Instant,
     pub link: LinkState,
     pub readings: Readings,
+    /// softnet_stat's time_squeeze per CPU (for the Prometheus export; no column).
+    pub time_squeeze: BTreeMap<u32, u64>,
     /// Sources that could not be read this time, with the error.
     pub problems: Vec<String>,
 }
@@ -62,6 +64,7 @@ pub fn take(interface: &str, previous_ifindex: Option<u32>) -> Sample {
         at: Instant::now(),
         link: link_state(interface, previous_ifindex),
         readings: Readings::default(),
+        time_squeeze: BTreeMap::new(),
         problems: Vec::new(),
     };
     read_interface_columns(interface, &mut sample);
@@ -223,6 +226,7 @@ fn read_softnet(sample: &mut Sample) {
                 sample
                     .readings
                     .set(Column::Softirq, format!("cpu{}", row.cpu), row.dropped);
+                sample.time_squeeze.insert(row.cpu as u32, row.time_squeeze);
             }
         }
         Err(e) => {

@@ -174,6 +174,7 @@ mod tests {
             at,
             link,
             readings,
+            time_squeeze: BTreeMap::new(),
             problems: Vec::new(),
         }
     }

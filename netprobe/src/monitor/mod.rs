@@ -13,6 +13,7 @@ pub mod console;
 pub mod counters;
 pub mod csv_log;
 pub mod delta;
+pub mod exporter;
 pub mod interval;
 pub mod json;
 pub mod kernel_side;
@@ -22,6 +23,7 @@ pub mod schedule;
 
 use std::{
     io::{self, Write},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -31,6 +33,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::report::{render::Style, sample::SYS_CLASS_NET};
 use counters::Sample;
 use csv_log::{CsvLog, LogError};
+use exporter::{ExportError, Exporter};
 use notify::Notifier;
 use sampler::{EbpfState, Sampler};
 use schedule::{Schedule, Timing};
@@ -45,6 +48,8 @@ pub enum MonitorError {
     Threshold,
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("signal handlers: {0}")]
     Signals(io::Error),
     #[error("starting the event loop: {0}")]
@@ -67,6 +72,10 @@ pub struct MonitorOptions {
     pub counters_only: bool,
     /// The kernel's BTF (`--btf`), for the eBPF side.
     pub btf: PathBuf,
+    /// `--listen`: serve `/metrics` there (`exporter`).
+    pub listen: Option<SocketAddr>,
+    /// `--metrics-interface REGEX`: the interfaces whose series are exported.
+    pub metrics_interface: Option<String>,
 }
 
 impl MonitorOptions {
@@ -102,11 +111,40 @@ pub fn run(options: &MonitorOptions) -> Result<(), MonitorError> {
         }
         None => (None, 0),
     };
+    let listener = options
+        .listen
+        .map(exporter::server::bind)
+        .transpose()
+        .map_err(ExportError::from)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(MonitorError::Runtime)?;
-    runtime.block_on(watch(options, log, last_iteration + 1))
+    runtime.block_on(watch(options, log, last_iteration + 1, listener))
+}
+
+/// The exporter, its registry served from `listener`, when `--listen` was given. Says where
+/// on stderr (a scraper's configuration wants the port that was bound).
+fn start_export(
+    options: &MonitorOptions,
+    sampler: &Sampler,
+    listener: Option<TcpListener>,
+) -> Result<Option<Exporter>, MonitorError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let exporter = Exporter::new(&exporter::Start {
+        interface: &options.interface,
+        interface_filter: options.metrics_interface.as_deref(),
+        hooks: sampler.hooks(),
+        kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| r.trim().to_string())
+            .unwrap_or_default(),
+    })?;
+    let bound =
+        exporter::server::start(listener, exporter.registry()).map_err(ExportError::from)?;
+    eprintln!("netprobe monitor: metrics on http://{bound}/metrics");
+    Ok(Some(exporter))
 }
 
 struct Signals {
@@ -198,11 +236,13 @@ async fn watch(
     options: &MonitorOptions,
     log: Option<CsvLog>,
     first_iteration: u64,
+    listener: Option<TcpListener>,
 ) -> Result<(), MonitorError> {
     let mut signals = Signals::install()?;
     let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
+    let mut export = start_export(options, &sampler, listener)?;
     let mut before = sampler.take();
     let mut notifier = Notifier::from_env();
     notifier.ready(&announce(
@@ -263,6 +303,9 @@ async fn watch(
             },
         );
         interval.kernel = sampler.attribute(&before, &after);
+        if let Some(export) = &mut export {
+            export.record(&interval, &before.counters, &after.counters);
+        }
         let reader_there = outputs.emit(&interval)?;
         notifier.interval_done(&interval, outputs.log.as_ref().is_some_and(CsvLog::failing));
         before = after;

@@ -92,6 +92,15 @@ impl Sampler {
         (sampler, state)
     }
 
+    /// (hook, active) of the eBPF side; empty without it.
+    pub fn hooks(&self) -> Vec<(String, bool)> {
+        self.kernel
+            .iter()
+            .flat_map(|side| side.hooks())
+            .map(|h| (h.hook.clone(), h.active))
+            .collect()
+    }
+
     pub fn take(&mut self) -> Snapshot {
         let counters = counters::take(&self.interface, self.known_ifindex);
         self.known_ifindex = counters.link.ifindex.or(self.known_ifindex);

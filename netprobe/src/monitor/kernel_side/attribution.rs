@@ -86,6 +86,8 @@ pub struct Attribution {
     pub net_rx: Vec<NetRxCpu>,
     /// What the tables could not hold in this interval.
     pub notes: Vec<String>,
+    /// Events no count holds, in this interval (see `KernelSample::events_lost`).
+    pub events_lost: u64,
 }
 
 /// What `between` needs besides the two samples.
@@ -110,6 +112,7 @@ pub fn between(
     retransmits(before, after, cx.own_netns, &mut out);
     out.backlog = backlog(&out.drops, cx);
     out.net_rx = net_rx(before, after);
+    out.events_lost = after.events_lost.saturating_sub(before.events_lost);
     for (what, full) in [
         (
             "drop sites (counted by reason only)",

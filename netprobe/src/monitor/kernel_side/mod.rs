@@ -54,6 +54,9 @@ pub struct KernelSample {
     /// Sites that did not fit `DROP_SITES`, and flows that did not fit `RETRANSMIT_FLOWS`.
     pub site_table_full: u64,
     pub flow_table_full: u64,
+    /// Events no count holds: queued events lost, and flows or reasons that did not fit their
+    /// tables (`netprobe_events_lost_total`).
+    pub events_lost: u64,
 }
 
 /// The loaded programs, and what names their numbers.
@@ -108,6 +111,15 @@ impl KernelSide {
         let totals = self.probe.kernel_totals()?;
         let site_table_full = totals.counter(netprobe_common::COUNTER_DROP_SITE_TABLE_FULL);
         let flow_table_full = totals.counter(netprobe_common::COUNTER_FLOW_TABLE_FULL);
+        let events_lost = [
+            netprobe_common::COUNTER_DROP_LOST,
+            netprobe_common::COUNTER_RETRANSMIT_LOST,
+            netprobe_common::COUNTER_FLOW_TABLE_FULL,
+            netprobe_common::COUNTER_REASON_TABLE_FULL,
+        ]
+        .into_iter()
+        .map(|c| totals.counter(c))
+        .sum();
         let mut sample = KernelSample {
             sites: totals.sites.into_iter().collect(),
             reasons_only: totals.reasons.into_iter().collect(),
@@ -115,6 +127,7 @@ impl KernelSide {
             net_rx: totals.net_rx,
             site_table_full,
             flow_table_full,
+            events_lost,
         };
         let idle = self.idle_flows(&sample.flows, Instant::now());
         if !idle.is_empty() {
