@@ -123,13 +123,13 @@ pub fn run(options: &MonitorOptions) -> Result<(), MonitorError> {
     runtime.block_on(watch(options, log, last_iteration + 1, listener))
 }
 
-/// The exporter, its registry served from `listener`, when `--listen` was given. Says where
-/// on stderr (a scraper's configuration wants the port that was bound).
+/// The exporter, its registry served from `listener`, when `--listen` was given, and the
+/// address bound (the start says it: a scraper's configuration wants the port).
 fn start_export(
     options: &MonitorOptions,
     sampler: &Sampler,
     listener: Option<TcpListener>,
-) -> Result<Option<Exporter>, MonitorError> {
+) -> Result<Option<(Exporter, SocketAddr)>, MonitorError> {
     let Some(listener) = listener else {
         return Ok(None);
     };
@@ -143,8 +143,7 @@ fn start_export(
     })?;
     let bound =
         exporter::server::start(listener, exporter.registry()).map_err(ExportError::from)?;
-    eprintln!("netprobe monitor: metrics on http://{bound}/metrics");
-    Ok(Some(exporter))
+    Ok(Some((exporter, bound)))
 }
 
 struct Signals {
@@ -242,7 +241,7 @@ async fn watch(
     let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
-    let mut export = start_export(options, &sampler, listener)?;
+    let (mut export, metrics_at) = start_export(options, &sampler, listener)?.unzip();
     let mut before = sampler.take();
     let mut notifier = Notifier::from_env();
     notifier.ready(&announce(
@@ -251,6 +250,7 @@ async fn watch(
         first_iteration,
         &before.counters,
         &ebpf,
+        metrics_at,
     ));
     let mut watchdog = watchdog_timer(&notifier);
     let mut outputs = Outputs {
@@ -342,6 +342,7 @@ fn announce(
     first: u64,
     baseline: &Sample,
     ebpf: &EbpfState,
+    metrics_at: Option<SocketAddr>,
 ) -> String {
     let log = match (log, &options.log) {
         (Some(_), Some(path)) if first > 1 => {
@@ -370,6 +371,9 @@ fn announce(
     // After the columns line, which scripts read as the second line.
     for line in ebpf.inactive() {
         eprintln!("netprobe monitor: {line}");
+    }
+    if let Some(at) = metrics_at {
+        eprintln!("netprobe monitor: metrics on http://{at}/metrics");
     }
     format!("monitoring {what}")
 }
