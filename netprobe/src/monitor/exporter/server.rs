@@ -166,6 +166,17 @@ pub fn classic_text(openmetrics: &str) -> String {
     out
 }
 
+/// One scrape's body and media type: all a scrape does (the bench times it).
+pub fn scrape(registry: &Registry, openmetrics: bool) -> (String, &'static str) {
+    let mut text = String::with_capacity(16 * 1024);
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    if openmetrics {
+        (text, CONTENT_TYPE_OPENMETRICS)
+    } else {
+        (classic_text(&text), CONTENT_TYPE_TEXT)
+    }
+}
+
 fn route(
     method: &Method,
     path: &str,
@@ -187,13 +198,7 @@ fn route(
             .insert(ALLOW, "GET, HEAD".parse().expect("a valid header"));
         return response;
     }
-    let mut text = String::with_capacity(16 * 1024);
-    encode(&mut text, registry).expect("writing to a String cannot fail");
-    let (text, media) = if openmetrics {
-        (text, CONTENT_TYPE_OPENMETRICS)
-    } else {
-        (classic_text(&text), CONTENT_TYPE_TEXT)
-    };
+    let (text, media) = scrape(registry, openmetrics);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response
         .headers_mut()
