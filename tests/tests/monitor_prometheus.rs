@@ -176,3 +176,54 @@ fn prometheus_increase_equals_the_kernel_counters_deltas() {
     let run = monitor.wait();
     assert!(run.status.success(), "{}", run.stderr);
 }
+
+/// One series' value in a classic-format scrape.
+fn scraped(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// With `--listen`, count mode attaches the receive hook: a transfer into the monitor's
+/// namespace that loses 3 % of its segments on the way in makes the sender retransmit, and
+/// the receiver's `netprobe_tcp_peer_retransmitted_segments_total` counts the retransmits that
+/// arrived: some fill holes, and never more than the sender's RetransSegs grew (a retransmit
+/// can be lost again; GRO may merge several into one).
+#[test]
+fn peer_retransmits_are_counted_by_the_receiver() {
+    let link = Link::new("pxr", 94);
+    let server = link.b_port(7311);
+    let _loss = NftTable::input_loss(&link.b, "px_loss", 7311, 3);
+    let monitor = Monitor::start(&link.b, &["veth0", "1", "--no-log", "--listen", LISTEN]);
+    assert!(
+        monitor.started.contains("eBPF count mode"),
+        "{}",
+        monitor.started
+    );
+    let url = format!("http://{LISTEN}/metrics");
+    let series = |class: &str| {
+        format!(r#"netprobe_tcp_peer_retransmitted_segments_total{{class="{class}"}}"#)
+    };
+    let first = scrape_in(&link.b, &url);
+    let (dup0, fills0) = (
+        scraped(&first, &series("duplicate")),
+        scraped(&first, &series("fills_hole")),
+    );
+    let sent_before = link.a.snmp("Tcp", "RetransSegs");
+    bulk_transfer(&link.a, &link.b, server, 20 << 20);
+    assert!(link.b.wait_tcp_quiet(7311, Duration::from_secs(20)));
+    let sent = link.a.snmp("Tcp", "RetransSegs") - sent_before;
+    // Two monitor intervals: the transfer's last segments are in a sample.
+    thread::sleep(Duration::from_millis(2500));
+    let last = scrape_in(&link.b, &url);
+    let duplicate = scraped(&last, &series("duplicate")) - dup0;
+    let fills_hole = scraped(&last, &series("fills_hole")) - fills0;
+    eprintln!(
+        "sender RetransSegs +{sent}; receiver: {fills_hole} filled holes, {duplicate} duplicates"
+    );
+    assert!(sent > 0, "3 % loss must cause retransmits");
+    assert!(fills_hole > 0, "retransmits that fill holes");
+    assert!(fills_hole + duplicate <= sent, "more received than sent");
+    signal(monitor.pid(), libc::SIGTERM);
+    assert!(monitor.wait().status.success());
+}

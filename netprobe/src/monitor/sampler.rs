@@ -69,7 +69,7 @@ impl Sampler {
         } else if !root {
             (None, EbpfState::NotRoot)
         } else {
-            match KernelSide::start(&options.btf) {
+            match KernelSide::start(&options.btf, options.listen.is_some()) {
                 Ok(side) => {
                     let hooks = side.hooks();
                     let active = hooks.iter().filter(|h| h.active).count();

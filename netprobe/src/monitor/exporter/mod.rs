@@ -103,6 +103,7 @@ struct Families {
     net_rx_seconds: Family<CpuLabels, Counter<f64>>,
     retransmitted: Family<KindLabels, Counter>,
     events_lost: Counter,
+    peer_retransmitted: Family<ClassLabels, Counter>,
 }
 
 /// The metrics, updated once per interval; clones of the families share their values with
@@ -144,6 +145,11 @@ impl Exporter {
             }
         }
         if !start.hooks.is_empty() {
+            for class in PEER_CLASSES {
+                let _ = m.peer_retransmitted.get_or_create(&ClassLabels {
+                    class: class.to_string(),
+                });
+            }
             for kind in RetransmitKind::ALL {
                 let _ = m.retransmitted.get_or_create(&KindLabels {
                     kind: kind.name().to_string(),
@@ -251,6 +257,15 @@ impl Exporter {
                 .inc_by(cpu.ms / 1e3);
         }
         self.m.events_lost.inc_by(kernel.events_lost);
+        let (duplicate, fills_hole) = kernel.peer_retransmits;
+        for (class, segs) in PEER_CLASSES.into_iter().zip([duplicate, fills_hole]) {
+            self.m
+                .peer_retransmitted
+                .get_or_create(&ClassLabels {
+                    class: class.to_string(),
+                })
+                .inc_by(segs);
+        }
     }
 }
 
@@ -286,11 +301,10 @@ fn register(m: &Families, registry: &mut Registry, start: &Start) {
         "Sent TCP retransmitted segments by kind in the monitor's namespace (eBPF, root)",
         m.retransmitted.clone(),
     );
-    // Registered, never filled: count mode attaches no receive-path hook (docs/monitor.md).
     registry.register(
         "tcp_peer_retransmitted_segments",
-        "Segments the peers retransmitted, by class: empty in the monitor (see netprobe trace)",
-        Family::<ClassLabels, Counter>::default(),
+        "Received TCP segments sent before (duplicate) or filling a hole, in the monitor's namespace (eBPF, root)",
+        m.peer_retransmitted.clone(),
     );
     registry.register(
         "events_lost",
