@@ -129,11 +129,12 @@ fn start_export(
     options: &MonitorOptions,
     sampler: &Sampler,
     listener: Option<TcpListener>,
+    baseline: &sampler::Snapshot,
 ) -> Result<Option<(Exporter, SocketAddr)>, MonitorError> {
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let exporter = Exporter::new(&exporter::Start {
+    let mut exporter = Exporter::new(&exporter::Start {
         interface: &options.interface,
         interface_filter: options.metrics_interface.as_deref(),
         hooks: sampler.hooks(),
@@ -141,6 +142,7 @@ fn start_export(
             .map(|r| r.trim().to_string())
             .unwrap_or_default(),
     })?;
+    exporter.baseline(&baseline.counters);
     let bound =
         exporter::server::start(listener, exporter.registry()).map_err(ExportError::from)?;
     Ok(Some((exporter, bound)))
@@ -168,9 +170,18 @@ struct Outputs {
     log: Option<CsvLog>,
     json: bool,
     style: Style,
+    /// `--listen`'s metrics.
+    export: Option<Exporter>,
 }
 
 impl Outputs {
+    /// Adds the interval to the metrics, if exported.
+    fn export(&mut self, interval: &interval::Interval, before: &Sample, after: &Sample) {
+        if let Some(export) = &mut self.export {
+            export.record(interval, before, after);
+        }
+    }
+
     /// Writes the interval everywhere; `false` once stdout's reader is gone.
     fn emit(&mut self, interval: &interval::Interval) -> Result<bool, MonitorError> {
         if let Some(log) = &mut self.log {
@@ -241,8 +252,8 @@ async fn watch(
     let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
-    let (mut export, metrics_at) = start_export(options, &sampler, listener)?.unzip();
     let mut before = sampler.take();
+    let (export, metrics_at) = start_export(options, &sampler, listener, &before)?.unzip();
     let mut notifier = Notifier::from_env();
     notifier.ready(&announce(
         options,
@@ -257,6 +268,7 @@ async fn watch(
         log,
         json: options.json,
         style: Style::for_stdout(),
+        export,
     };
     let mut schedule = Schedule::new(before.counters.at, period);
     let mut iteration = first_iteration;
@@ -303,9 +315,7 @@ async fn watch(
             },
         );
         interval.kernel = sampler.attribute(&before, &after);
-        if let Some(export) = &mut export {
-            export.record(&interval, &before.counters, &after.counters);
-        }
+        outputs.export(&interval, &before.counters, &after.counters);
         let reader_there = outputs.emit(&interval)?;
         notifier.interval_done(&interval, outputs.log.as_ref().is_some_and(CsvLog::failing));
         before = after;

@@ -10,7 +10,10 @@
 
 pub mod server;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use netprobe_common::vocab::RetransmitKind;
 use prometheus_client::{
@@ -117,7 +120,7 @@ pub struct Exporter {
     ebpf: bool,
     /// CPUs whose per-CPU series exist (created at 0 on first sight, so that a first drop is
     /// an increase, not a new series).
-    cpus_seen: BTreeMap<u32, ()>,
+    cpus_seen: BTreeSet<u32>,
 }
 
 impl Exporter {
@@ -161,13 +164,21 @@ impl Exporter {
             interface,
             m,
             ebpf: !start.hooks.is_empty(),
-            cpus_seen: BTreeMap::new(),
+            cpus_seen: BTreeSet::new(),
         })
     }
 
     /// What the server encodes.
     pub fn registry(&self) -> Arc<Registry> {
         Arc::clone(&self.registry)
+    }
+
+    /// The baseline sample's CPUs: their series exist at 0 before the first interval ends,
+    /// so that a drop in it is an increase Prometheus sees.
+    pub fn baseline(&mut self, sample: &Sample) {
+        for &cpu in sample.time_squeeze.keys() {
+            self.see_cpu(cpu);
+        }
     }
 
     /// Adds one interval's growth: its columns, the two samples' softnet_stat time_squeeze,
@@ -203,7 +214,7 @@ impl Exporter {
 
     /// Creates a CPU's series at 0 the first time it is seen.
     fn see_cpu(&mut self, cpu: u32) {
-        if self.cpus_seen.insert(cpu, ()).is_some() {
+        if !self.cpus_seen.insert(cpu) {
             return;
         }
         let labels = cpu_labels(cpu);

@@ -120,6 +120,19 @@ fn intervals_add_up_since_start() {
     let s0 = sample(t0, [(10, 100), (20, 200)], 5);
     let s1 = sample(t0 + Duration::from_secs(1), [(10, 101), (23, 200)], 45);
     let s2 = sample(t0 + Duration::from_secs(2), [(10, 101), (23, 204)], 50);
+    exporter.baseline(&s0);
+    let text = scrape(&exporter);
+    assert!(
+        has(
+            &text,
+            r#"netprobe_cpu_backlog_drops_total{cpu="1",side="overflowed"} 0"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(&text, r#"netprobe_net_rx_seconds_total{cpu="1"} 0.0"#),
+        "{text}"
+    );
     for (before, after, drops) in [(&s0, &s1, 40), (&s1, &s2, 5)] {
         let mut interval = interval_between(before, after);
         interval.kernel = Some(kernel(drops));
