@@ -75,6 +75,12 @@ pub struct MonitorArgs {
     /// Read the counters only, even as root: no eBPF programs are loaded.
     #[arg(long)]
     pub counters_only: bool,
+    /// Serve Prometheus/OpenMetrics `/metrics` at HOST:PORT (a port alone: 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = crate::monitor::exporter::server::parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Export only the interfaces whose whole name matches REGEX (with --listen).
+    #[arg(long, value_name = "REGEX", requires = "listen")]
+    pub metrics_interface: Option<String>,
 }
 
 impl MonitorArgs {

@@ -57,6 +57,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json: args.json,
             counters_only: args.counters_only,
             btf: cli.btf.clone(),
+            listen: args.listen,
+            metrics_interface: args.metrics_interface.clone(),
         })?,
         Command::Analyze(args) => print(&analyze::run(&analyze::AnalyzeOptions {
             files: args.files,

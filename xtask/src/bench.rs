@@ -470,6 +470,12 @@ pub fn run_all() -> Result<()> {
             .args(["bench", "-p", "netprobe", "--bench", "analyze"]),
     )?;
 
+    println!("\n== monitor --listen: one scrape with 2 and 64 CPUs' series ==");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["bench", "-p", "netprobe", "--bench", "metrics"]),
+    )?;
+
     println!("\n== monitor: per interval beside the script it replaces ==");
     monitor_beside_script()?;
 

@@ -25,6 +25,11 @@ pub const PACKAGES: &[&str] = &[
     // verifies the unit, logrotate runs the shipped contrib/logrotate file.
     "systemd",
     "logrotate",
+    // The monitor's Prometheus endpoint (tests/tests/monitor_prometheus.rs): a real Prometheus
+    // scrapes it, promtool checks the scrape and unit-tests contrib/prometheus's rules. The
+    // tests start their own server (temporary storage, loopback port); the package's service
+    // is not needed.
+    "prometheus",
     // Baselines for `cargo xtask bench`: the shell tools `netprobe report` replaces.
     "net-tools",
     "ethtool",

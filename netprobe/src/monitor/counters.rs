@@ -2,7 +2,7 @@
 //! dump and four /proc files. No forked tool, no socket dump, no scan of processes.
 //! docs/monitor.md is the table of which counter feeds which column.
 
-use std::{fs, path::Path, time::Instant};
+use std::{collections::BTreeMap, fs, path::Path, time::Instant};
 
 use super::{
     columns::Column,
@@ -41,6 +41,8 @@ pub struct Sample {
     /// Whose NIC counters the NIC columns are (a bond's slaves, the device under a VLAN), each
     /// device's own.
     pub nic: NicSample,
+    /// softnet_stat's time_squeeze per CPU (for the Prometheus export; no column).
+    pub time_squeeze: BTreeMap<u32, u64>,
     /// Sources that could not be read this time, with the error.
     pub problems: Vec<String>,
 }
@@ -70,6 +72,7 @@ pub fn take(interface: &str, previous_ifindex: Option<u32>) -> Sample {
         link: link_state(interface, previous_ifindex),
         readings: Readings::default(),
         nic: NicSample::default(),
+        time_squeeze: BTreeMap::new(),
         problems: Vec::new(),
     };
     read_interface_columns(interface, &mut sample);
@@ -240,6 +243,7 @@ fn read_softnet(sample: &mut Sample) {
                 sample
                     .readings
                     .set(Column::Softirq, format!("cpu{}", row.cpu), row.dropped);
+                sample.time_squeeze.insert(row.cpu as u32, row.time_squeeze);
             }
         }
         Err(e) => {

@@ -181,6 +181,7 @@ mod tests {
             link,
             readings,
             nic: Default::default(),
+            time_squeeze: BTreeMap::new(),
             problems: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@ pub mod console;
 pub mod counters;
 pub mod csv_log;
 pub mod delta;
+pub mod exporter;
 pub mod interval;
 pub mod json;
 pub mod kernel_side;
@@ -23,6 +24,7 @@ pub mod schedule;
 
 use std::{
     io::{self, Write},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -32,6 +34,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::report::{render::Style, sample::SYS_CLASS_NET};
 use counters::Sample;
 use csv_log::{CsvLog, LogError};
+use exporter::{ExportError, Exporter};
 use notify::Notifier;
 use sampler::{EbpfState, Sampler};
 use schedule::{Schedule, Timing};
@@ -46,6 +49,8 @@ pub enum MonitorError {
     Threshold,
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("signal handlers: {0}")]
     Signals(io::Error),
     #[error("starting the event loop: {0}")]
@@ -68,6 +73,10 @@ pub struct MonitorOptions {
     pub counters_only: bool,
     /// The kernel's BTF (`--btf`), for the eBPF side.
     pub btf: PathBuf,
+    /// `--listen`: serve `/metrics` there (`exporter`).
+    pub listen: Option<SocketAddr>,
+    /// `--metrics-interface REGEX`: the interfaces whose series are exported.
+    pub metrics_interface: Option<String>,
 }
 
 impl MonitorOptions {
@@ -103,11 +112,41 @@ pub fn run(options: &MonitorOptions) -> Result<(), MonitorError> {
         }
         None => (None, 0),
     };
+    let listener = options
+        .listen
+        .map(exporter::server::bind)
+        .transpose()
+        .map_err(ExportError::from)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(MonitorError::Runtime)?;
-    runtime.block_on(watch(options, log, last_iteration + 1))
+    runtime.block_on(watch(options, log, last_iteration + 1, listener))
+}
+
+/// The exporter, its registry served from `listener`, when `--listen` was given, and the
+/// address bound (the start says it: a scraper's configuration wants the port).
+fn start_export(
+    options: &MonitorOptions,
+    sampler: &Sampler,
+    listener: Option<TcpListener>,
+    baseline: &sampler::Snapshot,
+) -> Result<Option<(Exporter, SocketAddr)>, MonitorError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let mut exporter = Exporter::new(&exporter::Start {
+        interface: &options.interface,
+        interface_filter: options.metrics_interface.as_deref(),
+        hooks: sampler.hooks(),
+        kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| r.trim().to_string())
+            .unwrap_or_default(),
+    })?;
+    exporter.baseline(&baseline.counters);
+    let bound =
+        exporter::server::start(listener, exporter.registry()).map_err(ExportError::from)?;
+    Ok(Some((exporter, bound)))
 }
 
 struct Signals {
@@ -132,9 +171,18 @@ struct Outputs {
     log: Option<CsvLog>,
     json: bool,
     style: Style,
+    /// `--listen`'s metrics.
+    export: Option<Exporter>,
 }
 
 impl Outputs {
+    /// Adds the interval to the metrics, if exported.
+    fn export(&mut self, interval: &interval::Interval, before: &Sample, after: &Sample) {
+        if let Some(export) = &mut self.export {
+            export.record(interval, before, after);
+        }
+    }
+
     /// Writes the interval everywhere; `false` once stdout's reader is gone.
     fn emit(&mut self, interval: &interval::Interval) -> Result<bool, MonitorError> {
         if let Some(log) = &mut self.log {
@@ -199,12 +247,14 @@ async fn watch(
     options: &MonitorOptions,
     log: Option<CsvLog>,
     first_iteration: u64,
+    listener: Option<TcpListener>,
 ) -> Result<(), MonitorError> {
     let mut signals = Signals::install()?;
     let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
     let mut before = sampler.take();
+    let (export, metrics_at) = start_export(options, &sampler, listener, &before)?.unzip();
     let mut notifier = Notifier::from_env();
     notifier.ready(&announce(
         options,
@@ -212,12 +262,14 @@ async fn watch(
         first_iteration,
         &before.counters,
         &ebpf,
+        metrics_at,
     ));
     let mut watchdog = watchdog_timer(&notifier);
     let mut outputs = Outputs {
         log,
         json: options.json,
         style: Style::for_stdout(),
+        export,
     };
     let mut schedule = Schedule::new(before.counters.at, period);
     let mut iteration = first_iteration;
@@ -264,6 +316,7 @@ async fn watch(
             },
         );
         interval.kernel = sampler.attribute(&before, &after);
+        outputs.export(&interval, &before.counters, &after.counters);
         let reader_there = outputs.emit(&interval)?;
         notifier.interval_done(&interval, outputs.log.as_ref().is_some_and(CsvLog::failing));
         before = after;
@@ -300,6 +353,7 @@ fn announce(
     first: u64,
     baseline: &Sample,
     ebpf: &EbpfState,
+    metrics_at: Option<SocketAddr>,
 ) -> String {
     let log = match (log, &options.log) {
         (Some(_), Some(path)) if first > 1 => {
@@ -330,6 +384,9 @@ fn announce(
     // After the columns line, which scripts read as the second line.
     for line in ebpf.inactive() {
         eprintln!("netprobe monitor: {line}");
+    }
+    if let Some(at) = metrics_at {
+        eprintln!("netprobe monitor: metrics on http://{at}/metrics");
     }
     format!("monitoring {what}")
 }

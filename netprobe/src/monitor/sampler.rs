@@ -69,7 +69,7 @@ impl Sampler {
         } else if !root {
             (None, EbpfState::NotRoot)
         } else {
-            match KernelSide::start(&options.btf) {
+            match KernelSide::start(&options.btf, options.listen.is_some()) {
                 Ok(side) => {
                     let hooks = side.hooks();
                     let active = hooks.iter().filter(|h| h.active).count();
@@ -90,6 +90,15 @@ impl Sampler {
             kernel,
         };
         (sampler, state)
+    }
+
+    /// (hook, active) of the eBPF side; empty without it.
+    pub fn hooks(&self) -> Vec<(String, bool)> {
+        self.kernel
+            .iter()
+            .flat_map(|side| side.hooks())
+            .map(|h| (h.hook.clone(), h.active))
+            .collect()
     }
 
     pub fn take(&mut self) -> Snapshot {

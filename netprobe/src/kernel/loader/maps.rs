@@ -70,15 +70,26 @@ impl Probe {
     /// forgetting flows long idle, once their counts are taken). A flow that retransmits
     /// again starts a new entry.
     pub fn forget_retransmit_flows(&mut self, keys: &[FlowKey]) -> Result<(), LoadError> {
-        let map = self
-            .ebpf
-            .map_mut("RETRANSMIT_FLOWS")
-            .ok_or(LoadError::Map {
-                map: "RETRANSMIT_FLOWS",
-                message: "missing".into(),
-            })?;
-        let mut table: PerCpuHashMap<&mut MapData, FlowKey, RetransmitTotals> =
-            PerCpuHashMap::try_from(map).map_err(map_error("RETRANSMIT_FLOWS"))?;
+        self.forget_flows::<RetransmitTotals>("RETRANSMIT_FLOWS", keys)
+    }
+
+    /// The same for the receive table (count mode with the receive hook: the monitor's
+    /// Prometheus export).
+    pub fn forget_receive_flows(&mut self, keys: &[FlowKey]) -> Result<(), LoadError> {
+        self.forget_flows::<ReceiveTotals>("RECEIVE_FLOWS", keys)
+    }
+
+    fn forget_flows<T: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        keys: &[FlowKey],
+    ) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
+            map: name,
+            message: "missing".into(),
+        })?;
+        let mut table: PerCpuHashMap<&mut MapData, FlowKey, T> =
+            PerCpuHashMap::try_from(map).map_err(map_error(name))?;
         for key in keys {
             // Already gone is fine: nothing else deletes, but a failed delete must not stop
             // the monitor.

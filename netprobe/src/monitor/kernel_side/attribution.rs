@@ -86,6 +86,11 @@ pub struct Attribution {
     pub net_rx: Vec<NetRxCpu>,
     /// What the tables could not hold in this interval.
     pub notes: Vec<String>,
+    /// Events no count holds, in this interval (see `KernelSample::events_lost`).
+    pub events_lost: u64,
+    /// Segments the peers retransmitted to the monitor's namespace, (duplicate, fills_hole):
+    /// with the receive hook only (`--listen`).
+    pub peer_retransmits: (u64, u64),
 }
 
 /// What `between` needs besides the two samples.
@@ -110,6 +115,8 @@ pub fn between(
     retransmits(before, after, cx.own_netns, &mut out);
     out.backlog = backlog(&out.drops, cx);
     out.net_rx = net_rx(before, after);
+    out.events_lost = after.events_lost.saturating_sub(before.events_lost);
+    out.peer_retransmits = peer_retransmits(before, after, cx.own_netns);
     for (what, full) in [
         (
             "drop sites (counted by reason only)",
@@ -220,6 +227,19 @@ fn retransmits(before: &KernelSample, after: &KernelSample, own_netns: u32, out:
     flows.sort_by(|a, b| b.segs.cmp(&a.segs).then_with(|| a.flow.cmp(&b.flow)));
     flows.truncate(TOP_FLOWS);
     out.top_flows = flows;
+}
+
+/// Received segments that were sent before: wholly (`duplicate`, and partly: both count as
+/// duplicates) or filling a hole, in the monitor's namespace.
+fn peer_retransmits(before: &KernelSample, after: &KernelSample, own_netns: u32) -> (u64, u64) {
+    let mut sums = (0, 0);
+    for (key, now) in after.receive.iter().filter(|(k, _)| k.netns == own_netns) {
+        let then = before.receive.get(key).copied().unwrap_or_default();
+        let dup = |t: &netprobe_common::ReceiveTotals| t.duplicate + t.duplicate_partial;
+        sums.0 += dup(now).saturating_sub(dup(&then));
+        sums.1 += now.fills_hole.saturating_sub(then.fills_hole);
+    }
+    sums
 }
 
 fn flow_text(key: &FlowKey) -> String {

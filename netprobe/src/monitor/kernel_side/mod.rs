@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netprobe_common::{DropSiteKey, FlowKey, NetRxTotals, RetransmitTotals};
+use netprobe_common::{DropSiteKey, FlowKey, NetRxTotals, ReceiveTotals, RetransmitTotals};
 
 use crate::{
     cli::FunctionHooks,
@@ -48,11 +48,16 @@ pub struct KernelSample {
     /// Drops counted by reason only (their site did not fit the table), per CPU.
     pub reasons_only: HashMap<u32, Vec<u64>>,
     pub flows: HashMap<FlowKey, RetransmitTotals>,
+    /// Received segments by flow (only with the receive hook: `--listen`).
+    pub receive: HashMap<FlowKey, ReceiveTotals>,
     /// Indexed by CPU.
     pub net_rx: Vec<NetRxTotals>,
     /// Sites that did not fit `DROP_SITES`, and flows that did not fit `RETRANSMIT_FLOWS`.
     pub site_table_full: u64,
     pub flow_table_full: u64,
+    /// Events no count holds: queued events lost, and flows or reasons that did not fit their
+    /// tables (`netprobe_events_lost_total`).
+    pub events_lost: u64,
 }
 
 /// The loaded programs, and what names their numbers.
@@ -61,14 +66,16 @@ pub struct KernelSide {
     names: SiteNames,
     own_netns: u32,
     /// When each flow's totals last changed (for forgetting idle flows).
-    flow_seen: HashMap<FlowKey, (RetransmitTotals, Instant)>,
+    flow_seen: Idle<RetransmitTotals>,
+    receive_seen: Idle<ReceiveTotals>,
 }
 
 impl KernelSide {
     /// Loads the programs in count mode: drops, retransmits (with their outcomes and kinds)
-    /// and the per-CPU NET_RX hooks; not the receive-path hook (every segment received), whose
-    /// per-flow detail is `netprobe trace`'s.
-    pub fn start(btf_path: &Path) -> Result<Self, KernelSideError> {
+    /// and the per-CPU NET_RX hooks; the receive-path hook (every segment received) only with
+    /// `receive` (the Prometheus export's peer retransmits: its cost is paid only when asked
+    /// for), its per-flow detail being `netprobe trace`'s.
+    pub fn start(btf_path: &Path, receive: bool) -> Result<Self, KernelSideError> {
         let btf = KernelBtf::load(btf_path)?;
         let reasons = DropReasons::from_btf(&btf)?;
         let probe = loader::load(&LoadOptions {
@@ -76,7 +83,7 @@ impl KernelSide {
             filter: netprobe_common::Filter::default(),
             ring_size: 4096,
             without_cpu_hooks: false,
-            without_receive_hook: true,
+            without_receive_hook: !receive,
             function_hooks: FunctionHooks::Auto,
             counting_only: true,
         })?;
@@ -89,7 +96,8 @@ impl KernelSide {
             // Without kallsyms a site is its hex address; the layer then comes from the reason.
             names: SiteNames::new(reasons, Path::new("/proc/kallsyms")),
             own_netns: own_netns(),
-            flow_seen: HashMap::new(),
+            flow_seen: Idle::default(),
+            receive_seen: Idle::default(),
         })
     }
 
@@ -110,38 +118,70 @@ impl KernelSide {
         let totals = self.probe.kernel_totals()?;
         let site_table_full = totals.counter(netprobe_common::COUNTER_DROP_SITE_TABLE_FULL);
         let flow_table_full = totals.counter(netprobe_common::COUNTER_FLOW_TABLE_FULL);
+        let events_lost = [
+            netprobe_common::COUNTER_DROP_LOST,
+            netprobe_common::COUNTER_RETRANSMIT_LOST,
+            netprobe_common::COUNTER_FLOW_TABLE_FULL,
+            netprobe_common::COUNTER_REASON_TABLE_FULL,
+        ]
+        .into_iter()
+        .map(|c| totals.counter(c))
+        .sum();
         let mut sample = KernelSample {
             sites: totals.sites.into_iter().collect(),
             reasons_only: totals.reasons.into_iter().collect(),
             flows: totals.flows.into_iter().collect(),
+            receive: totals.receive_flows.into_iter().collect(),
             net_rx: totals.net_rx,
             site_table_full,
             flow_table_full,
+            events_lost,
         };
-        let idle = self.idle_flows(&sample.flows, Instant::now());
+        let now = Instant::now();
+        let idle = self.flow_seen.idle(&sample.flows, now);
         if !idle.is_empty() {
             self.probe.forget_retransmit_flows(&idle)?;
             // Taken out of this sample as well: the next one no longer has them, and an
             // entry present in one sample and not the other counts nothing.
             for key in &idle {
                 sample.flows.remove(key);
-                self.flow_seen.remove(key);
+                self.flow_seen.forget(key);
+            }
+        }
+        let idle = self.receive_seen.idle(&sample.receive, now);
+        if !idle.is_empty() {
+            self.probe.forget_receive_flows(&idle)?;
+            for key in &idle {
+                sample.receive.remove(key);
+                self.receive_seen.forget(key);
             }
         }
         Ok(sample)
     }
+}
 
+/// When each flow's totals last changed, to forget flows idle for
+/// [`FLOW_IDLE_FORGOTTEN_AFTER`].
+struct Idle<T> {
+    seen: HashMap<FlowKey, (T, Instant)>,
+}
+
+impl<T> Default for Idle<T> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> Idle<T> {
     /// Flows whose totals have not changed for [`FLOW_IDLE_FORGOTTEN_AFTER`].
-    fn idle_flows(
-        &mut self,
-        flows: &HashMap<FlowKey, RetransmitTotals>,
-        now: Instant,
-    ) -> Vec<FlowKey> {
+    fn idle(&mut self, flows: &HashMap<FlowKey, T>, now: Instant) -> Vec<FlowKey> {
         let present: HashSet<&FlowKey> = flows.keys().collect();
-        self.flow_seen.retain(|key, _| present.contains(key));
+        self.seen.retain(|key, _| present.contains(key));
         let mut idle = Vec::new();
         for (key, totals) in flows {
-            let seen = self.flow_seen.entry(*key).or_insert((*totals, now));
+            let seen = self.seen.entry(*key).or_insert((*totals, now));
             if seen.0 != *totals {
                 *seen = (*totals, now);
             } else if now.duration_since(seen.1) >= FLOW_IDLE_FORGOTTEN_AFTER {
@@ -149,6 +189,10 @@ impl KernelSide {
             }
         }
         idle
+    }
+
+    fn forget(&mut self, key: &FlowKey) {
+        self.seen.remove(key);
     }
 }
 
