@@ -36,7 +36,7 @@ use counters::Sample;
 use csv_log::{CsvLog, LogError};
 use exporter::{ExportError, Exporter};
 use notify::Notifier;
-use sampler::{EbpfState, Sampler};
+use sampler::{EbpfState, Sampler, Snapshot};
 use schedule::{Schedule, Timing};
 
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +250,6 @@ async fn watch(
     listener: Option<TcpListener>,
 ) -> Result<(), MonitorError> {
     let mut signals = Signals::install()?;
-    let interface = options.interface.as_str();
     let period = Duration::from_secs_f64(options.interval);
     let (mut sampler, ebpf) = Sampler::start(options);
     let mut before = sampler.take();
@@ -302,20 +301,13 @@ async fn watch(
             },
             None => schedule.sampled(after.counters.at),
         };
-        let mut interval = interval::build(
-            &before.counters,
-            &after.counters,
-            interval::Context {
-                timestamp: clock::local_timestamp(),
-                iteration,
-                interface,
-                threshold: options.threshold,
-                period,
-                timing,
-                stopped_by,
-            },
+        let interval = between(
+            options,
+            &mut sampler,
+            (&before, &after),
+            iteration,
+            (timing, stopped_by),
         );
-        interval.kernel = sampler.attribute(&before, &after);
         outputs.export(&interval, &before.counters, &after.counters);
         let reader_there = outputs.emit(&interval)?;
         notifier.interval_done(&interval, outputs.log.as_ref().is_some_and(CsvLog::failing));
@@ -331,6 +323,31 @@ async fn watch(
             return Ok(());
         }
     }
+}
+
+/// The interval between two snapshots: the counters' columns and the eBPF side's attribution.
+fn between(
+    options: &MonitorOptions,
+    sampler: &mut Sampler,
+    (before, after): (&Snapshot, &Snapshot),
+    iteration: u64,
+    (timing, stopped_by): (Timing, Option<&'static str>),
+) -> interval::Interval {
+    let mut interval = interval::build(
+        &before.counters,
+        &after.counters,
+        interval::Context {
+            timestamp: clock::local_timestamp(),
+            iteration,
+            interface: &options.interface,
+            threshold: options.threshold,
+            period: Duration::from_secs_f64(options.interval),
+            timing,
+            stopped_by,
+        },
+    );
+    interval.kernel = sampler.attribute(before, after);
+    interval
 }
 
 /// Why the run ends after `done` intervals with no signal, if it does.
