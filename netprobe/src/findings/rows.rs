@@ -38,6 +38,10 @@ pub struct FlowLoss {
     pub received_dropped: Vec<LinkedDrops>,
     /// How its handshakes ended, when it retransmitted a SYN or SYN-ACK.
     pub handshakes: Handshakes,
+    /// The peer's own end of the flow is on this host (another namespace netprobe sees), and
+    /// its socket reports most of what it re-sent as received twice (D-SACK): its re-sent
+    /// segments that filled holes here followed late originals.
+    pub peer_resent_spuriously: bool,
 }
 
 impl FlowLoss {
@@ -56,6 +60,7 @@ impl FlowLoss {
             sent_dropped: Vec::new(),
             received_dropped: Vec::new(),
             handshakes: Handshakes::default(),
+            peer_resent_spuriously: false,
         }
     }
 
@@ -87,8 +92,12 @@ impl FlowLoss {
     /// At least half as many of the peer's re-sent segments arrived as duplicates as filled
     /// holes: the holes were mostly filled by the late originals, the re-sent copies
     /// following them. Reordering on the way in, not loss.
+    /// The peer's own socket saying its retransmits were mostly D-SACKed, when netprobe sees
+    /// it, settles the same question from the other end: a late original reaching this end
+    /// before the copy leaves no duplicate here, so the receiver's own count can fall short.
     pub fn peer_reordered(&self) -> bool {
-        self.peer_fills_hole > 0 && self.peer_duplicate * 2 >= self.peer_fills_hole
+        self.peer_fills_hole > 0
+            && (self.peer_duplicate * 2 >= self.peer_fills_hole || self.peer_resent_spuriously)
     }
 
     /// Retransmits that mean data (or its ACK) was lost on the way out: loss-signalling
@@ -242,9 +251,26 @@ pub fn flow_losses(w: &Window, top: usize) -> Vec<FlowLoss> {
         row.holes += f.counts.holes;
     }
     let mut out: Vec<FlowLoss> = rows.into_values().collect();
+    mark_peers_resending_spuriously(&mut out);
     out.sort_by_key(|r| std::cmp::Reverse(r.weight()));
     out.truncate(top);
     out
+}
+
+/// Each row whose peer's end is another row (the same endpoints the other way round, in
+/// another namespace: both ends on this host) learns whether that end's retransmits were
+/// mostly spurious.
+fn mark_peers_resending_spuriously(rows: &mut [FlowLoss]) {
+    let spurious_senders: Vec<Flow> = rows
+        .iter()
+        .filter(|r| r.mostly_spurious())
+        .map(|r| r.flow)
+        .collect();
+    for row in rows.iter_mut() {
+        row.peer_resent_spuriously = spurious_senders.iter().any(|peer| {
+            peer.netns != row.flow.netns && peer.src == row.flow.dst && peer.dst == row.flow.src
+        });
+    }
 }
 
 /// Joins each of `rows` with the drops of its own packets in each direction.

@@ -51,6 +51,47 @@ fn one_second(window: &Window, drops: &DropTally) -> FindingsJson {
 /// A clean transfer reordered across CPUs: the sender's retransmits were mostly reported back
 /// as received twice, the receiver's holes were filled before the re-sent copies arrived. One
 /// `reordering` finding per end, and none of the loss findings.
+/// The receiver saw few duplicates (the late originals came before most re-sent copies
+/// were sent), but the sender's end is on this host too and its socket says 90 of its 100
+/// re-sent segments were D-SACKed: reordering, not inbound loss. With the sender's
+/// retransmits not D-SACKed, the same receiver counts are inbound loss.
+#[test]
+fn the_senders_dsacks_on_this_host_settle_the_receivers_holes() {
+    let receiver = |dsacked| KernelTotals {
+        flows: vec![(key(1, 40000, 2, 5001, OWN), fast(100, dsacked))],
+        receive_flows: vec![(
+            key(2, 5001, 1, 40000, 99),
+            ReceiveTotals {
+                duplicate: 2,
+                fills_hole: 10,
+                out_of_order: 12,
+                holes: 10,
+                ..Default::default()
+            },
+        )],
+        ..Default::default()
+    };
+    let findings = |dsacked| {
+        let window = window_of(
+            &receiver(dsacked),
+            &DropReasons::default(),
+            &SoftnetDeltas::new(),
+        );
+        ids(&one_second(&window, &DropTally::default()))
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let spurious = findings(90);
+    assert!(
+        !spurious.iter().any(|id| id == "inbound_loss"),
+        "{spurious:?}"
+    );
+    assert!(spurious.iter().any(|id| id == "reordering"), "{spurious:?}");
+    let lossy = findings(0);
+    assert!(lossy.iter().any(|id| id == "inbound_loss"), "{lossy:?}");
+}
+
 #[test]
 fn reordering_is_not_loss() {
     let totals = KernelTotals {
