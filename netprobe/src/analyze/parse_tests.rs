@@ -160,8 +160,10 @@ fn rotated_files_gzip_or_not_are_read_in_the_order_given() {
 
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
-    let path = temp_dir("missing").join("nope.log");
+    let dir = temp_dir("missing");
+    let path = dir.join("nope.log");
     let err = read_logs(std::slice::from_ref(&path)).unwrap_err();
+    let _ = fs::remove_dir_all(&dir);
     assert!(matches!(err, AnalyzeError::Open { .. }), "{err}");
     assert!(err.to_string().contains("nope.log"), "{err}");
 }

@@ -27,12 +27,26 @@ fn interval(iteration: u64, softirq: u64, notes: &[&str]) -> Interval {
     }
 }
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netprobe-csvlog-{}", std::process::id()));
+/// A log path in a directory of its own, removed with the guard.
+struct TempLog {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn temp(name: &str) -> TempLog {
+    let dir = std::env::temp_dir().join(format!("netprobe-csvlog-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = fs::remove_file(&path);
-    path
+    TempLog {
+        path: dir.join(name),
+        dir,
+    }
 }
 
 #[test]
@@ -91,7 +105,8 @@ fn the_ebpf_headline_fills_its_columns() {
 /// is continued in its own layout, never mixed with the new one.
 #[test]
 fn an_earlier_netprobe_log_is_continued_in_its_layout() {
-    let path = temp("v1.csv");
+    let tmp = temp("v1.csv");
+    let path = tmp.path.clone();
     fs::write(
         &path,
         format!(
@@ -111,7 +126,8 @@ fn an_earlier_netprobe_log_is_continued_in_its_layout() {
 
 #[test]
 fn a_new_log_gets_the_header_and_a_continued_log_its_next_iteration() {
-    let path = temp("new.csv");
+    let tmp = temp("new.csv");
+    let path = tmp.path.clone();
     let (mut log, last) = CsvLog::open(&path).unwrap();
     assert_eq!((last, log.layout()), (0, Layout::Netprobe));
     log.write(&interval(1, 0, &[]));
@@ -134,7 +150,8 @@ fn a_new_log_gets_the_header_and_a_continued_log_its_next_iteration() {
 
 #[test]
 fn the_script_s_own_log_is_continued_in_its_16_columns() {
-    let path = temp("script.csv");
+    let tmp = temp("script.csv");
+    let path = tmp.path.clone();
     fs::write(
         &path,
         format!("{SCRIPT_HEADER}\n2026-02-01 00:00:05,41,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK\n2026-02-01 00:00:10,42,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK\n"),
@@ -152,7 +169,8 @@ fn the_script_s_own_log_is_continued_in_its_16_columns() {
 
 #[test]
 fn another_header_is_refused_and_left_untouched() {
-    let path = temp("other.csv");
+    let tmp = temp("other.csv");
+    let path = tmp.path.clone();
     fs::write(&path, "time,drops\n1,2\n").unwrap();
     let err = CsvLog::open(&path).err().expect("refused");
     assert!(matches!(err, LogError::Header { .. }), "{err}");
@@ -184,7 +202,8 @@ fn a_torn_last_row_is_passed_over_and_the_next_row_starts_on_its_own_line() {
 
 #[test]
 fn reopen_after_rotation_starts_a_new_file_with_the_header() {
-    let path = temp("rotated.csv");
+    let tmp = temp("rotated.csv");
+    let path = tmp.path.clone();
     let (mut log, _) = CsvLog::open(&path).unwrap();
     log.write(&interval(1, 0, &[]));
     let rotated = path.with_extension("csv.1");
@@ -201,7 +220,8 @@ fn reopen_after_rotation_starts_a_new_file_with_the_header() {
 
 #[test]
 fn a_write_that_fails_is_reported_and_the_path_tried_again() {
-    let path = temp("full.csv");
+    let tmp = temp("full.csv");
+    let path = tmp.path.clone();
     let (mut log, _) = CsvLog::open(&path).unwrap();
     log.write(&interval(1, 0, &[]));
     // /dev/full: every write fails with ENOSPC, as on a full disk.
@@ -222,7 +242,8 @@ fn a_write_that_fails_is_reported_and_the_path_tried_again() {
 
 #[test]
 fn a_log_torn_by_a_crash_is_continued_on_a_new_line() {
-    let path = temp("crashed.csv");
+    let tmp = temp("crashed.csv");
+    let path = tmp.path.clone();
     fs::write(
         &path,
         format!("{SCRIPT_HEADER},{NETPROBE_COLUMNS}\n2026-02-01 00:00:05,7,eth0,0,0,0,0,0,0,0,0,0,0,0,0,OK,5.000,\n2026-02-01 00:00:10,8,et"),
@@ -242,7 +263,8 @@ fn a_log_torn_by_a_crash_is_continued_on_a_new_line() {
 
 #[test]
 fn a_header_cut_short_is_written_again_whole() {
-    let path = temp("torn-header.csv");
+    let tmp = temp("torn-header.csv");
+    let path = tmp.path.clone();
     fs::write(&path, "timestamp,iteration,inter").unwrap();
     let (mut log, last) = CsvLog::open(&path).unwrap();
     assert_eq!((last, log.layout()), (0, Layout::Netprobe));
