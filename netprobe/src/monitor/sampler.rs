@@ -62,8 +62,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn start(options: &MonitorOptions) -> (Self, EbpfState) {
-        // SAFETY: geteuid has no preconditions and touches no memory.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = crate::trace::is_root();
         let (kernel, state) = if options.counters_only {
             (None, EbpfState::CountersOnly)
         } else if !root {

@@ -396,7 +396,8 @@ fn stdout_reader_gone() -> bool {
     ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
-fn own_netns() -> u32 {
+/// Inode of the network namespace this process runs in (0 when unreadable).
+pub fn own_netns() -> u32 {
     std::fs::metadata("/proc/self/ns/net")
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
         .unwrap_or(0)

@@ -155,31 +155,39 @@ fn drop_rows(
     let mut rows = Vec::new();
     names.prepare(after.sites.keys());
     for (key, per_cpu) in &after.sites {
-        for (cpu, count) in per_cpu_growth(before.sites.get(key), per_cpu) {
-            let site = names.site(key);
-            let own = key.netns == own_netns;
+        let grew: Vec<(u32, u64)> = per_cpu_growth(before.sites.get(key), per_cpu).collect();
+        if grew.is_empty() {
+            continue;
+        }
+        // Named once per site, not once per CPU that dropped there.
+        let site = names.site(key);
+        let own = key.netns == own_netns;
+        let interface = names.interface(key, own);
+        for (cpu, count) in grew {
             rows.push(DropRow {
-                reason: site.reason,
+                reason: site.reason.clone(),
                 layer: site.layer,
                 direction: site.direction,
                 role: site.role,
                 cpu,
-                interface: names.interface(key, own),
+                interface: interface.clone(),
                 own_netns: own,
                 netns: key.netns,
-                location: site.location,
+                location: site.location.clone(),
                 count,
             });
         }
     }
     // A site that did not fit the table is still counted by its reason.
     for (reason, per_cpu) in &after.reasons_only {
+        let name = names.reason(*reason);
+        let role = crate::model::classify::role_of(&name);
         for (cpu, count) in per_cpu_growth(before.reasons_only.get(reason), per_cpu) {
             rows.push(DropRow {
-                reason: names.reason(*reason),
+                reason: name.clone(),
                 layer: Layer::Unknown,
                 direction: Direction::Unknown,
-                role: crate::model::classify::role_of(&names.reason(*reason)),
+                role,
                 cpu,
                 interface: None,
                 own_netns: false,

@@ -95,7 +95,7 @@ impl KernelSide {
             probe,
             // Without kallsyms a site is its hex address; the layer then comes from the reason.
             names: SiteNames::new(reasons, Path::new("/proc/kallsyms")),
-            own_netns: own_netns(),
+            own_netns: crate::trace::own_netns(),
             flow_seen: Idle::default(),
             receive_seen: Idle::default(),
         })
@@ -203,10 +203,4 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn own_netns() -> u32 {
-    std::fs::metadata("/proc/self/ns/net")
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
-        .unwrap_or(0)
 }
