@@ -331,17 +331,27 @@ assert_layout!(SpuriousLayout, size 8, {
 
 /// How the programs hand over what they see: [`MODE_STREAM`] (`netprobe trace`: an event per
 /// retransmit, drop and out-of-sequence segment, plus the exact tables) or [`MODE_COUNT`]
-/// (`netprobe monitor`: no events at all, only in-kernel counts that the agent reads every
-/// interval). Read-only at load time, so the verifier drops the branch the mode never takes.
+/// (`netprobe monitor`, `trace --count`: no events at all, only in-kernel counts that the
+/// agent reads). Read-only at load time, so the verifier drops the branch the mode never takes.
+///
+/// Stream mode samples drop storms: every drop is counted exactly in `DROP_SITES` (per reason,
+/// location, device, namespace and CPU), and a site streams at most `max_rate` drops per
+/// second on each CPU (`--max-rate`; 0: no limit), or `storm_rate` while the ring holds more
+/// than `storm_backlog_bytes` unread (the reader falling behind: a sample of every site then
+/// reaches it, instead of whichever events happened to find room).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AggregateConfig {
     pub mode: u32,
-    pub _pad0: u32,
+    pub max_rate: u32,
+    pub storm_backlog_bytes: u32,
+    pub storm_rate: u32,
 }
-assert_layout!(AggregateConfig, size 8, {
+assert_layout!(AggregateConfig, size 16, {
     mode: 0,
-    _pad0: 4,
+    max_rate: 4,
+    storm_backlog_bytes: 8,
+    storm_rate: 12,
 });
 
 /// [`AggregateConfig::mode`]: stream events (and keep the exact tables).
@@ -368,7 +378,7 @@ pub struct TraceConfig {
     pub spurious: SpuriousLayout,
     pub aggregate: AggregateConfig,
 }
-assert_layout!(TraceConfig, size 308, {
+assert_layout!(TraceConfig, size 316, {
     retransmit: 0,
     drop: 16,
     kernel: 64,
@@ -487,7 +497,9 @@ impl TraceConfig {
         },
         aggregate: AggregateConfig {
             mode: MODE_STREAM,
-            _pad0: 0,
+            max_rate: 0,
+            storm_backlog_bytes: u32::MAX,
+            storm_rate: 0,
         },
     };
 }

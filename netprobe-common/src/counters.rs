@@ -31,13 +31,16 @@ pub const COUNTER_RECEIVE_TABLE_FULL: u32 = 9;
 /// to their table (table full).
 pub const COUNTER_NON_NETWORK_TABLE_FULL: u32 = 10;
 /// Drops counted by reason only because their (reason, site, device, namespace) could not be
-/// added to `DROP_SITES` (table full; count mode).
+/// added to `DROP_SITES` (table full). Such drops are never sampled out: they are streamed.
 pub const COUNTER_DROP_SITE_TABLE_FULL: u32 = 11;
+/// Drops counted in `DROP_SITES` but not streamed, their site being over its rate in the
+/// current second (stream mode's storm sampling, see `AggregateConfig`).
+pub const COUNTER_DROP_SAMPLED_OUT: u32 = 12;
 /// Size of the array; leave room for later counters without changing the map.
 pub const COUNTER_SLOTS: u32 = 16;
 
 /// Human-readable names, indexed like the counters (for reports and tests).
-pub const COUNTER_NAMES: [(u32, &str); 12] = [
+pub const COUNTER_NAMES: [(u32, &str); 13] = [
     (COUNTER_RETRANSMIT_SEEN, "retransmit_seen"),
     (COUNTER_RETRANSMIT_LOST, "retransmit_lost"),
     (COUNTER_DROP_SEEN, "drop_seen"),
@@ -50,4 +53,5 @@ pub const COUNTER_NAMES: [(u32, &str); 12] = [
     (COUNTER_RECEIVE_TABLE_FULL, "receive_table_full"),
     (COUNTER_NON_NETWORK_TABLE_FULL, "non_network_table_full"),
     (COUNTER_DROP_SITE_TABLE_FULL, "drop_site_table_full"),
+    (COUNTER_DROP_SAMPLED_OUT, "drop_sampled_out"),
 ];

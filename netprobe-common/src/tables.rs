@@ -96,8 +96,9 @@ assert_layout!(NonNetworkKey, size 16, {
 /// Key of the per-CPU drop table of count mode ([`crate::MODE_COUNT`]): what the agent needs
 /// to place a drop (reason and freeing function give the layer; the device and `skb_iif` the
 /// direction and interface; the namespace the scope) without a per-drop event. The value is
-/// the count (`u64`); the table's per-CPU values are the drops by CPU. Bounded by the kernel's
-/// drop sites times the devices that drop.
+/// a [`SiteCount`]; the table's per-CPU values are the drops by CPU. Bounded by the kernel's
+/// drop sites times the devices that drop. Stream mode keeps the same table: it is where its
+/// exact counts live when a storm is sampled.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
@@ -124,6 +125,31 @@ assert_layout!(DropSiteKey, size 32, {
     skb_iif: 20,
     flags: 24,
     _pad0: 25,
+});
+
+/// Per-CPU value of the drop-site table: the exact count, and in stream mode what the storm
+/// sampler needs (each site streams at most a limit of drops per second on each CPU, see
+/// [`crate::AggregateConfig`]; the rest are counted here, never silently dropped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(FromBytes, IntoBytes, KnownLayout, Immutable))]
+pub struct SiteCount {
+    /// Every drop at this site on this CPU (streamed, sampled out or lost alike).
+    pub drops: u64,
+    /// Of which not streamed because the site was over its rate in the current second.
+    pub sampled_out: u64,
+    /// `bpf_ktime_get_ns` when the current one-second window began (0: none yet).
+    pub window_start_ns: u64,
+    /// Drops streamed in the current window.
+    pub window_streamed: u32,
+    pub _pad0: u32,
+}
+assert_layout!(SiteCount, size 32, {
+    drops: 0,
+    sampled_out: 8,
+    window_start_ns: 16,
+    window_streamed: 24,
+    _pad0: 28,
 });
 
 /// Per-CPU value of the per-flow retransmit table: exact even when events are lost.
@@ -303,6 +329,8 @@ mod pod {
     unsafe impl aya::Pod for super::NonNetworkKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropSiteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SiteCount {}
 }
 
 #[cfg(test)]
@@ -352,5 +380,28 @@ mod tests {
         };
         assert_eq!(key.as_bytes(), &GOLDEN[..]);
         assert_eq!(DropSiteKey::read_from_bytes(&GOLDEN[..]).unwrap(), key);
+    }
+
+    /// The drop-site value as the kernel writes it, byte by byte.
+    #[cfg(feature = "user")]
+    #[test]
+    fn site_count_memory_is_the_golden_bytes_and_back() {
+        use zerocopy::{FromBytes, IntoBytes};
+        #[rustfmt::skip]
+        const GOLDEN: [u8; 32] = [
+            /* 0 drops */ 0x10, 0x27, 0, 0, 0, 0, 0, 0,
+            /* 8 sampled_out */ 0x58, 0x1b, 0, 0, 0, 0, 0, 0,
+            /* 16 window_start_ns */ 0x00, 0xca, 0x9a, 0x3b, 0, 0, 0, 0,
+            /* 24 window_streamed */ 100, 0, 0, 0, /* 28 pad */ 0, 0, 0, 0,
+        ];
+        let count = SiteCount {
+            drops: 10_000,
+            sampled_out: 7_000,
+            window_start_ns: 1_000_000_000,
+            window_streamed: 100,
+            _pad0: 0,
+        };
+        assert_eq!(count.as_bytes(), &GOLDEN[..]);
+        assert_eq!(SiteCount::read_from_bytes(&GOLDEN[..]).unwrap(), count);
     }
 }

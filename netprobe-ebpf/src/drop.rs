@@ -11,25 +11,27 @@
 //! the others, after the same filters, are counted apart by reason and location.
 
 use aya_ebpf::{
+    bindings::BPF_RB_AVAIL_DATA,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
 use netprobe_common::{
-    DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, AF_INET, AF_INET6,
-    COUNTER_DROP_LOST, COUNTER_DROP_SEEN, COUNTER_DROP_SITE_TABLE_FULL,
-    COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_FLOW,
-    DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR, FILTER_PORT, FILTER_REASON,
-    SKB_SPAN_MAX,
+    DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, SiteCount, AF_INET,
+    AF_INET6, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT, COUNTER_DROP_SEEN,
+    COUNTER_DROP_SITE_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
+    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR,
+    FILTER_PORT, FILTER_REASON, SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{
-    bump, counting_only, nest_in, nest_out, setting, submit_flags, DROP_REASONS, DROP_SITES,
+    bump, counting_only, nest_in, nest_out, setting, submit_flags_for, DROP_REASONS, DROP_SITES,
     EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
+use core::ptr::{read_volatile, write_volatile};
 
 use netprobe_common::vocab::{self, TcpState};
 
@@ -137,6 +139,7 @@ pub struct PendingDrop {
     reason: u32,
     netns: u32,
     iif: u32,
+    ifindex: u32,
     network_header: u16,
     protocol: u16,
     ip_proto: u8,
@@ -212,12 +215,12 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
     // Where the packet was dropped: the device's namespace when it has a device (the
     // receiver's, for a packet forwarded across namespaces by veth, which still carries the
     // sending socket), the socket's before a device is set (the OUTPUT hook).
-    p.netns = if p.dev != 0 {
-        dev_netns(p.dev)
+    (p.ifindex, p.netns) = if p.dev != 0 {
+        device(p.dev)
     } else if p.sk != 0 {
-        sock_netns(p.sk)
+        (0, sock_netns(p.sk))
     } else {
-        0
+        (0, 0)
     };
     !netns_matches(p.netns) as i32
 }
@@ -287,8 +290,9 @@ fn is_network(protocol: u16, sk: u64) -> bool {
     family == AF_INET || family == AF_INET6
 }
 
-/// Stage four: the exact counts, then the event, filled in place in its ring slot. A free
-/// that is not a network drop is only counted, apart (`NON_NETWORK_DROPS`).
+/// Stage four: the exact count of the drop's site, then (unless its site is over its rate
+/// this second) the event, filled in place in its ring slot. A free that is not a network
+/// drop is only counted, apart (`NON_NETWORK_DROPS`).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
@@ -300,16 +304,31 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         return 0;
     }
     bump(COUNTER_DROP_SEEN);
-    count_reason(p.reason);
-
     // SAFETY: a helper without arguments; it only reads the clock.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let mut flags = p.flags;
+    if p.dev != 0 {
+        flags |= DROP_HAS_DEV;
+    }
+    let key = DropSiteKey {
+        reason: p.reason,
+        netns: p.netns,
+        location: p.location,
+        ifindex: p.ifindex,
+        skb_iif: p.iif,
+        flags: flags & (DROP_HAS_DEV | DROP_HAS_SOCK),
+        _pad0: [0; 7],
+    };
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if !count_and_sample(&key, ts_ns, unread) {
+        bump(COUNTER_DROP_SAMPLED_OUT);
+        return 0;
+    }
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         bump(COUNTER_DROP_LOST);
         return 1;
     };
     let event = entry.as_mut_ptr();
-    let mut flags = p.flags;
     // SAFETY: `event` is the ring buffer slot reserved above, sized for it, ours until submit.
     unsafe {
         (*event).header = EventHeader {
@@ -328,21 +347,66 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         (*event)._pad0 = [0; 3];
         (*event).skb_iif = p.iif;
         (*event).sock_ino = p.sock_ino;
-        (*event).ifindex = 0;
+        (*event).ifindex = p.ifindex;
         (*event).ifname = [0; 16];
         if p.dev != 0 {
-            flags |= DROP_HAS_DEV;
-            (*event).ifindex = read(p.dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
-            let _ = bpf_probe_read_kernel_buf(
-                (p.dev + setting!(kernel.dev_name) as u64) as *const u8,
-                &mut (*event).ifname,
-            );
+            device_name(p.dev, &mut (*event).ifname);
         }
         (*event).flags = flags;
     }
-    entry.submit(submit_flags(ts_ns));
+    entry.submit(submit_flags_for(unread, ts_ns));
     0
 }
+
+/// Counts a streamed-mode drop at its site, exactly; returns whether it is to be streamed.
+/// A site streams at most the configured rate per second on this CPU: `--max-rate`, or
+/// `storm_rate` while `unread` bytes wait in the ring past `storm_backlog_bytes` (the reader
+/// is behind). A drop whose site the full table cannot hold is counted by reason, and
+/// always streamed.
+#[inline(always)]
+fn count_and_sample(key: &DropSiteKey, ts_ns: u64, unread: u64) -> bool {
+    let site = match DROP_SITES.get_ptr_mut(key) {
+        Some(site) => site,
+        None => {
+            let first = SiteCount {
+                drops: 1,
+                sampled_out: 0,
+                window_start_ns: ts_ns,
+                window_streamed: 1,
+                _pad0: 0,
+            };
+            if DROP_SITES.insert(key, &first, 0).is_err() {
+                bump(COUNTER_DROP_SITE_TABLE_FULL);
+                count_reason(key.reason);
+            }
+            return true;
+        }
+    };
+    let mut limit = setting!(aggregate.max_rate);
+    if unread >= setting!(aggregate.storm_backlog_bytes) as u64 {
+        let storm_rate = setting!(aggregate.storm_rate);
+        if limit == 0 || storm_rate < limit {
+            limit = storm_rate;
+        }
+    }
+    // SAFETY: this CPU's slot from the lookup; only this program writes it (a nested run on
+    // this CPU can lose one increment in a few-instruction window, see `bump`).
+    unsafe {
+        (*site).drops += 1;
+        if ts_ns.wrapping_sub((*site).window_start_ns) >= NS_PER_SEC {
+            (*site).window_start_ns = ts_ns;
+            (*site).window_streamed = 0;
+        }
+        if limit != 0 && (*site).window_streamed >= limit {
+            (*site).sampled_out += 1;
+            return false;
+        }
+        (*site).window_streamed += 1;
+    }
+    true
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Count mode's whole path, kept lean (the drop hook runs for every drop, storms included):
 /// no nesting slot, no staging, no event, nothing on the stack but the key. Only what places
@@ -401,12 +465,15 @@ fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// The last device this CPU's count path placed a drop on.
+/// The last device this CPU placed a drop on.
 #[repr(C)]
 pub struct DeviceCache {
     dev: u64,
     ifindex: u32,
     netns: u32,
+    /// `dev->name`, read on first use for this device (stream mode only needs it).
+    name: [u8; 16],
+    name_of: u64,
 }
 
 #[map]
@@ -424,15 +491,52 @@ fn device(dev: u64) -> (u32, u32) {
             dev_netns(dev),
         );
     };
-    // SAFETY: this CPU's slot; a nested run that refills it leaves a consistent entry of
-    // another device, which only costs this run a re-read.
+    // SAFETY: this CPU's slot. A nested run (a drop in a softirq that interrupted this one)
+    // may refill it with another device between our check and our reads: the values are
+    // taken first and kept only if the entry still names this device after. Volatile, so
+    // that the compiler keeps that order (a nested run is an interrupt on this CPU).
     unsafe {
-        if (*cache).dev != dev {
-            (*cache).ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
-            (*cache).netns = dev_netns(dev);
-            (*cache).dev = dev;
+        let cache = &mut *cache;
+        if read_volatile(&cache.dev) == dev {
+            let found = (read_volatile(&cache.ifindex), read_volatile(&cache.netns));
+            if read_volatile(&cache.dev) == dev {
+                return found;
+            }
         }
-        ((*cache).ifindex, (*cache).netns)
+        let ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+        let netns = dev_netns(dev);
+        write_volatile(&mut cache.dev, 0);
+        write_volatile(&mut cache.ifindex, ifindex);
+        write_volatile(&mut cache.netns, netns);
+        write_volatile(&mut cache.dev, dev);
+        (ifindex, netns)
+    }
+}
+
+/// `dev->name` into `name`: copied from this CPU's cache when it holds this device's, else
+/// read (and cached).
+#[inline(always)]
+fn device_name(dev: u64, name: &mut [u8; 16]) {
+    let address = (dev + setting!(kernel.dev_name) as u64) as *const u8;
+    let Some(cache) = DEVICE_CACHE.get_ptr_mut(0) else {
+        // SAFETY: a probe read (bad addresses fail, never fault) into our own buffer.
+        let _ = unsafe { bpf_probe_read_kernel_buf(address, name) };
+        return;
+    };
+    // SAFETY: this CPU's slot; as in `device`, a copy made while a nested run refilled the
+    // entry is thrown away (`name_of` no longer this device's) and the name read afresh.
+    unsafe {
+        let cache = &mut *cache;
+        if read_volatile(&cache.name_of) == dev {
+            *name = read_volatile(&cache.name);
+            if read_volatile(&cache.name_of) == dev {
+                return;
+            }
+        }
+        let _ = bpf_probe_read_kernel_buf(address, name);
+        write_volatile(&mut cache.name_of, 0);
+        write_volatile(&mut cache.name, *name);
+        write_volatile(&mut cache.name_of, dev);
     }
 }
 
@@ -454,8 +558,18 @@ fn tally_flow_matches(fields: &SkbFields) -> bool {
 fn count_site(key: &DropSiteKey) {
     if let Some(count) = DROP_SITES.get_ptr_mut(key) {
         // SAFETY: this CPU's slot from the lookup; only this program writes it.
-        unsafe { *count += 1 };
-    } else if DROP_SITES.insert(key, &1, 0).is_err() {
+        unsafe { (*count).drops += 1 };
+    } else if DROP_SITES
+        .insert(
+            key,
+            &SiteCount {
+                drops: 1,
+                ..SiteCount::default()
+            },
+            0,
+        )
+        .is_err()
+    {
         bump(COUNTER_DROP_SITE_TABLE_FULL);
         count_reason(key.reason);
     }

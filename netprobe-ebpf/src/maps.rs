@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netprobe_common::{
-    DropSiteKey, FlowKey, NonNetworkKey, RetransmitTotals, TraceConfig, COUNTER_SLOTS, MODE_COUNT,
+    DropSiteKey, FlowKey, NonNetworkKey, RetransmitTotals, SiteCount, TraceConfig, COUNTER_SLOTS,
+    MODE_COUNT,
 };
 
 /// Load-time settings: kernel layouts and filters. Overwritten by the agent before loading;
@@ -52,10 +53,11 @@ pub static DROP_REASONS: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entri
 pub static NON_NETWORK_DROPS: PerCpuHashMap<NonNetworkKey, u64> =
     PerCpuHashMap::with_max_entries(1024, 0);
 
-/// Count mode's drop table: exact drops per (reason, site, device, namespace), per CPU. The
-/// agent sizes it at load time (1 entry in stream mode, where nothing writes it).
+/// The drop table: exact drops per (reason, site, device, namespace), per CPU, and in stream
+/// mode each site's storm sampling state. The agent sizes it at load time.
 #[map]
-pub static DROP_SITES: PerCpuHashMap<DropSiteKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+pub static DROP_SITES: PerCpuHashMap<DropSiteKey, SiteCount> =
+    PerCpuHashMap::with_max_entries(4096, 0);
 
 /// Count mode: nothing is streamed, only counted (see `AggregateConfig`).
 #[inline(always)]
@@ -71,7 +73,13 @@ pub static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
 /// enough time has passed since the last wakeup (see `StreamConfig`).
 #[inline(always)]
 pub fn submit_flags(now_ns: u64) -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting!(stream.wakeup_bytes) as u64 {
+    submit_flags_for(EVENTS.query(BPF_RB_AVAIL_DATA as u64), now_ns)
+}
+
+/// [`submit_flags`] with the ring's unread bytes already queried (`unread`).
+#[inline(always)]
+pub fn submit_flags_for(unread: u64, now_ns: u64) -> u64 {
+    if unread >= setting!(stream.wakeup_bytes) as u64 {
         return BPF_RB_FORCE_WAKEUP as u64;
     }
     if let Some(last) = LAST_WAKEUP.get_ptr_mut(0) {

@@ -178,6 +178,11 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (a power of two ≥ 4096).
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub ring_size: u32,
+    /// Stream at most N drops per second from each drop site (reason, function, device,
+    /// namespace) on each CPU; the rest are counted exactly, and the stream says so ("storm:"
+    /// lines). Without it a site is sampled only while the reader is behind.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rate: Option<u32>,
     /// Flows and reasons shown in the text summary and in each finding.
     #[arg(long, default_value_t = 10)]
     pub top: usize,

@@ -8,7 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use netprobe_common::{
     decode::Event,
     vocab::{Direction, Layer, ReceiveClass, RetransmitKind, RetransmitOutcome, TcpState, Trigger},
-    DropEvent, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
+    DropEvent, DropSiteKey, EventKind, ReceiveEvent, RetransmitEvent, DROP_HAS_DEV, DROP_HAS_FLOW,
     DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, RX_HAD_OOO,
 };
 
@@ -240,6 +240,22 @@ impl EventModel {
             self.sites.insert((reason, location), site.clone());
         }
         site
+    }
+
+    /// The reason, direction and layer of the drops counted at a drop-site key, classified
+    /// as a drop event from that site would be.
+    pub fn classify_site_key(&mut self, key: &DropSiteKey) -> (Arc<str>, Direction, Layer) {
+        let site = self.site(key.reason, key.location);
+        let (direction, layer) = classify_at(
+            site.class,
+            DropContext {
+                location: &site.location,
+                skb_iif: key.skb_iif,
+                ifindex: (key.flags & DROP_HAS_DEV != 0).then_some(key.ifindex),
+                has_socket: key.flags & DROP_HAS_SOCK != 0,
+            },
+        );
+        (site.reason, direction, layer)
     }
 
     fn drop(&mut self, e: &DropEvent) -> Drop {

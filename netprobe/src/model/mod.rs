@@ -9,5 +9,6 @@ pub mod non_network;
 pub mod owners;
 pub mod retransmits;
 pub mod socket_limits;
+pub mod storms;
 pub mod tally;
 pub mod window;

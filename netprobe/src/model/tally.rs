@@ -102,6 +102,18 @@ impl DropTally {
         linked
     }
 
+    /// Counts drops the kernel counted at one site but did not stream (storm sampling): in
+    /// their group and namespace; their flows and CPUs are those of the site's streamed
+    /// sample, already counted.
+    pub fn add_counted_only(&mut self, key: DropKey, netns: u32, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let group = self.groups.entry(key).or_default();
+        group.count += count;
+        *group.netns.entry(netns).or_default() += count;
+    }
+
     /// Counts one classified drop.
     pub fn add(&mut self, drop: &Drop) {
         let key = DropKey {

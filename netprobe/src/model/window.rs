@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use netprobe_common::{
-    vocab::RetransmitKind, ReceiveTotals, COUNTER_DROP_LOST, COUNTER_DROP_SEEN,
-    COUNTER_FLOW_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
-    COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL,
-    COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    vocab::RetransmitKind, ReceiveTotals, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT,
+    COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL,
+    COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
+    COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
 };
 
 pub use super::retransmits::{
@@ -19,6 +19,7 @@ use super::{
     non_network::NonNetwork,
     owners::Owner,
     retransmits::retransmits,
+    storms::Sampling,
 };
 use crate::kernel::{
     btf::DropReasons,
@@ -127,6 +128,8 @@ pub struct KindAccounting {
     pub counted: u64,
     pub streamed: u64,
     pub lost: u64,
+    /// Counted but deliberately not streamed: drops of a site over its rate (storm sampling).
+    pub sampled_out: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +207,8 @@ pub struct Window {
     pub drops: Drops,
     /// Frees that are not network drops (unix-domain, netlink… skbs): apart from the drops.
     pub non_network: NonNetwork,
+    /// Drop sites whose storms were sampled: every drop counted, a sample streamed.
+    pub sampled: Sampling,
     pub events: EventAccounting,
     /// Program invocations the kernel skipped (`recursion_misses`), by program.
     pub kernel_skipped: BTreeMap<&'static str, u64>,
@@ -271,6 +276,12 @@ impl Window {
             },
             drops: drops(totals, inputs.reasons),
             non_network: NonNetwork::build(&totals.non_network, inputs.reasons, inputs.symbols),
+            sampled: Sampling::build(
+                &totals.sites,
+                &totals.sampled_out,
+                inputs.reasons,
+                inputs.symbols,
+            ),
             events: accounting(totals, inputs.streamed),
             cpus: cpu_work(totals, inputs.softnet),
             backlog: backlog(
@@ -373,6 +384,7 @@ fn accounting(totals: &KernelTotals, streamed: Streamed) -> EventAccounting {
         counted: totals.counter(seen),
         streamed,
         lost: totals.counter(lost),
+        sampled_out: 0,
     };
     EventAccounting {
         retransmit: kind(
@@ -380,7 +392,10 @@ fn accounting(totals: &KernelTotals, streamed: Streamed) -> EventAccounting {
             streamed.retransmits,
             COUNTER_RETRANSMIT_LOST,
         ),
-        drop: kind(COUNTER_DROP_SEEN, streamed.drops, COUNTER_DROP_LOST),
+        drop: KindAccounting {
+            sampled_out: totals.counter(COUNTER_DROP_SAMPLED_OUT),
+            ..kind(COUNTER_DROP_SEEN, streamed.drops, COUNTER_DROP_LOST)
+        },
         receive: kind(
             COUNTER_RECEIVE_SEEN,
             streamed.receives,

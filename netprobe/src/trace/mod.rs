@@ -5,6 +5,7 @@
 //! and the findings are views of the window's totals (`model::window`).
 
 pub mod output;
+pub mod storm;
 pub mod summary;
 
 use std::{
@@ -29,7 +30,7 @@ use crate::{
     model::{
         event::{EventModel, NetEvent},
         owners::OwnerCache,
-        tally::DropTally,
+        tally::{DropKey, DropTally},
         window::{SoftnetDeltas, Streamed, Window, WindowInputs},
     },
     report::{
@@ -39,6 +40,7 @@ use crate::{
     },
     trace::{
         output::{realtime_offset_ns, HooksJson, Renderer},
+        storm::{StormWatch, STORM_LOOK_INTERVAL},
         summary::SummaryJson,
     },
 };
@@ -91,6 +93,7 @@ struct Session<'a> {
     renderer: Renderer,
     owners: OwnerCache,
     tally: DropTally,
+    storms: StormWatch,
     streamed: Streamed,
     filtered: bool,
     started: Instant,
@@ -165,6 +168,7 @@ impl<'a> Session<'a> {
             without_receive_hook: args.without_receive_hook,
             function_hooks: args.function_hooks,
             counting_only: false,
+            max_rate: args.max_rate.unwrap_or(0),
         })?;
         // Parsed once for reasons, layouts and function hooks; not needed while tracing.
         drop(btf);
@@ -178,6 +182,7 @@ impl<'a> Session<'a> {
             renderer: Renderer::new(realtime_offset_ns()),
             owners: OwnerCache::new(),
             tally: DropTally::default(),
+            storms: StormWatch::new(args.max_rate),
             streamed: Streamed::default(),
             filtered: filter.flags != 0,
             started: Instant::now(),
@@ -233,6 +238,11 @@ impl<'a> Session<'a> {
         let every = report_every.unwrap_or(Duration::from_secs(3600));
         let mut bundle_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         bundle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut storm_tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + STORM_LOOK_INTERVAL,
+            STORM_LOOK_INTERVAL,
+        );
+        storm_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.output_closed {
             tokio::select! {
                 _ = sigint.recv() => break,
@@ -249,6 +259,12 @@ impl<'a> Session<'a> {
                         let so_far = self.bundle(&window, &now, false);
                         self.print_bundle(&so_far);
                     }
+                }
+                _ = storm_tick.tick() => {
+                    // What was streamed of the second first, then what was not.
+                    reader.drain(&mut batch);
+                    self.emit(&mut batch);
+                    self.say_storms()?;
                 }
                 _ = flush.tick() => {
                     reader.drain(&mut batch);
@@ -310,15 +326,32 @@ impl<'a> Session<'a> {
         Ok((window, now))
     }
 
+    /// The streamed drops' tally, with the drops storm sampling counted but did not stream
+    /// added to their groups: the findings' counts stay exact.
+    fn drops_in(&mut self, window: &Window) -> DropTally {
+        let mut drops = self.tally.clone();
+        for site in &window.sampled.sites {
+            let (reason, direction, layer) = self.model.classify_site_key(&site.key);
+            let key = DropKey {
+                direction,
+                layer,
+                reason,
+            };
+            drops.add_counted_only(key, site.key.netns, site.sampled_out);
+        }
+        drops
+    }
+
     /// The findings over the window so far: the counters from the baseline to `now`.
-    fn bundle(&self, window: &Window, now: &Snapshot, is_final: bool) -> FindingsJson {
+    fn bundle(&mut self, window: &Window, now: &Snapshot, is_final: bool) -> FindingsJson {
+        let drops = self.drops_in(window);
         let start = &self.counters_at_start;
         // Its socket section (from both snapshots' dumps) also names the listener that
         // connections of this namespace which never completed were sent to, when it is here.
         let report = report::between(start, now);
         findings::build(findings::Inputs {
             window,
-            drops: &self.tally,
+            drops: &drops,
             report,
             counters_before: &start.counters,
             counters_now: &now.counters,
@@ -353,6 +386,18 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The storm lines of the last second, in the stream.
+    fn say_storms(&mut self) -> Result<(), TraceError> {
+        let (reasons, symbols) = self.model.names();
+        let said = self.storms.look(&self.probe, reasons, symbols)?;
+        let json = self.args.json;
+        for line in said {
+            let line = if json { line.json } else { line.text };
+            self.write(|out| writeln!(out, "{line}"));
+        }
+        Ok(())
+    }
+
     /// Models, tallies and writes a batch of records.
     fn emit(&mut self, batch: &mut Vec<Event>) {
         for record in batch.drain(..) {
@@ -363,6 +408,11 @@ impl<'a> Session<'a> {
                 NetEvent::Drop(drop) => {
                     self.streamed.drops += 1;
                     self.tally.add(drop);
+                    if let Some(device) = &drop.device {
+                        if let Some(name) = device.name {
+                            self.storms.learn_device(drop.netns, device.ifindex, name);
+                        }
+                    }
                 }
             }
             if self.output_closed {

@@ -4,7 +4,7 @@
 use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap};
 use netprobe_common::{
     DropSiteKey, FlowKey, NapiKey, NapiTotals, NetRxTotals, NonNetworkKey, ReceiveTotals,
-    RetransmitTotals, COUNTER_NAMES, COUNTER_SLOTS,
+    RetransmitTotals, SiteCount, COUNTER_NAMES, COUNTER_SLOTS,
 };
 
 use super::{LoadError, Probe};
@@ -15,8 +15,11 @@ pub struct KernelTotals {
     /// `COUNTER_*` sums over CPUs.
     pub counters: Vec<(u32, &'static str, u64)>,
     pub flows: Vec<(FlowKey, RetransmitTotals)>,
-    /// (raw reason, count per CPU).
+    /// Every drop by (raw reason, count per CPU): the drop-site table's counts by reason, plus
+    /// the drops counted by reason alone.
     pub reasons: Vec<(u32, Vec<u64>)>,
+    /// The drops counted by reason alone (`DROP_REASONS`: their site did not fit the table).
+    pub reasons_only: Vec<(u32, Vec<u64>)>,
     /// NET_RX softirq totals, indexed by CPU (empty when the hooks are inactive).
     pub net_rx: Vec<NetRxTotals>,
     /// Per-flow receive-path totals (summed over CPUs).
@@ -25,8 +28,11 @@ pub struct KernelTotals {
     pub napi: Vec<(String, Vec<NapiTotals>)>,
     /// Frees that are not network drops, by (raw reason, location): summed over CPUs.
     pub non_network: Vec<(NonNetworkKey, u64)>,
-    /// Count mode's drops by site, per CPU (empty in stream mode).
+    /// Drops by site, per CPU.
     pub sites: Vec<(DropSiteKey, Vec<u64>)>,
+    /// Stream mode: drops counted but not streamed, their site being over its rate (storm
+    /// sampling), by site, summed over CPUs; sites with none are left out.
+    pub sampled_out: Vec<(DropSiteKey, u64)>,
 }
 
 impl KernelTotals {
@@ -37,6 +43,26 @@ impl KernelTotals {
             .map(|(_, _, v)| *v)
             .unwrap_or(0)
     }
+}
+
+/// Drops by reason and CPU: the sites' counts summed by reason, plus those counted by reason
+/// alone.
+fn reasons_with_sites(
+    reasons_only: &[(u32, Vec<u64>)],
+    sites: &[(DropSiteKey, Vec<u64>)],
+) -> Vec<(u32, Vec<u64>)> {
+    let mut by_reason: std::collections::BTreeMap<u32, Vec<u64>> =
+        reasons_only.iter().cloned().collect();
+    for (key, per_cpu) in sites {
+        let counts = by_reason.entry(key.reason).or_default();
+        if counts.len() < per_cpu.len() {
+            counts.resize(per_cpu.len(), 0);
+        }
+        for (total, count) in counts.iter_mut().zip(per_cpu) {
+            *total += count;
+        }
+    }
+    by_reason.into_iter().collect()
 }
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -54,15 +80,37 @@ impl Probe {
 
     /// Reads the exact totals from the kernel maps.
     pub fn kernel_totals(&self) -> Result<KernelTotals, LoadError> {
+        let (sites, sampled_out) = self.drop_sites()?;
+        let reasons_only = self.drop_reasons()?;
         Ok(KernelTotals {
             counters: self.counters()?,
             flows: self.retransmit_flows()?,
-            reasons: self.drop_reasons()?,
+            reasons: reasons_with_sites(&reasons_only, &sites),
+            reasons_only,
             receive_flows: self.receive_flows()?,
             net_rx: self.net_rx()?,
             napi: self.napi_polls()?,
             non_network: self.non_network_drops()?,
-            sites: self.drop_sites()?,
+            sites,
+            sampled_out,
+        })
+    }
+
+    /// The counters alone (one small per-CPU array): cheap enough to read every second.
+    pub fn counter_totals(&self) -> Result<KernelTotals, LoadError> {
+        Ok(KernelTotals {
+            counters: self.counters()?,
+            ..KernelTotals::default()
+        })
+    }
+
+    /// The drop-site table alone: drops and sampled-out drops by site.
+    pub fn site_totals(&self) -> Result<KernelTotals, LoadError> {
+        let (sites, sampled_out) = self.drop_sites()?;
+        Ok(KernelTotals {
+            sites,
+            sampled_out,
+            ..KernelTotals::default()
         })
     }
 
@@ -158,16 +206,23 @@ impl Probe {
         Ok(sites)
     }
 
-    fn drop_sites(&self) -> Result<Vec<(DropSiteKey, Vec<u64>)>, LoadError> {
-        let table: PerCpuHashMap<&MapData, DropSiteKey, u64> =
+    #[allow(clippy::type_complexity)]
+    fn drop_sites(
+        &self,
+    ) -> Result<(Vec<(DropSiteKey, Vec<u64>)>, Vec<(DropSiteKey, u64)>), LoadError> {
+        let table: PerCpuHashMap<&MapData, DropSiteKey, SiteCount> =
             PerCpuHashMap::try_from(self.required_map("DROP_SITES")?)
                 .map_err(map_error("DROP_SITES"))?;
-        let mut sites = Vec::new();
+        let (mut sites, mut sampled_out) = (Vec::new(), Vec::new());
         for entry in table.iter() {
             let (key, per_cpu) = entry.map_err(map_error("DROP_SITES"))?;
-            sites.push((key, per_cpu.iter().copied().collect()));
+            sites.push((key, per_cpu.iter().map(|c| c.drops).collect()));
+            let sampled: u64 = per_cpu.iter().map(|c| c.sampled_out).sum();
+            if sampled > 0 {
+                sampled_out.push((key, sampled));
+            }
         }
-        Ok(sites)
+        Ok((sites, sampled_out))
     }
 
     fn receive_flows(&self) -> Result<Vec<(FlowKey, ReceiveTotals)>, LoadError> {

@@ -64,7 +64,15 @@ pub struct LoadOptions<'a> {
     /// Count only (`netprobe monitor`): no event is streamed; drops are counted per site in
     /// `DROP_SITES` (see `AggregateConfig`). The ring is then its smallest.
     pub counting_only: bool,
+    /// Stream mode: at most this many drops streamed per drop site per second on each CPU
+    /// (`--max-rate`; 0: no limit). The rest are counted exactly, never streamed.
+    pub max_rate: u32,
 }
+
+/// Drops streamed per site per second on each CPU while the reader is behind (half the ring
+/// unread), with or without `--max-rate`: enough to see every site's flows, few enough that
+/// a storm of millions per second leaves the ring to the other events.
+pub const STORM_RATE: u32 = 100;
 
 /// A ring buffer's smallest size: one page.
 fn page_size() -> u32 {
@@ -73,7 +81,7 @@ fn page_size() -> u32 {
     u32::try_from(size).unwrap_or(4096).max(4096)
 }
 
-/// `DROP_SITES` entries in count mode: the kernel's drop sites (a few hundred reasons and
+/// `DROP_SITES` entries: the kernel's drop sites (a few hundred reasons and
 /// freeing functions) times the devices that drop; a site beyond it is still counted by
 /// reason (and the overflow said).
 pub const DROP_SITE_ENTRIES: u32 = 4096;
@@ -102,17 +110,16 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
     // relocations, and aya 0.14 has no constructor that does not; handing it ours with
     // `.btf()` would not spare that parse, so it keeps its own.
-    // Count mode streams nothing: the smallest ring. Stream mode writes no drop site: one
-    // entry, so that a trace does not reserve count mode's table.
-    let (ring_size, drop_sites) = if options.counting_only {
-        (page_size(), DROP_SITE_ENTRIES)
+    // Count mode streams nothing: the smallest ring.
+    let ring_size = if options.counting_only {
+        page_size()
     } else {
-        (options.ring_size, 1)
+        options.ring_size
     };
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", ring_size)
-        .map_max_entries("DROP_SITES", drop_sites)
+        .map_max_entries("DROP_SITES", DROP_SITE_ENTRIES)
         .load(BPF_OBJECT)
         .map_err(LoadError::Load)?;
 

@@ -12,7 +12,7 @@ use super::{
         HookSpec, HookStatus, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
         SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
-    LoadOptions, WAKEUP_INTERVAL,
+    LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
 };
 use crate::kernel::btf::{BtfError, KernelBtf};
 
@@ -36,6 +36,11 @@ pub(super) fn plan(options: &LoadOptions) -> Result<Planned, BtfError> {
     } else {
         MODE_STREAM
     };
+    config.aggregate.max_rate = options.max_rate;
+    // Half the ring unread: the reader is falling behind; from there on each site streams a
+    // sample, so that the ring never fills with one storm while the rest finds no room.
+    config.aggregate.storm_backlog_bytes = options.ring_size / 2;
+    config.aggregate.storm_rate = STORM_RATE;
     config.stream = StreamConfig {
         // A quarter of the ring pending: wake now, well before it can fill.
         wakeup_bytes: options.ring_size / 4,

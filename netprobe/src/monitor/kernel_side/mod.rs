@@ -86,6 +86,7 @@ impl KernelSide {
             without_receive_hook: !receive,
             function_hooks: FunctionHooks::Auto,
             counting_only: true,
+            max_rate: 0,
         })?;
         drop(btf);
         // Parsing BTF (ours and aya's) left tens of MB freed but still mapped: hand them back,
@@ -129,7 +130,7 @@ impl KernelSide {
         .sum();
         let mut sample = KernelSample {
             sites: totals.sites.into_iter().collect(),
-            reasons_only: totals.reasons.into_iter().collect(),
+            reasons_only: totals.reasons_only.into_iter().collect(),
             flows: totals.flows.into_iter().collect(),
             receive: totals.receive_flows.into_iter().collect(),
             net_rx: totals.net_rx,

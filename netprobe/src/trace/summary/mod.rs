@@ -2,6 +2,7 @@
 //! reached userspace, so that lost events are always counted and shown. Serde types built
 //! from `model::window`, never the model itself; `text` is the same window for people.
 
+mod sampled;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -36,6 +37,8 @@ pub struct SummaryJson<'a> {
     /// Frees that are not network drops (unix-domain, netlink… skbs): not in `drops`, not
     /// streamed, not in the findings; counted here so that nothing is hidden.
     pub non_network: NonNetworkSummary<'a>,
+    /// Drop sites whose storms were sampled (`--max-rate`, or the reader behind).
+    pub sampled: sampled::SampledSummary<'a>,
     pub events: EventAccounting,
     /// Events counted in the kernel that never reached the stream (ring buffer full).
     pub events_lost: u64,
@@ -338,12 +341,14 @@ pub struct EventAccounting {
     pub non_network_table_full: u64,
 }
 
-/// For one kind: `counted` (kernel, exact) = `streamed` + `lost`.
+/// For one kind: `counted` (kernel, exact) = `streamed` + `lost` + `sampled_out`.
 #[derive(Debug, Serialize, Default, PartialEq, Eq)]
 pub struct KindAccountingJson {
     pub counted: u64,
     pub streamed: u64,
     pub lost: u64,
+    /// Drops deliberately not streamed: their site was over its rate (storm sampling).
+    pub sampled_out: u64,
 }
 
 impl<'a> SummaryJson<'a> {
@@ -382,6 +387,7 @@ impl<'a> SummaryJson<'a> {
                 by_cpu: cpu_counts(&w.drops.by_cpu),
             },
             non_network: NonNetworkSummary::new(&w.non_network),
+            sampled: sampled::SampledSummary::new(&w.sampled),
             events: (&w.events).into(),
             events_lost: w.events.lost(),
             kernel_skipped: &w.kernel_skipped,
@@ -516,6 +522,7 @@ impl From<&window::EventAccounting> for EventAccounting {
             counted: k.counted,
             streamed: k.streamed,
             lost: k.lost,
+            sampled_out: k.sampled_out,
         };
         EventAccounting {
             retransmit: kind(&e.retransmit),

@@ -316,7 +316,8 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
         KindAccountingJson {
             counted: 12,
             streamed: 10,
-            lost: 2
+            lost: 2,
+            sampled_out: 0
         }
     );
     assert_eq!(s.events_lost, 3);

@@ -12,6 +12,7 @@ pub fn text(w: &Window, top: usize) -> String {
         received,
         drops,
         non_network,
+        sampled,
         cpus,
         backlog,
         accounting,
@@ -191,6 +192,11 @@ fn backlog(out: &mut String, w: &Window, _top: usize) {
                 .unwrap_or_default()
         );
     }
+}
+
+/// Storm sampling: the sites that streamed only a sample.
+fn sampled(out: &mut String, w: &Window, top: usize) {
+    super::sampled::text(out, &w.sampled, top);
 }
 
 /// What the stream lost, and what the kernel did not count.
