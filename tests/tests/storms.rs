@@ -40,7 +40,7 @@ fn storm_lines<'a>(out: &'a TraceOutput, state: &str) -> Vec<&'a Value> {
 fn max_rate_streams_a_sample_and_keeps_every_count_exact() {
     const DATAGRAMS: usize = 120_000;
     const RATE: u64 = 20;
-    let link = Link::new("stm", 60);
+    let link = Link::new("stm", 72);
     let tracer = Tracer::start(&["--netns", &link.b.name, "--port", "9", "--max-rate", "20"]);
     let no_ports_before = link.b.snmp("Udp", "NoPorts");
     let started = std::time::Instant::now();
@@ -121,7 +121,7 @@ fn max_rate_streams_a_sample_and_keeps_every_count_exact() {
 #[test]
 fn a_reader_behind_gets_a_sample_of_every_site_and_loses_nothing() {
     const DATAGRAMS: usize = 60_000;
-    let link = Link::new("stb", 61);
+    let link = Link::new("stb", 73);
     let refused = NftTable::input(&link.b, "np_storm", "udp dport 10 counter drop");
     let tracer = Tracer::start(&["--netns", &link.b.name]);
     let no_ports_before = link.b.snmp("Udp", "NoPorts");

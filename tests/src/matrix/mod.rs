@@ -8,6 +8,7 @@ mod monitor;
 pub mod scenarios;
 mod sockets;
 mod spurious;
+mod storm;
 
 /// The verifier's instruction limit, and the margin every program must keep below it.
 pub const VERIFIER_LIMIT: u64 = 1_000_000;
@@ -89,6 +90,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     sockets::check(&mut c, &results["udp_socket"]);
     spurious::check(&mut c, &results["spurious"]);
     monitor::check(&mut c, &results["monitor"]);
+    storm::check(&mut c, &results["storm"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",

@@ -41,6 +41,7 @@ pub fn run_all() -> Value {
     let (report_ok, report_err) = report();
     let udp_socket = super::sockets::overflowing_udp_socket();
     let monitor = super::monitor::monitored_udp_overflow();
+    let storm = super::storm::sampled_udp_storm();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
     let witnessed = witness.is_some();
@@ -78,6 +79,7 @@ pub fn run_all() -> Value {
         "report": { "ok": report_ok, "error": report_err },
         "udp_socket": udp_socket,
         "monitor": monitor,
+        "storm": storm,
         "reasons": {
             "ok": reasons_ok,
             "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),
