@@ -28,7 +28,7 @@ use netprobe_common::{
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{
     bump, counting_only, nest_in, nest_out, setting, submit_flags_for, DROP_REASONS, DROP_SITES,
-    EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
+    EVENTS, MAX_NESTING, NON_NETWORK_DROPS, SITE_COUNTS, SITE_SLOTS, SITE_SLOT_COUNT,
 };
 use crate::receive::RX_STASH;
 use core::ptr::{read_volatile, write_volatile};
@@ -553,26 +553,103 @@ fn tally_flow_matches(fields: &SkbFields) -> bool {
     flow_matches(&flow, header_flags & DROP_HAS_PORTS != 0)
 }
 
-/// Exact per-CPU count for this drop site; by reason alone when the table is full (and said).
+/// This CPU's last counted site and its slot (see `SITE_SLOTS`), and the next free slot.
+/// `generation` is odd while a run rewrites the entry: a nested run (a drop in a softirq that
+/// interrupted this program, before Linux 6.0) then neither uses nor changes it.
+#[repr(C)]
+pub struct LastSite {
+    key: DropSiteKey,
+    slot: u32,
+    generation: u32,
+    next_slot: u32,
+    _pad0: u32,
+}
+
+#[map]
+static LAST_SITE: PerCpuArray<LastSite> = PerCpuArray::with_max_entries(1, 0);
+
+/// Exact per-CPU count for this drop site; by reason alone when no slot is left (and said).
 #[inline(always)]
 fn count_site(key: &DropSiteKey) {
-    if let Some(count) = DROP_SITES.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot from the lookup; only this program writes it.
-        unsafe { (*count).drops += 1 };
-    } else if DROP_SITES
-        .insert(
-            key,
-            &SiteCount {
-                drops: 1,
-                ..SiteCount::default()
-            },
-            0,
-        )
-        .is_err()
-    {
-        bump(COUNTER_DROP_SITE_TABLE_FULL);
-        count_reason(key.reason);
+    let Some(last) = LAST_SITE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's entry. Every access is volatile and ordered by `generation`: a
+    // nested run completes before this one resumes, so an unchanged even generation around
+    // the reads means the slot read belongs to the key compared.
+    unsafe {
+        let last = &mut *last;
+        let generation = read_volatile(&last.generation);
+        if generation & 1 == 0 && same_site(&last.key, key) {
+            let slot = read_volatile(&last.slot);
+            if read_volatile(&last.generation) == generation {
+                bump_slot(slot);
+                return;
+            }
+        }
+        if generation & 1 != 0 {
+            // Nested inside a rewrite of the entry: counted apart, never wrong.
+            bump(COUNTER_DROP_SITE_TABLE_FULL);
+            count_reason(key.reason);
+            return;
+        }
+        write_volatile(&mut last.generation, generation + 1);
+        let slot = site_slot(last, key);
+        if let Some(slot) = slot {
+            write_volatile(&mut last.key, *key);
+            write_volatile(&mut last.slot, slot);
+        }
+        write_volatile(&mut last.generation, generation + 2);
+        match slot {
+            Some(slot) => bump_slot(slot),
+            None => {
+                bump(COUNTER_DROP_SITE_TABLE_FULL);
+                count_reason(key.reason);
+            }
+        }
     }
+}
+
+/// The slot of `key` on this CPU, given one if it has none; `None` when all are taken.
+#[inline(always)]
+fn site_slot(last: &mut LastSite, key: &DropSiteKey) -> Option<u32> {
+    if let Some(slot) = SITE_SLOTS.get_ptr(key) {
+        // SAFETY: this CPU's value from the lookup.
+        let stored = unsafe { *slot };
+        // 0: the entry exists for another CPU only.
+        if stored != 0 {
+            return Some(stored - 1);
+        }
+    }
+    // SAFETY: this CPU's entry, marked odd by the caller: no nested run touches it.
+    let next = unsafe { read_volatile(&last.next_slot) };
+    if next >= SITE_SLOT_COUNT {
+        return None;
+    }
+    // The entry may exist for other CPUs: this updates (or creates) this CPU's value only.
+    SITE_SLOTS.insert(key, &(next + 1), 0).ok()?;
+    // SAFETY: as above.
+    unsafe { write_volatile(&mut last.next_slot, next + 1) };
+    Some(next)
+}
+
+#[inline(always)]
+fn bump_slot(slot: u32) {
+    if let Some(count) = SITE_COUNTS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; one writer (see `count_site`).
+        unsafe { *count += 1 };
+    }
+}
+
+/// Two site keys alike (the padding is always zero).
+#[inline(always)]
+fn same_site(a: &DropSiteKey, b: &DropSiteKey) -> bool {
+    a.reason == b.reason
+        && a.netns == b.netns
+        && a.location == b.location
+        && a.ifindex == b.ifindex
+        && a.skb_iif == b.skb_iif
+        && a.flags == b.flags
 }
 
 /// Exact per-CPU count for this reason.

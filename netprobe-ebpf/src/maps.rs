@@ -59,6 +59,22 @@ pub static NON_NETWORK_DROPS: PerCpuHashMap<NonNetworkKey, u64> =
 pub static DROP_SITES: PerCpuHashMap<DropSiteKey, SiteCount> =
     PerCpuHashMap::with_max_entries(4096, 0);
 
+/// Count mode's drop table, in two parts so that a storm's drops cost no hash lookup: each
+/// CPU gives a site a slot of its own on first sight (`SITE_SLOTS`: key → slot + 1, per CPU;
+/// 0 on the CPUs that never saw it), and counts it in that slot of `SITE_COUNTS`. The slot of
+/// the site this CPU counted last is cached (`LAST_SITE`), so a drop at the same site as the
+/// previous one is one key compare and one increment. Slots never move: the agent reads the
+/// exact count of every (site, CPU) at any time.
+#[map]
+pub static SITE_SLOTS: PerCpuHashMap<DropSiteKey, u32> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Count mode's per-CPU counts, by slot (see `SITE_SLOTS`).
+#[map]
+pub static SITE_COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SITE_SLOT_COUNT, 0);
+
+/// Slots per CPU: as many as `SITE_SLOTS` has entries.
+pub const SITE_SLOT_COUNT: u32 = 4096;
+
 /// Count mode: nothing is streamed, only counted (see `AggregateConfig`).
 #[inline(always)]
 pub fn counting_only() -> bool {

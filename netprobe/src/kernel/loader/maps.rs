@@ -206,6 +206,8 @@ impl Probe {
         Ok(sites)
     }
 
+    /// Drops by site per CPU, and the sampled-out drops by site: from `DROP_SITES` in stream
+    /// mode, from `SITE_SLOTS` and `SITE_COUNTS` in count mode (the other is empty).
     #[allow(clippy::type_complexity)]
     fn drop_sites(
         &self,
@@ -222,7 +224,45 @@ impl Probe {
                 sampled_out.push((key, sampled));
             }
         }
+        sites.extend(self.slotted_sites()?);
         Ok((sites, sampled_out))
+    }
+
+    /// Count mode's sites: each CPU's slot of each site (`SITE_SLOTS`, slot + 1, 0 where the
+    /// CPU never saw the site), read in that CPU's column of `SITE_COUNTS`.
+    fn slotted_sites(&self) -> Result<Vec<(DropSiteKey, Vec<u64>)>, LoadError> {
+        let slots_map: PerCpuHashMap<&MapData, DropSiteKey, u32> =
+            PerCpuHashMap::try_from(self.required_map("SITE_SLOTS")?)
+                .map_err(map_error("SITE_SLOTS"))?;
+        let mut slotted = Vec::new();
+        for entry in slots_map.iter() {
+            let (key, per_cpu) = entry.map_err(map_error("SITE_SLOTS"))?;
+            slotted.push((key, per_cpu.iter().copied().collect::<Vec<u32>>()));
+        }
+        if slotted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counts_map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.required_map("SITE_COUNTS")?)
+                .map_err(map_error("SITE_COUNTS"))?;
+        // One read per slot in use: all CPUs' counts of that slot number.
+        let mut columns: std::collections::HashMap<u32, Vec<u64>> = Default::default();
+        let mut sites = Vec::with_capacity(slotted.len());
+        for (key, slots) in slotted {
+            let mut counts = vec![0; slots.len()];
+            for (cpu, stored) in slots.iter().enumerate() {
+                let Some(slot) = stored.checked_sub(1) else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(e) = columns.entry(slot) {
+                    let per_cpu = counts_map.get(&slot, 0).map_err(map_error("SITE_COUNTS"))?;
+                    e.insert(per_cpu.iter().copied().collect());
+                }
+                counts[cpu] = columns[&slot].get(cpu).copied().unwrap_or(0);
+            }
+            sites.push((key, counts));
+        }
+        Ok(sites)
     }
 
     fn receive_flows(&self) -> Result<Vec<(FlowKey, ReceiveTotals)>, LoadError> {

@@ -110,16 +110,20 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
     // relocations, and aya 0.14 has no constructor that does not; handing it ours with
     // `.btf()` would not spare that parse, so it keeps its own.
-    // Count mode streams nothing: the smallest ring.
-    let ring_size = if options.counting_only {
-        page_size()
+    // Count mode streams nothing (the smallest ring) and counts sites in slots; stream mode
+    // counts them in DROP_SITES, beside their sampling state. Each leaves the other's
+    // tables at one entry.
+    let (ring_size, drop_sites, site_slots) = if options.counting_only {
+        (page_size(), 1, DROP_SITE_ENTRIES)
     } else {
-        options.ring_size
+        (options.ring_size, DROP_SITE_ENTRIES, 1)
     };
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", ring_size)
-        .map_max_entries("DROP_SITES", DROP_SITE_ENTRIES)
+        .map_max_entries("DROP_SITES", drop_sites)
+        .map_max_entries("SITE_SLOTS", site_slots)
+        .map_max_entries("SITE_COUNTS", site_slots)
         .load(BPF_OBJECT)
         .map_err(LoadError::Load)?;
 
