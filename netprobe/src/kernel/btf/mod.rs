@@ -16,7 +16,7 @@ pub use reasons::{DropReasons, UNRECORDED};
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
 };
 
 use raw::{
@@ -56,9 +56,13 @@ pub struct KernelBtf {
     btf: RawBtf,
     path: PathBuf,
     /// aya's form (fentry/fexit programs load against it), parsed from the same bytes on first
-    /// use.
+    /// use, or taken from the thread that parsed it during start-up.
     aya: OnceLock<Result<aya::Btf, String>>,
+    aya_parsing: Mutex<Option<AyaParsing>>,
 }
+
+/// A thread parsing aya's form of the same BTF; `None` if it was not asked to.
+pub type AyaParsing = std::thread::JoinHandle<Option<Result<aya::Btf, String>>>;
 
 impl KernelBtf {
     /// Loads BTF from `path` (normally [`VMLINUX_BTF`]).
@@ -89,6 +93,7 @@ impl KernelBtf {
             btf,
             path: path.to_path_buf(),
             aya: OnceLock::new(),
+            aya_parsing: Mutex::new(None),
         })
     }
 
@@ -98,11 +103,24 @@ impl KernelBtf {
     pub fn aya(&self) -> Result<&aya::Btf, String> {
         self.aya
             .get_or_init(|| {
+                let parsing = self.aya_parsing.lock().ok().and_then(|mut p| p.take());
+                // A thread that failed (or made none) is not trusted: parse here, as before.
+                if let Some(Ok(Some(Ok(parsed)))) = parsing.map(|thread| thread.join()) {
+                    return Ok(parsed);
+                }
                 aya::Btf::parse(self.btf.bytes(), aya::Endianness::default())
                     .map_err(|e| format!("kernel BTF: {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// aya's form is being parsed on `thread` (from this BTF's file): [`Self::aya`] waits for
+    /// it instead of parsing it again.
+    pub fn provide_aya(&self, thread: AyaParsing) {
+        if let Ok(mut parsing) = self.aya_parsing.lock() {
+            *parsing = Some(thread);
+        }
     }
 
     pub fn path(&self) -> &Path {
