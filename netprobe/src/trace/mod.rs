@@ -4,6 +4,7 @@
 //! (`model::event`), tallied (`model::tally`) and written as a line (`output`). The summary
 //! and the findings are views of the window's totals (`model::window`).
 
+mod ndjson;
 pub mod output;
 pub mod summary;
 
