@@ -84,6 +84,12 @@ fn measure(
     let ns = start.elapsed().as_nanos() as f64 / ITERATIONS as f64;
     let allocations =
         (ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as f64 / ITERATIONS as f64;
+    // The NDJSON path's promise: nothing allocated per event once warm (the renderer's line
+    // buffer, the model's drop sites and the output buffer are reused).
+    assert!(
+        !json || allocations == 0.0,
+        "{name}: {allocations} allocations per event in steady state"
+    );
     let decode_start = Instant::now();
     for _ in 0..ITERATIONS {
         black_box(Event::try_from(black_box(record)).unwrap());

@@ -23,7 +23,9 @@ use serde_json::Value;
 use crate::{run, workspace_root};
 
 mod monitor;
+mod startup;
 pub use monitor::monitor_beside_script;
+pub use startup::startup;
 
 const PORT: u16 = 5001;
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -457,6 +459,9 @@ pub fn run_all() -> Result<()> {
             "userspace",
         ]),
     )?;
+
+    println!("\n== start-up: exec to the hooks line (goal: under 150 ms) ==");
+    startup()?;
 
     println!("\n== report: one full sample vs the shell tools ==");
     run(

@@ -49,6 +49,10 @@ enum Task {
         /// Only the kernel ns per event (trace, monitor's count mode, bpftrace) and the storm.
         #[arg(long, conflicts_with_all = ["throughput_only", "monitor_only"])]
         kernel_only: bool,
+        /// Only `netprobe trace`'s start-up to its hooks line (median of runs; beside the
+        /// binary at $NETPROBE_STARTUP_BASELINE, alternated, when set).
+        #[arg(long, conflicts_with_all = ["throughput_only", "monitor_only", "kernel_only"])]
+        startup_only: bool,
     },
     /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
     /// crate included.
@@ -155,9 +159,12 @@ fn main() -> Result<()> {
             throughput_only,
             monitor_only,
             kernel_only,
+            startup_only,
         } => {
             build()?;
-            if throughput_only {
+            if startup_only {
+                bench::startup()
+            } else if throughput_only {
                 bench::throughput_with_and_without()
             } else if monitor_only {
                 bench::monitor_beside_script()

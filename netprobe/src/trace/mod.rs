@@ -4,6 +4,7 @@
 //! (`model::event`), tallied (`model::tally`) and written as a line (`output`). The summary
 //! and the findings are views of the window's totals (`model::window`).
 
+mod ndjson;
 pub mod output;
 pub mod storm;
 pub mod summary;
@@ -146,6 +147,8 @@ pub async fn run(args: &TraceArgs, btf_path: &Path) -> Result<(), TraceError> {
 
 impl<'a> Session<'a> {
     fn start(args: &'a TraceArgs, btf_path: &Path) -> Result<Self, TraceError> {
+        // aya's own BTF parse starts now, on the second core, beside ours and the planning.
+        let preload = loader::Preload::start(btf_path, args.function_hooks);
         let btf = KernelBtf::load(btf_path)?;
         let reasons = DropReasons::from_btf(&btf)?;
         let filter = FilterSpec {
@@ -155,21 +158,26 @@ impl<'a> Session<'a> {
             reason: args.reason.clone(),
         }
         .resolve(&reasons)?;
-        // Read beside the loading, not before the hooks line: nothing needs a symbol until
-        // the first drop is named. Without kallsyms, locations print as hex addresses.
-        let symbols = SymbolsLoading::start(Path::new("/proc/kallsyms"));
         // Before attaching: every NET_RX run the hooks see then began after this read.
         let net_rx_before_attach = sample::net_rx_runs();
-        let probe = loader::load(&LoadOptions {
-            btf: &btf,
-            filter,
-            ring_size: args.ring_size,
-            without_cpu_hooks: args.without_cpu_hooks,
-            without_receive_hook: args.without_receive_hook,
-            function_hooks: args.function_hooks,
-            counting_only: false,
-            max_rate: args.max_rate.unwrap_or(0),
-        })?;
+        let probe = loader::load_preloaded(
+            &LoadOptions {
+                btf: &btf,
+                filter,
+                ring_size: args.ring_size,
+                without_cpu_hooks: args.without_cpu_hooks,
+                without_receive_hook: args.without_receive_hook,
+                function_hooks: args.function_hooks,
+                counting_only: false,
+                max_rate: args.max_rate.unwrap_or(0),
+            },
+            preload,
+        )?;
+        // Read beside the counters' baseline, not before the hooks line: nothing needs a
+        // symbol until the first drop is named (events wait in the ring until then). Not
+        // during loading either: both cores are busy with it (see `Preload`, and programs
+        // are verified two at a time).
+        let symbols = SymbolsLoading::start(Path::new("/proc/kallsyms"));
         // Parsed once for reasons, layouts and function hooks; not needed while tracing.
         drop(btf);
         // Read before the hooks line tells anyone the trace is running, so both sides cover

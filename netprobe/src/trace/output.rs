@@ -11,6 +11,7 @@ use std::{
 use netprobe_common::vocab::{ip_proto, RetransmitOutcome, TcpState};
 use serde::Serialize;
 
+use super::ndjson;
 use crate::{
     kernel::loader::HookStatus,
     model::{
@@ -283,6 +284,8 @@ pub struct Renderer {
     pub realtime_offset_ns: i128,
     /// The last second rendered as `HH:MM:SS` local time.
     last_second: RefCell<(i64, String)>,
+    /// The NDJSON line being built, kept for the next one.
+    line: RefCell<Vec<u8>>,
 }
 
 impl Renderer {
@@ -290,6 +293,7 @@ impl Renderer {
         Self {
             realtime_offset_ns,
             last_second: RefCell::new((0, String::new())),
+            line: RefCell::new(Vec::with_capacity(512)),
         }
     }
 
@@ -302,24 +306,23 @@ impl Renderer {
         String::from_utf8(line).expect("serde_json writes UTF-8")
     }
 
-    /// The event's NDJSON line, newline included, written straight to `out`: no line is built
-    /// in memory, and addresses and names are written from where they are (no allocation per
-    /// event in the common case).
+    /// The event's NDJSON line, newline included, built in the renderer's own buffer (no
+    /// allocation once it has grown to a line's size) and written to `out` in one call.
     pub fn write_json(
         &self,
         out: &mut impl Write,
         event: &NetEvent,
         owner: Option<&Owner>,
     ) -> io::Result<()> {
+        let mut line = self.line.borrow_mut();
         match event {
             NetEvent::Retransmit(e) => {
-                serde_json::to_writer(&mut *out, &RetransmitJson::new(e, owner))
+                ndjson::retransmit(&mut line, &RetransmitJson::new(e, owner))
             }
-            NetEvent::Drop(e) => serde_json::to_writer(&mut *out, &DropJson::new(e, owner)),
-            NetEvent::Receive(e) => serde_json::to_writer(&mut *out, &ReceiveJson::new(e, owner)),
+            NetEvent::Drop(e) => ndjson::drop(&mut line, &DropJson::new(e, owner)),
+            NetEvent::Receive(e) => ndjson::receive(&mut line, &ReceiveJson::new(e, owner)),
         }
-        .map_err(io::Error::from)?;
-        out.write_all(b"\n")
+        ndjson::flush_line(out, &mut line)
     }
 
     pub fn text_line(&self, event: &NetEvent, owner: Option<&Owner>) -> String {

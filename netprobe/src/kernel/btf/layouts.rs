@@ -2,7 +2,6 @@
 //! (through anonymous members and typedefs), one-byte bitfields, and the two layouts handed to
 //! the programs.
 
-use btf_rs::BtfType;
 use netprobe_common::{KernelLayout, ReceiveLayout, SockFlowLayout, OFFSET_ABSENT};
 
 use super::{BtfError, KernelBtf};
@@ -10,7 +9,7 @@ use super::{BtfError, KernelBtf};
 impl KernelBtf {
     /// Finds `name` among the members of `s`, looking inside anonymous structs and unions.
     /// Returns (bit offset, member type id).
-    fn find_member(&self, s: &btf_rs::Struct, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+    fn find_member(&self, s: u32, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
         match self.find_member_bits(s, name)? {
             Some((_, _, Some(width))) if width != 0 => Err(BtfError::Unaligned(name.to_string())),
             Some((bits, id, _)) => Ok(Some((bits, id))),
@@ -21,23 +20,19 @@ impl KernelBtf {
     /// Like `find_member`, also for bitfields: (bit offset, type id, bitfield width).
     fn find_member_bits(
         &self,
-        s: &btf_rs::Struct,
+        s: u32,
         name: &str,
     ) -> Result<Option<(u32, u32, Option<u32>)>, BtfError> {
-        for member in &s.members {
-            let member_name = self.btf.resolve_name(member).unwrap_or_default();
-            let type_id = member.get_type_id().unwrap_or(0);
+        let aggregate = self.btf.type_by_id(s)?;
+        for (name_off, type_id, bit_offset, width) in aggregate.members() {
+            let member_name = self.btf.name(name_off);
             if member_name == name {
-                return Ok(Some((
-                    member.bit_offset(),
-                    type_id,
-                    member.bitfield_size().filter(|w| *w != 0),
-                )));
+                return Ok(Some((bit_offset, type_id, Some(width).filter(|w| *w != 0))));
             }
             if member_name.is_empty() {
                 if let Some(inner) = self.aggregate_of(type_id)? {
-                    if let Some((bits, id, width)) = self.find_member_bits(&inner, name)? {
-                        return Ok(Some((member.bit_offset() + bits, id, width)));
+                    if let Some((bits, id, width)) = self.find_member_bits(inner, name)? {
+                        return Ok(Some((bit_offset + bits, id, width)));
                     }
                 }
             }
@@ -50,7 +45,7 @@ impl KernelBtf {
     pub fn small_field_of(&self, strukt: &str, name: &str) -> Result<(u32, u32, u32), BtfError> {
         let s = self.struct_named(strukt)?;
         let (bits, _, width) =
-            self.find_member_bits(&s, name)?
+            self.find_member_bits(s, name)?
                 .ok_or_else(|| BtfError::NoMember {
                     strukt: strukt.to_string(),
                     member: name.to_string(),
@@ -70,7 +65,7 @@ impl KernelBtf {
         let parts: Vec<&str> = path.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
             let (offset, type_id) =
-                self.find_member(&current, part)?
+                self.find_member(current, part)?
                     .ok_or_else(|| BtfError::NoMember {
                         strukt: strukt.to_string(),
                         member: parts[..=i].join("."),

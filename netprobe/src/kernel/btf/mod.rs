@@ -6,6 +6,7 @@
 //! names drop reasons.
 
 mod layouts;
+mod raw;
 mod reasons;
 #[cfg(test)]
 pub(crate) mod test_btf;
@@ -15,11 +16,13 @@ pub use reasons::{DropReasons, UNRECORDED};
 use std::{
     fs,
     path::{Path, PathBuf},
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
 };
 
-use btf_rs::{Btf, BtfType, Type};
-use fallible_iterator::FallibleIterator;
+use raw::{
+    RawBtf, KIND_CONST, KIND_ENUM, KIND_ENUM64, KIND_FUNC_PROTO, KIND_PTR, KIND_RESTRICT,
+    KIND_STRUCT, KIND_TYPEDEF, KIND_TYPE_TAG, KIND_UNION, KIND_VOLATILE,
+};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -39,20 +42,27 @@ pub enum BtfError {
     Other(String),
 }
 
-fn other(e: impl std::fmt::Display) -> BtfError {
-    BtfError::Other(e.to_string())
+/// Qualifiers (and typedefs, where `follow_typedefs`) between a use of a type and the type.
+fn is_qualifier(kind: u32) -> bool {
+    matches!(
+        kind,
+        KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPE_TAG
+    )
 }
 
-/// The kernel's type information, read and parsed once per run and handed to whatever needs
-/// it: parsing vmlinux BTF is the largest part of netprobe's start-up.
+/// The kernel's type information, read and indexed once per run and handed to whatever needs
+/// it (see `raw` for why it is read in place).
 pub struct KernelBtf {
-    btf: Btf,
+    btf: RawBtf,
     path: PathBuf,
-    /// The file as read, for aya's own form of it.
-    raw: Vec<u8>,
-    /// aya's form (fentry/fexit programs load against it), parsed from `raw` on first use.
+    /// aya's form (fentry/fexit programs load against it), parsed from the same bytes on first
+    /// use, or taken from the thread that parsed it during start-up.
     aya: OnceLock<Result<aya::Btf, String>>,
+    aya_parsing: Mutex<Option<AyaParsing>>,
 }
+
+/// A thread parsing aya's form of the same BTF; `None` if it was not asked to.
+pub type AyaParsing = std::thread::JoinHandle<Option<Result<aya::Btf, String>>>;
 
 impl KernelBtf {
     /// Loads BTF from `path` (normally [`VMLINUX_BTF`]).
@@ -75,17 +85,15 @@ impl KernelBtf {
     }
 
     fn parse(raw: Vec<u8>, path: &Path) -> Result<Self, BtfError> {
-        // From the bytes rather than the file: one read serves both parsers, and btf-rs reads
-        // a file through small buffered reads, slower than parsing the bytes in memory.
-        let btf = Btf::from_bytes(&raw).map_err(|e| BtfError::Parse {
+        let btf = RawBtf::parse(raw).map_err(|e| BtfError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Ok(Self {
             btf,
             path: path.to_path_buf(),
-            raw,
             aya: OnceLock::new(),
+            aya_parsing: Mutex::new(None),
         })
     }
 
@@ -95,45 +103,48 @@ impl KernelBtf {
     pub fn aya(&self) -> Result<&aya::Btf, String> {
         self.aya
             .get_or_init(|| {
-                aya::Btf::parse(&self.raw, aya::Endianness::default())
+                let parsing = self.aya_parsing.lock().ok().and_then(|mut p| p.take());
+                // A thread that failed (or made none) is not trusted: parse here, as before.
+                if let Some(Ok(Some(Ok(parsed)))) = parsing.map(|thread| thread.join()) {
+                    return Ok(parsed);
+                }
+                aya::Btf::parse(self.btf.bytes(), aya::Endianness::default())
                     .map_err(|e| format!("kernel BTF: {e}"))
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 
+    /// aya's form is being parsed on `thread` (from this BTF's file): [`Self::aya`] waits for
+    /// it instead of parsing it again.
+    pub fn provide_aya(&self, thread: AyaParsing) {
+        if let Ok(mut parsing) = self.aya_parsing.lock() {
+            *parsing = Some(thread);
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn struct_named(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| BtfError::NoStruct(name.to_string()))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) => Some(s),
-                _ => None,
-            })
+    /// The id of the first struct called `name`.
+    fn struct_named(&self, name: &str) -> Result<u32, BtfError> {
+        self.btf
+            .named(name)
+            .find(|id| self.btf.get(*id).is_some_and(|t| t.kind == KIND_STRUCT))
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
 
     /// Follows typedefs and qualifiers to a struct or union, if the type is one.
-    fn aggregate_of(&self, type_id: u32) -> Result<Option<btf_rs::Struct>, BtfError> {
-        let mut ty = self.btf.resolve_type_by_id(type_id).map_err(other)?;
+    fn aggregate_of(&self, type_id: u32) -> Result<Option<u32>, BtfError> {
+        let mut id = type_id;
         loop {
-            match ty {
-                Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
-                Type::Typedef(_)
-                | Type::Const(_)
-                | Type::Volatile(_)
-                | Type::Restrict(_)
-                | Type::TypeTag(_) => {
-                    let inner = ty.as_btf_type().expect("qualifier is a BTF type");
-                    ty = self.btf.resolve_chained_type(inner).map_err(other)?;
-                }
+            let Some(ty) = self.btf.get(id) else {
+                return Ok(None);
+            };
+            match ty.kind {
+                KIND_STRUCT | KIND_UNION => return Ok(Some(id)),
+                k if k == KIND_TYPEDEF || is_qualifier(k) => id = ty.size_or_type,
                 _ => return Ok(None),
             }
         }
@@ -144,135 +155,110 @@ impl KernelBtf {
     /// private data): each named by what it points to (`struct sock`) or its own type name.
     pub fn raw_tracepoint_args(&self, tracepoint: &str) -> Result<Vec<String>, BtfError> {
         let typedef = format!("btf_trace_{tracepoint}");
-        let types = self.btf.resolve_types_by_name(&typedef).map_err(|_| {
-            BtfError::Other(format!(
+        let mut found = self.btf.named(&typedef).peekable();
+        if found.peek().is_none() {
+            return Err(BtfError::Other(format!(
                 "no {typedef} (tracepoint {tracepoint} is not in this kernel)"
-            ))
-        })?;
-        let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_)))
+            )));
+        }
+        let Some(td) = found
+            .filter_map(|id| self.btf.get(id))
+            .find(|t| t.kind == KIND_TYPEDEF)
         else {
             return Err(BtfError::Other(format!("{typedef} is not a typedef")));
         };
-        let mut ty = self.btf.resolve_chained_type(&td).map_err(other)?;
-        if let Type::Ptr(p) = &ty {
-            ty = self.btf.resolve_chained_type(p).map_err(other)?;
+        let mut ty = self.btf.type_by_id(td.size_or_type)?;
+        if ty.kind == KIND_PTR {
+            ty = self.btf.type_by_id(ty.size_or_type)?;
         }
-        let Type::FuncProto(proto) = ty else {
+        if ty.kind != KIND_FUNC_PROTO {
             return Err(BtfError::Other(format!(
                 "{typedef} is not a function pointer"
             )));
-        };
-        proto
-            .parameters
-            .iter()
+        }
+        ty.parameters()
             .skip(1)
-            .map(|param| self.type_label(param.get_type_id().unwrap_or(0)))
+            .map(|param| self.type_label(param))
             .collect()
     }
 
     /// `struct sock *` → `sock`; other types by name, qualifiers dropped.
     fn type_label(&self, type_id: u32) -> Result<String, BtfError> {
-        let mut ty = self.btf.resolve_type_by_id(type_id).map_err(other)?;
+        let mut id = type_id;
         loop {
-            match ty {
-                Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
-                    let inner = ty.as_btf_type().expect("qualifier is a BTF type");
-                    ty = self.btf.resolve_chained_type(inner).map_err(other)?;
-                }
-                Type::Ptr(p) => {
-                    let mut target = self.btf.resolve_chained_type(&p).map_err(other)?;
-                    while let Type::Const(_) | Type::Volatile(_) = target {
-                        let inner = target.as_btf_type().expect("qualifier is a BTF type");
-                        target = self.btf.resolve_chained_type(inner).map_err(other)?;
-                    }
-                    return Ok(match target.as_btf_type() {
-                        Some(t) => self.btf.resolve_name(t).unwrap_or_default(),
-                        None => "void".to_string(),
-                    });
-                }
-                _ => {
-                    return Ok(ty
-                        .as_btf_type()
-                        .and_then(|t| self.btf.resolve_name(t).ok())
-                        .unwrap_or_default())
-                }
+            // Void: a `void *` is labelled "void", a bare void (never an argument) "".
+            let Some(ty) = self.btf.get(id) else {
+                return Ok(String::new());
+            };
+            if is_qualifier(ty.kind) {
+                id = ty.size_or_type;
+                continue;
             }
+            if ty.kind != KIND_PTR {
+                return Ok(self.btf.name(ty.name_off).to_string());
+            }
+            let mut target = ty.size_or_type;
+            while let Some(t) = self
+                .btf
+                .get(target)
+                .filter(|t| matches!(t.kind, KIND_CONST | KIND_VOLATILE))
+            {
+                target = t.size_or_type;
+            }
+            return Ok(match self.btf.get(target) {
+                Some(t) => self.btf.name(t.name_off).to_string(),
+                None => "void".to_string(),
+            });
         }
     }
 
     /// Members of the enum `name` as (name, value), whether it is an ENUM or ENUM64.
     pub fn enum_members(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
-        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
-        for ty in types {
-            let members = match &ty {
-                Type::Enum(e) => e
-                    .members
-                    .iter()
-                    .map(|m| Ok((self.btf.resolve_name(m).map_err(other)?, m.val() as u64)))
-                    .collect::<Result<Vec<_>, BtfError>>()?,
-                Type::Enum64(e) => e
-                    .members
-                    .iter()
-                    .map(|m| Ok((self.btf.resolve_name(m).map_err(other)?, m.val())))
-                    .collect::<Result<Vec<_>, BtfError>>()?,
-                _ => continue,
-            };
-            return Ok(members);
+        let found = self
+            .btf
+            .named(name)
+            .filter_map(|id| self.btf.get(id))
+            .find(|t| matches!(t.kind, KIND_ENUM | KIND_ENUM64));
+        match found {
+            Some(ty) => Ok(ty
+                .enumerators()
+                .map(|(off, value)| (self.btf.name(off).to_string(), value))
+                .collect()),
+            None => Err(BtfError::Other(format!("no enum {name}"))),
         }
-        Err(BtfError::Other(format!("no enum {name}")))
     }
 
     /// The value of an enumerator by name, in any enum (named or anonymous), e.g.
     /// `NET_RX_SOFTIRQ`.
     pub fn enumerator(&self, name: &str) -> Option<u64> {
-        let mut types = self.btf.type_iter();
-        while let Ok(Some(ty)) = types.next() {
-            match &ty {
-                Type::Enum(e) => {
-                    for m in &e.members {
-                        if self.btf.resolve_name(m).ok().as_deref() == Some(name) {
-                            return Some(m.val() as u64);
-                        }
-                    }
-                }
-                Type::Enum64(e) => {
-                    for m in &e.members {
-                        if self.btf.resolve_name(m).ok().as_deref() == Some(name) {
-                            return Some(m.val());
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
+        self.btf
+            .ids()
+            .filter_map(|id| self.btf.get(id))
+            .filter(|t| matches!(t.kind, KIND_ENUM | KIND_ENUM64))
+            .find_map(|t| {
+                t.enumerators()
+                    .find(|(off, _)| self.btf.name_is(*off, name))
+                    .map(|(_, value)| value)
+            })
     }
 
     /// Members of every plain (32-bit) enum whose name `wanted` accepts, as (name, value).
     fn plain_enum_members(&self, wanted: impl Fn(&str) -> bool) -> Vec<(String, u32)> {
-        let mut out = Vec::new();
-        let mut types = self.btf.type_iter();
-        while let Ok(Some(ty)) = types.next() {
-            let Type::Enum(e) = &ty else { continue };
-            let Ok(name) = self.btf.resolve_name(e) else {
-                continue;
-            };
-            if !wanted(&name) {
-                continue;
-            }
-            for m in &e.members {
-                if let Ok(member) = self.btf.resolve_name(m) {
-                    out.push((member, m.val()));
-                }
-            }
-        }
-        out
+        self.btf
+            .ids()
+            .filter_map(|id| self.btf.get(id))
+            .filter(|t| t.kind == KIND_ENUM && wanted(self.btf.name(t.name_off)))
+            .flat_map(|t| {
+                t.enumerators()
+                    .map(|(off, value)| (self.btf.name(off).to_string(), value as u32))
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::test_btf::kernel_shaped;
+    use super::test_btf::{kernel_shaped, KIND_STRUCT};
     use super::*;
 
     #[test]
@@ -297,6 +283,42 @@ mod tests {
         assert!(aya_btf
             .id_by_type_name_kind("no_such_struct", aya_obj::btf::BtfKind::Struct)
             .is_err());
+    }
+
+    /// `btf_trace_<tp>` is a typedef of a pointer to the probe's prototype; its first
+    /// parameter (the tracepoint's data) is skipped, pointers are named by their target.
+    #[test]
+    fn raw_tracepoint_arguments_from_the_typedef() {
+        use super::test_btf::Builder;
+        let mut b = Builder::new();
+        let skb = b.aggregate(KIND_STRUCT, "sk_buff", 8, &[]);
+        let uint = b.int("unsigned int", 4);
+        let reason = b.enumeration("skb_drop_reason", &[("SKB_DROP_REASON_NOT_SPECIFIED", 2)]);
+        let (void_ptr, skb_ptr) = (b.ptr(0), b.ptr(skb));
+        let const_skb = b.constant(skb);
+        let const_skb_ptr = b.ptr(const_skb);
+        let proto = b.func_proto(&[void_ptr, skb_ptr, void_ptr, reason, const_skb_ptr, uint]);
+        let proto_ptr = b.ptr(proto);
+        b.typedef("btf_trace_kfree_skb", proto_ptr);
+        b.typedef("btf_trace_not_a_pointer", skb);
+        let btf = KernelBtf::from_bytes(&b.build()).unwrap();
+        assert_eq!(
+            btf.raw_tracepoint_args("kfree_skb").unwrap(),
+            [
+                "sk_buff",
+                "void",
+                "skb_drop_reason",
+                "sk_buff",
+                "unsigned int"
+            ]
+        );
+        let missing = btf.raw_tracepoint_args("nope").unwrap_err().to_string();
+        assert!(missing.contains("no btf_trace_nope"), "{missing}");
+        let wrong = btf
+            .raw_tracepoint_args("not_a_pointer")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("is not a function pointer"), "{wrong}");
     }
 
     #[test]

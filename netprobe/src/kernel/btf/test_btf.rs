@@ -7,6 +7,8 @@ pub const KIND_STRUCT: u32 = 4;
 pub const KIND_UNION: u32 = 5;
 pub const KIND_ENUM: u32 = 6;
 pub const KIND_TYPEDEF: u32 = 8;
+pub const KIND_CONST: u32 = 10;
+pub const KIND_FUNC_PROTO: u32 = 13;
 
 #[derive(Default)]
 pub struct Builder {
@@ -90,6 +92,18 @@ impl Builder {
             for word in [name_off, *ty, offset * 8] {
                 self.types.extend_from_slice(&word.to_le_bytes());
             }
+        }
+        id
+    }
+    pub fn constant(&mut self, to: u32) -> u32 {
+        self.header("", KIND_CONST, 0, to)
+    }
+    /// A function prototype returning void, with unnamed parameters of these types.
+    pub fn func_proto(&mut self, params: &[u32]) -> u32 {
+        let id = self.header("", KIND_FUNC_PROTO, params.len() as u32, 0);
+        for ty in params {
+            self.types.extend_from_slice(&0u32.to_le_bytes());
+            self.types.extend_from_slice(&ty.to_le_bytes());
         }
         id
     }

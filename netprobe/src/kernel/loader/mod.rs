@@ -97,7 +97,46 @@ pub struct Probe {
     pub drops_name_their_socket: bool,
 }
 
+/// aya's loader and aya's form of the kernel's BTF, made on a thread of their own while the
+/// caller reads our BTF and plans. `EbpfLoader::new()` parses /sys/kernel/btf/vmlinux (for
+/// CO-RE relocations; aya 0.14 has no constructor that does not, and `.btf()` only replaces
+/// the result), and fentry/fexit programs load against an `aya::Btf`: both are the same
+/// kind of parse, taken off start-up's critical path on the second core. One after the
+/// other, not two threads: the main thread is busy too.
+pub struct Preload {
+    loader: std::sync::mpsc::Receiver<EbpfLoader<'static>>,
+    /// Ends with aya's form of the BTF, when fentry will be tried.
+    aya_btf: std::thread::JoinHandle<Option<Result<aya::Btf, String>>>,
+}
+
+impl Preload {
+    /// `btf_path`: where the caller's BTF is read from (aya's form is parsed from the same
+    /// file); `function_hooks`: whether fentry will be tried at all.
+    pub fn start(btf_path: &std::path::Path, function_hooks: FunctionHooks) -> Self {
+        let (send, loader) = std::sync::mpsc::channel();
+        let path = btf_path.to_path_buf();
+        let fentry = matches!(function_hooks, FunctionHooks::Auto | FunctionHooks::Fentry);
+        let aya_btf = std::thread::spawn(move || {
+            let _ = send.send(EbpfLoader::new());
+            fentry.then(|| {
+                let raw = std::fs::read(&path).map_err(|e| format!("kernel BTF: {e}"))?;
+                aya::Btf::parse(&raw, aya::Endianness::default())
+                    .map_err(|e| format!("kernel BTF: {e}"))
+            })
+        });
+        Self { loader, aya_btf }
+    }
+}
+
 pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
+    load_preloaded(
+        options,
+        Preload::start(options.btf.path(), options.function_hooks),
+    )
+}
+
+/// [`load`] with aya's loader already being made (see [`Preload`]).
+pub fn load_preloaded(options: &LoadOptions, preload: Preload) -> Result<Probe, LoadError> {
     if !options.ring_size.is_power_of_two() || options.ring_size < 4096 {
         return Err(LoadError::RingSize(options.ring_size));
     }
@@ -107,9 +146,6 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         mut hooks,
     } = plan::plan(options)?;
 
-    // aya's EbpfLoader::new() parses /sys/kernel/btf/vmlinux in its own form, for CO-RE
-    // relocations, and aya 0.14 has no constructor that does not; handing it ours with
-    // `.btf()` would not spare that parse, so it keeps its own.
     // Count mode streams nothing (the smallest ring) and counts sites in slots; stream mode
     // counts them in DROP_SITES, beside their sampling state. Each leaves the other's
     // tables at one entry.
@@ -118,7 +154,8 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
     } else {
         (options.ring_size, DROP_SITE_ENTRIES, 1)
     };
-    let mut ebpf = EbpfLoader::new()
+    let mut loader: EbpfLoader<'_> = preload.loader.recv().unwrap_or_else(|_| EbpfLoader::new());
+    let mut ebpf = loader
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", ring_size)
         .map_max_entries("DROP_SITES", drop_sites)
@@ -126,6 +163,7 @@ pub fn load(options: &LoadOptions) -> Result<Probe, LoadError> {
         .map_max_entries("SITE_COUNTS", site_slots)
         .load(BPF_OBJECT)
         .map_err(LoadError::Load)?;
+    options.btf.provide_aya(preload.aya_btf);
 
     let links = attach::attach_planned(&mut ebpf, wanted, &mut hooks);
     let function_links = attach::attach_function_hooks(
