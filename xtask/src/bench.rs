@@ -22,8 +22,10 @@ use serde_json::Value;
 
 use crate::{run, workspace_root};
 
+mod hooks_cpu;
 mod monitor;
 mod startup;
+pub use hooks_cpu::hooks_cpu;
 pub use monitor::monitor_beside_script;
 pub use startup::startup;
 
@@ -486,6 +488,8 @@ pub fn run_all() -> Result<()> {
 
     println!("\n== throughput: veth TCP with and without netprobe ==");
     throughput_with_and_without()?;
+
+    hooks_cpu()?;
 
     kernel_cost()
 }

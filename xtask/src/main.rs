@@ -53,6 +53,9 @@ enum Task {
         /// binary at $NETPROBE_STARTUP_BASELINE, alternated, when set).
         #[arg(long, conflicts_with_all = ["throughput_only", "monitor_only", "kernel_only"])]
         startup_only: bool,
+        /// Only the CPU every hook takes during a clean 3 GiB veth transfer (bpf_stats).
+        #[arg(long, conflicts_with_all = ["throughput_only", "monitor_only", "kernel_only", "startup_only"])]
+        hooks_cpu_only: bool,
     },
     /// rustfmt and clippy (warnings and undocumented unsafe denied) on every crate, the eBPF
     /// crate included.
@@ -160,9 +163,12 @@ fn main() -> Result<()> {
             monitor_only,
             kernel_only,
             startup_only,
+            hooks_cpu_only,
         } => {
             build()?;
-            if startup_only {
+            if hooks_cpu_only {
+                bench::hooks_cpu()
+            } else if startup_only {
                 bench::startup()
             } else if throughput_only {
                 bench::throughput_with_and_without()
