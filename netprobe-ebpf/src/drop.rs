@@ -21,14 +21,14 @@ use netprobe_common::{
     DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, SiteCount, AF_INET,
     AF_INET6, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT, COUNTER_DROP_SEEN,
     COUNTER_DROP_SITE_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
-    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR,
-    FILTER_PORT, FILTER_REASON, SKB_SPAN_MAX,
+    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_REASON,
+    SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
 use crate::maps::{
     bump, counting_only, nest_in, nest_out, setting, submit_flags_for, DROP_REASONS, DROP_SITES,
-    EVENTS, MAX_NESTING, NON_NETWORK_DROPS, SITE_COUNTS, SITE_SLOTS, SITE_SLOT_COUNT,
+    EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
 use core::ptr::{read_volatile, write_volatile};
@@ -42,7 +42,7 @@ const ETH_P_ARP: u16 = 0x0806;
 const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
-const HEADER_UNSET: u16 = 0xffff;
+pub(crate) const HEADER_UNSET: u16 = 0xffff;
 
 /// The span of the skb holding every member read below, copied with one helper call (see
 /// `DropArgs::skb_span_len`); per-CPU, used by this program only.
@@ -50,19 +50,19 @@ const HEADER_UNSET: u16 = 0xffff;
 static SKB_SPAN: PerCpuArray<[u8; SKB_SPAN_MAX as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The members of the dropped skb the program uses.
-struct SkbFields {
-    sk: u64,
-    dev: u64,
-    head: u64,
-    network_header: u16,
-    iif: u32,
-    protocol: u16,
+pub(crate) struct SkbFields {
+    pub sk: u64,
+    pub dev: u64,
+    pub head: u64,
+    pub network_header: u16,
+    pub iif: u32,
+    pub protocol: u16,
 }
 
 /// Reads the skb members: one copy of their span when the agent found one, else one read per
 /// member.
 #[inline(always)]
-fn skb_fields(skb: u64) -> SkbFields {
+pub(crate) fn skb_fields(skb: u64) -> SkbFields {
     let len = setting!(drop.skb_span_len) as usize;
     if len > 0 && len <= SKB_SPAN_MAX as usize {
         if let Some(span) = SKB_SPAN.get_ptr_mut(0) {
@@ -109,7 +109,7 @@ fn span_get<T: Copy + Default>(span: &[u8; SKB_SPAN_MAX as usize], offset: u32, 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
     if counting_only() {
-        let _ = try_tally(&ctx);
+        let _ = crate::drop_count::try_tally(&ctx);
         return 0;
     }
     if let Some(level) = nest_in(&DROP_DEPTH) {
@@ -282,7 +282,7 @@ pub extern "C" fn netprobe_drop_parse(level: u32) -> i32 {
 /// — unix-domain sockets' queues purged on close or connect, netlink messages nobody took —
 /// and those are no lost packets.
 #[inline(always)]
-fn is_network(protocol: u16, sk: u64) -> bool {
+pub(crate) fn is_network(protocol: u16, sk: u64) -> bool {
     if protocol == ETH_P_IP || protocol == ETH_P_IPV6 || protocol == ETH_P_ARP {
         return true;
     }
@@ -408,63 +408,6 @@ fn count_and_sample(key: &DropSiteKey, ts_ns: u64, unread: u64) -> bool {
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// Count mode's whole path, kept lean (the drop hook runs for every drop, storms included):
-/// no nesting slot, no staging, no event, nothing on the stack but the key. Only what places
-/// the drop is read: the skb's members in one copy of their span, the device's ifindex and
-/// namespace from this CPU's last-device cache (a storm drops on one device: no read at all),
-/// the flow headers only when a port or address filter needs them. Then one update of
-/// `DROP_SITES`. A nested run on the same CPU (a drop in a softirq that interrupted this
-/// one) can only lose an increment of the same site in a three-instruction window (see
-/// `bump`).
-fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
-    let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
-    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
-        return Ok(());
-    }
-    let skb = arg::<0>(ctx, setting!(drop.skb))?;
-    let location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
-    let fields = skb_fields(skb);
-    let sk = if fields.sk != 0 {
-        fields.sk
-    } else {
-        arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0)
-    };
-    if !is_network(fields.protocol, sk) {
-        count_non_network(reason, location);
-        return Ok(());
-    }
-    let (ifindex, netns) = if fields.dev != 0 {
-        device(fields.dev)
-    } else if sk != 0 {
-        (0, sock_netns(sk))
-    } else {
-        (0, 0)
-    };
-    if !netns_matches(netns) {
-        return Ok(());
-    }
-    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 && !tally_flow_matches(&fields) {
-        return Ok(());
-    }
-    let mut key = DropSiteKey {
-        reason,
-        netns,
-        location,
-        ifindex,
-        skb_iif: fields.iif,
-        flags: 0,
-        _pad0: [0; 7],
-    };
-    if fields.dev != 0 {
-        key.flags |= DROP_HAS_DEV;
-    }
-    if sk != 0 {
-        key.flags |= DROP_HAS_SOCK;
-    }
-    count_site(&key);
-    Ok(())
-}
-
 /// The last device this CPU placed a drop on.
 #[repr(C)]
 pub struct DeviceCache {
@@ -484,7 +427,7 @@ static DEVICE_CACHE: PerCpuArray<DeviceCache> = PerCpuArray::with_max_entries(1,
 /// freed and another allocated at the same address, with no drop on another device of this
 /// CPU in between, would keep the old one's name and namespace (never its counts).
 #[inline(always)]
-fn device(dev: u64) -> (u32, u32) {
+pub(crate) fn device(dev: u64) -> (u32, u32) {
     let Some(cache) = DEVICE_CACHE.get_ptr_mut(0) else {
         return (
             read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
@@ -540,121 +483,9 @@ fn device_name(dev: u64, name: &mut [u8; 16]) {
     }
 }
 
-/// The port and address filters on a counted drop: its headers parsed, as a stream's are.
-#[inline(never)]
-fn tally_flow_matches(fields: &SkbFields) -> bool {
-    let mut flow = Flow::default();
-    let (_, header_flags) = parse_headers(
-        fields.head,
-        fields.network_header,
-        fields.protocol,
-        &mut flow,
-    );
-    flow_matches(&flow, header_flags & DROP_HAS_PORTS != 0)
-}
-
-/// This CPU's last counted site and its slot (see `SITE_SLOTS`), and the next free slot.
-/// `generation` is odd while a run rewrites the entry: a nested run (a drop in a softirq that
-/// interrupted this program, before Linux 6.0) then neither uses nor changes it.
-#[repr(C)]
-pub struct LastSite {
-    key: DropSiteKey,
-    slot: u32,
-    generation: u32,
-    next_slot: u32,
-    _pad0: u32,
-}
-
-#[map]
-static LAST_SITE: PerCpuArray<LastSite> = PerCpuArray::with_max_entries(1, 0);
-
-/// Exact per-CPU count for this drop site; by reason alone when no slot is left (and said).
-#[inline(always)]
-fn count_site(key: &DropSiteKey) {
-    let Some(last) = LAST_SITE.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's entry. Every access is volatile and ordered by `generation`: a
-    // nested run completes before this one resumes, so an unchanged even generation around
-    // the reads means the slot read belongs to the key compared.
-    unsafe {
-        let last = &mut *last;
-        let generation = read_volatile(&last.generation);
-        if generation & 1 == 0 && same_site(&last.key, key) {
-            let slot = read_volatile(&last.slot);
-            if read_volatile(&last.generation) == generation {
-                bump_slot(slot);
-                return;
-            }
-        }
-        if generation & 1 != 0 {
-            // Nested inside a rewrite of the entry: counted apart, never wrong.
-            bump(COUNTER_DROP_SITE_TABLE_FULL);
-            count_reason(key.reason);
-            return;
-        }
-        write_volatile(&mut last.generation, generation + 1);
-        let slot = site_slot(last, key);
-        if let Some(slot) = slot {
-            write_volatile(&mut last.key, *key);
-            write_volatile(&mut last.slot, slot);
-        }
-        write_volatile(&mut last.generation, generation + 2);
-        match slot {
-            Some(slot) => bump_slot(slot),
-            None => {
-                bump(COUNTER_DROP_SITE_TABLE_FULL);
-                count_reason(key.reason);
-            }
-        }
-    }
-}
-
-/// The slot of `key` on this CPU, given one if it has none; `None` when all are taken.
-#[inline(always)]
-fn site_slot(last: &mut LastSite, key: &DropSiteKey) -> Option<u32> {
-    if let Some(slot) = SITE_SLOTS.get_ptr(key) {
-        // SAFETY: this CPU's value from the lookup.
-        let stored = unsafe { *slot };
-        // 0: the entry exists for another CPU only.
-        if stored != 0 {
-            return Some(stored - 1);
-        }
-    }
-    // SAFETY: this CPU's entry, marked odd by the caller: no nested run touches it.
-    let next = unsafe { read_volatile(&last.next_slot) };
-    if next >= SITE_SLOT_COUNT {
-        return None;
-    }
-    // The entry may exist for other CPUs: this updates (or creates) this CPU's value only.
-    SITE_SLOTS.insert(key, &(next + 1), 0).ok()?;
-    // SAFETY: as above.
-    unsafe { write_volatile(&mut last.next_slot, next + 1) };
-    Some(next)
-}
-
-#[inline(always)]
-fn bump_slot(slot: u32) {
-    if let Some(count) = SITE_COUNTS.get_ptr_mut(slot) {
-        // SAFETY: this CPU's slot; one writer (see `count_site`).
-        unsafe { *count += 1 };
-    }
-}
-
-/// Two site keys alike (the padding is always zero).
-#[inline(always)]
-fn same_site(a: &DropSiteKey, b: &DropSiteKey) -> bool {
-    a.reason == b.reason
-        && a.netns == b.netns
-        && a.location == b.location
-        && a.ifindex == b.ifindex
-        && a.skb_iif == b.skb_iif
-        && a.flags == b.flags
-}
-
 /// Exact per-CPU count for this reason.
 #[inline(always)]
-fn count_reason(reason: u32) {
+pub(crate) fn count_reason(reason: u32) {
     if let Some(count) = DROP_REASONS.get_ptr_mut(&reason) {
         // SAFETY: this CPU's slot from the lookup; only this program writes it.
         unsafe { *count += 1 };
@@ -665,7 +496,7 @@ fn count_reason(reason: u32) {
 
 /// Exact per-CPU count for this (reason, location) of a non-network free.
 #[inline(always)]
-fn count_non_network(reason: u32, location: u64) {
+pub(crate) fn count_non_network(reason: u32, location: u64) {
     let key = NonNetworkKey {
         reason,
         _pad0: 0,
@@ -682,7 +513,7 @@ fn count_non_network(reason: u32, location: u64) {
 /// Parses the IPv4/IPv6 header at `head + network` (the skb's) and the TCP/UDP ports
 /// after it into `flow`. Returns the IP protocol and `DROP_HAS_*` bits for what was found.
 #[inline(always)]
-fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut Flow) -> (u8, u8) {
+pub(crate) fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut Flow) -> (u8, u8) {
     *flow = Flow::default();
     if head == 0 || network == HEADER_UNSET {
         return (0, 0);

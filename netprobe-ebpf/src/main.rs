@@ -4,6 +4,7 @@
 #![no_main]
 
 mod drop;
+mod drop_count;
 mod handshake;
 mod kernel;
 mod maps;

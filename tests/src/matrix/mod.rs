@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+mod cost;
 mod line;
 mod monitor;
 pub mod scenarios;
@@ -91,6 +92,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     spurious::check(&mut c, &results["spurious"]);
     monitor::check(&mut c, &results["monitor"]);
     storm::check(&mut c, &results["storm"]);
+    cost::check(&mut c, &results["cost"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
