@@ -47,6 +47,13 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             .is_some_and(|n| *n > 0)
     });
     let ack_loss = segments.is_empty() && local.is_empty() && !acks.is_empty() && !fast;
+    // Count mode: no drop is linked; what the window dropped, but the namespace's own
+    // OUTPUT refusals (new data sent again, not retransmits: `rows::link_drops`).
+    let unlinked = ns.unlinked_drops(|d| {
+        !(d.netns == ns.netns
+            && d.key.direction == Direction::Egress
+            && d.key.layer == Layer::Netfilter)
+    });
     let (where_, fix, layer) = if let Some(d) = segments.first() {
         (
             format!("its segments were dropped {}", place(d, ns)),
@@ -68,6 +75,8 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             layer_fix(d.key.layer, &d.key.reason, ns.live),
             d.key.layer,
         )
+    } else if let Some(cause) = ns.unlinked_cause(&unlinked) {
+        cause
     } else {
         (
             format!(
