@@ -165,13 +165,13 @@ fn udp_to_a_closed_port_counts_equal_no_ports() {
     );
 
     let bundle = out.of_type("findings").last().cloned().unwrap();
-    let found = finding_about(&bundle, "drops_socket_no_socket", None);
+    let found = finding_about(bundle, "drops_socket_no_socket", None);
     assert_eq!(
         (&found["direction"], &found["layer"]),
         (&Value::from("ingress"), &Value::from("socket")),
         "{found}"
     );
-    let ids = finding_ids(&bundle);
+    let ids = finding_ids(bundle);
     for wrong in ["backlog_overflow", "outbound_loss", "inbound_loss"] {
         assert!(!ids.iter().any(|id| id == wrong), "{wrong} in {ids:?}");
     }
@@ -248,11 +248,11 @@ fn lossy_tcp_retransmits_equal_retrans_segs_and_the_finding_names_netfilter() {
     );
 
     let bundle = out.of_type("findings").last().cloned().unwrap();
-    let row = reconciliation_row(&bundle, "Tcp RetransSegs");
+    let row = reconciliation_row(bundle, "Tcp RetransSegs");
     if withheld_rtx == 0 {
         assert_eq!(row["matches"], true, "{row}");
     }
-    let loss_finding = finding_about(&bundle, "outbound_loss", Some(a_ns));
+    let loss_finding = finding_about(bundle, "outbound_loss", Some(a_ns));
     let summary_text = loss_finding["summary"].as_str().unwrap();
     assert_eq!(loss_finding["layer"], "netfilter", "{loss_finding}");
     assert!(summary_text.contains("NETFILTER_DROP"), "{summary_text}");
@@ -264,7 +264,7 @@ fn lossy_tcp_retransmits_equal_retrans_segs_and_the_finding_names_netfilter() {
         !summary_text.contains("lost on the path") && !summary_text.contains("ACKs"),
         "{summary_text}"
     );
-    let ids = finding_ids(&bundle);
+    let ids = finding_ids(bundle);
     for f in bundle["findings"].as_array().unwrap() {
         eprintln!(
             "finding {} ({}/{}, netns {}): {}",
@@ -280,5 +280,5 @@ fn lossy_tcp_retransmits_equal_retrans_segs_and_the_finding_names_netfilter() {
     ] {
         assert!(!ids.iter().any(|id| id == wrong), "{wrong} in {ids:?}");
     }
-    finding_about(&bundle, "drops_netfilter_netfilter_drop", None);
+    finding_about(bundle, "drops_netfilter_netfilter_drop", None);
 }
