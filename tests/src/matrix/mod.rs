@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+mod count;
 mod line;
 mod monitor;
 pub mod scenarios;
@@ -91,6 +92,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     spurious::check(&mut c, &results["spurious"]);
     monitor::check(&mut c, &results["monitor"]);
     storm::check(&mut c, &results["storm"]);
+    count::check(&mut c, &results["count"]);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",

@@ -42,6 +42,7 @@ pub fn run_all() -> Value {
     let udp_socket = super::sockets::overflowing_udp_socket();
     let monitor = super::monitor::monitored_udp_overflow();
     let storm = super::storm::sampled_udp_storm();
+    let count = super::count::counted_udp_storm();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
     let witnessed = witness.is_some();
@@ -80,6 +81,7 @@ pub fn run_all() -> Value {
         "udp_socket": udp_socket,
         "monitor": monitor,
         "storm": storm,
+        "count": count,
         "reasons": {
             "ok": reasons_ok,
             "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),
