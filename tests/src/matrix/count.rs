@@ -1,11 +1,12 @@
 //! `netprobe trace --count` on every kernel: a UDP storm to a closed port of b while a
 //! count-mode trace runs inside b. It must print no event line, say `mode: count`, and its
 //! drops of the storm in b's namespace (NO_SOCKET; before drop reasons, UNRECORDED freed in
-//! UDP's receive code) must equal b's `Udp NoPorts` delta, at the socket layer on the way in.
+//! UDP's receive code) must equal b's `Udp NoPorts` delta, on the way in, at the socket layer
+//! (the reason's), or before drop reasons at the UDP layer (the freeing function's).
 
 use serde_json::{json, Value};
 
-use super::Checks;
+use super::{Checks, Expect};
 use crate::{send_udp, Link, Tracer};
 
 /// What the guest measures; judged by [`check`] on the host.
@@ -51,7 +52,7 @@ fn is_no_socket_drop(site: &Value) -> bool {
             && (location.starts_with("udp") || location.starts_with("__udp")))
 }
 
-pub(super) fn check(c: &mut Checks, v: &Value) {
+pub(super) fn check(c: &mut Checks, v: &Value, expect: Expect) {
     c.that(v["success"] == true && v["mode"] == "count", || {
         format!("trace --count: {v}")
     });
@@ -75,10 +76,40 @@ pub(super) fn check(c: &mut Checks, v: &Value) {
     c.that(v["events_lost"] == 0, || {
         format!("trace --count reports lost events: {v}")
     });
+    // Without drop reasons the freeing function names the layer: __udp4_lib_rcv's.
+    let layer = if expect.drop_reasons { "socket" } else { "udp" };
     c.that(
         v["places"]
             .as_array()
-            .is_some_and(|p| p.iter().all(|p| *p == json!(["ingress", "socket"]))),
+            .is_some_and(|p| !p.is_empty() && p.iter().all(|p| *p == json!(["ingress", layer]))),
         || format!("trace --count placed the storm at {}", v["places"]),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debian 11's 5.10, as the matrix measured it: the storm's drops (= Udp NoPorts there),
+    /// UNRECORDED, freed in UDP's receive code, placed at the UDP layer; the same place is
+    /// wrong where reasons are. (The figures here are illustrative.)
+    #[test]
+    fn the_layer_follows_what_the_kernel_records() {
+        let measured = json!({
+            "success": true, "mode": "count", "record_types": ["hooks", "summary", "findings"],
+            "no_ports": 2000, "counted": 2000, "events_lost": 0,
+            "places": [["ingress", "udp"]],
+        });
+        let judged = |major, minor| {
+            let mut c = Checks::default();
+            check(
+                &mut c,
+                &measured,
+                Expect::for_kernel(major, minor, Some(true)),
+            );
+            c.0
+        };
+        assert!(judged(5, 10).is_empty(), "{:?}", judged(5, 10));
+        assert_eq!(judged(6, 1).len(), 1);
+    }
 }

@@ -92,7 +92,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     spurious::check(&mut c, &results["spurious"]);
     monitor::check(&mut c, &results["monitor"]);
     storm::check(&mut c, &results["storm"]);
-    count::check(&mut c, &results["count"]);
+    count::check(&mut c, &results["count"], expect);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",
