@@ -163,6 +163,11 @@ pub struct TraceArgs {
     /// NDJSON output: one object per line, ending with a summary object.
     #[arg(long)]
     pub json: bool,
+    /// Count in the kernel only: no per-event lines, the lowest cost (one map update per
+    /// drop); the summary and findings (at the end and every --report-every) are exact from
+    /// the kernel's maps, but drops are not linked to flows.
+    #[arg(long, conflicts_with = "max_rate")]
+    pub count: bool,
     /// Only flows with this port at either end.
     #[arg(long, value_parser = filter::parse_port)]
     pub port: Option<u16>,

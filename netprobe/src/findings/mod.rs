@@ -11,7 +11,7 @@ mod rows;
 mod rules;
 mod steering;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod text;
 
 use netprobe_common::vocab::{Direction, Layer, Severity};
@@ -39,6 +39,11 @@ pub struct FindingsJson {
     pub window_s: f64,
     /// The network namespace whose counters the report read (netprobe's own).
     pub netns: u32,
+    /// The trace's mode (`stream`, `count`), as in the summary.
+    pub mode: &'static str,
+    /// What this mode cannot say (count mode: drops are not linked to flows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub report: Report,
     pub findings: Vec<BundleFinding>,
     pub cpus: Vec<CpuRow>,
@@ -156,6 +161,8 @@ pub fn build(inputs: Inputs) -> FindingsJson {
         is_final: inputs.is_final,
         window_s: inputs.window_s,
         netns: inputs.own_netns,
+        mode: inputs.window.mode.name(),
+        notes: crate::trace::count::notes(inputs.window),
         findings: findings.into_iter().map(BundleFinding::from).collect(),
         report: inputs.report,
         cpus,

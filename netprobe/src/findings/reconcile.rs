@@ -190,7 +190,9 @@ fn duplicates_row(inputs: &Inputs, received: &[&ReceiveFlow]) -> Reconciliation 
         .copied()
         .unwrap_or(0);
     let lost_drops = inputs.window.events.drop.lost;
-    let unseen = if !inputs.drops_name_their_socket {
+    let unseen = if !inputs.drops.links_flows() {
+        Some("count mode: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, are told from streamed drops (their socket's state), and none is streamed".to_string())
+    } else if !inputs.drops_name_their_socket {
         Some("this kernel's kfree_skb has no rx_sk argument, and tcp_rcv_state_process is not hooked: duplicates arriving after a FIN (FIN-WAIT, CLOSE-WAIT), which the kernel also counts, name no socket".to_string())
     } else if lost_drops > 0 {
         Some(format!("{lost_drops} drop events were lost (ring buffer full): duplicates arriving after a FIN are counted from the stream"))

@@ -14,6 +14,9 @@ impl FindingsJson {
             self.window_s,
             self.netns
         );
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
         if self.findings.is_empty() {
             let _ = writeln!(out, "no loss found");
         }

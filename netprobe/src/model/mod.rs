@@ -8,6 +8,7 @@ pub mod flow;
 pub mod non_network;
 pub mod owners;
 pub mod retransmits;
+pub mod sites;
 pub mod socket_limits;
 pub mod storms;
 pub mod tally;

@@ -1,6 +1,7 @@
-//! Drops tallied from the stream. Classification needs each event's location and device,
-//! which the kernel's per-reason table does not keep, so the findings' view of where drops
-//! happened is this tally of the classified events.
+//! Drops tallied from the stream, or in count mode from the kernel's per-site counts.
+//! Classification needs each drop's location and device, which the kernel's per-reason table
+//! does not keep, so the findings' view of where drops happened is this tally of classified
+//! drops: events one by one, or sites (reason, function, device, namespace) with their counts.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -10,6 +11,7 @@ use super::{
     classify::{role_of, DropRole},
     event::Drop,
     flow::{Endpoint, Flow},
+    sites::SiteDrops,
 };
 
 /// A group of drops: the same direction, layer and reason.
@@ -58,8 +60,20 @@ fn same_end(a: &Endpoint, b: &Endpoint) -> bool {
     a.port == b.port && a.addr.to_canonical() == b.addr.to_canonical()
 }
 
+/// What a tally was made of, which decides what it can say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum TallySource {
+    /// Streamed drop events: each with its packet's flow, protocol and socket state.
+    #[default]
+    Events,
+    /// Count mode's per-site counts (`trace --count`): exact, but a site has no packet
+    /// headers, so no flows, no TCP share and no socket state.
+    Sites,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct DropTally {
+    pub source: TallySource,
     pub groups: BTreeMap<DropKey, DropGroup>,
     /// Old data dropped on sockets past ESTABLISHED, by namespace: duplicates the kernel
     /// counts in DelayedACKLost where `tcp_probe` (established sockets only) does not see them.
@@ -76,6 +90,54 @@ pub struct DropTally {
 pub const OLD_DATA: &[&str] = &["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"];
 
 impl DropTally {
+    /// Count mode's tally: every site's exact counts, grouped as the stream's events are (the
+    /// same classification: `SiteNames` applies it to each site).
+    pub fn from_sites(sites: &[SiteDrops]) -> Self {
+        let mut tally = DropTally {
+            source: TallySource::Sites,
+            ..Default::default()
+        };
+        for s in sites {
+            let key = DropKey {
+                direction: s.site.direction,
+                layer: s.site.layer,
+                reason: Arc::from(s.site.reason.as_str()),
+            };
+            let group = tally.groups.entry(key).or_default();
+            let total = s.total();
+            group.count += total;
+            *group.netns.entry(s.netns).or_default() += total;
+            for (cpu, n) in s.per_cpu.iter().enumerate().filter(|(_, n)| **n > 0) {
+                *group.cpus.entry(cpu as u32).or_default() += n;
+            }
+        }
+        tally
+    }
+
+    /// Whether drops can be joined with the flows that lost them (streamed events only).
+    pub fn links_flows(&self) -> bool {
+        self.source == TallySource::Events
+    }
+
+    /// Every group of loss drops by the namespace it was dropped in, most first: the drops
+    /// that may explain a flow's loss when they cannot be linked to it (count mode).
+    pub fn losses_by_netns(&self) -> Vec<LinkedDrops> {
+        let mut out: Vec<LinkedDrops> = self
+            .groups
+            .iter()
+            .filter(|(key, _)| role_of(&key.reason) == DropRole::Loss)
+            .flat_map(|(key, group)| {
+                group.netns.iter().map(|(netns, count)| LinkedDrops {
+                    key: key.clone(),
+                    netns: *netns,
+                    count: *count,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+        out
+    }
+
     /// Drops of packets travelling `flow.src > flow.dst`, in any namespace, whose reason is a
     /// loss: a socket's teardown and TCP discarding what it already had explain no loss. Most
     /// first.

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use netprobe_common::{
     vocab::RetransmitKind, ReceiveTotals, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT,
-    COUNTER_DROP_SEEN, COUNTER_FLOW_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL,
-    COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST, COUNTER_RECEIVE_SEEN,
-    COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST, COUNTER_RETRANSMIT_SEEN,
+    COUNTER_DROP_SEEN, COUNTER_DROP_SITE_TABLE_FULL, COUNTER_FLOW_TABLE_FULL,
+    COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL, COUNTER_RECEIVE_LOST,
+    COUNTER_RECEIVE_SEEN, COUNTER_RECEIVE_TABLE_FULL, COUNTER_RETRANSMIT_LOST,
+    COUNTER_RETRANSMIT_SEEN,
 };
 
 pub use super::retransmits::{
@@ -19,6 +20,7 @@ use super::{
     non_network::NonNetwork,
     owners::Owner,
     retransmits::retransmits,
+    sites::SiteDrops,
     storms::Sampling,
 };
 use crate::kernel::{
@@ -34,6 +36,25 @@ pub struct Streamed {
     pub drops: u64,
     pub receives: u64,
     pub decode_errors: u64,
+}
+
+/// How the trace ran: each event streamed, or only counted in the kernel (`trace --count`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Stream,
+    /// No event crosses to userspace: drops are counted per site, retransmits and received
+    /// segments per flow, all read from the kernel's maps.
+    Count,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Stream => "stream",
+            Mode::Count => "count",
+        }
+    }
 }
 
 /// softnet_stat per-CPU deltas over the trace window: (time_squeeze, dropped) by CPU id.
@@ -143,6 +164,8 @@ pub struct EventAccounting {
     pub flow_table_full: u64,
     /// Drops missing from the per-reason totals because the reason table was full.
     pub reason_table_full: u64,
+    /// Count mode: drops counted by reason only, their site not fitting the site table.
+    pub drop_site_table_full: u64,
     /// Receive-path segments missing from the per-flow receive totals (table full).
     pub receive_table_full: u64,
     /// Non-network frees missing from their per-(reason, location) totals (table full).
@@ -200,6 +223,7 @@ pub struct Backlog {
 /// Everything the kernel maps and the agent counted over the window.
 #[derive(Debug, Clone)]
 pub struct Window {
+    pub mode: Mode,
     pub duration_ms: u64,
     pub hooks: Vec<HookStatus>,
     pub retransmits: Retransmits,
@@ -215,10 +239,14 @@ pub struct Window {
     /// CPUs with activity only.
     pub cpus: Vec<CpuWork>,
     pub backlog: Backlog,
+    /// Count mode: the drops by site (reason, function, device, namespace), busiest first;
+    /// empty in stream mode, whose drops are the events themselves.
+    pub drop_sites: Vec<SiteDrops>,
 }
 
 /// What the agent knows about the window beside the kernel's totals.
 pub struct WindowInputs<'a> {
+    pub mode: Mode,
     pub streamed: Streamed,
     pub hooks: Vec<HookStatus>,
     pub reasons: &'a DropReasons,
@@ -242,6 +270,7 @@ impl<'a> WindowInputs<'a> {
     pub fn quiet(reasons: &'a DropReasons, softnet: &'a SoftnetDeltas) -> Self {
         static NO_SYMBOLS: Symbolizer = Symbolizer::EMPTY;
         WindowInputs {
+            mode: Mode::Stream,
             streamed: Streamed::default(),
             hooks: Vec::new(),
             reasons,
@@ -267,14 +296,21 @@ impl Window {
             .filter(|(program, _)| program.starts_with(DROP_PROGRAM))
             .map(|(_, n)| n)
             .sum();
+        let received = Receives {
+            duplicates_after_fin: inputs.duplicates_after_fin,
+            ..receives(totals, owner_of)
+        };
+        let drops = drops(totals, inputs.reasons);
+        let events = match inputs.mode {
+            Mode::Stream => accounting(totals, inputs.streamed),
+            Mode::Count => counted_only(totals, drops.total, &received.totals),
+        };
         Window {
+            mode: inputs.mode,
             duration_ms: inputs.duration_ms,
             retransmits: retransmits(totals, handshakes_seen(&inputs.hooks), owner_of),
-            received: Receives {
-                duplicates_after_fin: inputs.duplicates_after_fin,
-                ..receives(totals, owner_of)
-            },
-            drops: drops(totals, inputs.reasons),
+            received,
+            drops,
             non_network: NonNetwork::build(&totals.non_network, inputs.reasons, inputs.symbols),
             sampled: Sampling::build(
                 &totals.sites,
@@ -282,7 +318,7 @@ impl Window {
                 inputs.reasons,
                 inputs.symbols,
             ),
-            events: accounting(totals, inputs.streamed),
+            events,
             cpus: cpu_work(totals, inputs.softnet),
             backlog: backlog(
                 totals,
@@ -293,6 +329,7 @@ impl Window {
             ),
             kernel_skipped: inputs.kernel_skipped.into_iter().collect(),
             hooks: inputs.hooks,
+            drop_sites: Vec::new(),
         }
     }
 
@@ -405,7 +442,27 @@ fn accounting(totals: &KernelTotals, streamed: Streamed) -> EventAccounting {
         decode_errors: streamed.decode_errors,
         flow_table_full: totals.counter(COUNTER_FLOW_TABLE_FULL),
         reason_table_full: totals.counter(COUNTER_REASON_TABLE_FULL),
+        drop_site_table_full: totals.counter(COUNTER_DROP_SITE_TABLE_FULL),
         non_network_table_full: totals.counter(COUNTER_NON_NETWORK_TABLE_FULL),
+    }
+}
+
+/// Count mode's accounting: what the kernel counted, of which nothing is streamed by design
+/// (and so nothing lost). Drops are the sites' counts (the drop hook bumps no per-event
+/// counter there); received events the segments a stream would have reported (duplicates,
+/// filled holes, holes opened).
+fn counted_only(totals: &KernelTotals, drops: u64, received: &ReceiveCounts) -> EventAccounting {
+    let counted = |counted| KindAccounting {
+        counted,
+        streamed: 0,
+        lost: 0,
+        sampled_out: 0,
+    };
+    EventAccounting {
+        retransmit: counted(totals.counter(COUNTER_RETRANSMIT_SEEN)),
+        drop: counted(drops),
+        receive: counted(received.all_duplicates() + received.fills_hole + received.holes),
+        ..accounting(totals, Streamed::default())
     }
 }
 

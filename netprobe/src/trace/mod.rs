@@ -4,6 +4,7 @@
 //! (`model::event`), tallied (`model::tally`) and written as a line (`output`). The summary
 //! and the findings are views of the window's totals (`model::window`).
 
+pub mod count;
 mod ndjson;
 pub mod output;
 pub mod storm;
@@ -32,7 +33,7 @@ use crate::{
         event::{EventModel, NetEvent},
         owners::OwnerCache,
         tally::{DropKey, DropTally},
-        window::{SoftnetDeltas, Streamed, Window, WindowInputs},
+        window::{Mode, SoftnetDeltas, Streamed, Window, WindowInputs},
     },
     report::{
         self,
@@ -40,6 +41,7 @@ use crate::{
         sample::{self, Scope, Snapshot},
     },
     trace::{
+        count::CountMode,
         output::{realtime_offset_ns, HooksJson, Renderer},
         storm::{StormWatch, STORM_LOOK_INTERVAL},
         summary::SummaryJson,
@@ -93,8 +95,11 @@ struct Session<'a> {
     model: EventModel,
     renderer: Renderer,
     owners: OwnerCache,
+    /// Stream mode: the streamed drops; count mode: the sites' counts at the last read.
     tally: DropTally,
     storms: StormWatch,
+    /// `--count`: the drop sites' names.
+    count: Option<CountMode>,
     streamed: Streamed,
     filtered: bool,
     started: Instant,
@@ -168,7 +173,7 @@ impl<'a> Session<'a> {
                 without_cpu_hooks: args.without_cpu_hooks,
                 without_receive_hook: args.without_receive_hook,
                 function_hooks: args.function_hooks,
-                counting_only: false,
+                counting_only: args.count,
                 max_rate: args.max_rate.unwrap_or(0),
             },
             preload,
@@ -183,7 +188,11 @@ impl<'a> Session<'a> {
         // Read before the hooks line tells anyone the trace is running, so both sides cover
         // the same window.
         let counters_at_start = sample::take(&Scope { interface: None }, &mut Vec::new());
+        let own_netns = own_netns();
         let mut session = Session {
+            count: args
+                .count
+                .then(|| CountMode::new(reasons.clone(), own_netns)),
             args,
             probe,
             model: EventModel::new(reasons, symbols),
@@ -196,7 +205,7 @@ impl<'a> Session<'a> {
             started: Instant::now(),
             counters_at_start,
             net_rx_before_attach,
-            own_netns: own_netns(),
+            own_netns,
             out: io::BufWriter::new(io::stdout().lock()),
             output_closed: false,
         };
@@ -223,9 +232,14 @@ impl<'a> Session<'a> {
         }
         // The moment events start to count, for people and for scripts that wait for it.
         eprintln!(
-            "netprobe: tracing ({} of {} hooks active)",
+            "netprobe: tracing ({} of {} hooks active){}",
             self.probe.hooks.iter().filter(|h| h.active).count(),
-            self.probe.hooks.len()
+            self.probe.hooks.len(),
+            if self.count.is_some() {
+                "; count mode: no event lines, a summary and findings from the kernel's counts"
+            } else {
+                ""
+            }
         );
     }
 
@@ -268,7 +282,8 @@ impl<'a> Session<'a> {
                         self.print_bundle(&so_far);
                     }
                 }
-                _ = storm_tick.tick() => {
+                // Count mode streams nothing: no storm to say as it happens.
+                _ = storm_tick.tick(), if self.count.is_none() => {
                     // What was streamed of the second first, then what was not.
                     reader.drain(&mut batch);
                     self.emit(&mut batch);
@@ -312,13 +327,26 @@ impl<'a> Session<'a> {
     /// The window so far: the kernel's totals and the counters read now.
     fn window(&mut self) -> Result<(Window, Snapshot), TraceError> {
         let totals = self.probe.kernel_totals()?;
+        let drop_sites = match self.count.as_mut() {
+            Some(count) => {
+                let read = count.read(&totals);
+                self.tally = read.tally;
+                read.sites
+            }
+            None => Vec::new(),
+        };
         let now = sample::take(&Scope { interface: None }, &mut Vec::new());
         let softnet = softnet_deltas(&self.counters_at_start.softnet, &now.softnet);
         let owners = &mut self.owners;
         let (reasons, symbols) = self.model.names();
-        let window = Window::build(
+        let mut window = Window::build(
             &totals,
             WindowInputs {
+                mode: if self.count.is_some() {
+                    Mode::Count
+                } else {
+                    Mode::Stream
+                },
                 streamed: self.streamed,
                 hooks: self.probe.hooks.clone(),
                 reasons,
@@ -331,6 +359,7 @@ impl<'a> Session<'a> {
             },
             &mut |inode| owners.lookup(inode).cloned(),
         );
+        window.drop_sites = drop_sites;
         Ok((window, now))
     }
 

@@ -16,11 +16,16 @@ const DATAGRAMS: usize = 20_000;
 
 /// (name, id, run_cnt, run_time_ns) of every netprobe drop program loaded now.
 fn drop_programs() -> Vec<(String, u64, u64, u64)> {
-    let v: Value = serde_json::from_str(&sh("bpftool", &["prog", "show", "-j"])).unwrap_or(Value::Null);
+    let v: Value =
+        serde_json::from_str(&sh("bpftool", &["prog", "show", "-j"])).unwrap_or(Value::Null);
     v.as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("netprobe_drop")))
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("netprobe_drop"))
+        })
         .map(|p| {
             (
                 p["name"].as_str().unwrap_or("").to_string(),
@@ -44,7 +49,7 @@ fn measured(before: &HashSet<u64>, link: &Link) -> Value {
             "sent": sent,
             "program": name,
             "runs": runs,
-            "ns_per_drop": if *runs > 0 { *ns / *runs } else { 0 },
+            "ns_per_drop": ns.checked_div(*runs).unwrap_or(0),
         }),
         None => json!({ "sent": sent, "program": null }),
     }
@@ -52,7 +57,7 @@ fn measured(before: &HashSet<u64>, link: &Link) -> Value {
 
 pub fn drop_cost() -> Value {
     let _stats = SysctlGuard::set("kernel.bpf_stats_enabled", "1");
-    let link = Link::new("mxc", 75);
+    let link = Link::new("mxk", 75);
     let before: HashSet<u64> = drop_programs().iter().map(|p| p.1).collect();
     let monitor = Monitor::start(&link.b, &["veth0", "1", "--no-log", "--count", "2"]);
     let count_mode = measured(&before, &link);

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 mod cost;
+mod count;
 mod line;
 mod monitor;
 pub mod scenarios;
@@ -93,6 +94,7 @@ pub fn check(results: &Value, expect: Expect) -> Result<String, Vec<String>> {
     monitor::check(&mut c, &results["monitor"]);
     storm::check(&mut c, &results["storm"]);
     cost::check(&mut c, &results["cost"]);
+    count::check(&mut c, &results["count"], expect);
     c.that(results["report"]["ok"] == true, || {
         format!(
             "netprobe report --json failed: {}",

@@ -43,6 +43,7 @@ pub fn run_all() -> Value {
     let monitor = super::monitor::monitored_udp_overflow();
     let storm = super::storm::sampled_udp_storm();
     let cost = super::cost::drop_cost();
+    let count = super::count::counted_udp_storm();
     let (reasons_ok, reasons_out, reasons_err) = netprobe_once(&["reasons"]);
     let out = tracer.stop();
     let witnessed = witness.is_some();
@@ -82,6 +83,7 @@ pub fn run_all() -> Value {
         "monitor": monitor,
         "storm": storm,
         "cost": cost,
+        "count": count,
         "reasons": {
             "ok": reasons_ok,
             "netfilter_drop": reasons_out.contains("NETFILTER_DROP"),

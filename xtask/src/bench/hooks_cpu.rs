@@ -83,7 +83,7 @@ fn measure(link: &Link, to: SocketAddr, name: &str, args: &[&str]) -> Result<()>
         })
         .filter(|(_, runs, _)| *runs > 0)
         .collect();
-    rows.sort_by(|a, b| b.2.cmp(&a.2));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.2));
     let total_ns: u64 = rows.iter().map(|r| r.2).sum();
     let total_runs: u64 = rows.iter().map(|r| r.1).sum();
     let wall_ns = wall.as_nanos() as f64;

@@ -25,6 +25,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
     let local = ns.tcp_drops(Direction::Ingress);
     let dropped_here: u64 = local.iter().map(|(_, tcp, _)| tcp).sum();
     let segments = linked(&inbound, |f| &f.received_dropped);
+    let unlinked = ns.unlinked_drops(|_| true);
     let (where_, fix, layer) = match (segments.first(), local.first()) {
         (Some(d), _) => (
             format!("the peer's segments were dropped {}", place(d, ns)),
@@ -36,11 +37,15 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             layer_fix(key.layer, &key.reason, ns.live),
             key.layer,
         ),
-        (None, None) => (
-            format!("not dropped in {here}: lost before it arrived (path, or the peer's egress)"),
-            fix_for(Condition::LostBeforeArrival, ns.live),
-            Layer::Unknown,
-        ),
+        (None, None) => ns.unlinked_cause(&unlinked).unwrap_or_else(|| {
+            (
+                format!(
+                    "not dropped in {here}: lost before it arrived (path, or the peer's egress)"
+                ),
+                fix_for(Condition::LostBeforeArrival, ns.live),
+                Layer::Unknown,
+            )
+        }),
     };
     let causes = cause_lines(ns, &inbound, |f| {
         let lead = format!(

@@ -108,6 +108,36 @@ impl Namespace<'_> {
         tcp_drops_in(self.inputs.drops, direction, self.netns)
     }
 
+    /// Count mode, where drops cannot be linked to the flows that lost them: the loss drops
+    /// of the window, in any namespace, that can explain a TCP flow's loss (`keep` leaves out
+    /// more), most first. Empty when drops are linked (stream mode).
+    fn unlinked_drops(&self, keep: impl Fn(&LinkedDrops) -> bool) -> Vec<LinkedDrops> {
+        if self.inputs.drops.links_flows() {
+            return Vec::new();
+        }
+        self.inputs
+            .drops
+            .losses_by_netns()
+            .into_iter()
+            .filter(|d| can_explain_tcp_loss(d) && keep(d))
+            .collect()
+    }
+
+    /// Count mode's cause of a loss: what the window dropped that can explain it, said to
+    /// be that and not the flow's own drops. (where, fix, layer) of the busiest, or `None`.
+    fn unlinked_cause(&self, unlinked: &[LinkedDrops]) -> Option<(String, String, Layer)> {
+        let busiest = unlinked.first()?;
+        let places: Vec<String> = unlinked.iter().take(3).map(|d| place(d, self)).collect();
+        Some((
+            format!(
+                "dropped in this window {} (count mode does not link drops to flows: streaming mode names each flow's own drops)",
+                places.join(" and ")
+            ),
+            layer_fix(busiest.key.layer, &busiest.key.reason, self.live),
+            busiest.key.layer,
+        ))
+    }
+
     /// The flows of `flows`, printed as their packets travel, `top` of them.
     fn printed(&self, flows: &[&FlowLoss], as_sent: impl Fn(&Flow) -> Flow) -> Vec<String> {
         flows
@@ -186,6 +216,14 @@ fn bracketed(causes: &[String]) -> String {
     } else {
         format!(" [{}]", causes.join("; "))
     }
+}
+
+/// Whether drops of this kind can be where a TCP flow's segments were lost: not TCP's own
+/// discards (the consequence of loss), not UDP's, not a packet no socket wanted or a UDP
+/// socket's full buffer (a live TCP flow has its socket), not the kernel's unnamed frees.
+fn can_explain_tcp_loss(d: &LinkedDrops) -> bool {
+    const NOT_TCP_LOSS: &[&str] = &["NO_SOCKET", "SOCKET_RCVBUFF", "NOT_SPECIFIED"];
+    !matches!(d.key.layer, Layer::Tcp | Layer::Udp) && !NOT_TCP_LOSS.contains(&&*d.key.reason)
 }
 
 /// One group of TCP drops: its key, how many were TCP segments in the namespace, the group.

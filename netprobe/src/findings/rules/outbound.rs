@@ -10,10 +10,12 @@ use serde_json::json;
 
 use super::{
     bracketed, cause_lines, cpus_of, dropped_at, fix_for, layer_fix, linked, place, Namespace,
+    TcpDrops,
 };
 use crate::{
     findings::{rows::FlowLoss, Finding},
     fixes::Condition,
+    model::tally::LinkedDrops,
 };
 
 pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
@@ -47,36 +49,7 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
             .is_some_and(|n| *n > 0)
     });
     let ack_loss = segments.is_empty() && local.is_empty() && !acks.is_empty() && !fast;
-    let (where_, fix, layer) = if let Some(d) = segments.first() {
-        (
-            format!("its segments were dropped {}", place(d, ns)),
-            layer_fix(d.key.layer, &d.key.reason, ns.live),
-            d.key.layer,
-        )
-    } else if let Some((key, tcp, _)) = local.first() {
-        (
-            dropped_at(key, *tcp, &here),
-            layer_fix(key.layer, &key.reason, ns.live),
-            key.layer,
-        )
-    } else if let Some(d) = acks.first().filter(|_| ack_loss) {
-        (
-            format!(
-                "the peer's ACKs were dropped {}: the timers re-send what the peer may already have",
-                place(d, ns)
-            ),
-            layer_fix(d.key.layer, &d.key.reason, ns.live),
-            d.key.layer,
-        )
-    } else {
-        (
-            format!(
-                "not dropped in {here} on the way out: lost on the path or at the peer's input"
-            ),
-            fix_for(Condition::LostOnThePath, ns.live),
-            Layer::Unknown,
-        )
-    };
+    let (where_, fix, layer) = where_lost(ns, &segments, &local, &acks, ack_loss);
     let kinds = kinds_of(&outbound);
     let causes = cause_lines(ns, &outbound, |f| {
         let lead = format!(
@@ -129,6 +102,58 @@ pub(super) fn finding(ns: &Namespace) -> Option<Finding> {
         }),
         fix,
     })
+}
+
+/// Where the segments were lost, its fix and layer: the flows' own segments seen dropped, a
+/// drop on the way out of this namespace, the peer's ACKs, (count mode) what the window
+/// dropped, or the path.
+fn where_lost(
+    ns: &Namespace,
+    segments: &[LinkedDrops],
+    local: &[TcpDrops],
+    acks: &[LinkedDrops],
+    ack_loss: bool,
+) -> (String, String, Layer) {
+    // Count mode: no drop is linked; what the window dropped, but the namespace's own
+    // OUTPUT refusals (new data sent again, not retransmits: `rows::link_drops`).
+    let unlinked = ns.unlinked_drops(|d| {
+        !(d.netns == ns.netns
+            && d.key.direction == Direction::Egress
+            && d.key.layer == Layer::Netfilter)
+    });
+    if let Some(d) = segments.first() {
+        (
+            format!("its segments were dropped {}", place(d, ns)),
+            layer_fix(d.key.layer, &d.key.reason, ns.live),
+            d.key.layer,
+        )
+    } else if let Some((key, tcp, _)) = local.first() {
+        (
+            dropped_at(key, *tcp, &ns.here()),
+            layer_fix(key.layer, &key.reason, ns.live),
+            key.layer,
+        )
+    } else if let Some(d) = acks.first().filter(|_| ack_loss) {
+        (
+            format!(
+                "the peer's ACKs were dropped {}: the timers re-send what the peer may already have",
+                place(d, ns)
+            ),
+            layer_fix(d.key.layer, &d.key.reason, ns.live),
+            d.key.layer,
+        )
+    } else if let Some(cause) = ns.unlinked_cause(&unlinked) {
+        cause
+    } else {
+        (
+            format!(
+                "not dropped in {} on the way out: lost on the path or at the peer's input",
+                ns.here()
+            ),
+            fix_for(Condition::LostOnThePath, ns.live),
+            Layer::Unknown,
+        )
+    }
 }
 
 /// The flows' retransmits summed by kind, by the kinds' names.

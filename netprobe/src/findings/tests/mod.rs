@@ -202,3 +202,18 @@ pub(super) fn bundle_inputs<'a>(
         top: 5,
     }
 }
+
+/// The final bundle of a one-second `window` with netprobe in `own` and no counter growth:
+/// for other modules' tests of what the rules make of their windows.
+pub(crate) fn bundle_for_window(window: &Window, drops: &DropTally, own: u32) -> FindingsJson {
+    let now = Instant::now();
+    let (before, after) = (
+        snapshot(now, &[]),
+        snapshot(now + Duration::from_secs(1), &[]),
+    );
+    let report = report_model::build(&before, &after, "test".into());
+    build(Inputs {
+        own_netns: own,
+        ..bundle_inputs(window, drops, &before, &after, report)
+    })
+}

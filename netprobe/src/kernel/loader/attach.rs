@@ -141,7 +141,9 @@ fn load(program: &mut Program, btf: &KernelBtf, spec: &HookSpec) -> Result<(), S
         }
         AttachKind::BtfTracepoint => {
             let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            program.load(spec.tracepoint(), btf.aya()?).map_err(rejected)
+            program
+                .load(spec.tracepoint(), btf.aya()?)
+                .map_err(rejected)
         }
     }
 }

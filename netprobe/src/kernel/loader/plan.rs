@@ -9,8 +9,8 @@ use netprobe_common::{
 
 use super::{
     catalogue::{
-        HookSpec, HookStatus, DROP_COUNT_BTF_HOOK, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
-        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
+        HookSpec, HookStatus, DROP_COUNT_BTF_HOOK, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK,
+        RETRANSMIT_HOOK, SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
     LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
 };

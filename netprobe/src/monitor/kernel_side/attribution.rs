@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use netprobe_common::{vocab::RetransmitKind, FlowKey, RetransmitTotals};
 
-use super::{sites::SiteNames, KernelSample};
+use super::KernelSample;
+use crate::model::sites::SiteNames;
 use crate::{
     fixes::{self, Condition, LiveValues},
     model::classify::{Direction, DropRole, Layer},

@@ -7,7 +7,6 @@
 
 pub mod attribution;
 pub mod json;
-mod sites;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,6 +16,7 @@ use std::{
 
 use netprobe_common::{DropSiteKey, FlowKey, NetRxTotals, ReceiveTotals, RetransmitTotals};
 
+use crate::model::sites::SiteNames;
 use crate::{
     cli::FunctionHooks,
     kernel::{
@@ -25,7 +25,6 @@ use crate::{
     },
 };
 pub use attribution::Attribution;
-use sites::SiteNames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelSideError {

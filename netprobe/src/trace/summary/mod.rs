@@ -3,6 +3,7 @@
 //! from `model::window`, never the model itself; `text` is the same window for people.
 
 mod sampled;
+mod sites;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -10,6 +11,7 @@ mod text;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+pub use sites::SiteJson;
 pub use text::text;
 
 use crate::{
@@ -18,7 +20,7 @@ use crate::{
         non_network::NonNetwork,
         owners::Owner,
         window::{
-            self, Attempts, Backlog, CpuWork, FailedAttempts, KindAccounting, KindCounts,
+            self, Attempts, Backlog, CpuWork, FailedAttempts, KindAccounting, KindCounts, Mode,
             ReceiveCounts, ReceiveFlow, RetransmitFlow, Window,
         },
     },
@@ -28,6 +30,13 @@ use crate::{
 pub struct SummaryJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `stream` (every event on a line of its own) or `count` (`--count`: counted in the
+    /// kernel only, no event lines).
+    pub mode: &'static str,
+    /// What this mode cannot say, in words (count mode: nothing streamed, drops not linked
+    /// to flows).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub duration_ms: u64,
     pub hooks: &'a [HookStatus],
     pub retransmits: RetransmitSummary<'a>,
@@ -275,6 +284,10 @@ pub struct DropSummary<'a> {
     pub total: u64,
     pub by_reason: Vec<ReasonCount<'a>>,
     pub by_cpu: Vec<CpuCount>,
+    /// Count mode: by site (reason, function, layer, direction, namespace, interface), with
+    /// the CPUs, busiest first. Stream mode's sites are its drop events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_site: Option<Vec<SiteJson<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -335,20 +348,26 @@ pub struct EventAccounting {
     pub flow_table_full: u64,
     /// Drops missing from the per-reason totals because the reason table was full.
     pub reason_table_full: u64,
+    /// Count mode: drops counted by reason only, their site not fitting the site table.
+    pub drop_site_table_full: u64,
     /// Receive-path segments missing from the per-flow receive totals (table full).
     pub receive_table_full: u64,
     /// Non-network frees missing from `non_network`'s totals (table full).
     pub non_network_table_full: u64,
 }
 
-/// For one kind: `counted` (kernel, exact) = `streamed` + `lost` + `sampled_out`.
+/// For one kind: `counted` (kernel, exact) = `streamed` + `lost` + `sampled_out`. Count
+/// mode streams nothing by design: only `counted` is there.
 #[derive(Debug, Serialize, Default, PartialEq, Eq)]
 pub struct KindAccountingJson {
     pub counted: u64,
-    pub streamed: u64,
-    pub lost: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streamed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
     /// Drops deliberately not streamed: their site was over its rate (storm sampling).
-    pub sampled_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_out: Option<u64>,
 }
 
 impl<'a> SummaryJson<'a> {
@@ -356,6 +375,8 @@ impl<'a> SummaryJson<'a> {
         let r = &w.retransmits;
         SummaryJson {
             kind: "summary",
+            mode: w.mode.name(),
+            notes: crate::trace::count::notes(w),
             duration_ms: w.duration_ms,
             hooks: &w.hooks,
             retransmits: RetransmitSummary {
@@ -385,10 +406,12 @@ impl<'a> SummaryJson<'a> {
                     })
                     .collect(),
                 by_cpu: cpu_counts(&w.drops.by_cpu),
+                by_site: (w.mode == Mode::Count)
+                    .then(|| w.drop_sites.iter().map(SiteJson::new).collect()),
             },
             non_network: NonNetworkSummary::new(&w.non_network),
             sampled: sampled::SampledSummary::new(&w.sampled),
-            events: (&w.events).into(),
+            events: EventAccounting::new(&w.events, w.mode),
             events_lost: w.events.lost(),
             kernel_skipped: &w.kernel_skipped,
             cpus: w.cpus.iter().map(CpuSummary::new).collect(),
@@ -516,13 +539,14 @@ impl From<&ReceiveCounts> for ReceiveCountsJson {
     }
 }
 
-impl From<&window::EventAccounting> for EventAccounting {
-    fn from(e: &window::EventAccounting) -> Self {
+impl EventAccounting {
+    fn new(e: &window::EventAccounting, mode: Mode) -> Self {
+        let streams = mode == Mode::Stream;
         let kind = |k: &KindAccounting| KindAccountingJson {
             counted: k.counted,
-            streamed: k.streamed,
-            lost: k.lost,
-            sampled_out: k.sampled_out,
+            streamed: streams.then_some(k.streamed),
+            lost: streams.then_some(k.lost),
+            sampled_out: streams.then_some(k.sampled_out),
         };
         EventAccounting {
             retransmit: kind(&e.retransmit),
@@ -531,6 +555,7 @@ impl From<&window::EventAccounting> for EventAccounting {
             decode_errors: e.decode_errors,
             flow_table_full: e.flow_table_full,
             reason_table_full: e.reason_table_full,
+            drop_site_table_full: e.drop_site_table_full,
             receive_table_full: e.receive_table_full,
             non_network_table_full: e.non_network_table_full,
         }

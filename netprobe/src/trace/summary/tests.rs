@@ -315,9 +315,9 @@ fn totals_by_flow_reason_and_cpu_with_loss() {
         s.events.retransmit,
         KindAccountingJson {
             counted: 12,
-            streamed: 10,
-            lost: 2,
-            sampled_out: 0
+            streamed: Some(10),
+            lost: Some(2),
+            sampled_out: Some(0)
         }
     );
     assert_eq!(s.events_lost, 3);

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::model::window::{CpuCount, FailedAttempts, Window};
+use super::SiteJson;
+use crate::model::window::{CpuCount, FailedAttempts, Mode, Window};
 
 /// The summary for people.
 pub fn text(w: &Window, top: usize) -> String {
@@ -27,7 +28,12 @@ fn retransmits(out: &mut String, w: &Window, top: usize) {
     let r = &w.retransmits;
     let _ = writeln!(
         out,
-        "\n== netprobe summary ({:.1} s) ==",
+        "\n== netprobe summary ({}{:.1} s) ==",
+        if w.mode == Mode::Count {
+            "count mode, "
+        } else {
+            ""
+        },
         w.duration_ms as f64 / 1000.0
     );
     let _ =
@@ -124,6 +130,12 @@ fn drops(out: &mut String, w: &Window, top: usize) {
             .collect();
         let _ = writeln!(out, "  by cpu: {}", cpus.join(" "));
     }
+    if w.mode == Mode::Count && !w.drop_sites.is_empty() {
+        let _ = writeln!(out, "  by site:");
+        for site in w.drop_sites.iter().take(top) {
+            let _ = writeln!(out, "  {}", SiteJson::new(site).text());
+        }
+    }
 }
 
 /// The frees that are not network drops, on one line: apart from the drops, never hidden.
@@ -202,7 +214,17 @@ fn sampled(out: &mut String, w: &Window, top: usize) {
 /// What the stream lost, and what the kernel did not count.
 fn accounting(out: &mut String, w: &Window, _top: usize) {
     let e = &w.events;
-    if w.events.lost() > 0 {
+    if w.mode == Mode::Count {
+        let _ = writeln!(
+            out,
+            "events: count mode, none streamed by design; counted in the kernel: {} retransmits, {} drops, {} received out of sequence",
+            e.retransmit.counted, e.drop.counted, e.receive.counted
+        );
+        // The first note is the line above's.
+        for note in crate::trace::count::notes(w).iter().skip(1) {
+            let _ = writeln!(out, "note: {note}");
+        }
+    } else if w.events.lost() > 0 {
         let _ = writeln!(
             out,
             "WARNING: {} events lost (ring buffer full: {} retransmit, {} drop); totals above are exact, the stream is not. Raise --ring-size.",

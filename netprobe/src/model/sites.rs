@@ -1,6 +1,7 @@
-//! Names for what the kernel counts by number: a drop site's reason (from BTF), freeing
-//! function (kallsyms), layer and direction (the trace's own classification), and the
-//! interface behind an ifindex. Cached: the sites are few and the same every interval. The
+//! Names for what count mode's kernel side counts by number (`DROP_SITES`, read by `netprobe
+//! monitor` and `netprobe trace --count`): a drop site's reason (from BTF), freeing function
+//! (kallsyms), layer and direction (the trace's own classification), and the interface behind
+//! an ifindex. Cached: the sites are few and the same every interval. The
 //! freeing functions are looked up in /proc/kallsyms only for sites not seen before, in one
 //! streaming pass, instead of holding the whole symbol table for days (tens of MB).
 
@@ -126,6 +127,56 @@ impl SiteNames {
                 .cloned()
                 .unwrap_or_else(|| format!("ifindex {}", key.ifindex)),
         )
+    }
+}
+
+/// One drop site's counts, named and classified: count mode's unit of drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDrops {
+    pub site: SiteName,
+    /// Where it was dropped: the device's namespace, else the socket's (0: neither).
+    pub netns: u32,
+    /// Its name in netprobe's own namespace, else `ifindex N`; `None` without a device.
+    pub interface: Option<String>,
+    /// Drops per CPU, indexed by CPU.
+    pub per_cpu: Vec<u64>,
+}
+
+impl SiteDrops {
+    pub fn total(&self) -> u64 {
+        self.per_cpu.iter().sum()
+    }
+}
+
+impl SiteNames {
+    /// Every site that dropped, named (each looked up once), busiest first.
+    pub fn name_all(
+        &mut self,
+        sites: &[(DropSiteKey, Vec<u64>)],
+        own_netns: u32,
+    ) -> Vec<SiteDrops> {
+        let dropped: Vec<&(DropSiteKey, Vec<u64>)> = sites
+            .iter()
+            .filter(|(_, per_cpu)| per_cpu.iter().any(|n| *n > 0))
+            .collect();
+        self.prepare(dropped.iter().map(|(key, _)| key));
+        let mut named: Vec<SiteDrops> = dropped
+            .into_iter()
+            .map(|(key, per_cpu)| SiteDrops {
+                site: self.site(key),
+                netns: key.netns,
+                interface: self.interface(key, key.netns == own_netns),
+                per_cpu: per_cpu.clone(),
+            })
+            .collect();
+        named.sort_by(|a, b| {
+            b.total()
+                .cmp(&a.total())
+                .then_with(|| a.site.reason.cmp(&b.site.reason))
+                .then_with(|| a.site.location.cmp(&b.site.location))
+                .then(a.netns.cmp(&b.netns))
+        });
+        named
     }
 }
 
