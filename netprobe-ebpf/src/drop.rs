@@ -42,7 +42,7 @@ const ETH_P_ARP: u16 = 0x0806;
 const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
-pub(crate) const HEADER_UNSET: u16 = 0xffff;
+const HEADER_UNSET: u16 = 0xffff;
 
 /// The span of the skb holding every member read below, copied with one helper call (see
 /// `DropArgs::skb_span_len`); per-CPU, used by this program only.

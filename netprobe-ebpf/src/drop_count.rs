@@ -1,22 +1,15 @@
 //! Count mode's drop path (`netprobe monitor`, `trace --count`): each drop counted at its
-//! site, nothing streamed. Two entry points: the raw tracepoint's (`netprobe_drop`, in
-//! `drop.rs`, calls [`try_tally`]) and, where the kernel allows BTF-typed tracepoints,
-//! [`netprobe_drop_btf`], which reads the skb with direct loads instead of a helper.
+//! site, nothing streamed; `netprobe_drop` (`drop.rs`) calls [`try_tally`] in count mode.
 
-use aya_ebpf::{
-    macros::{btf_tracepoint, map},
-    maps::PerCpuArray,
-    programs::{BtfTracePointContext, RawTracePointContext},
-};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::RawTracePointContext};
 use core::ptr::{read_volatile, write_volatile};
 use netprobe_common::{
     DropSiteKey, Flow, COUNTER_DROP_SITE_TABLE_FULL, DROP_HAS_DEV, DROP_HAS_PORTS, DROP_HAS_SOCK,
-    FILTER_ADDR, FILTER_PORT, FILTER_REASON, OFFSET_ABSENT,
+    FILTER_ADDR, FILTER_PORT, FILTER_REASON,
 };
 
 use crate::drop::{
     count_non_network, count_reason, device, is_network, parse_headers, skb_fields, SkbFields,
-    HEADER_UNSET,
 };
 use crate::kernel::{arg, flow_matches, netns_matches, sock_netns};
 use crate::maps::{bump, setting, SITE_COUNTS, SITE_SLOTS, SITE_SLOT_COUNT};
@@ -41,65 +34,7 @@ pub(crate) fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// Count mode on a BTF-typed tracepoint (`tp_btf`, where the kernel allows it): the same
-/// path, but the skb's members are plain loads the verifier checks against the kernel's BTF
-/// (offsets from the read-only configuration, constants to the verifier) instead of a helper
-/// copying their span: a drop storm's drop costs no helper call at all when its site and
-/// device are this CPU's last.
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn netprobe_drop_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_tally_btf(&ctx);
-    0
-}
-
-fn try_tally_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
-    let reason = btf_arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
-    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
-        return Ok(());
-    }
-    let skb = btf_arg::<0>(ctx, setting!(drop.skb))?;
-    let location = btf_arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
-    let rx_sk = btf_arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
-    let fields = if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
-        // The flow headers are parsed with helper reads anyway: one copy of the span.
-        skb_fields(skb)
-    } else {
-        SkbFields {
-            sk: load(skb, setting!(kernel.skb_sk)),
-            dev: load(skb, setting!(kernel.skb_dev)),
-            head: 0,
-            network_header: HEADER_UNSET,
-            iif: load::<u32>(skb, setting!(kernel.skb_iif)),
-            protocol: u16::from_be(load(skb, setting!(drop.skb_protocol))),
-        }
-    };
-    tally(reason, location, rx_sk, fields);
-    Ok(())
-}
-
-/// Argument `N` of a BTF-typed tracepoint, as [`arg`] for raw ones.
-#[inline(always)]
-fn btf_arg<const N: usize>(ctx: &BtfTracePointContext, position: u32) -> Result<u64, i32> {
-    if position != N as u32 {
-        return Err(-1);
-    }
-    Ok(ctx.arg::<u64>(N))
-}
-
-/// A member of a BTF-typed pointer's object, by a direct load (`T::default()` where this
-/// kernel lacks it). The offset is a load-time constant the verifier checks against the
-/// object's BTF type; a faulting address reads as zero.
-#[inline(always)]
-fn load<T: Copy + Default>(base: u64, offset: u32) -> T {
-    if offset == OFFSET_ABSENT {
-        return T::default();
-    }
-    // SAFETY: a BTF-typed pointer from the tracepoint; the verifier turns this load into a
-    // fault-handling one and checks member and size against the kernel's BTF.
-    unsafe { core::ptr::read((base + offset as u64) as *const T) }
-}
-
-/// The drop counted at its site: `fields` read one way or the other.
+/// The drop counted at its site.
 #[inline(always)]
 fn tally(reason: u32, location: u64, rx_sk: u64, fields: SkbFields) {
     let sk = if fields.sk != 0 { fields.sk } else { rx_sk };

@@ -1,17 +1,14 @@
 //! Loading each planned program into the kernel and attaching it, and detaching them all.
 
 use aya::{
-    programs::{
-        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint, Program,
-        RawTracePoint,
-    },
+    programs::{raw_trace_point::RawTracePointLinkId, Program, RawTracePoint},
     Ebpf,
 };
 
 use super::{
     catalogue::{
-        fallback_of, AttachKind, FunctionHook, HookSpec, HookStatus, DROP_HOOK, FUNCTION_HOOKS,
-        RETRANSMIT_HOOK, STATE_PROCESS_HOOK,
+        AttachKind, FunctionHook, HookSpec, HookStatus, DROP_HOOK, FUNCTION_HOOKS, RETRANSMIT_HOOK,
+        STATE_PROCESS_HOOK,
     },
     Probe,
 };
@@ -24,7 +21,6 @@ use crate::{
 /// An attached program's link.
 pub(super) enum AttachedLink {
     Raw(RawTracePointLinkId),
-    Btf(BtfTracePointLinkId),
 }
 
 /// Loads and attaches every planned hook, adding each one's status to `hooks`. Returns the
@@ -36,32 +32,12 @@ pub(super) enum AttachedLink {
 /// other.
 pub(super) fn attach_planned(
     ebpf: &mut Ebpf,
-    btf: &KernelBtf,
     wanted: Vec<(&'static HookSpec, String)>,
     hooks: &mut Vec<HookStatus>,
 ) -> Vec<(&'static str, AttachedLink)> {
-    let loaded = load_all(ebpf, btf, &wanted);
+    let loaded = load_all(ebpf, &wanted);
     let mut links = Vec::new();
     for ((spec, detail), load) in wanted.into_iter().zip(loaded) {
-        // A better hook refused (tp_btf where BTF-typed programs are not allowed): its
-        // fallback is loaded now, the only program ever verified after another.
-        let (spec, detail, load) = match (load, fallback_of(spec)) {
-            (Err(why), Some(fallback)) => {
-                let started = std::time::Instant::now();
-                let load = load_program(ebpf, btf, fallback)
-                    .map(|()| started.elapsed().as_secs_f64() * 1e3);
-                let detail = detail.replacen(
-                    detail.split(';').next().unwrap_or(""),
-                    &format!(
-                        "raw tracepoint ({} refused here: {why}), arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb",
-                        spec.attach.name()
-                    ),
-                    1,
-                );
-                (fallback, detail, load)
-            }
-            (load, _) => (spec, detail, load),
-        };
         let started = std::time::Instant::now();
         match load.and_then(|load_ms| attach(ebpf, spec).map(|link| (link, load_ms))) {
             Ok((link, load_ms)) => {
@@ -89,11 +65,7 @@ pub(super) fn attach_planned(
 
 /// Loads (verifies) the programs of `wanted` on two threads, each taking the next program
 /// not yet taken. Per program, in `wanted`'s order: its load time in ms, or why it failed.
-fn load_all(
-    ebpf: &mut Ebpf,
-    btf: &KernelBtf,
-    wanted: &[(&'static HookSpec, String)],
-) -> Vec<Result<f64, String>> {
+fn load_all(ebpf: &mut Ebpf, wanted: &[(&'static HookSpec, String)]) -> Vec<Result<f64, String>> {
     let mut programs: Vec<Option<(&mut Program, &'static HookSpec)>> =
         (0..wanted.len()).map(|_| None).collect();
     for (name, program) in ebpf.programs_mut() {
@@ -109,7 +81,7 @@ fn load_all(
         let started = std::time::Instant::now();
         let result = match program {
             Some((program, spec)) => {
-                load(program, btf, spec).map(|()| started.elapsed().as_secs_f64() * 1e3)
+                load(program, spec).map(|()| started.elapsed().as_secs_f64() * 1e3)
             }
             None => Err(format!(
                 "program {} missing from the object",
@@ -132,28 +104,15 @@ fn load_all(
         .collect()
 }
 
-fn load(program: &mut Program, btf: &KernelBtf, spec: &HookSpec) -> Result<(), String> {
-    let rejected = |e: aya::programs::ProgramError| format!("{}: {e:#}", spec.program);
+fn load(program: &mut Program, spec: &HookSpec) -> Result<(), String> {
     match spec.attach {
         AttachKind::RawTracepoint => {
             let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            program.load().map_err(rejected)
-        }
-        AttachKind::BtfTracepoint => {
-            let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program
-                .load(spec.tracepoint(), btf.aya()?)
-                .map_err(rejected)
+                .load()
+                .map_err(|e| format!("verifier rejected {}: {e:#}", spec.program))
         }
     }
-}
-
-/// Loads one program of the object by its spec.
-fn load_program(ebpf: &mut Ebpf, btf: &KernelBtf, spec: &HookSpec) -> Result<(), String> {
-    let program = ebpf
-        .program_mut(spec.program)
-        .ok_or_else(|| format!("program {} missing from the object", spec.program))?;
-    load(program, btf, spec)
 }
 
 /// Attaches a loaded program.
@@ -169,10 +128,6 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
                 .attach(spec.tracepoint())
                 .map(AttachedLink::Raw)
                 .map_err(failed)
-        }
-        AttachKind::BtfTracepoint => {
-            let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            program.attach().map(AttachedLink::Btf).map_err(failed)
         }
     }
 }
@@ -248,11 +203,6 @@ impl Probe {
             match link {
                 AttachedLink::Raw(link) => {
                     if let Ok(tp) = <&mut RawTracePoint>::try_from(program) {
-                        let _ = tp.detach(link);
-                    }
-                }
-                AttachedLink::Btf(link) => {
-                    if let Ok(tp) = <&mut BtfTracePoint>::try_from(program) {
                         let _ = tp.detach(link);
                     }
                 }

@@ -9,15 +9,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AttachKind {
     RawTracepoint,
-    /// A BTF-typed tracepoint (`tp_btf`): direct loads from its typed arguments.
-    BtfTracepoint,
 }
 
 impl AttachKind {
     pub(super) fn name(self) -> &'static str {
         match self {
             AttachKind::RawTracepoint => "raw_tracepoint",
-            AttachKind::BtfTracepoint => "tp_btf",
         }
     }
 }
@@ -71,21 +68,8 @@ pub const DROP_HOOK: HookSpec = HookSpec {
     program: "netprobe_drop",
     attach: AttachKind::RawTracepoint,
 };
-/// The program that counts drops (the summary checks whether the kernel skipped it; its
-/// BTF-typed twin's name begins the same).
+/// The program that counts drops (the summary checks whether the kernel skipped it).
 pub const DROP_PROGRAM: &str = DROP_HOOK.program;
-/// Count mode's drop hook where the kernel allows BTF-typed tracepoints (`drop_count.rs`):
-/// the skb read with direct loads instead of a helper. [`DROP_HOOK`] where it is refused.
-pub const DROP_COUNT_BTF_HOOK: HookSpec = HookSpec {
-    id: "skb:kfree_skb",
-    program: "netprobe_drop_btf",
-    attach: AttachKind::BtfTracepoint,
-};
-
-/// The hook to load instead when `spec` is refused.
-pub(super) fn fallback_of(spec: &HookSpec) -> Option<&'static HookSpec> {
-    (spec.program == DROP_COUNT_BTF_HOOK.program).then_some(&DROP_HOOK)
-}
 pub const RECEIVE_HOOK: HookSpec = HookSpec {
     id: "tcp:tcp_probe",
     program: "netprobe_rcv",
@@ -206,7 +190,6 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINT_HOOKS
         .iter()
         .map(|spec| spec.program)
-        .chain([DROP_COUNT_BTF_HOOK.program])
         .chain(FUNCTION_HOOKS.iter().flat_map(|hook| hook.programs()))
 }
 

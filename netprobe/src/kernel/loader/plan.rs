@@ -9,8 +9,8 @@ use netprobe_common::{
 
 use super::{
     catalogue::{
-        HookSpec, HookStatus, DROP_COUNT_BTF_HOOK, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK,
-        RETRANSMIT_HOOK, SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
+        HookSpec, HookStatus, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
+        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
     LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
 };
@@ -260,17 +260,6 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
     let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets; frees of skbs that are neither IP/IPv6/ARP packets nor an IP socket's (unix-domain, netlink…) counted apart as non_network, not streamed".to_string();
     if layout.reason == OFFSET_ABSENT {
         detail.push_str("; this kernel records no drop reasons");
-    }
-    if config.aggregate.mode == MODE_COUNT {
-        // Count mode reads four skb members per drop and nothing else for a storm: as direct
-        // loads on a BTF-typed tracepoint they cost no helper call (the raw one's is kept
-        // where tp_btf is refused, see `attach_planned`).
-        let detail = detail.replacen(
-            "raw tracepoint,",
-            "BTF-typed tracepoint (tp_btf): the skb's members read by direct loads the verifier checks against BTF, no helper call;",
-            1,
-        );
-        return plan.want(&DROP_COUNT_BTF_HOOK, detail);
     }
     plan.want(&DROP_HOOK, detail);
 }
