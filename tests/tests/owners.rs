@@ -71,9 +71,10 @@ fn retransmits_and_drops_name_the_owning_process() {
         .collect();
     assert!(
         !owned_drops.is_empty(),
-        "no drop named its owner: {} drops, summary {}",
+        "no drop named its owner: {} drops, summary {}, first {:?}",
         out.of_type("drop").len(),
-        out.summary()["drops"]
+        out.summary()["drops"],
+        out.of_type("drop").first()
     );
     let comm = our_comm();
     for d in &owned_drops {

@@ -69,13 +69,14 @@ pub fn scan(wanted: &dyn Fn(u64) -> bool) -> (HashMap<u64, Vec<Owner>>, bool) {
 
 /// Owners of the sockets seen in the event stream. A miss triggers a full rescan at most
 /// every `MIN_RESCAN`, so a burst of events costs at most a few scans; an inode still unknown
-/// after a scan is remembered as such for `MISS_TTL` only: a socket can have no owner yet (a
-/// connection still in its listener's accept queue, whose first segments are dropped before
-/// accept() gives it an fd), and an orphaned one costs one scan per `MISS_TTL`.
+/// after a scan is not looked for again until a wait that doubles with each miss, from
+/// `MIN_RESCAN` to `MISS_TTL`: a socket can have no owner yet (a connection still in its
+/// listener's accept queue, whose first segments are dropped before accept() gives it an fd),
+/// and is then named a moment later, while an orphaned one costs one scan per `MISS_TTL`.
 pub struct OwnerCache {
     known: HashMap<Inode, Owner>,
-    /// Inodes a scan did not find, and when.
-    unknown: HashMap<Inode, Instant>,
+    /// Inodes a scan did not find: when, and how long to wait before looking again.
+    unknown: HashMap<Inode, (Instant, Duration)>,
     last_scan: Option<Instant>,
 }
 
@@ -112,7 +113,7 @@ impl OwnerCache {
         let recently_missed = self
             .unknown
             .get(&inode)
-            .is_some_and(|t| t.elapsed() < MISS_TTL);
+            .is_some_and(|(t, wait)| t.elapsed() < *wait);
         if recently_missed || self.last_scan.is_some_and(|t| t.elapsed() < MIN_RESCAN) {
             return false;
         }
@@ -125,10 +126,18 @@ impl OwnerCache {
                 self.known.insert(ino, first);
             }
         }
-        self.unknown.retain(|_, t| t.elapsed() < MISS_TTL);
         let found = self.known.contains_key(&inode);
-        if !found {
-            self.unknown.insert(inode, now);
+        let wait = match self.unknown.get(&inode) {
+            Some((_, wait)) => (*wait * 2).min(MISS_TTL),
+            None => MIN_RESCAN,
+        };
+        // Forgotten once a scan could run for it again anyway: the table stays small.
+        self.unknown
+            .retain(|_, (t, wait)| t.elapsed() < *wait + MISS_TTL);
+        if found {
+            self.unknown.remove(&inode);
+        } else {
+            self.unknown.insert(inode, (now, wait));
         }
         found
     }

@@ -154,6 +154,11 @@ impl<'a> Session<'a> {
     fn start(args: &'a TraceArgs, btf_path: &Path) -> Result<Self, TraceError> {
         // aya's own BTF parse starts now, on the second core, beside ours and the planning.
         let preload = loader::Preload::start(btf_path, args.function_hooks);
+        // Read beside the loading, not before the hooks line: nothing needs a symbol until
+        // the first drop is named. Not later either: the first drops wait in the ring until
+        // their functions can be named, and the owner of a short-lived socket must be looked
+        // up while it still has one (a lookup after its process closed it names nobody).
+        let symbols = SymbolsLoading::start(Path::new("/proc/kallsyms"));
         let btf = KernelBtf::load(btf_path)?;
         let reasons = DropReasons::from_btf(&btf)?;
         let filter = FilterSpec {
@@ -178,11 +183,6 @@ impl<'a> Session<'a> {
             },
             preload,
         )?;
-        // Read beside the counters' baseline, not before the hooks line: nothing needs a
-        // symbol until the first drop is named (events wait in the ring until then). Not
-        // during loading either: both cores are busy with it (see `Preload`, and programs
-        // are verified two at a time).
-        let symbols = SymbolsLoading::start(Path::new("/proc/kallsyms"));
         // Parsed once for reasons, layouts and function hooks; not needed while tracing.
         drop(btf);
         // Read before the hooks line tells anyone the trace is running, so both sides cover
