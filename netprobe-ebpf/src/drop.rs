@@ -21,8 +21,8 @@ use netprobe_common::{
     DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, SiteCount, AF_INET,
     AF_INET6, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT, COUNTER_DROP_SEEN,
     COUNTER_DROP_SITE_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
-    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_REASON,
-    SKB_SPAN_MAX,
+    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR,
+    FILTER_PORT, FILTER_REASON, SKB_SPAN_MAX,
 };
 
 use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
@@ -136,6 +136,9 @@ pub struct PendingDrop {
     dev: u64,
     head: u64,
     sock_ino: u64,
+    /// When the drop was counted, and the ring's unread bytes then.
+    ts_ns: u64,
+    unread: u64,
     reason: u32,
     netns: u32,
     iif: u32,
@@ -170,8 +173,20 @@ fn try_drop(ctx: &RawTracePointContext, level: u32) -> Result<(), i32> {
     p.location = arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
     // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
     p.sk = arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0);
-    if netprobe_drop_where(level) != 0 || netprobe_drop_parse(level) != 0 {
+    if netprobe_drop_where(level) != 0 {
         return Ok(());
+    }
+    // A drop is counted once it passes every filter; without a flow filter that is now, and
+    // a storm's sampled-out drops then cost no header parsing at all.
+    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
+        if netprobe_drop_parse(level) != 0 || netprobe_drop_count(level) != 0 {
+            return Ok(());
+        }
+    } else {
+        if netprobe_drop_count(level) != 0 {
+            return Ok(());
+        }
+        netprobe_drop_parse(level);
     }
     netprobe_drop_emit(level);
     Ok(())
@@ -290,25 +305,24 @@ pub(crate) fn is_network(protocol: u16, sk: u64) -> bool {
     family == AF_INET || family == AF_INET6
 }
 
-/// Stage four: the exact count of the drop's site, then (unless its site is over its rate
-/// this second) the event, filled in place in its ring slot. A free that is not a network
-/// drop is only counted, apart (`NON_NETWORK_DROPS`).
+/// The exact count of the drop's site; nonzero when it is not to be streamed: a free that is
+/// not a network drop (counted apart, `NON_NETWORK_DROPS`), or a drop whose site is over its
+/// rate this second.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
+pub extern "C" fn netprobe_drop_count(level: u32) -> i32 {
     let Some(p) = pending(level) else {
         return 1;
     };
     if p.network == 0 {
         count_non_network(p.reason, p.location);
-        return 0;
+        return 1;
     }
     bump(COUNTER_DROP_SEEN);
     // SAFETY: a helper without arguments; it only reads the clock.
-    let ts_ns = unsafe { bpf_ktime_get_ns() };
-    let mut flags = p.flags;
+    p.ts_ns = unsafe { bpf_ktime_get_ns() };
     if p.dev != 0 {
-        flags |= DROP_HAS_DEV;
+        p.flags |= DROP_HAS_DEV;
     }
     let key = DropSiteKey {
         reason: p.reason,
@@ -316,14 +330,25 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         location: p.location,
         ifindex: p.ifindex,
         skb_iif: p.iif,
-        flags: flags & (DROP_HAS_DEV | DROP_HAS_SOCK),
+        flags: p.flags & (DROP_HAS_DEV | DROP_HAS_SOCK),
         _pad0: [0; 7],
     };
-    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if !count_and_sample(&key, ts_ns, unread) {
+    p.unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if !count_and_sample(&key, p.ts_ns, p.unread) {
         bump(COUNTER_DROP_SAMPLED_OUT);
-        return 0;
+        return 1;
     }
+    0
+}
+
+/// The last stage: the event, filled in place in its ring slot.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
+        return 1;
+    };
+    let (ts_ns, flags) = (p.ts_ns, p.flags);
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         bump(COUNTER_DROP_LOST);
         return 1;
@@ -354,7 +379,7 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         }
         (*event).flags = flags;
     }
-    entry.submit(submit_flags_for(unread, ts_ns));
+    entry.submit(submit_flags_for(p.unread, ts_ns));
     0
 }
 
