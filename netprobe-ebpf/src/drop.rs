@@ -31,7 +31,6 @@ use crate::maps::{
     EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
-use core::ptr::{read_volatile, write_volatile};
 
 use netprobe_common::vocab::{self, TcpState};
 
@@ -433,79 +432,23 @@ fn count_and_sample(key: &DropSiteKey, ts_ns: u64, unread: u64) -> bool {
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// The last device this CPU placed a drop on.
-#[repr(C)]
-pub struct DeviceCache {
-    dev: u64,
-    ifindex: u32,
-    netns: u32,
-    /// `dev->name`, read on first use for this device (stream mode only needs it).
-    name: [u8; 16],
-    name_of: u64,
-}
-
-#[map]
-static DEVICE_CACHE: PerCpuArray<DeviceCache> = PerCpuArray::with_max_entries(1, 0);
-
-/// A device's (ifindex, namespace): from this CPU's cache when it is the same `net_device`
-/// as last time (three reads saved per drop of a storm), else read and cached. A device
-/// freed and another allocated at the same address, with no drop on another device of this
-/// CPU in between, would keep the old one's name and namespace (never its counts).
+/// A device's (ifindex, namespace), read each time. Not cached per CPU by the device's
+/// address: a device freed and another allocated there (namespaces and veths come and go) would
+/// keep the old one's namespace, and its drops would be placed in the wrong one.
 #[inline(always)]
 pub(crate) fn device(dev: u64) -> (u32, u32) {
-    let Some(cache) = DEVICE_CACHE.get_ptr_mut(0) else {
-        return (
-            read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
-            dev_netns(dev),
-        );
-    };
-    // SAFETY: this CPU's slot. A nested run (a drop in a softirq that interrupted this one)
-    // may refill it with another device between our check and our reads: the values are
-    // taken first and kept only if the entry still names this device after. Volatile, so
-    // that the compiler keeps that order (a nested run is an interrupt on this CPU).
-    unsafe {
-        let cache = &mut *cache;
-        if read_volatile(&cache.dev) == dev {
-            let found = (read_volatile(&cache.ifindex), read_volatile(&cache.netns));
-            if read_volatile(&cache.dev) == dev {
-                return found;
-            }
-        }
-        let ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
-        let netns = dev_netns(dev);
-        write_volatile(&mut cache.dev, 0);
-        write_volatile(&mut cache.ifindex, ifindex);
-        write_volatile(&mut cache.netns, netns);
-        write_volatile(&mut cache.dev, dev);
-        (ifindex, netns)
-    }
+    (
+        read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
+        dev_netns(dev),
+    )
 }
 
-/// `dev->name` into `name`: copied from this CPU's cache when it holds this device's, else
-/// read (and cached).
+/// `dev->name` into `name`.
 #[inline(always)]
 fn device_name(dev: u64, name: &mut [u8; 16]) {
     let address = (dev + setting!(kernel.dev_name) as u64) as *const u8;
-    let Some(cache) = DEVICE_CACHE.get_ptr_mut(0) else {
-        // SAFETY: a probe read (bad addresses fail, never fault) into our own buffer.
-        let _ = unsafe { bpf_probe_read_kernel_buf(address, name) };
-        return;
-    };
-    // SAFETY: this CPU's slot; as in `device`, a copy made while a nested run refilled the
-    // entry is thrown away (`name_of` no longer this device's) and the name read afresh.
-    unsafe {
-        let cache = &mut *cache;
-        if read_volatile(&cache.name_of) == dev {
-            *name = read_volatile(&cache.name);
-            if read_volatile(&cache.name_of) == dev {
-                return;
-            }
-        }
-        let _ = bpf_probe_read_kernel_buf(address, name);
-        write_volatile(&mut cache.name_of, 0);
-        write_volatile(&mut cache.name, *name);
-        write_volatile(&mut cache.name_of, dev);
-    }
+    // SAFETY: a probe read (bad addresses fail, never fault) into our own buffer.
+    let _ = unsafe { bpf_probe_read_kernel_buf(address, name) };
 }
 
 /// Exact per-CPU count for this reason.

@@ -17,11 +17,8 @@ use crate::maps::{bump, setting, SITE_COUNTS, SITE_SLOTS, SITE_SLOT_COUNT};
 /// Count mode's whole path, kept lean (the drop hook runs for every drop, storms included):
 /// no nesting slot, no staging, no event, nothing on the stack but the key. Only what places
 /// the drop is read: the skb's members in one copy of their span, the device's ifindex and
-/// namespace from this CPU's last-device cache (a storm drops on one device: no read at all),
-/// the flow headers only when a port or address filter needs them. Then one update of
-/// `DROP_SITES`. A nested run on the same CPU (a drop in a softirq that interrupted this
-/// one) can only lose an increment of the same site in a three-instruction window (see
-/// `bump`).
+/// namespace, the flow headers only when a port or address filter needs them. Then the
+/// site's slot is counted (see `count_site`).
 pub(crate) fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
     let reason = arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
     if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
