@@ -215,16 +215,41 @@ pub fn netprobe_into_one_byte_reader(args: &[&str]) -> (ExitStatus, Vec<u8>, Str
     )
 }
 
-/// Names of netprobe's BPF programs currently loaded anywhere in the kernel.
-pub fn loaded_netprobe_programs() -> Vec<String> {
+/// One BPF program loaded in the kernel now, as `bpftool prog list` shows it; `runs` and
+/// `run_time_ns` are its `bpf_stats` (zero unless `kernel.bpf_stats_enabled` is on).
+#[derive(Debug, Clone)]
+pub struct LoadedProgram {
+    pub name: String,
+    pub id: u64,
+    /// `tracepoint`, `raw_tracepoint`, `tracing`…
+    pub kind: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+}
+
+/// Every BPF program loaded anywhere in the kernel now.
+pub fn loaded_programs() -> Vec<LoadedProgram> {
     let json = sh("bpftool", &["prog", "list", "-j"]);
     let v: Value = serde_json::from_str(&json).expect("bpftool json");
     v.as_array()
         .expect("array")
         .iter()
-        .filter_map(|p| p["name"].as_str())
+        .map(|p| LoadedProgram {
+            name: p["name"].as_str().unwrap_or("").to_string(),
+            id: p["id"].as_u64().unwrap_or(0),
+            kind: p["type"].as_str().unwrap_or("").to_string(),
+            runs: p["run_cnt"].as_u64().unwrap_or(0),
+            run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// Names of netprobe's BPF programs currently loaded anywhere in the kernel.
+pub fn loaded_netprobe_programs() -> Vec<String> {
+    loaded_programs()
+        .into_iter()
+        .map(|p| p.name)
         .filter(|n| n.starts_with("netprobe_"))
-        .map(String::from)
         .collect()
 }
 

@@ -17,7 +17,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use netprobe_integration::{bulk_transfer, loaded_netprobe_programs, sh, signal, Link, NftTable};
+use netprobe_integration::{
+    bulk_transfer, loaded_netprobe_programs, loaded_programs, signal, Link, NftTable,
+};
 use serde_json::Value;
 
 use crate::{run, workspace_root};
@@ -120,23 +122,11 @@ impl Drop for StatsEnabled {
 
 /// (name, id, run_cnt, run_time_ns) of every tracepoint program loaded now.
 fn tracepoint_programs() -> Vec<(String, u64, u64, u64)> {
-    let json = sh("bpftool", &["prog", "show", "-j"]);
-    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| p["type"] == "tracepoint" || p["type"] == "raw_tracepoint")
-                .map(|p| {
-                    (
-                        p["name"].as_str().unwrap_or("").to_string(),
-                        p["id"].as_u64().unwrap_or(0),
-                        p["run_cnt"].as_u64().unwrap_or(0),
-                        p["run_time_ns"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    loaded_programs()
+        .into_iter()
+        .filter(|p| p.kind == "tracepoint" || p.kind == "raw_tracepoint")
+        .map(|p| (p.name, p.id, p.runs, p.run_time_ns))
+        .collect()
 }
 
 /// (run_cnt, run_time_ns) of the first program whose name starts with `prefix`.

@@ -164,6 +164,20 @@ pub struct DropContext<'a> {
     pub has_socket: bool,
 }
 
+impl<'a> DropContext<'a> {
+    /// The context of the drops counted at a drop site (count mode, or storm sampling), at
+    /// `location` (the site's function, named): what an event from there would carry.
+    pub fn at_site(location: &'a str, key: &netprobe_common::DropSiteKey) -> Self {
+        use netprobe_common::{DROP_HAS_DEV, DROP_HAS_SOCK};
+        DropContext {
+            location,
+            skb_iif: key.skb_iif,
+            ifindex: (key.flags & DROP_HAS_DEV != 0).then_some(key.ifindex),
+            has_socket: key.flags & DROP_HAS_SOCK != 0,
+        }
+    }
+}
+
 /// What the reason and the freeing function alone say: the layer, and the direction when the
 /// reason implies one. The same for every drop at one (reason, location): cacheable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -246,15 +246,7 @@ impl EventModel {
     /// as a drop event from that site would be.
     pub fn classify_site_key(&mut self, key: &DropSiteKey) -> (Arc<str>, Direction, Layer) {
         let site = self.site(key.reason, key.location);
-        let (direction, layer) = classify_at(
-            site.class,
-            DropContext {
-                location: &site.location,
-                skb_iif: key.skb_iif,
-                ifindex: (key.flags & DROP_HAS_DEV != 0).then_some(key.ifindex),
-                has_socket: key.flags & DROP_HAS_SOCK != 0,
-            },
-        );
+        let (direction, layer) = classify_at(site.class, DropContext::at_site(&site.location, key));
         (site.reason, direction, layer)
     }
 

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use netprobe_common::{DropSiteKey, DROP_HAS_DEV, DROP_HAS_SOCK};
+use netprobe_common::{DropSiteKey, DROP_HAS_DEV};
 
 use crate::{
     kernel::{btf::DropReasons, kallsyms},
@@ -91,15 +91,7 @@ impl SiteNames {
                 let class = classify::classify_site(&reason, &location);
                 (reason, location, class)
             });
-        let (direction, layer) = classify::classify_at(
-            *class,
-            DropContext {
-                location,
-                skb_iif: key.skb_iif,
-                ifindex: (key.flags & DROP_HAS_DEV != 0).then_some(key.ifindex),
-                has_socket: key.flags & DROP_HAS_SOCK != 0,
-            },
-        );
+        let (direction, layer) = classify::classify_at(*class, DropContext::at_site(location, key));
         SiteName {
             role: classify::role_of(reason),
             reason: reason.clone(),

@@ -103,10 +103,7 @@ impl DropTally {
                 layer: s.site.layer,
                 reason: Arc::from(s.site.reason.as_str()),
             };
-            let group = tally.groups.entry(key).or_default();
-            let total = s.total();
-            group.count += total;
-            *group.netns.entry(s.netns).or_default() += total;
+            let group = tally.counted_at(key, s.netns, s.total());
             for (cpu, n) in s.per_cpu.iter().enumerate().filter(|(_, n)| **n > 0) {
                 *group.cpus.entry(cpu as u32).or_default() += n;
             }
@@ -168,12 +165,18 @@ impl DropTally {
     /// their group and namespace; their flows and CPUs are those of the site's streamed
     /// sample, already counted.
     pub fn add_counted_only(&mut self, key: DropKey, netns: u32, count: u64) {
-        if count == 0 {
-            return;
+        if count > 0 {
+            self.counted_at(key, netns, count);
         }
+    }
+
+    /// Adds `count` drops of namespace `netns` to group `key`, which it returns: drops known
+    /// from a site's count, not from events (no flows).
+    fn counted_at(&mut self, key: DropKey, netns: u32, count: u64) -> &mut DropGroup {
         let group = self.groups.entry(key).or_default();
         group.count += count;
         *group.netns.entry(netns).or_default() += count;
+        group
     }
 
     /// Counts one classified drop.

@@ -39,6 +39,9 @@ pub struct StormWatch {
     /// Device names by (namespace, ifindex), learnt from the streamed drops: a storm's first
     /// drops each second are streamed, so its device is named by the time it is said.
     devices: HashMap<(u32, u32), IfName>,
+    /// The (namespace, ifindex) learnt last: a storm's events repeat one device, and this is
+    /// on the per-event path.
+    last_learnt: (u32, u32),
 }
 
 /// One `{"type":"storm"}` line.
@@ -85,12 +88,17 @@ impl StormWatch {
             previous: (0, 0),
             previous_at: now,
             devices: HashMap::new(),
+            last_learnt: (0, 0),
         }
     }
 
     /// Remembers the name of a device a streamed drop was on.
     #[inline]
     pub fn learn_device(&mut self, netns: u32, ifindex: u32, name: IfName) {
+        if self.last_learnt == (netns, ifindex) {
+            return;
+        }
+        self.last_learnt = (netns, ifindex);
         self.devices.entry((netns, ifindex)).or_insert(name);
     }
 
@@ -134,20 +142,13 @@ impl StormWatch {
         reasons: &DropReasons,
         symbols: &Symbolizer,
     ) -> Vec<Said> {
-        let sampling: Vec<&StormNote> = notes
+        let (sampling, over): (Vec<&StormNote>, Vec<&StormNote>) = notes
             .iter()
-            .filter(|n| matches!(n, StormNote::Sampling { .. }))
-            .collect();
+            .partition(|n| matches!(n, StormNote::Sampling { .. }));
         let mut said: Vec<Said> = sampling
             .iter()
             .take(SITES_SAID)
-            .chain(
-                notes
-                    .iter()
-                    .filter(|n| matches!(n, StormNote::Over { .. }))
-                    .collect::<Vec<_>>()
-                    .iter(),
-            )
+            .chain(&over)
             .map(|note| self.note_said(note, reasons, symbols))
             .collect();
         if sampling.len() > SITES_SAID {

@@ -9,30 +9,15 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use super::Checks;
-use crate::{send_udp, sh, Link, Monitor, SysctlGuard, Tracer};
+use crate::{loaded_programs, send_udp, Link, LoadedProgram, Monitor, SysctlGuard, Tracer};
 
 const DATAGRAMS: usize = 20_000;
 
-/// (name, id, run_cnt, run_time_ns) of every netprobe drop program loaded now.
-fn drop_programs() -> Vec<(String, u64, u64, u64)> {
-    let v: Value =
-        serde_json::from_str(&sh("bpftool", &["prog", "show", "-j"])).unwrap_or(Value::Null);
-    v.as_array()
+/// Every netprobe drop program loaded now, with its `bpf_stats`.
+fn drop_programs() -> Vec<LoadedProgram> {
+    loaded_programs()
         .into_iter()
-        .flatten()
-        .filter(|p| {
-            p["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("netprobe_drop"))
-        })
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap_or("").to_string(),
-                p["id"].as_u64().unwrap_or(0),
-                p["run_cnt"].as_u64().unwrap_or(0),
-                p["run_time_ns"].as_u64().unwrap_or(0),
-            )
-        })
+        .filter(|p| p.name.starts_with("netprobe_drop"))
         .collect()
 }
 
@@ -41,14 +26,14 @@ fn measured(before: &HashSet<u64>, link: &Link) -> Value {
     let sent = send_udp(&link.a, link.b_port(9), b"cost", DATAGRAMS);
     let after: Vec<_> = drop_programs()
         .into_iter()
-        .filter(|p| !before.contains(&p.1))
+        .filter(|p| !before.contains(&p.id))
         .collect();
     match after.first() {
-        Some((name, _, runs, ns)) => json!({
+        Some(p) => json!({
             "sent": sent,
-            "program": name,
-            "runs": runs,
-            "ns_per_drop": ns.checked_div(*runs).unwrap_or(0),
+            "program": p.name,
+            "runs": p.runs,
+            "ns_per_drop": p.run_time_ns.checked_div(p.runs).unwrap_or(0),
         }),
         None => json!({ "sent": sent, "program": null }),
     }
@@ -57,7 +42,7 @@ fn measured(before: &HashSet<u64>, link: &Link) -> Value {
 pub fn drop_cost() -> Value {
     let _stats = SysctlGuard::set("kernel.bpf_stats_enabled", "1");
     let link = Link::new("mxk", 75);
-    let before: HashSet<u64> = drop_programs().iter().map(|p| p.1).collect();
+    let before: HashSet<u64> = drop_programs().iter().map(|p| p.id).collect();
     let monitor = Monitor::start(&link.b, &["veth0", "1", "--no-log", "--count", "2"]);
     let count_mode = measured(&before, &link);
     let _ = monitor.wait();

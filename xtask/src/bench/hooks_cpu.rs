@@ -12,8 +12,7 @@ use std::{
 };
 
 use anyhow::Result;
-use netprobe_integration::{bulk_transfer, sh, Link};
-use serde_json::Value;
+use netprobe_integration::{bulk_transfer, loaded_programs, Link};
 
 use super::{netprobe, stop, wait_attached, StatsEnabled};
 
@@ -21,17 +20,13 @@ const BYTES: u64 = 3 << 30;
 
 /// (name → (run_cnt, run_time_ns)) of every netprobe program loaded now, of any type.
 fn netprobe_program_stats() -> HashMap<String, (u64, u64)> {
-    let json = sh("bpftool", &["prog", "show", "-j"]);
-    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
     let mut stats = HashMap::new();
-    for p in v.as_array().into_iter().flatten() {
-        let name = p["name"].as_str().unwrap_or("");
-        if !name.starts_with("netprobe") {
-            continue;
+    for p in loaded_programs() {
+        if p.name.starts_with("netprobe") {
+            let entry = stats.entry(p.name).or_insert((0, 0));
+            entry.0 += p.runs;
+            entry.1 += p.run_time_ns;
         }
-        let entry = stats.entry(name.to_string()).or_insert((0, 0));
-        entry.0 += p["run_cnt"].as_u64().unwrap_or(0);
-        entry.1 += p["run_time_ns"].as_u64().unwrap_or(0);
     }
     stats
 }
