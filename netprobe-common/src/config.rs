@@ -93,8 +93,13 @@ pub struct DropArgs {
     /// Byte offsets of `tcp_skb_cb.end_seq` and `tcp_sock.rcv_nxt`, for that check.
     pub tcb_end_seq: u32,
     pub rcv_nxt: u32,
+    /// The span of `struct net_device` holding `ifindex` and `nd_net` (and `name` when it
+    /// fits too), read in one go when it fits [`SKB_SPAN_MAX`] bytes: since Linux 6.8 they
+    /// sit within a cache line or two of each other. `dev_span_len` 0: read one by one.
+    pub dev_span_start: u32,
+    pub dev_span_len: u32,
 }
-assert_layout!(DropArgs, size 48, {
+assert_layout!(DropArgs, size 56, {
     skb: 0,
     location: 4,
     reason: 8,
@@ -107,6 +112,8 @@ assert_layout!(DropArgs, size 48, {
     dupack_reason: 36,
     tcb_end_seq: 40,
     rcv_nxt: 44,
+    dev_span_start: 48,
+    dev_span_len: 52,
 });
 
 /// Largest `sk_buff` span the drop program reads in one go.
@@ -378,20 +385,20 @@ pub struct TraceConfig {
     pub spurious: SpuriousLayout,
     pub aggregate: AggregateConfig,
 }
-assert_layout!(TraceConfig, size 316, {
+assert_layout!(TraceConfig, size 324, {
     retransmit: 0,
     drop: 16,
-    kernel: 64,
-    filter: 132,
-    stream: 164,
-    cpu: 172,
-    synack: 196,
-    kind: 204,
-    receive: 220,
-    sock_state: 236,
-    sock: 260,
-    spurious: 292,
-    aggregate: 300,
+    kernel: 72,
+    filter: 140,
+    stream: 172,
+    cpu: 180,
+    synack: 204,
+    kind: 212,
+    receive: 228,
+    sock_state: 244,
+    sock: 268,
+    spurious: 300,
+    aggregate: 308,
 });
 
 impl TraceConfig {
@@ -417,6 +424,8 @@ impl TraceConfig {
             dupack_reason: OFFSET_ABSENT,
             tcb_end_seq: OFFSET_ABSENT,
             rcv_nxt: OFFSET_ABSENT,
+            dev_span_start: 0,
+            dev_span_len: 0,
         },
         kernel: KernelLayout {
             skb_len: OFFSET_ABSENT,

@@ -25,7 +25,9 @@ use netprobe_common::{
     FILTER_PORT, FILTER_REASON, SKB_SPAN_MAX,
 };
 
-use crate::kernel::{arg, dev_netns, flow_matches, netns_matches, read, sock_inode, sock_netns};
+use crate::kernel::{
+    arg, dev_netns, flow_matches, net_inum, netns_matches, read, sock_inode, sock_netns,
+};
 use crate::maps::{
     bump, counting_only, nest_in, nest_out, setting, submit_flags_for, DROP_REASONS, DROP_SITES,
     EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
@@ -34,14 +36,14 @@ use crate::receive::RX_STASH;
 
 use netprobe_common::vocab::{self, TcpState};
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_ARP: u16 = 0x0806;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
+pub(crate) const ETH_P_ARP: u16 = 0x0806;
 /// Minisock states: no `sk_socket` behind them.
 const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
 /// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
-const HEADER_UNSET: u16 = 0xffff;
+pub(crate) const HEADER_UNSET: u16 = 0xffff;
 
 /// The span of the skb holding every member read below, copied with one helper call (see
 /// `DropArgs::skb_span_len`); per-CPU, used by this program only.
@@ -120,7 +122,7 @@ pub fn netprobe_drop(ctx: RawTracePointContext) -> i32 {
 
 /// This program's nesting level on each CPU (see `MAX_NESTING`).
 #[map]
-static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// One drop on its way to the counts and the stream, in a per-CPU slot per nesting level,
 /// filled in stages that are global functions: the verifier
@@ -129,19 +131,21 @@ static DROP_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct PendingDrop {
     flow: Flow,
-    skb: u64,
-    location: u64,
-    sk: u64,
-    dev: u64,
+    pub(crate) skb: u64,
+    pub(crate) location: u64,
+    pub(crate) sk: u64,
+    pub(crate) dev: u64,
     head: u64,
     sock_ino: u64,
     /// When the drop was counted, and the ring's unread bytes then.
     ts_ns: u64,
     unread: u64,
-    reason: u32,
+    pub(crate) reason: u32,
     netns: u32,
     iif: u32,
     ifindex: u32,
+    /// The device's name (zero without one), read with its ifindex and namespace.
+    ifname: [u8; 16],
     network_header: u16,
     protocol: u16,
     ip_proto: u8,
@@ -155,7 +159,7 @@ pub struct PendingDrop {
 static PENDING_DROP: PerCpuArray<PendingDrop> = PerCpuArray::with_max_entries(MAX_NESTING, 0);
 
 #[inline(always)]
-fn pending(level: u32) -> Option<&'static mut PendingDrop> {
+pub(crate) fn pending(level: u32) -> Option<&'static mut PendingDrop> {
     // SAFETY: this CPU's slot for this nesting level: only this run uses it.
     PENDING_DROP.get_ptr_mut(level).map(|p| unsafe { &mut *p })
 }
@@ -175,20 +179,26 @@ fn try_drop(ctx: &RawTracePointContext, level: u32) -> Result<(), i32> {
     if netprobe_drop_where(level) != 0 {
         return Ok(());
     }
+    finish(level);
+    Ok(())
+}
+
+/// The stages after the drop is placed: counted, parsed and streamed (see `try_drop`).
+#[inline(always)]
+pub(crate) fn finish(level: u32) {
     // A drop is counted once it passes every filter; without a flow filter that is now, and
     // a storm's sampled-out drops then cost no header parsing at all.
     if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
         if netprobe_drop_parse(level) != 0 || netprobe_drop_count(level) != 0 {
-            return Ok(());
+            return;
         }
     } else {
         if netprobe_drop_count(level) != 0 {
-            return Ok(());
+            return;
         }
         netprobe_drop_parse(level);
     }
     netprobe_drop_emit(level);
-    Ok(())
 }
 
 /// Stage two: the skb's members, its socket and the namespace it was dropped in; nonzero
@@ -200,11 +210,24 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
         return 1;
     };
     let fields = skb_fields(p.skb);
+    p.dev = fields.dev;
+    place(p, &fields, |ifname| device(fields.dev, Some(ifname)))
+}
+
+/// The drop placed from its skb's `fields` (`p.skb`, `p.sk` and `p.dev` set): its socket,
+/// and the namespace it was dropped in, the device's (`device`, called with `p.dev` set,
+/// fills the name and returns (ifindex, netns)) when it has one, else the socket's. Nonzero
+/// when the netns filter excludes it.
+#[inline(always)]
+pub(crate) fn place(
+    p: &mut PendingDrop,
+    fields: &SkbFields,
+    device: impl FnOnce(&mut [u8; 16]) -> (u32, u32),
+) -> i32 {
     p.flags = 0;
     if fields.sk != 0 {
         p.sk = fields.sk;
     }
-    p.dev = fields.dev;
     p.head = fields.head;
     p.network_header = fields.network_header;
     p.iif = fields.iif;
@@ -229,8 +252,9 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
     // Where the packet was dropped: the device's namespace when it has a device (the
     // receiver's, for a packet forwarded across namespaces by veth, which still carries the
     // sending socket), the socket's before a device is set (the OUTPUT hook).
+    p.ifname = [0; 16];
     (p.ifindex, p.netns) = if p.dev != 0 {
-        device(p.dev)
+        device(&mut p.ifname)
     } else if p.sk != 0 {
         (0, sock_netns(p.sk))
     } else {
@@ -372,10 +396,7 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         (*event).skb_iif = p.iif;
         (*event).sock_ino = p.sock_ino;
         (*event).ifindex = p.ifindex;
-        (*event).ifname = [0; 16];
-        if p.dev != 0 {
-            device_name(p.dev, &mut (*event).ifname);
-        }
+        (*event).ifname = p.ifname;
         (*event).flags = flags;
     }
     entry.submit(submit_flags_for(p.unread, ts_ns));
@@ -432,11 +453,45 @@ fn count_and_sample(key: &DropSiteKey, ts_ns: u64, unread: u64) -> bool {
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// A device's (ifindex, namespace), read each time. Not cached per CPU by the device's
-/// address: a device freed and another allocated there (namespaces and veths come and go) would
-/// keep the old one's namespace, and its drops would be placed in the wrong one.
+/// A device's (ifindex, namespace), and its name into `name` when asked: one copy of their
+/// span when the agent found one (`DropArgs::dev_span_len`, in the skb span's per-CPU
+/// buffer, whose members were taken out before), else one read each. Read each time, never
+/// cached by the device's address: a device freed and another allocated there (namespaces
+/// and veths come and go) would keep the old one's namespace, and its drops would be placed
+/// in the wrong one.
 #[inline(always)]
-pub(crate) fn device(dev: u64) -> (u32, u32) {
+pub(crate) fn device(dev: u64, name: Option<&mut [u8; 16]>) -> (u32, u32) {
+    let len = setting!(drop.dev_span_len) as usize;
+    if len > 0 && len <= SKB_SPAN_MAX as usize {
+        if let Some(span) = SKB_SPAN.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, used by this program only.
+            let span = unsafe { &mut *span };
+            let start = setting!(drop.dev_span_start);
+            // SAFETY: a probe read (bad addresses fail, never fault) into our own span[..len].
+            let copied = unsafe {
+                bpf_probe_read_kernel_buf((dev + start as u64) as *const u8, &mut span[..len])
+            };
+            if copied.is_ok() {
+                if let Some(name) = name {
+                    // The name is in the span only where it fitted (see `device_span`).
+                    let at = setting!(kernel.dev_name).wrapping_sub(start) as usize;
+                    if at + name.len() <= len {
+                        *name = span_get(span, setting!(kernel.dev_name), start);
+                    } else {
+                        device_name(dev, name);
+                    }
+                }
+                let net: u64 = span_get(span, setting!(kernel.dev_nd_net), start);
+                return (
+                    span_get(span, setting!(kernel.dev_ifindex), start),
+                    net_inum(net),
+                );
+            }
+        }
+    }
+    if let Some(name) = name {
+        device_name(dev, name);
+    }
     (
         read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
         dev_netns(dev),
@@ -487,9 +542,12 @@ pub(crate) fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut F
         return (0, 0);
     }
     let ip = head + network as u64;
-    let (ip_proto, transport) = match protocol {
+    // The IP header and the 4 bytes after it in one read: the ports, when no IPv4 options or
+    // IPv6 extension headers come first (a TCP/UDP header is at least that long; a packet
+    // without one never has its ports taken from them).
+    let (ip_proto, transport, ports) = match protocol {
         ETH_P_IP => {
-            let Ok(hdr) = read::<[u8; 20]>(ip, 0) else {
+            let Ok(hdr) = read::<[u8; 24]>(ip, 0) else {
                 return (0, 0);
             };
             if hdr[0] >> 4 != 4 {
@@ -500,15 +558,15 @@ pub(crate) fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut F
             flow.daddr[..4].copy_from_slice(&hdr[16..20]);
             // Only the first fragment carries the transport header.
             let fragment_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-            let transport = if fragment_offset == 0 {
-                ip + ((hdr[0] & 0x0f) as u64) * 4
-            } else {
-                0
-            };
-            (hdr[9], transport)
+            let header_len = ((hdr[0] & 0x0f) as u64) * 4;
+            match (fragment_offset, header_len) {
+                (0, 20) => (hdr[9], 0, Some([hdr[20], hdr[21], hdr[22], hdr[23]])),
+                (0, _) => (hdr[9], ip + header_len, None),
+                _ => (hdr[9], 0, None),
+            }
         }
         ETH_P_IPV6 => {
-            let Ok(hdr) = read::<[u8; 40]>(ip, 0) else {
+            let Ok(hdr) = read::<[u8; 44]>(ip, 0) else {
                 return (0, 0);
             };
             if hdr[0] >> 4 != 6 {
@@ -517,15 +575,20 @@ pub(crate) fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut F
             flow.family = AF_INET6;
             flow.saddr.copy_from_slice(&hdr[8..24]);
             flow.daddr.copy_from_slice(&hdr[24..40]);
-            // Extension headers are not walked: ports stay unknown behind them.
-            (hdr[6], ip + 40)
+            // Extension headers are not walked: ports stay unknown behind them (the next
+            // header is then no TCP/UDP).
+            (hdr[6], 0, Some([hdr[40], hdr[41], hdr[42], hdr[43]]))
         }
         _ => return (0, 0),
     };
     let mut flags = DROP_HAS_FLOW;
-    let has_ports = vocab::ip_proto::has_ports(ip_proto);
-    if has_ports && transport != 0 {
-        if let Ok(ports) = read::<[u8; 4]>(transport, 0) {
+    if vocab::ip_proto::has_ports(ip_proto) {
+        let ports = match ports {
+            Some(ports) => Some(ports),
+            None if transport != 0 => read::<[u8; 4]>(transport, 0).ok(),
+            None => None,
+        };
+        if let Some(ports) = ports {
             flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
             flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
             flags |= DROP_HAS_PORTS;

@@ -1,5 +1,8 @@
 //! Count mode's drop path (`netprobe monitor`, `trace --count`): each drop counted at its
-//! site, nothing streamed; `netprobe_drop` (`drop.rs`) calls [`try_tally`] in count mode.
+//! site, nothing streamed. Two entry points: the raw tracepoint's (`netprobe_drop`, in
+//! `drop.rs`, calls [`try_tally`]) and, where the kernel allows BTF-typed tracepoints,
+//! `netprobe_drop_btf` (`drop_btf.rs`), which reads with direct loads instead of helpers;
+//! both end in [`count_placed`].
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::RawTracePointContext};
 use core::ptr::{read_volatile, write_volatile};
@@ -31,7 +34,7 @@ pub(crate) fn try_tally(ctx: &RawTracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// The drop counted at its site.
+/// The drop counted at its site, its skb's members read by one helper copy.
 #[inline(always)]
 fn tally(reason: u32, location: u64, rx_sk: u64, fields: SkbFields) {
     let sk = if fields.sk != 0 { fields.sk } else { rx_sk };
@@ -40,33 +43,56 @@ fn tally(reason: u32, location: u64, rx_sk: u64, fields: SkbFields) {
         return;
     }
     let (ifindex, netns) = if fields.dev != 0 {
-        device(fields.dev)
+        device(fields.dev, None)
     } else if sk != 0 {
         (0, sock_netns(sk))
     } else {
         (0, 0)
     };
-    if !netns_matches(netns) {
-        return;
-    }
-    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 && !tally_flow_matches(&fields) {
-        return;
-    }
-    let mut key = DropSiteKey {
-        reason,
-        netns,
-        location,
-        ifindex,
-        skb_iif: fields.iif,
-        flags: 0,
-        _pad0: [0; 7],
-    };
+    let mut flags = 0;
     if fields.dev != 0 {
-        key.flags |= DROP_HAS_DEV;
+        flags |= DROP_HAS_DEV;
     }
     if sk != 0 {
-        key.flags |= DROP_HAS_SOCK;
+        flags |= DROP_HAS_SOCK;
     }
+    let place = Placement {
+        ifindex,
+        netns,
+        skb_iif: fields.iif,
+        flags,
+    };
+    count_placed(reason, location, &place, &fields);
+}
+
+/// Where a drop happened, as its site's key holds it.
+pub(crate) struct Placement {
+    pub ifindex: u32,
+    pub netns: u32,
+    pub skb_iif: u32,
+    /// `DROP_HAS_DEV`, `DROP_HAS_SOCK`.
+    pub flags: u8,
+}
+
+/// A placed network drop through the namespace and flow filters, then counted at its site.
+/// `fields` serve the flow filters only (their headers are parsed only when one is set).
+#[inline(always)]
+pub(crate) fn count_placed(reason: u32, location: u64, place: &Placement, fields: &SkbFields) {
+    if !netns_matches(place.netns) {
+        return;
+    }
+    if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 && !tally_flow_matches(fields) {
+        return;
+    }
+    let key = DropSiteKey {
+        reason,
+        netns: place.netns,
+        location,
+        ifindex: place.ifindex,
+        skb_iif: place.skb_iif,
+        flags: place.flags,
+        _pad0: [0; 7],
+    };
     count_site(&key);
 }
 

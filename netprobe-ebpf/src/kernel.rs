@@ -32,7 +32,7 @@ pub fn arg<const N: usize>(ctx: &RawTracePointContext, position: u32) -> Result<
 
 /// Inode of the network namespace `net` (a `struct net *`).
 #[inline(always)]
-fn net_inum(net: u64) -> u32 {
+pub fn net_inum(net: u64) -> u32 {
     read::<u32>(net, setting!(kernel.net_inum)).unwrap_or(0)
 }
 

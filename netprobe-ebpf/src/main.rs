@@ -2,8 +2,10 @@
 //! `try_*` function so that every early exit is an ordinary `?`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod drop;
+mod drop_btf;
 mod drop_count;
 mod handshake;
 mod kernel;

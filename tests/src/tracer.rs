@@ -61,6 +61,18 @@ impl TraceOutput {
         self.summary()["kernel_skipped"][program].as_u64().unwrap()
     }
 
+    /// `kernel_skipped` of the program attached for `hook` (`skb:kfree_skb`: `netprobe_drop`,
+    /// or `netprobe_drop_btf` where the kernel allows tp_btf), as the hooks line names it.
+    pub fn kernel_skipped_of_hook(&self, hook: &str) -> u64 {
+        let hooks = self.hooks();
+        let program = hooks
+            .iter()
+            .find(|h| h["hook"] == hook)
+            .and_then(|h| h["program"].as_str())
+            .unwrap_or_else(|| panic!("no hook {hook}: {hooks:?}"));
+        self.kernel_skipped(program)
+    }
+
     /// The first findings bundle.
     pub fn first_bundle(&self) -> Value {
         self.of_type("findings")[0].clone()

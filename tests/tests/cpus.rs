@@ -128,7 +128,7 @@ fn check_backlog_counts(out: &TraceOutput, backlog: &Value) -> (u64, u64) {
     );
     assert!(drops > 0, "a backlog of 8 must overflow: {backlog}");
     let softnet = backlog["softnet_dropped"].as_u64().unwrap();
-    let skipped = out.kernel_skipped("netprobe_drop");
+    let skipped = out.kernel_skipped_of_hook("skb:kfree_skb");
     if skipped == 0 {
         assert_eq!(backlog["must_match"], true, "{backlog}");
         assert_eq!(softnet, drops, "events vs softnet_stat: {backlog}");

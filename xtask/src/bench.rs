@@ -44,11 +44,17 @@ fn lossy_link(tag: &str, subnet: u8, percent: u32) -> Link {
     link
 }
 
+/// Waits until, for each of `expected`, a program whose name starts with it is loaded (the
+/// drop hook is `netprobe_drop`, or `netprobe_drop_b` on tp_btf: the kernel keeps 15
+/// characters of a name).
 fn wait_attached(expected: &[&str]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let loaded = loaded_netprobe_programs();
-        if expected.iter().all(|p| loaded.iter().any(|l| l == p)) {
+        if expected
+            .iter()
+            .all(|p| loaded.iter().any(|l| l.starts_with(p)))
+        {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(50));
@@ -120,11 +126,13 @@ impl Drop for StatsEnabled {
     }
 }
 
-/// (name, id, run_cnt, run_time_ns) of every tracepoint program loaded now.
+/// (name, id, run_cnt, run_time_ns) of every tracepoint program (classic, raw or BTF-typed)
+/// loaded now.
 fn tracepoint_programs() -> Vec<(String, u64, u64, u64)> {
     loaded_programs()
         .into_iter()
-        .filter(|p| p.kind == "tracepoint" || p.kind == "raw_tracepoint")
+        // tp_btf programs are of the `tracing` type.
+        .filter(|p| matches!(p.kind.as_str(), "tracepoint" | "raw_tracepoint" | "tracing"))
         .map(|p| (p.name, p.id, p.runs, p.run_time_ns))
         .collect()
 }

@@ -293,7 +293,7 @@ impl Window {
         let drop_hook_skipped = inputs
             .kernel_skipped
             .iter()
-            .filter(|(program, _)| *program == DROP_PROGRAM)
+            .filter(|(program, _)| program.starts_with(DROP_PROGRAM))
             .map(|(_, n)| n)
             .sum();
         let received = Receives {

@@ -1,6 +1,7 @@
 //! Kernel cost per drop on every kernel, from the kernel's own `bpf_stats`: a UDP storm to a
-//! closed port under `netprobe monitor` (count mode) and under a streaming `netprobe trace`
-//! (the drop and retransmit hooks only). Measured, not judged against a figure: under qemu's emulation the
+//! closed port under `netprobe monitor` (count mode: the BTF-typed drop hook where the kernel
+//! allows it, else the raw one) and under a streaming `netprobe trace` (the drop and
+//! retransmit hooks only). Measured, not judged against a figure: under qemu's emulation the
 //! nanoseconds are not the hardware's, but the two modes and the hooks chosen are compared on
 //! the same kernel. The check is that each was measured over every drop of the storm.
 

@@ -1,14 +1,17 @@
 //! Loading each planned program into the kernel and attaching it, and detaching them all.
 
 use aya::{
-    programs::{raw_trace_point::RawTracePointLinkId, Program, RawTracePoint},
+    programs::{
+        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint, Program,
+        RawTracePoint,
+    },
     Ebpf,
 };
 
 use super::{
     catalogue::{
-        AttachKind, FunctionHook, HookSpec, HookStatus, DROP_HOOK, FUNCTION_HOOKS, RETRANSMIT_HOOK,
-        STATE_PROCESS_HOOK,
+        does_the_work_of, fallback_of, AttachKind, FunctionHook, HookSpec, HookStatus, DROP_HOOK,
+        FUNCTION_HOOKS, RETRANSMIT_HOOK, STATE_PROCESS_HOOK,
     },
     Probe,
 };
@@ -21,6 +24,7 @@ use crate::{
 /// An attached program's link.
 pub(super) enum AttachedLink {
     Raw(RawTracePointLinkId),
+    Btf(BtfTracePointLinkId),
 }
 
 /// Loads and attaches every planned hook, adding each one's status to `hooks`. Returns the
@@ -32,12 +36,25 @@ pub(super) enum AttachedLink {
 /// other.
 pub(super) fn attach_planned(
     ebpf: &mut Ebpf,
+    btf: &KernelBtf,
     wanted: Vec<(&'static HookSpec, String)>,
     hooks: &mut Vec<HookStatus>,
 ) -> Vec<(&'static str, AttachedLink)> {
-    let loaded = load_all(ebpf, &wanted);
+    let loaded = load_all(ebpf, btf, &wanted);
     let mut links = Vec::new();
     for ((spec, detail), load) in wanted.into_iter().zip(loaded) {
+        // A better hook refused (tp_btf where BTF-typed programs are not allowed): its
+        // fallback is loaded now, the only program ever verified after another.
+        let (spec, detail, load) = match (load, fallback_of(spec)) {
+            (Err(why), Some(fallback)) => {
+                let started = std::time::Instant::now();
+                let load = load_program(ebpf, btf, fallback)
+                    .map(|()| started.elapsed().as_secs_f64() * 1e3);
+                let detail = refused_detail(&detail, spec, &why);
+                (fallback, detail, load)
+            }
+            (load, _) => (spec, detail, load),
+        };
         let started = std::time::Instant::now();
         match load.and_then(|load_ms| attach(ebpf, spec).map(|link| (link, load_ms))) {
             Ok((link, load_ms)) => {
@@ -63,9 +80,37 @@ pub(super) fn attach_planned(
     links
 }
 
+/// The fallback's detail: `detail` (the refused hook's) with its first part, how the refused
+/// program reads, replaced by the raw tracepoint and why the better hook was refused.
+fn refused_detail(detail: &str, refused: &HookSpec, why: &str) -> String {
+    let rest = detail.split_once("; ").map_or("", |(_, rest)| rest);
+    format!(
+        "raw tracepoint ({} refused here: {}); {rest}",
+        refused.attach.name(),
+        short_refusal(why)
+    )
+}
+
+/// A refusal in one line: its first line, and the verifier's verdict (the log's last line
+/// before its statistics) when the log follows.
+fn short_refusal(why: &str) -> String {
+    let mut lines = why.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("refused");
+    let statistics = ["verification time", "stack depth", "processed ", ")"];
+    let verdict = lines.rfind(|l| !statistics.iter().any(|s| l.starts_with(s)));
+    match verdict {
+        Some(verdict) => format!("{first} … {verdict}"),
+        None => first.to_string(),
+    }
+}
+
 /// Loads (verifies) the programs of `wanted` on two threads, each taking the next program
 /// not yet taken. Per program, in `wanted`'s order: its load time in ms, or why it failed.
-fn load_all(ebpf: &mut Ebpf, wanted: &[(&'static HookSpec, String)]) -> Vec<Result<f64, String>> {
+fn load_all(
+    ebpf: &mut Ebpf,
+    btf: &KernelBtf,
+    wanted: &[(&'static HookSpec, String)],
+) -> Vec<Result<f64, String>> {
     let mut programs: Vec<Option<(&mut Program, &'static HookSpec)>> =
         (0..wanted.len()).map(|_| None).collect();
     for (name, program) in ebpf.programs_mut() {
@@ -81,7 +126,7 @@ fn load_all(ebpf: &mut Ebpf, wanted: &[(&'static HookSpec, String)]) -> Vec<Resu
         let started = std::time::Instant::now();
         let result = match program {
             Some((program, spec)) => {
-                load(program, spec).map(|()| started.elapsed().as_secs_f64() * 1e3)
+                load(program, btf, spec).map(|()| started.elapsed().as_secs_f64() * 1e3)
             }
             None => Err(format!(
                 "program {} missing from the object",
@@ -104,15 +149,28 @@ fn load_all(ebpf: &mut Ebpf, wanted: &[(&'static HookSpec, String)]) -> Vec<Resu
         .collect()
 }
 
-fn load(program: &mut Program, spec: &HookSpec) -> Result<(), String> {
+fn load(program: &mut Program, btf: &KernelBtf, spec: &HookSpec) -> Result<(), String> {
+    let rejected = |e: aya::programs::ProgramError| format!("{}: {e:#}", spec.program);
     match spec.attach {
         AttachKind::RawTracepoint => {
             let program: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.load().map_err(rejected)
+        }
+        AttachKind::BtfTracepoint => {
+            let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             program
-                .load()
-                .map_err(|e| format!("verifier rejected {}: {e:#}", spec.program))
+                .load(spec.tracepoint(), btf.aya()?)
+                .map_err(rejected)
         }
     }
+}
+
+/// Loads one program of the object by its spec.
+fn load_program(ebpf: &mut Ebpf, btf: &KernelBtf, spec: &HookSpec) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| format!("program {} missing from the object", spec.program))?;
+    load(program, btf, spec)
 }
 
 /// Attaches a loaded program.
@@ -129,6 +187,10 @@ fn attach(ebpf: &mut Ebpf, spec: &HookSpec) -> Result<AttachedLink, String> {
                 .map(AttachedLink::Raw)
                 .map_err(failed)
         }
+        AttachKind::BtfTracepoint => {
+            let program: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            program.attach().map(AttachedLink::Btf).map_err(failed)
+        }
     }
 }
 
@@ -144,7 +206,11 @@ pub(super) fn attach_function_hooks(
     drop_stash: bool,
     hooks: &mut Vec<HookStatus>,
 ) -> Vec<(&'static FunctionHook, FunctionLinks)> {
-    let attached_program = |name: &str| links.iter().any(|(program, _)| *program == name);
+    let attached_program = |name: &str| {
+        links
+            .iter()
+            .any(|(program, _)| does_the_work_of(program, name))
+    };
     let mut wanted = Vec::new();
     for hook in FUNCTION_HOOKS {
         if !attached_program(hook.refines) {
@@ -179,7 +245,10 @@ pub(super) fn attach_function_hooks(
         if methods.is_empty() {
             continue;
         }
-        if let Some(status) = hooks.iter_mut().find(|h| h.program == refined) {
+        if let Some(status) = hooks
+            .iter_mut()
+            .find(|h| does_the_work_of(h.program, refined))
+        {
             // The inferred method's caveats no longer apply to the hooked kinds.
             let inferred = status
                 .detail
@@ -206,7 +275,35 @@ impl Probe {
                         let _ = tp.detach(link);
                     }
                 }
+                AttachedLink::Btf(link) => {
+                    if let Ok(tp) = <&mut BtfTracePoint>::try_from(program) {
+                        let _ = tp.detach(link);
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::loader::catalogue::DROP_BTF_HOOK;
+
+    #[test]
+    fn a_refused_hook_says_why_in_one_line_and_keeps_the_rest_of_its_detail() {
+        let why = "netprobe_drop_btf: the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: 0: R1=ctx() R10=fp0\n584: (4f) r1 |= r9\nR1 pointer |= pointer prohibited\nverification time 29653 usec\nstack depth 112+0+0\nprocessed 237 insns (limit 1000000)\n)";
+        let detail =
+            "BTF-typed tracepoint (tp_btf): direct loads; arguments located; counted per site";
+        assert_eq!(
+            refused_detail(detail, &DROP_BTF_HOOK, why),
+            "raw tracepoint (tp_btf refused here: netprobe_drop_btf: the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: 0: R1=ctx() R10=fp0 … R1 pointer |= pointer prohibited); arguments located; counted per site"
+        );
+    }
+
+    #[test]
+    fn a_one_line_refusal_is_kept_as_it_is() {
+        let why = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)";
+        assert_eq!(short_refusal(why), why);
     }
 }

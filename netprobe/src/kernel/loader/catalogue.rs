@@ -9,12 +9,15 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AttachKind {
     RawTracepoint,
+    /// A BTF-typed tracepoint (`tp_btf`): direct loads from its typed arguments.
+    BtfTracepoint,
 }
 
 impl AttachKind {
     pub(super) fn name(self) -> &'static str {
         match self {
             AttachKind::RawTracepoint => "raw_tracepoint",
+            AttachKind::BtfTracepoint => "tp_btf",
         }
     }
 }
@@ -68,8 +71,26 @@ pub const DROP_HOOK: HookSpec = HookSpec {
     program: "netprobe_drop",
     attach: AttachKind::RawTracepoint,
 };
-/// The program that counts drops (the summary checks whether the kernel skipped it).
+/// The program that counts drops (the summary checks whether the kernel skipped it; its
+/// BTF-typed twin's name begins the same).
 pub const DROP_PROGRAM: &str = DROP_HOOK.program;
+/// The drop hook where the kernel allows BTF-typed tracepoints (`drop_btf.rs`): kernel
+/// objects read with direct loads instead of helpers. [`DROP_HOOK`] where it is refused.
+pub const DROP_BTF_HOOK: HookSpec = HookSpec {
+    id: "skb:kfree_skb",
+    program: "netprobe_drop_btf",
+    attach: AttachKind::BtfTracepoint,
+};
+
+/// The hook to load instead when `spec` is refused.
+pub(super) fn fallback_of(spec: &HookSpec) -> Option<&'static HookSpec> {
+    (spec.program == DROP_BTF_HOOK.program).then_some(&DROP_HOOK)
+}
+
+/// Whether the program `attached` does `program`'s work: itself, or its BTF-typed twin.
+pub(super) fn does_the_work_of(attached: &str, program: &str) -> bool {
+    attached == program || (attached == DROP_BTF_HOOK.program && program == DROP_HOOK.program)
+}
 pub const RECEIVE_HOOK: HookSpec = HookSpec {
     id: "tcp:tcp_probe",
     program: "netprobe_rcv",
@@ -190,6 +211,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINT_HOOKS
         .iter()
         .map(|spec| spec.program)
+        .chain([DROP_BTF_HOOK.program])
         .chain(FUNCTION_HOOKS.iter().flat_map(|hook| hook.programs()))
 }
 
@@ -295,10 +317,10 @@ mod tests {
     #[test]
     fn every_program_is_named_once() {
         let mut names: Vec<&str> = program_names().collect();
-        assert_eq!(names.len(), 8 + 3 * 4);
+        assert_eq!(names.len(), 9 + 3 * 4);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 8 + 3 * 4, "a program name is used twice");
+        assert_eq!(names.len(), 9 + 3 * 4, "a program name is used twice");
         assert!(names.iter().all(|n| n.starts_with("netprobe_")));
     }
 

@@ -165,7 +165,7 @@ pub fn load_preloaded(options: &LoadOptions, preload: Preload) -> Result<Probe, 
         .map_err(LoadError::Load)?;
     options.btf.provide_aya(preload.aya_btf);
 
-    let links = attach::attach_planned(&mut ebpf, wanted, &mut hooks);
+    let links = attach::attach_planned(&mut ebpf, options.btf, wanted, &mut hooks);
     let function_links = attach::attach_function_hooks(
         &mut ebpf,
         &links,

@@ -9,7 +9,7 @@ use netprobe_common::{
 
 use super::{
     catalogue::{
-        HookSpec, HookStatus, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
+        HookSpec, HookStatus, DROP_BTF_HOOK, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
         SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
     LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
@@ -125,14 +125,23 @@ pub fn drop_args(args: &[String]) -> Result<DropArgs, String> {
     })
 }
 
-/// The span of `struct sk_buff` covering the members the drop program reads, as (start,
-/// length), when it fits [`SKB_SPAN_MAX`]: one read instead of six. `None`: read them one by
-/// one. Members: (offset, size).
-pub fn skb_span(members: &[(u32, u32)]) -> Option<(u32, u32)> {
+/// The span of a struct covering the members (offset, size) a program reads, as (start,
+/// length), when it fits [`SKB_SPAN_MAX`]: one read instead of one per member (the drop
+/// program's six of `sk_buff`). `None`: read them one by one.
+pub fn member_span(members: &[(u32, u32)]) -> Option<(u32, u32)> {
     let start = members.iter().map(|(offset, _)| *offset).min()?;
     let end = members.iter().map(|(offset, size)| offset + size).max()?;
     let len = end - start;
     (len <= SKB_SPAN_MAX).then_some((start, len))
+}
+
+/// The span of `struct net_device` the drop program reads in one go: `ifindex`, `nd_net`
+/// and `name` (streamed drops name their device), else the first two only. `None` when
+/// even those are too far apart (before Linux 6.8 `name` leads the struct and `nd_net` sits
+/// past a kilobyte): read one by one.
+pub fn device_span(ifindex: u32, nd_net: u32, name: u32) -> Option<(u32, u32)> {
+    member_span(&[(ifindex, 4), (nd_net, 8), (name, 16)])
+        .or_else(|| member_span(&[(ifindex, 4), (nd_net, 8)]))
 }
 
 /// Checks a raw tracepoint's arguments against what a program expects.
@@ -251,17 +260,32 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
         (k.skb_iif, 4),
         (protocol, 2),
     ];
-    if let Some((start, len)) = skb_span(&members) {
+    if let Some((start, len)) = member_span(&members) {
         layout.skb_span_start = start;
         layout.skb_span_len = len;
     }
+    (layout.dev_span_start, layout.dev_span_len) =
+        device_span(k.dev_ifindex, k.dev_nd_net, k.dev_name).unwrap_or((0, 0));
     plan_dupack_check(btf, &mut layout);
     config.drop = layout;
-    let mut detail = "raw tracepoint, arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb; flow parsed from the packet headers via BTF offsets; frees of skbs that are neither IP/IPv6/ARP packets nor an IP socket's (unix-domain, netlink…) counted apart as non_network, not streamed".to_string();
-    if layout.reason == OFFSET_ABSENT {
-        detail.push_str("; this kernel records no drop reasons");
-    }
-    plan.want(&DROP_HOOK, detail);
+    let arguments =
+        "arguments (skb, location, reason, rx_sk) located in the BTF prototype btf_trace_kfree_skb";
+    let non_network = "frees of skbs that are neither IP/IPv6/ARP packets nor an IP socket's (unix-domain, netlink…) counted apart as non_network";
+    let no_reasons = if layout.reason == OFFSET_ABSENT {
+        "; this kernel records no drop reasons"
+    } else {
+        ""
+    };
+    // The skb, device and namespace (and in count mode the socket) read by direct loads on a
+    // BTF-typed tracepoint instead of helper calls: in count mode a storm's drop then costs
+    // no helper call but the count's. The raw tracepoint is loaded instead where tp_btf is
+    // refused (see `attach_planned`).
+    let detail = if config.aggregate.mode == MODE_COUNT {
+        format!("BTF-typed tracepoint (tp_btf): skb, device, namespace and socket read by direct loads the verifier checks against BTF, no helper call; {arguments}; counted per site (reason, function, device, namespace) in the kernel, the packet headers read only for a port or address filter; {non_network}{no_reasons}")
+    } else {
+        format!("BTF-typed tracepoint (tp_btf): skb, device and namespace read by direct loads the verifier checks against BTF, the socket and packet headers by helper reads; {arguments}; flow parsed from the packet headers via BTF offsets; {non_network}, not streamed{no_reasons}")
+    };
+    plan.want(&DROP_BTF_HOOK, detail);
 }
 
 /// Where one drop reason holds both the stale segments `tcp_send_dupack` counts in
@@ -433,15 +457,25 @@ mod tests {
     #[test]
     fn skb_members_are_read_in_one_span_when_close() {
         assert_eq!(
-            skb_span(&[(24, 8), (16, 8), (200, 8), (180, 2)]),
+            member_span(&[(24, 8), (16, 8), (200, 8), (180, 2)]),
             Some((16, 192))
         );
         assert_eq!(
-            skb_span(&[(0, 8), (300, 8)]),
+            member_span(&[(0, 8), (300, 8)]),
             None,
             "wider than SKB_SPAN_MAX"
         );
-        assert_eq!(skb_span(&[]), None);
+        assert_eq!(member_span(&[]), None);
+    }
+
+    #[test]
+    fn device_members_in_one_span_with_the_name_when_it_fits() {
+        // Linux 6.18 (this machine): ifindex 224, nd_net 264, name 280.
+        assert_eq!(device_span(224, 264, 280), Some((224, 72)));
+        // Name far away: ifindex and nd_net alone.
+        assert_eq!(device_span(224, 264, 900), Some((224, 48)));
+        // Before Linux 6.8, nd_net sits about a kilobyte past ifindex: member by member.
+        assert_eq!(device_span(224, 1184, 0), None);
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! The drop hook on a BTF-typed tracepoint (`tp_btf/kfree_skb`), where the kernel allows one
+//! (Linux 5.5+, BPF_PROG_TYPE_TRACING): the same counts and events as the raw tracepoint's
+//! program (`drop.rs`, `drop_count.rs`), but kernel objects are read by direct loads the
+//! verifier checks against the kernel's BTF (offsets from the read-only configuration,
+//! constants to the verifier) instead of helper calls. In count mode skb, device, namespace
+//! and socket all cost plain loads, so a storm's drop costs the site's counting and nothing
+//! else; streamed, the skb and device do.
+//!
+//! The verifier types the loaded pointers (`struct net_device *`…) and refuses any ALU
+//! operation combining two of them; the compiler is free to fold `a != 0 || b != 0` into
+//! `(a | b) != 0`, which it refuses ("pointer |= pointer prohibited"). Every pointer is
+//! therefore only compared to zero through [`is_set`], whose result the compiler cannot see
+//! through, and used only as the base of a load.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use netprobe_common::{
+    AF_INET, AF_INET6, DROP_HAS_DEV, DROP_HAS_SOCK, FILTER_ADDR, FILTER_PORT, FILTER_REASON,
+    OFFSET_ABSENT,
+};
+
+use core::ptr::{read_volatile, write_volatile};
+
+use crate::drop::{
+    count_non_network, finish, pending, place, SkbFields, DROP_DEPTH, ETH_P_ARP, ETH_P_IP,
+    ETH_P_IPV6, HEADER_UNSET,
+};
+use crate::drop_count::{count_placed, Placement};
+use crate::maps::{counting_only, nest_in, nest_out, setting};
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn netprobe_drop_btf(ctx: BtfTracePointContext) -> i32 {
+    if counting_only() {
+        let _ = try_tally_btf(&ctx);
+        return 0;
+    }
+    if let Some(level) = nest_in(&DROP_DEPTH) {
+        let _ = try_drop_btf(&ctx, level);
+        nest_out(&DROP_DEPTH, level);
+    }
+    0
+}
+
+/// Streaming mode: the drop placed from direct loads of its skb and device, then the same
+/// stages as the raw tracepoint's (`drop::finish`). The socket's details stay helper reads
+/// (its `tcp_sock` and inode members lie outside the `struct sock` the verifier types).
+fn try_drop_btf(ctx: &BtfTracePointContext, level: u32) -> Result<(), i32> {
+    let reason = btf_arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
+    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
+        return Ok(());
+    }
+    let skb = btf_arg::<0>(ctx, setting!(drop.skb))?;
+    let p = pending(level).ok_or(-1)?;
+    p.reason = reason;
+    p.location = btf_arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
+    let skb_sk: u64 = load(skb, setting!(kernel.skb_sk));
+    let sk = if is_set(skb_sk) {
+        skb_sk
+    } else {
+        btf_arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0)
+    };
+    let dev: u64 = load(skb, setting!(kernel.skb_dev));
+    // Kept as plain numbers: the shared stages compare and combine them freely.
+    p.skb = launder(&mut p.skb, skb);
+    p.sk = launder(&mut p.sk, sk);
+    p.dev = launder(&mut p.dev, dev);
+    let fields = SkbFields {
+        sk: 0,
+        dev: p.dev,
+        head: load(skb, setting!(kernel.skb_head)),
+        network_header: load(skb, setting!(kernel.skb_network_header)),
+        iif: load(skb, setting!(kernel.skb_iif)),
+        protocol: u16::from_be(load(skb, setting!(drop.skb_protocol))),
+    };
+    if place(p, &fields, |ifname| device(dev, ifname)) != 0 {
+        return Ok(());
+    }
+    finish(level);
+    Ok(())
+}
+
+/// A device's (ifindex, namespace) and name, by direct loads.
+#[inline(always)]
+fn device(dev: u64, ifname: &mut [u8; 16]) -> (u32, u32) {
+    *ifname = load(dev, setting!(kernel.dev_name));
+    (
+        load(dev, setting!(kernel.dev_ifindex)),
+        net_inum(load(dev, setting!(kernel.dev_nd_net))),
+    )
+}
+
+/// `value` stored in `slot` (map memory) and read back: the verifier types a load from a map
+/// value as a number, whatever was stored, so a BTF-typed pointer comes back as its address.
+#[inline(always)]
+fn launder(slot: &mut u64, value: u64) -> u64 {
+    // SAFETY: `slot` is a valid, exclusive reference; volatile so that the load is not
+    // replaced by the stored value.
+    unsafe {
+        write_volatile(slot, value);
+        read_volatile(slot)
+    }
+}
+
+fn try_tally_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let reason = btf_arg::<2>(ctx, setting!(drop.reason)).unwrap_or(0) as u32;
+    if setting!(filter.flags) & FILTER_REASON != 0 && reason != setting!(filter.reason) {
+        return Ok(());
+    }
+    let skb = btf_arg::<0>(ctx, setting!(drop.skb))?;
+    let location = btf_arg::<1>(ctx, setting!(drop.location)).unwrap_or(0);
+    // The socket: skb->sk on the way out, the tracepoint's rx_sk on the way in.
+    let skb_sk: u64 = load(skb, setting!(kernel.skb_sk));
+    let sk = if is_set(skb_sk) {
+        skb_sk
+    } else {
+        btf_arg::<3>(ctx, setting!(drop.rx_sk)).unwrap_or(0)
+    };
+    let has_sk = is_set(sk);
+    let protocol = u16::from_be(load(skb, setting!(drop.skb_protocol)));
+    if !is_network(protocol, sk, has_sk) {
+        count_non_network(reason, location);
+        return Ok(());
+    }
+    let dev: u64 = load(skb, setting!(kernel.skb_dev));
+    let has_dev = is_set(dev);
+    // Where the packet was dropped: the device's namespace when it has a device, the
+    // socket's before a device is set (as `drop.rs` places it).
+    let (ifindex, netns) = if has_dev {
+        (
+            load(dev, setting!(kernel.dev_ifindex)),
+            net_inum(load(dev, setting!(kernel.dev_nd_net))),
+        )
+    } else if has_sk {
+        (0, net_inum(load(sk, setting!(kernel.sk_net))))
+    } else {
+        (0, 0)
+    };
+    let mut flags = 0;
+    if has_dev {
+        flags |= DROP_HAS_DEV;
+    }
+    if has_sk {
+        flags |= DROP_HAS_SOCK;
+    }
+    let place = Placement {
+        ifindex,
+        netns,
+        skb_iif: load(skb, setting!(kernel.skb_iif)),
+        flags,
+    };
+    // The flow filters parse the headers (helper reads: the packet is not BTF-typed memory);
+    // without one, these members are not read at all.
+    let fields = if setting!(filter.flags) & (FILTER_PORT | FILTER_ADDR) != 0 {
+        SkbFields {
+            sk: 0,
+            dev: 0,
+            head: load(skb, setting!(kernel.skb_head)),
+            network_header: load(skb, setting!(kernel.skb_network_header)),
+            iif: 0,
+            protocol,
+        }
+    } else {
+        SkbFields {
+            sk: 0,
+            dev: 0,
+            head: 0,
+            network_header: HEADER_UNSET,
+            iif: 0,
+            protocol,
+        }
+    };
+    count_placed(reason, location, &place, &fields);
+    Ok(())
+}
+
+/// A network drop (see `drop::is_network`), the socket's family read by a direct load.
+#[inline(always)]
+fn is_network(protocol: u16, sk: u64, has_sk: bool) -> bool {
+    if protocol == ETH_P_IP || protocol == ETH_P_IPV6 || protocol == ETH_P_ARP {
+        return true;
+    }
+    if !has_sk {
+        return false;
+    }
+    let family: u16 = load(sk, setting!(drop.sk_family));
+    family == AF_INET || family == AF_INET6
+}
+
+/// Inode of the network namespace `net` (a `struct net *` loaded from BTF-typed memory).
+#[inline(always)]
+fn net_inum(net: u64) -> u32 {
+    load(net, setting!(kernel.net_inum))
+}
+
+/// Whether a loaded pointer is set, as a value the compiler cannot fold back into pointer
+/// arithmetic (see the module's documentation).
+#[inline(always)]
+fn is_set(pointer: u64) -> bool {
+    let mut set = (pointer != 0) as u64;
+    // SAFETY: one register moved to itself (an empty sequence would share its line-info
+    // offset with the next instruction, which the kernel refuses); only hides `set`'s origin from the optimizer.
+    unsafe {
+        core::arch::asm!("{0} = {0}", inout(reg) set, options(nomem, nostack, preserves_flags))
+    };
+    set != 0
+}
+
+/// Argument `N` of a BTF-typed tracepoint, as `kernel::arg` for raw ones.
+#[inline(always)]
+fn btf_arg<const N: usize>(ctx: &BtfTracePointContext, position: u32) -> Result<u64, i32> {
+    if position != N as u32 {
+        return Err(-1);
+    }
+    Ok(ctx.arg::<u64>(N))
+}
+
+/// A member of a BTF-typed object, by a direct load (`T::default()` where this kernel lacks
+/// it). The offset is a load-time constant the verifier checks, with the size, against the
+/// object's BTF type; the load is fault-handling: a NULL or stale object reads as zero.
+#[inline(always)]
+fn load<T: Copy + Default>(base: u64, offset: u32) -> T {
+    if offset == OFFSET_ABSENT {
+        return T::default();
+    }
+    // SAFETY: `base` is a BTF-typed pointer (a tracepoint argument or loaded from one); the
+    // verifier turns this into a fault-handling load.
+    unsafe { core::ptr::read((base + offset as u64) as *const T) }
+}
