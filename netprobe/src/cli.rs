@@ -155,6 +155,17 @@ pub enum FunctionHooks {
     Off,
 }
 
+/// How the tracepoint hooks attach (`--tracepoint-hooks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TracepointHooks {
+    /// BTF-typed (tp_btf: direct loads) where the kernel allows it and a hook has that form
+    /// (the drop hook), raw tracepoints elsewhere.
+    Auto,
+    /// Raw tracepoints only (helper reads): the fallback, for comparison or where a kernel's
+    /// BTF-typed tracepoints misbehave.
+    Raw,
+}
+
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Stop after this many seconds (fractions allowed).
@@ -203,6 +214,10 @@ pub struct TraceArgs {
     /// (kinds inferred from the congestion state and the softirq, as without either).
     #[arg(long, value_enum, default_value_t = FunctionHooks::Auto)]
     pub function_hooks: FunctionHooks,
+    /// How to attach the drop hook: BTF-typed (tp_btf, direct loads, the cheapest) where the
+    /// kernel allows it, else a raw tracepoint (auto); or the raw tracepoint only.
+    #[arg(long, value_enum, default_value_t = TracepointHooks::Auto)]
+    pub tracepoint_hooks: TracepointHooks,
     /// Also print the findings bundle every SECS seconds (each covers the trace so far);
     /// one is always printed at the end.
     #[arg(long, value_name = "SECS")]

@@ -61,6 +61,16 @@ impl TraceOutput {
         self.summary()["kernel_skipped"][program].as_u64().unwrap()
     }
 
+    /// How `hook` (`skb:kfree_skb`) was attached: `tp_btf`, `raw_tracepoint`…
+    pub fn attach_of(&self, hook: &str) -> String {
+        let hooks = self.hooks();
+        let found = hooks.iter().find(|h| h["hook"] == hook);
+        found
+            .and_then(|h| h["attach"].as_str())
+            .unwrap_or_else(|| panic!("no hook {hook}: {hooks:?}"))
+            .to_string()
+    }
+
     /// `kernel_skipped` of the program attached for `hook` (`skb:kfree_skb`: `netprobe_drop`,
     /// or `netprobe_drop_btf` where the kernel allows tp_btf), as the hooks line names it.
     pub fn kernel_skipped_of_hook(&self, hook: &str) -> u64 {

@@ -17,12 +17,12 @@ use serde_json::Value;
 /// Real drops at both ends of a link, each of one kind: a's own OUTPUT filter drops TCP to
 /// 6001, b's INPUT filter TCP to 6002, a tiny tbf on a's veth UDP to b, nothing listens on
 /// b's UDP port 7 nor on a's loopback one.
-fn drop_at_both_ends(link: &Link) -> TraceOutput {
+fn drop_at_both_ends(link: &Link, args: &[&str]) -> TraceOutput {
     NftTable::output(&link.a, "np_out", "tcp dport 6001 drop");
     NftTable::input(&link.b, "np_in", "tcp dport 6002 drop");
     add_tiny_tbf(&link.a, "veth0");
 
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(args);
     let peer = link.addr(2, false);
     link.a.run(move || {
         for port in [6001, 6002] {
@@ -43,11 +43,26 @@ fn drop_at_both_ends(link: &Link) -> TraceOutput {
 /// Every drop names its direction and layer, from real drops at both ends of a link:
 /// a's own OUTPUT filter (egress/netfilter), b's INPUT filter (ingress/netfilter), a tiny tbf on
 /// a (egress/qdisc), UDP to a closed port on b (ingress/socket) and on a's loopback
-/// (local/socket).
+/// (local/socket). On the BTF-typed tracepoint this kernel allows.
 #[test]
 fn drops_carry_direction_and_layer() {
     let link = Link::new("dir", 15);
-    let out = drop_at_both_ends(&link);
+    let out = drop_at_both_ends(&link, &[]);
+    assert_eq!(out.attach_of("skb:kfree_skb"), "tp_btf");
+    drops_are_placed(&link, &out);
+}
+
+/// The same on the raw tracepoint, the hook where tp_btf is refused: its device span, header
+/// and port reads name the same places, devices and ports.
+#[test]
+fn drops_carry_direction_and_layer_on_the_raw_tracepoint() {
+    let link = Link::new("dirr", 76);
+    let out = drop_at_both_ends(&link, &["--tracepoint-hooks", "raw"]);
+    assert_eq!(out.attach_of("skb:kfree_skb"), "raw_tracepoint");
+    drops_are_placed(&link, &out);
+}
+
+fn drops_are_placed(link: &Link, out: &TraceOutput) {
     let (a_ns, b_ns) = (link.a.inode(), link.b.inode());
 
     let drops = out.of_type("drop");
@@ -95,7 +110,10 @@ fn drops_carry_direction_and_layer() {
     );
     all_are(
         find("closed port on b", &|d| {
-            in_ns(d, b_ns) && d["reason"] == "NO_SOCKET" && d["dport"] == 7
+            in_ns(d, b_ns)
+                && d["reason"] == "NO_SOCKET"
+                && d["dport"] == 7
+                && d["ifname"] == "veth0"
         }),
         "ingress",
         "socket",

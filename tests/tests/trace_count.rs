@@ -78,6 +78,8 @@ fn udp_to_a_closed_port_counts_equal_no_ports() {
     let witness = Ftrace::start(&["skb/kfree_skb"]);
     // Inside b: the bundle's counters are b's.
     let tracer = Tracer::start_in(&link.b, &["--count"]);
+    // The raw tracepoint's count path (where tp_btf is refused) on the same storm.
+    let raw = Tracer::start_in(&link.b, &["--count", "--tracepoint-hooks", "raw"]);
     let filtered = Tracer::start(&[
         "--count",
         "--netns",
@@ -90,17 +92,25 @@ fn udp_to_a_closed_port_counts_equal_no_ports() {
     let sent = send_udp(&link.a, closed, &[0u8; 256], 20_000);
     thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
+    let raw = raw.stop();
     let only_b = filtered.stop();
     let no_ports = link.b.snmp("Udp", "NoPorts") - no_ports_before;
     let withheld = Withheld::from_lines(witness.map(Ftrace::stop).unwrap_or_default())
         .count("kfree_skb:", "NO_SOCKET");
     assert!(
-        out.success && only_b.success,
-        "{}{}",
+        out.success && only_b.success && raw.success,
+        "{}{}{}",
         out.stderr,
-        only_b.stderr
+        only_b.stderr,
+        raw.stderr
     );
     assert_no_event_lines(&out);
+    assert_no_event_lines(&raw);
+    assert_eq!(out.attach_of("skb:kfree_skb"), "tp_btf");
+    assert_eq!(raw.attach_of("skb:kfree_skb"), "raw_tracepoint");
+    let raw_sites = site_drops(raw.summary(), |s| {
+        s["reason"] == "NO_SOCKET" && s["netns"].as_u64() == Some(b_ns)
+    });
     assert_no_event_lines(&only_b);
 
     let summary = out.summary();
@@ -127,6 +137,15 @@ fn udp_to_a_closed_port_counts_equal_no_ports() {
         seen + withheld,
         no_ports,
         "NO_SOCKET drops in b vs Udp NoPorts"
+    );
+    assert_eq!(
+        raw_sites.1 + withheld,
+        no_ports,
+        "raw tracepoint: NO_SOCKET drops in b vs Udp NoPorts"
+    );
+    assert!(
+        raw_sites.0.iter().all(|s| s["interface"] == "veth0"),
+        "{raw_sites:?}"
     );
     for site in &sites {
         assert_eq!(

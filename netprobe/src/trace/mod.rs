@@ -178,6 +178,7 @@ impl<'a> Session<'a> {
                 without_cpu_hooks: args.without_cpu_hooks,
                 without_receive_hook: args.without_receive_hook,
                 function_hooks: args.function_hooks,
+                tracepoint_hooks: args.tracepoint_hooks,
                 counting_only: args.count,
                 max_rate: args.max_rate.unwrap_or(0),
             },

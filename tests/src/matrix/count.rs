@@ -7,18 +7,30 @@
 use serde_json::{json, Value};
 
 use super::{Checks, Expect};
-use crate::{send_udp, Link, Tracer};
+use crate::{send_udp, Link, TraceOutput, Tracer};
 
-/// What the guest measures; judged by [`check`] on the host.
+/// What the guest measures; judged by [`check`] on the host. Two count-mode traces of the
+/// same storm: the drop hook as netprobe chooses it (`auto`: tp_btf where the kernel allows
+/// it) and the raw tracepoint it falls back to (`raw`, `--tracepoint-hooks raw`).
 pub fn counted_udp_storm() -> Value {
     let link = Link::new("mxc", 58);
-    let b_ns = link.b.inode();
     let before = link.b.snmp("Udp", "NoPorts");
-    let tracer = Tracer::start_in(&link.b, &["--count"]);
+    let auto = Tracer::start_in(&link.b, &["--count"]);
+    let raw = Tracer::start_in(&link.b, &["--count", "--tracepoint-hooks", "raw"]);
     let sent = send_udp(&link.a, link.b_port(7040), &[0u8; 128], 2000);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let out = tracer.stop();
+    let (auto, raw) = (auto.stop(), raw.stop());
     let no_ports = link.b.snmp("Udp", "NoPorts") - before;
+    json!({
+        "sent": sent,
+        "no_ports": no_ports,
+        "auto": counted(&auto, link.b.inode()),
+        "raw": counted(&raw, link.b.inode()),
+    })
+}
+
+/// One count-mode trace's view of the storm in namespace `b_ns`.
+fn counted(out: &TraceOutput, b_ns: u64) -> Value {
     let kinds: Vec<Value> = out.records.iter().map(|r| r["type"].clone()).collect();
     let summaries = out.of_type("summary");
     let summary = summaries.first().copied().cloned().unwrap_or(Value::Null);
@@ -47,8 +59,6 @@ pub fn counted_udp_storm() -> Value {
         "drop_hook": drop_hook,
         "success": out.success,
         "stderr": out.stderr.chars().take(1000).collect::<String>(),
-        "sent": sent,
-        "no_ports": no_ports,
         "record_types": kinds,
         "mode": summary["mode"],
         "events_lost": summary["events_lost"],
@@ -66,9 +76,21 @@ fn is_no_socket_drop(site: &Value) -> bool {
             && (location.starts_with("udp") || location.starts_with("__udp")))
 }
 
+/// Both traces exact and placed right; each on the hook it should be: tp_btf where the
+/// kernel allows it (every kernel of the matrix: 5.5+), the raw tracepoint when asked.
 pub(super) fn check(c: &mut Checks, v: &Value, expect: Expect) {
+    for (which, attach) in [("auto", "tp_btf"), ("raw", "raw_tracepoint")] {
+        let hook = v[which]["drop_hook"].as_str().unwrap_or("");
+        c.that(hook.starts_with(&format!("{attach} (")), || {
+            format!("trace --count ({which}): drop hook {hook}, not {attach}")
+        });
+        check_one(c, which, &v[which], &v["no_ports"], expect);
+    }
+}
+
+fn check_one(c: &mut Checks, which: &str, v: &Value, no_ports: &Value, expect: Expect) {
     c.that(v["success"] == true && v["mode"] == "count", || {
-        format!("trace --count: {v}")
+        format!("trace --count ({which}): {v}")
     });
     c.that(
         v["record_types"].as_array().is_some_and(|t| {
@@ -76,19 +98,24 @@ pub(super) fn check(c: &mut Checks, v: &Value, expect: Expect) {
                 && t.iter()
                     .all(|k| k == "hooks" || k == "summary" || k == "findings")
         }),
-        || format!("trace --count printed event lines: {}", v["record_types"]),
-    );
-    c.that(
-        v["no_ports"].as_u64().is_some_and(|n| n > 0) && v["counted"] == v["no_ports"],
         || {
             format!(
-                "trace --count NO_SOCKET drops {} vs Udp NoPorts {}",
-                v["counted"], v["no_ports"]
+                "trace --count ({which}) printed event lines: {}",
+                v["record_types"]
+            )
+        },
+    );
+    c.that(
+        no_ports.as_u64().is_some_and(|n| n > 0) && v["counted"] == *no_ports,
+        || {
+            format!(
+                "trace --count ({which}) NO_SOCKET drops {} vs Udp NoPorts {no_ports}",
+                v["counted"]
             )
         },
     );
     c.that(v["events_lost"] == 0, || {
-        format!("trace --count reports lost events: {v}")
+        format!("trace --count ({which}) reports lost events: {v}")
     });
     // Without drop reasons the freeing function names the layer: __udp4_lib_rcv's.
     let layer = if expect.drop_reasons { "socket" } else { "udp" };
@@ -96,7 +123,12 @@ pub(super) fn check(c: &mut Checks, v: &Value, expect: Expect) {
         v["places"]
             .as_array()
             .is_some_and(|p| !p.is_empty() && p.iter().all(|p| *p == json!(["ingress", layer]))),
-        || format!("trace --count placed the storm at {}", v["places"]),
+        || {
+            format!(
+                "trace --count ({which}) placed the storm at {}",
+                v["places"]
+            )
+        },
     );
 }
 
@@ -109,10 +141,16 @@ mod tests {
     /// wrong where reasons are. (The figures here are illustrative.)
     #[test]
     fn the_layer_follows_what_the_kernel_records() {
+        let trace = |attach: &str| {
+            json!({
+                "drop_hook": format!("{attach} (how)"),
+                "success": true, "mode": "count", "record_types": ["hooks", "summary", "findings"],
+                "counted": 2000, "events_lost": 0,
+                "places": [["ingress", "udp"]],
+            })
+        };
         let measured = json!({
-            "success": true, "mode": "count", "record_types": ["hooks", "summary", "findings"],
-            "no_ports": 2000, "counted": 2000, "events_lost": 0,
-            "places": [["ingress", "udp"]],
+            "no_ports": 2000, "auto": trace("tp_btf"), "raw": trace("raw_tracepoint"),
         });
         let judged = |major, minor| {
             let mut c = Checks::default();
@@ -124,6 +162,6 @@ mod tests {
             c.0
         };
         assert!(judged(5, 10).is_empty(), "{:?}", judged(5, 10));
-        assert_eq!(judged(6, 1).len(), 1);
+        assert_eq!(judged(6, 1).len(), 2, "both traces' layer is wrong there");
     }
 }

@@ -21,7 +21,7 @@ use aya::{Ebpf, EbpfLoader};
 use netprobe_common::Filter;
 
 use crate::{
-    cli::FunctionHooks,
+    cli::{FunctionHooks, TracepointHooks},
     kernel::btf::{BtfError, KernelBtf},
     kernel::function_hooks::FunctionLinks,
 };
@@ -61,6 +61,8 @@ pub struct LoadOptions<'a> {
     pub without_receive_hook: bool,
     /// How the timer functions are hooked (`--function-hooks`).
     pub function_hooks: FunctionHooks,
+    /// How the drop hook attaches (`--tracepoint-hooks`).
+    pub tracepoint_hooks: TracepointHooks,
     /// Count only (`netprobe monitor`): no event is streamed; drops are counted per site in
     /// `DROP_SITES` (see `AggregateConfig`). The ring is then its smallest.
     pub counting_only: bool,

@@ -14,7 +14,10 @@ use super::{
     },
     LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
 };
-use crate::kernel::btf::{BtfError, KernelBtf};
+use crate::{
+    cli::TracepointHooks,
+    kernel::btf::{BtfError, KernelBtf},
+};
 
 /// The whole plan: the programs' configuration, the hooks to attach (with the detail to
 /// report once attached) and those already known to be unavailable.
@@ -221,7 +224,7 @@ fn plan_raw_hooks(
     config: &mut TraceConfig,
     plan: &mut HookPlan,
 ) {
-    plan_drop_hook(btf, config, plan);
+    plan_drop_hook(btf, config, options.tracepoint_hooks, plan);
     if options.without_cpu_hooks {
         for spec in [&SOFTIRQ_ENTRY_HOOK, &SOFTIRQ_EXIT_HOOK, &NAPI_HOOK] {
             plan.unavailable(spec, "turned off (--without-cpu-hooks)".into());
@@ -236,7 +239,12 @@ fn plan_raw_hooks(
     }
 }
 
-fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+fn plan_drop_hook(
+    btf: &KernelBtf,
+    config: &mut TraceConfig,
+    hooks: TracepointHooks,
+    plan: &mut HookPlan,
+) {
     let mut layout = match raw_args(btf, DROP_HOOK.tracepoint()).and_then(|a| drop_args(&a)) {
         Ok(layout) => layout,
         Err(why) => return plan.unavailable(&DROP_HOOK, why),
@@ -276,6 +284,10 @@ fn plan_drop_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
     } else {
         ""
     };
+    if hooks == TracepointHooks::Raw {
+        let detail = format!("raw tracepoint (--tracepoint-hooks raw), {arguments}; flow parsed from the packet headers via BTF offsets; {non_network}, not streamed{no_reasons}");
+        return plan.want(&DROP_HOOK, detail);
+    }
     // The skb, device and namespace (and in count mode the socket) read by direct loads on a
     // BTF-typed tracepoint instead of helper calls: in count mode a storm's drop then costs
     // no helper call but the count's. The raw tracepoint is loaded instead where tp_btf is

@@ -18,7 +18,7 @@ use netprobe_common::{DropSiteKey, FlowKey, NetRxTotals, ReceiveTotals, Retransm
 
 use crate::model::sites::SiteNames;
 use crate::{
-    cli::FunctionHooks,
+    cli::{FunctionHooks, TracepointHooks},
     kernel::{
         btf::{BtfError, DropReasons, KernelBtf},
         loader::{self, HookStatus, LoadError, LoadOptions, Probe},
@@ -84,6 +84,7 @@ impl KernelSide {
             without_cpu_hooks: false,
             without_receive_hook: !receive,
             function_hooks: FunctionHooks::Auto,
+            tracepoint_hooks: TracepointHooks::Auto,
             counting_only: true,
             max_rate: 0,
         })?;
