@@ -10,7 +10,7 @@ pub(super) fn summary_line(results: &Value, verifier: &str) -> String {
     let l = &results["lossy"];
     let t = &results["tail"]["client"];
     format!(
-        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; monitor udp_rcvbuf {}, eBPF count mode {}, =RcvbufErrors {}; storm --max-rate 5: {} counted=NoPorts {}, {} streamed; trace --count NO_SOCKET {} (drop hook {}), raw tracepoint {}, =Udp NoPorts {}; kernel ns/drop under qemu: count mode {} ({}), raw {}, stream {}, raw {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {}/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), spurious retransmits: D-SACKed {} (TCPDSACKRecv {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
+        "{}: attached in {:.1} s; TLP/RTO {}; UDP socket drops {}=RcvbufErrors {}; monitor udp_rcvbuf {}, eBPF count mode {}, =RcvbufErrors {}; storm --max-rate 5: {} counted=NoPorts {}, {} streamed; trace --count NO_SOCKET {} (drop hook {}), raw tracepoint {}, =Udp NoPorts {}; kernel ns/drop under qemu: count mode {} ({}), raw {}, stream {}, raw {}; ack loss: {} dups, {} TCP drops in its netns; after FIN {} (+{} withheld of {} ftrace saw)/{} DelayedACKLost; backlog {}={}; RetransSegs {}={} (D-SACKed {}), spurious retransmits: D-SACKed {} (TCPDSACKRecv {}), OFO {}, dup {}, nft drops {}={}, SYN {}, SYN-ACK {}, TLP {}/{} RTO {}/{}; withheld by the kernel (ftrace saw, no program ran) {}; {verifier}",
         results["kernel"].as_str().unwrap_or("?"),
         results["attach_s"].as_f64().unwrap_or(0.0),
         function_hook_method(&results["hooks"]),
@@ -34,6 +34,8 @@ pub(super) fn summary_line(results: &Value, verifier: &str) -> String {
         results["ack_loss"]["duplicates"],
         results["ack_loss"]["tcp_drops_in_server_netns"],
         results["after_fin"]["old_drops"],
+        results["after_fin"]["withheld"],
+        results["after_fin"]["witnessed"],
         results["after_fin"]["DelayedACKLost"],
         results["backlog"]["drop_events"],
         results["backlog"]["softnet_dropped"],

@@ -14,9 +14,9 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
-    bulk_transfer, netprobe_once, sh, steer_rx_to_cpu1, udp_flood_from_cpu0, wait_no_programs,
-    AfterFin, Ftrace, Link, NftTable, SinkOptions, SysctlGuard, TcpSink, TraceOutput, Tracer,
-    Withheld,
+    bulk_transfer, drop_reason_filter, netprobe_once, sh, steer_rx_to_cpu1, udp_flood_from_cpu0,
+    wait_no_programs, AfterFin, Ftrace, Link, NftTable, SinkOptions, SysctlGuard, TcpSink,
+    TraceOutput, Tracer, Withheld,
 };
 
 /// Everything the host needs to judge one kernel.
@@ -36,8 +36,7 @@ pub fn run_all() -> Value {
     let synack = Handshake::run(Side::Server);
     let tail = TailLoss::run(63, Dark::Data);
     let acks = TailLoss::run(65, Dark::Acks);
-    let mut after_fin = AfterFin::new("mxf", 67, 5005);
-    after_fin.run();
+    let after_fin = after_fin();
     let (report_ok, report_err) = report();
     let udp_socket = super::sockets::overflowing_udp_socket();
     let monitor = super::monitor::monitored_udp_overflow();
@@ -72,7 +71,7 @@ pub fn run_all() -> Value {
         "synack": synack.measure(&out, &withheld),
         "tail": tail.measure(&out, &withheld),
         "ack_loss": acks.measure(&out, &withheld),
-        "after_fin": measure_after_fin(&after_fin, &out),
+        "after_fin": measure_after_fin(&after_fin.0, &out, after_fin.1.as_ref()),
         "kprobe": {
             "success": kprobe_out.success,
             "hooks": kprobe_out.records.first().map(|h| h["hooks"].clone()).unwrap_or(Value::Null),
@@ -437,10 +436,27 @@ impl TailLoss {
     }
 }
 
+/// The drops that DelayedACKLost counts in the after-FIN scenario.
+const OLD_DATA_REASONS: &[&str] = &["TCP_OLD_DATA", "TCP_OLD_SEQUENCE"];
+
+/// The after-FIN scenario, with ftrace's witness of its drops of old data where the kernel has
+/// drop reasons (see `witness`): `skb:kfree_skb` filtered to those reasons, recorded only
+/// while the scenario runs (the other scenarios' drop storms would fill any buffer).
+fn after_fin() -> (AfterFin, Option<Withheld>) {
+    let mut scenario = AfterFin::new("mxf", 67, 5005);
+    let witness = Ftrace::start_filtered("skb/kfree_skb", |format| {
+        drop_reason_filter(format, OLD_DATA_REASONS)
+    });
+    scenario.run();
+    let withheld = witness.map(|w| Withheld::from_lines(w.stop()));
+    (scenario, withheld)
+}
+
 /// Duplicates after the receiver's FIN: the receiver's TCP drops of old data and sequences
 /// (each counted in DelayedACKLost), which name its namespace and socket state only where the
-/// drop carries the socket (`rx_sk`, or the hooked `tcp_rcv_state_process`).
-fn measure_after_fin(scenario: &AfterFin, out: &TraceOutput) -> Value {
+/// drop carries the socket (`rx_sk`, or the hooked `tcp_rcv_state_process`). `witness`: the
+/// IPv4 drops of old data ftrace saw host-wide while the scenario ran, `None` without one.
+fn measure_after_fin(scenario: &AfterFin, out: &TraceOutput, witness: Option<&Withheld>) -> Value {
     let receiver = scenario.link.b.inode();
     let old: Vec<&Value> = out
         .of_type("drop")
@@ -470,6 +486,11 @@ fn measure_after_fin(scenario: &AfterFin, out: &TraceOutput) -> Value {
         "in_fin_wait2": old.iter().filter(|d| d["state"] == "FIN_WAIT2").count(),
         "duplicate_established": sum(&established, |f| f["duplicate"].as_u64().unwrap_or(0)),
         "DelayedACKLost": scenario.delayed_ack_lost,
+        // Drops of old data the kernel ran no program for (its PID 1's context, see
+        // `witness`), and all ftrace saw; null without a witness.
+        "withheld": witness.map(|w| w.count("kfree_skb:", "")),
+        "witnessed": witness.map(|w| w.seen("kfree_skb:")),
+        "withheld_lines": witness.map(|w| w.lines_of("kfree_skb:", "")),
     })
 }
 
