@@ -5,21 +5,14 @@
 //! constants to the verifier) instead of helper calls. In count mode skb, device, namespace
 //! and socket all cost plain loads, so a storm's drop costs the site's counting and nothing
 //! else; streamed, the skb and device do.
-//!
-//! The verifier types the loaded pointers (`struct net_device *`…) and refuses any ALU
-//! operation combining two of them; the compiler is free to fold `a != 0 || b != 0` into
-//! `(a | b) != 0`, which it refuses ("pointer |= pointer prohibited"). Every pointer is
-//! therefore only compared to zero through [`is_set`], whose result the compiler cannot see
-//! through, and used only as the base of a load.
+//! Pointers are handled as `btf.rs` says.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use netprobe_common::{
     AF_INET, AF_INET6, DROP_HAS_DEV, DROP_HAS_SOCK, FILTER_ADDR, FILTER_PORT, FILTER_REASON,
-    OFFSET_ABSENT,
 };
 
-use core::ptr::{read_volatile, write_volatile};
-
+use crate::btf::{btf_arg, is_set, launder, load};
 use crate::drop::{
     count_non_network, finish, pending, place, SkbFields, DROP_DEPTH, ETH_P_ARP, ETH_P_IP,
     ETH_P_IPV6, HEADER_UNSET,
@@ -86,18 +79,6 @@ fn device(dev: u64, ifname: &mut [u8; 16]) -> (u32, u32) {
         load(dev, setting!(kernel.dev_ifindex)),
         net_inum(load(dev, setting!(kernel.dev_nd_net))),
     )
-}
-
-/// `value` stored in `slot` (map memory) and read back: the verifier types a load from a map
-/// value as a number, whatever was stored, so a BTF-typed pointer comes back as its address.
-#[inline(always)]
-fn launder(slot: &mut u64, value: u64) -> u64 {
-    // SAFETY: `slot` is a valid, exclusive reference; volatile so that the load is not
-    // replaced by the stored value.
-    unsafe {
-        write_volatile(slot, value);
-        read_volatile(slot)
-    }
 }
 
 fn try_tally_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -189,39 +170,4 @@ fn is_network(protocol: u16, sk: u64, has_sk: bool) -> bool {
 #[inline(always)]
 fn net_inum(net: u64) -> u32 {
     load(net, setting!(kernel.net_inum))
-}
-
-/// Whether a loaded pointer is set, as a value the compiler cannot fold back into pointer
-/// arithmetic (see the module's documentation).
-#[inline(always)]
-fn is_set(pointer: u64) -> bool {
-    let mut set = (pointer != 0) as u64;
-    // SAFETY: one register moved to itself (an empty sequence would share its line-info
-    // offset with the next instruction, which the kernel refuses); only hides `set`'s origin from the optimizer.
-    unsafe {
-        core::arch::asm!("{0} = {0}", inout(reg) set, options(nomem, nostack, preserves_flags))
-    };
-    set != 0
-}
-
-/// Argument `N` of a BTF-typed tracepoint, as `kernel::arg` for raw ones.
-#[inline(always)]
-fn btf_arg<const N: usize>(ctx: &BtfTracePointContext, position: u32) -> Result<u64, i32> {
-    if position != N as u32 {
-        return Err(-1);
-    }
-    Ok(ctx.arg::<u64>(N))
-}
-
-/// A member of a BTF-typed object, by a direct load (`T::default()` where this kernel lacks
-/// it). The offset is a load-time constant the verifier checks, with the size, against the
-/// object's BTF type; the load is fault-handling: a NULL or stale object reads as zero.
-#[inline(always)]
-fn load<T: Copy + Default>(base: u64, offset: u32) -> T {
-    if offset == OFFSET_ABSENT {
-        return T::default();
-    }
-    // SAFETY: `base` is a BTF-typed pointer (a tracepoint argument or loaded from one); the
-    // verifier turns this into a fault-handling load.
-    unsafe { core::ptr::read((base + offset as u64) as *const T) }
 }

@@ -4,6 +4,7 @@
 #![no_main]
 #![feature(asm_experimental_arch)]
 
+mod btf;
 mod drop;
 mod drop_btf;
 mod drop_count;

@@ -8,13 +8,14 @@
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use netprobe_common::{NapiKey, NapiTotals, NetRxTotals, COUNTER_NAPI_TABLE_FULL};
 
 use crate::{
+    btf::{btf_arg, is_set, load},
     kernel::{arg, read},
     maps::{bump, setting},
 };
@@ -129,9 +130,40 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
             )
         };
     }
+    count_poll(&key, work, budget);
+    Ok(())
+}
+
+/// `napi_poll` on a BTF-typed tracepoint, where the kernel allows one: the device and its name
+/// by direct loads instead of two helper reads.
+#[btf_tracepoint(function = "napi_poll")]
+pub fn netprobe_napi_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_napi_poll_btf(&ctx);
+    0
+}
+
+fn try_napi_poll_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let napi = btf_arg::<0>(ctx, setting!(cpu.napi_arg))?;
+    let work = btf_arg::<1>(ctx, setting!(cpu.napi_work_arg))? as i32;
+    let budget = btf_arg::<2>(ctx, setting!(cpu.napi_budget_arg))? as i32;
+    let dev: u64 = load(napi, setting!(cpu.napi_dev));
+    let key = NapiKey {
+        dev: if is_set(dev) {
+            load(dev, setting!(kernel.dev_name))
+        } else {
+            NO_DEVICE
+        },
+    };
+    count_poll(&key, work, budget);
+    Ok(())
+}
+
+/// One poll of the device `key` counted: `work` packets of its `budget`.
+#[inline(always)]
+fn count_poll(key: &NapiKey, work: i32, budget: i32) {
     let full = (budget > 0 && work >= budget) as u64;
     let work = work.max(0) as u64;
-    if let Some(totals) = NAPI_POLLS.get_ptr_mut(&key) {
+    if let Some(totals) = NAPI_POLLS.get_ptr_mut(key) {
         // SAFETY: this CPU's value from the lookup; NAPI polls do not nest on a CPU.
         unsafe {
             (*totals).polls += 1;
@@ -140,7 +172,7 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
         }
     } else if NAPI_POLLS
         .insert(
-            &key,
+            key,
             &NapiTotals {
                 polls: 1,
                 full_budget: full,
@@ -152,5 +184,4 @@ fn try_napi_poll(ctx: &RawTracePointContext) -> Result<(), i32> {
     {
         bump(COUNTER_NAPI_TABLE_FULL);
     }
-    Ok(())
 }

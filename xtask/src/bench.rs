@@ -241,7 +241,7 @@ fn measure_netprobe(link: &Link, tool: &'static str, extra: &[&str]) -> Result<M
         ("netprobe_sirq_in", "irq:softirq_entry (all vectors)"),
         ("netprobe_sirq_out", "irq:softirq_exit (all vectors)"),
         ("netprobe_napi", "napi:napi_poll"),
-        ("netprobe_rcv", "tcp_probe (raw; every segment received)"),
+        ("netprobe_rcv", "tcp_probe (every segment received)"),
     ] {
         let (runs, ns) = run_stats(&programs, program);
         println!(

@@ -81,16 +81,45 @@ pub const DROP_BTF_HOOK: HookSpec = HookSpec {
     program: "netprobe_drop_btf",
     attach: AttachKind::BtfTracepoint,
 };
+/// The NAPI poll hook on a BTF-typed tracepoint (`softirq.rs`): the device's name by direct
+/// loads. [`NAPI_HOOK`] where it is refused.
+pub const NAPI_BTF_HOOK: HookSpec = HookSpec {
+    id: "napi:napi_poll",
+    program: "netprobe_napi_btf",
+    attach: AttachKind::BtfTracepoint,
+};
+
+/// The receive hook on a BTF-typed tracepoint (`receive.rs`): the segment's sequence range
+/// and the socket's receive state by direct loads. [`RECEIVE_HOOK`] where it is refused.
+pub const RECEIVE_BTF_HOOK: HookSpec = HookSpec {
+    id: "tcp:tcp_probe",
+    program: "netprobe_rcv_btf",
+    attach: AttachKind::BtfTracepoint,
+};
+
+/// Each BTF-typed hook and the raw one it falls back to: the same work, the same maps.
+pub const BTF_TWINS: [(&HookSpec, &HookSpec); 3] = [
+    (&DROP_BTF_HOOK, &DROP_HOOK),
+    (&NAPI_BTF_HOOK, &NAPI_HOOK),
+    (&RECEIVE_BTF_HOOK, &RECEIVE_HOOK),
+];
 
 /// The hook to load instead when `spec` is refused.
 pub(super) fn fallback_of(spec: &HookSpec) -> Option<&'static HookSpec> {
-    (spec.program == DROP_BTF_HOOK.program).then_some(&DROP_HOOK)
+    BTF_TWINS
+        .iter()
+        .find(|(btf, _)| btf.program == spec.program)
+        .map(|(_, raw)| *raw)
 }
 
 /// Whether the program `attached` does `program`'s work: itself, or its BTF-typed twin.
 pub(super) fn does_the_work_of(attached: &str, program: &str) -> bool {
-    attached == program || (attached == DROP_BTF_HOOK.program && program == DROP_HOOK.program)
+    attached == program
+        || BTF_TWINS
+            .iter()
+            .any(|(btf, raw)| btf.program == attached && raw.program == program)
 }
+
 pub const RECEIVE_HOOK: HookSpec = HookSpec {
     id: "tcp:tcp_probe",
     program: "netprobe_rcv",
@@ -211,7 +240,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINT_HOOKS
         .iter()
         .map(|spec| spec.program)
-        .chain([DROP_BTF_HOOK.program])
+        .chain(BTF_TWINS.iter().map(|(btf, _)| btf.program))
         .chain(FUNCTION_HOOKS.iter().flat_map(|hook| hook.programs()))
 }
 
@@ -317,10 +346,10 @@ mod tests {
     #[test]
     fn every_program_is_named_once() {
         let mut names: Vec<&str> = program_names().collect();
-        assert_eq!(names.len(), 9 + 3 * 4);
+        assert_eq!(names.len(), 11 + 3 * 4);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 9 + 3 * 4, "a program name is used twice");
+        assert_eq!(names.len(), 11 + 3 * 4, "a program name is used twice");
         assert!(names.iter().all(|n| n.starts_with("netprobe_")));
     }
 

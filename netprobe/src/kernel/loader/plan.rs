@@ -9,8 +9,8 @@ use netprobe_common::{
 
 use super::{
     catalogue::{
-        HookSpec, HookStatus, DROP_BTF_HOOK, DROP_HOOK, NAPI_HOOK, RECEIVE_HOOK, RETRANSMIT_HOOK,
-        SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
+        HookSpec, HookStatus, DROP_BTF_HOOK, DROP_HOOK, NAPI_BTF_HOOK, NAPI_HOOK, RECEIVE_BTF_HOOK,
+        RECEIVE_HOOK, RETRANSMIT_HOOK, SOFTIRQ_ENTRY_HOOK, SOFTIRQ_EXIT_HOOK,
     },
     LoadOptions, STORM_RATE, WAKEUP_INTERVAL,
 };
@@ -230,12 +230,12 @@ fn plan_raw_hooks(
             plan.unavailable(spec, "turned off (--without-cpu-hooks)".into());
         }
     } else {
-        plan_cpu_hooks(btf, config, plan);
+        plan_cpu_hooks(btf, config, options.tracepoint_hooks, plan);
     }
     if options.without_receive_hook {
         plan.unavailable(&RECEIVE_HOOK, "turned off (--without-receive-hook)".into());
     } else {
-        plan_receive_hook(btf, config, plan);
+        plan_receive_hook(btf, config, options.tracepoint_hooks, plan);
     }
 }
 
@@ -321,7 +321,12 @@ fn plan_dupack_check(btf: &KernelBtf, layout: &mut DropArgs) {
     }
 }
 
-fn plan_cpu_hooks(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+fn plan_cpu_hooks(
+    btf: &KernelBtf,
+    config: &mut TraceConfig,
+    hooks: TracepointHooks,
+    plan: &mut HookPlan,
+) {
     let none = Vec::new();
     let entry = raw_args(btf, SOFTIRQ_ENTRY_HOOK.tracepoint());
     let exit = raw_args(btf, SOFTIRQ_EXIT_HOOK.tracepoint());
@@ -346,16 +351,28 @@ fn plan_cpu_hooks(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan
             Err(why) => plan.unavailable(spec, why.clone()),
         }
     }
+    let what = "polls, full-budget polls and packets per CPU and device, aggregated in the kernel";
     match napi.and(napi_ok) {
-        Ok(()) => plan.want(
+        Ok(()) if hooks == TracepointHooks::Raw => plan.want(
             &NAPI_HOOK,
-            "raw tracepoint (napi, work, budget checked against BTF), device from napi->dev (BTF offsets); polls, full-budget polls and packets per CPU and device, aggregated in the kernel".into(),
+            format!("raw tracepoint (--tracepoint-hooks raw; napi, work, budget checked against BTF), device from napi->dev (BTF offsets); {what}"),
+        ),
+        // The device's name by direct loads instead of two helper reads: this runs for every
+        // poll, as often as the softirq hooks.
+        Ok(()) => plan.want(
+            &NAPI_BTF_HOOK,
+            format!("BTF-typed tracepoint (tp_btf): napi->dev and its name read by direct loads the verifier checks against BTF; arguments napi, work, budget checked against BTF; {what}"),
         ),
         Err(why) => plan.unavailable(&NAPI_HOOK, why),
     }
 }
 
-fn plan_receive_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookPlan) {
+fn plan_receive_hook(
+    btf: &KernelBtf,
+    config: &mut TraceConfig,
+    hooks: TracepointHooks,
+    plan: &mut HookPlan,
+) {
     let layout = match receive_hook_layout(btf) {
         Ok(layout) => layout,
         Err(why) => return plan.unavailable(&RECEIVE_HOOK, why),
@@ -371,9 +388,17 @@ fn plan_receive_hook(btf: &KernelBtf, config: &mut TraceConfig, plan: &mut HookP
             detail.push_str("; no rx_sk argument on this kernel: the socket (and namespace) of segments dropped inside tcp_rcv_established comes from the tcp_probe hook");
         }
     }
+    let what = "every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence";
+    if hooks == TracepointHooks::Raw {
+        return plan.want(
+            &RECEIVE_HOOK,
+            format!("raw tracepoint (--tracepoint-hooks raw; arguments sk, skb checked against BTF btf_trace_tcp_probe): {what}"),
+        );
+    }
+    // Three helper reads per segment received become direct loads and one cast.
     plan.want(
-        &RECEIVE_HOOK,
-        "raw tracepoint (arguments sk, skb checked against BTF btf_trace_tcp_probe): every segment tcp_rcv_established processes, its sequence range read against the socket's rcv_nxt and out-of-order queue (BTF offsets); established sockets only; work only for segments out of sequence".into(),
+        &RECEIVE_BTF_HOOK,
+        format!("BTF-typed tracepoint (tp_btf): direct loads of the skb's sequence range and, through bpf_skc_to_tcp_sock, the socket's receive state; arguments sk, skb checked against BTF btf_trace_tcp_probe; {what}"),
     );
 }
 
