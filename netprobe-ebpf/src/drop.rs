@@ -21,10 +21,11 @@ use netprobe_common::{
     DropEvent, DropSiteKey, EventHeader, EventKind, Flow, NonNetworkKey, SiteCount, AF_INET,
     AF_INET6, COUNTER_DROP_LOST, COUNTER_DROP_SAMPLED_OUT, COUNTER_DROP_SEEN,
     COUNTER_DROP_SITE_TABLE_FULL, COUNTER_NON_NETWORK_TABLE_FULL, COUNTER_REASON_TABLE_FULL,
-    DROP_HAS_DEV, DROP_HAS_FLOW, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR,
-    FILTER_PORT, FILTER_REASON, SKB_SPAN_MAX,
+    DROP_HAS_DEV, DROP_HAS_PORTS, DROP_HAS_SOCK, DROP_OLD_SEQUENCE, FILTER_ADDR, FILTER_PORT,
+    FILTER_REASON,
 };
 
+use crate::headers::{parse_headers, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADER_UNSET};
 use crate::kernel::{
     arg, dev_netns, flow_matches, net_inum, netns_matches, read, sock_inode, sock_netns,
 };
@@ -33,22 +34,13 @@ use crate::maps::{
     EVENTS, MAX_NESTING, NON_NETWORK_DROPS,
 };
 use crate::receive::RX_STASH;
+use crate::span::{copy_span, span_get};
 
-use netprobe_common::vocab::{self, TcpState};
+use netprobe_common::vocab::TcpState;
 
-pub(crate) const ETH_P_IP: u16 = 0x0800;
-pub(crate) const ETH_P_IPV6: u16 = 0x86dd;
-pub(crate) const ETH_P_ARP: u16 = 0x0806;
 /// Minisock states: no `sk_socket` behind them.
 const TCP_TIME_WAIT: u8 = TcpState::TimeWait.raw();
 const TCP_NEW_SYN_RECV: u8 = TcpState::NewSynRecv.raw();
-/// `skb->network_header` when it was never set (`(typeof(skb->network_header))~0U`).
-pub(crate) const HEADER_UNSET: u16 = 0xffff;
-
-/// The span of the skb holding every member read below, copied with one helper call (see
-/// `DropArgs::skb_span_len`); per-CPU, used by this program only.
-#[map]
-static SKB_SPAN: PerCpuArray<[u8; SKB_SPAN_MAX as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The members of the dropped skb the program uses.
 pub(crate) struct SkbFields {
@@ -64,27 +56,16 @@ pub(crate) struct SkbFields {
 /// member.
 #[inline(always)]
 pub(crate) fn skb_fields(skb: u64) -> SkbFields {
-    let len = setting!(drop.skb_span_len) as usize;
-    if len > 0 && len <= SKB_SPAN_MAX as usize {
-        if let Some(span) = SKB_SPAN.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, used by this program only.
-            let span = unsafe { &mut *span };
-            let start = setting!(drop.skb_span_start);
-            // SAFETY: a probe read (bad addresses fail, never fault) into our own span[..len].
-            let copied = unsafe {
-                bpf_probe_read_kernel_buf((skb + start as u64) as *const u8, &mut span[..len])
-            };
-            if copied.is_ok() {
-                return SkbFields {
-                    sk: span_get(span, setting!(kernel.skb_sk), start),
-                    dev: span_get(span, setting!(kernel.skb_dev), start),
-                    head: span_get(span, setting!(kernel.skb_head), start),
-                    network_header: span_get(span, setting!(kernel.skb_network_header), start),
-                    iif: span_get(span, setting!(kernel.skb_iif), start),
-                    protocol: u16::from_be(span_get(span, setting!(drop.skb_protocol), start)),
-                };
-            }
-        }
+    let start = setting!(drop.skb_span_start);
+    if let Some(span) = copy_span(skb, start, setting!(drop.skb_span_len)) {
+        return SkbFields {
+            sk: span_get(span, setting!(kernel.skb_sk), start),
+            dev: span_get(span, setting!(kernel.skb_dev), start),
+            head: span_get(span, setting!(kernel.skb_head), start),
+            network_header: span_get(span, setting!(kernel.skb_network_header), start),
+            iif: span_get(span, setting!(kernel.skb_iif), start),
+            protocol: u16::from_be(span_get(span, setting!(drop.skb_protocol), start)),
+        };
     }
     SkbFields {
         sk: read(skb, setting!(kernel.skb_sk)).unwrap_or(0),
@@ -94,17 +75,6 @@ pub(crate) fn skb_fields(skb: u64) -> SkbFields {
         iif: read(skb, setting!(kernel.skb_iif)).unwrap_or(0),
         protocol: u16::from_be(read::<u16>(skb, setting!(drop.skb_protocol)).unwrap_or(0)),
     }
-}
-
-/// A little-endian `T` at skb offset `offset` from the copied span starting at `start`.
-#[inline(always)]
-fn span_get<T: Copy + Default>(span: &[u8; SKB_SPAN_MAX as usize], offset: u32, start: u32) -> T {
-    let at = offset.wrapping_sub(start) as usize;
-    if at + core::mem::size_of::<T>() > SKB_SPAN_MAX as usize {
-        return T::default();
-    }
-    // SAFETY: in bounds (checked above); the span holds plain bytes.
-    unsafe { core::ptr::read_unaligned(span.as_ptr().add(at) as *const T) }
 }
 
 #[raw_tracepoint(tracepoint = "kfree_skb")]
@@ -144,7 +114,8 @@ pub struct PendingDrop {
     netns: u32,
     iif: u32,
     ifindex: u32,
-    /// The device's name (zero without one), read with its ifindex and namespace.
+    /// The device's name (zero without one), when read with its ifindex and namespace
+    /// (`named`); else the emit stage reads it.
     ifname: [u8; 16],
     network_header: u16,
     protocol: u16,
@@ -153,6 +124,8 @@ pub struct PendingDrop {
     flags: u8,
     /// 1 for a network drop (see `is_network`), 0 for the kernel's other frees.
     network: u8,
+    /// 1 when `ifname` holds the device's name.
+    named: u8,
 }
 
 #[map]
@@ -222,7 +195,7 @@ pub extern "C" fn netprobe_drop_where(level: u32) -> i32 {
 pub(crate) fn place(
     p: &mut PendingDrop,
     fields: &SkbFields,
-    device: impl FnOnce(&mut [u8; 16]) -> (u32, u32),
+    device: impl FnOnce(&mut [u8; 16]) -> (u32, u32, bool),
 ) -> i32 {
     p.flags = 0;
     if fields.sk != 0 {
@@ -253,12 +226,13 @@ pub(crate) fn place(
     // receiver's, for a packet forwarded across namespaces by veth, which still carries the
     // sending socket), the socket's before a device is set (the OUTPUT hook).
     p.ifname = [0; 16];
-    (p.ifindex, p.netns) = if p.dev != 0 {
-        device(&mut p.ifname)
+    (p.ifindex, p.netns, p.named) = if p.dev != 0 {
+        let (ifindex, netns, named) = device(&mut p.ifname);
+        (ifindex, netns, named as u8)
     } else if p.sk != 0 {
-        (0, sock_netns(p.sk))
+        (0, sock_netns(p.sk), 0)
     } else {
-        (0, 0)
+        (0, 0, 0)
     };
     !netns_matches(p.netns) as i32
 }
@@ -397,6 +371,9 @@ pub extern "C" fn netprobe_drop_emit(level: u32) -> i32 {
         (*event).sock_ino = p.sock_ino;
         (*event).ifindex = p.ifindex;
         (*event).ifname = p.ifname;
+        if p.dev != 0 && p.named == 0 {
+            device_name(p.dev, &mut (*event).ifname);
+        }
         (*event).flags = flags;
     }
     entry.submit(submit_flags_for(p.unread, ts_ns));
@@ -453,49 +430,32 @@ fn count_and_sample(key: &DropSiteKey, ts_ns: u64, unread: u64) -> bool {
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
-/// A device's (ifindex, namespace), and its name into `name` when asked: one copy of their
-/// span when the agent found one (`DropArgs::dev_span_len`, in the skb span's per-CPU
-/// buffer, whose members were taken out before), else one read each. Read each time, never
-/// cached by the device's address: a device freed and another allocated there (namespaces
-/// and veths come and go) would keep the old one's namespace, and its drops would be placed
-/// in the wrong one.
+/// A device's (ifindex, namespace): one copy of their span when the agent found one
+/// (`DropArgs::dev_span_len`), else one read each; and its name into `name` when asked and
+/// the span holds it (true then; else the emit stage reads it, for streamed drops only).
+/// Read each time, never cached by the device's address: a device freed and another
+/// allocated there (namespaces and veths come and go) would keep the old one's namespace, and
+/// its drops would be placed in the wrong one.
 #[inline(always)]
-pub(crate) fn device(dev: u64, name: Option<&mut [u8; 16]>) -> (u32, u32) {
-    let len = setting!(drop.dev_span_len) as usize;
-    if len > 0 && len <= SKB_SPAN_MAX as usize {
-        if let Some(span) = SKB_SPAN.get_ptr_mut(0) {
-            // SAFETY: this CPU's slot, used by this program only.
-            let span = unsafe { &mut *span };
-            let start = setting!(drop.dev_span_start);
-            // SAFETY: a probe read (bad addresses fail, never fault) into our own span[..len].
-            let copied = unsafe {
-                bpf_probe_read_kernel_buf((dev + start as u64) as *const u8, &mut span[..len])
-            };
-            if copied.is_ok() {
-                if let Some(name) = name {
-                    // The name is in the span only where it fitted (see `device_span`).
-                    let at = setting!(kernel.dev_name).wrapping_sub(start) as usize;
-                    if at + name.len() <= len {
-                        *name = span_get(span, setting!(kernel.dev_name), start);
-                    } else {
-                        device_name(dev, name);
-                    }
-                }
-                let net: u64 = span_get(span, setting!(kernel.dev_nd_net), start);
-                return (
-                    span_get(span, setting!(kernel.dev_ifindex), start),
-                    net_inum(net),
-                );
-            }
+pub(crate) fn device(dev: u64, name: Option<&mut [u8; 16]>) -> (u32, u32, bool) {
+    let start = setting!(drop.dev_span_start);
+    let len = setting!(drop.dev_span_len);
+    let Some(span) = copy_span(dev, start, len) else {
+        let ifindex = read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0);
+        return (ifindex, dev_netns(dev), false);
+    };
+    let mut named = false;
+    if let Some(name) = name {
+        // The name is in the span only where it fitted (see `device_span`).
+        let at = setting!(kernel.dev_name).wrapping_sub(start);
+        if at.saturating_add(name.len() as u32) <= len {
+            *name = span_get(span, setting!(kernel.dev_name), start);
+            named = true;
         }
     }
-    if let Some(name) = name {
-        device_name(dev, name);
-    }
-    (
-        read(dev, setting!(kernel.dev_ifindex)).unwrap_or(0),
-        dev_netns(dev),
-    )
+    let net: u64 = span_get(span, setting!(kernel.dev_nd_net), start);
+    let ifindex = span_get(span, setting!(kernel.dev_ifindex), start);
+    (ifindex, net_inum(net), named)
 }
 
 /// `dev->name` into `name`.
@@ -531,68 +491,4 @@ pub(crate) fn count_non_network(reason: u32, location: u64) {
     } else if NON_NETWORK_DROPS.insert(&key, &1, 0).is_err() {
         bump(COUNTER_NON_NETWORK_TABLE_FULL);
     }
-}
-
-/// Parses the IPv4/IPv6 header at `head + network` (the skb's) and the TCP/UDP ports
-/// after it into `flow`. Returns the IP protocol and `DROP_HAS_*` bits for what was found.
-#[inline(always)]
-pub(crate) fn parse_headers(head: u64, network: u16, protocol: u16, flow: &mut Flow) -> (u8, u8) {
-    *flow = Flow::default();
-    if head == 0 || network == HEADER_UNSET {
-        return (0, 0);
-    }
-    let ip = head + network as u64;
-    // The IP header and the 4 bytes after it in one read: the ports, when no IPv4 options or
-    // IPv6 extension headers come first (a TCP/UDP header is at least that long; a packet
-    // without one never has its ports taken from them).
-    let (ip_proto, transport, ports) = match protocol {
-        ETH_P_IP => {
-            let Ok(hdr) = read::<[u8; 24]>(ip, 0) else {
-                return (0, 0);
-            };
-            if hdr[0] >> 4 != 4 {
-                return (0, 0);
-            }
-            flow.family = AF_INET;
-            flow.saddr[..4].copy_from_slice(&hdr[12..16]);
-            flow.daddr[..4].copy_from_slice(&hdr[16..20]);
-            // Only the first fragment carries the transport header.
-            let fragment_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
-            let header_len = ((hdr[0] & 0x0f) as u64) * 4;
-            match (fragment_offset, header_len) {
-                (0, 20) => (hdr[9], 0, Some([hdr[20], hdr[21], hdr[22], hdr[23]])),
-                (0, _) => (hdr[9], ip + header_len, None),
-                _ => (hdr[9], 0, None),
-            }
-        }
-        ETH_P_IPV6 => {
-            let Ok(hdr) = read::<[u8; 44]>(ip, 0) else {
-                return (0, 0);
-            };
-            if hdr[0] >> 4 != 6 {
-                return (0, 0);
-            }
-            flow.family = AF_INET6;
-            flow.saddr.copy_from_slice(&hdr[8..24]);
-            flow.daddr.copy_from_slice(&hdr[24..40]);
-            // Extension headers are not walked: ports stay unknown behind them (the next
-            // header is then no TCP/UDP).
-            (hdr[6], 0, Some([hdr[40], hdr[41], hdr[42], hdr[43]]))
-        }
-        _ => return (0, 0),
-    };
-    let mut flags = DROP_HAS_FLOW;
-    if vocab::ip_proto::has_ports(ip_proto) {
-        let ports = match ports {
-            Some(ports) => Some(ports),
-            None if transport != 0 => read::<[u8; 4]>(transport, 0).ok(),
-            None => None,
-        };
-        if let Some(ports) = ports {
-            flow.sport = u16::from_be_bytes([ports[0], ports[1]]);
-            flow.dport = u16::from_be_bytes([ports[2], ports[3]]);
-            flags |= DROP_HAS_PORTS;
-        }
-    }
-    (ip_proto, flags)
 }

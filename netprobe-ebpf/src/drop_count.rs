@@ -11,9 +11,8 @@ use netprobe_common::{
     FILTER_ADDR, FILTER_PORT, FILTER_REASON,
 };
 
-use crate::drop::{
-    count_non_network, count_reason, device, is_network, parse_headers, skb_fields, SkbFields,
-};
+use crate::drop::{count_non_network, count_reason, device, is_network, skb_fields, SkbFields};
+use crate::headers::parse_headers;
 use crate::kernel::{arg, flow_matches, netns_matches, sock_netns};
 use crate::maps::{bump, setting, SITE_COUNTS, SITE_SLOTS, SITE_SLOT_COUNT};
 
@@ -43,7 +42,8 @@ fn tally(reason: u32, location: u64, rx_sk: u64, fields: SkbFields) {
         return;
     }
     let (ifindex, netns) = if fields.dev != 0 {
-        device(fields.dev, None)
+        let (ifindex, netns, _) = device(fields.dev, None);
+        (ifindex, netns)
     } else if sk != 0 {
         (0, sock_netns(sk))
     } else {

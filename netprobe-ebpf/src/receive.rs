@@ -163,6 +163,13 @@ pub fn netprobe_rcv_btf(ctx: BtfTracePointContext) -> i32 {
 fn try_receive_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
+    // Each tested as it is: some kernels type tracepoint arguments as possibly NULL.
+    if skb == 0 {
+        return Ok(());
+    }
+    if sk == 0 {
+        return Ok(());
+    }
     let cb = setting!(kernel.skb_cb);
     let seq: u32 = load(skb, cb + setting!(kernel.tcb_seq));
     let end_seq: u32 = load(skb, cb + setting!(receive.tcb_end_seq));

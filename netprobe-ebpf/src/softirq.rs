@@ -144,6 +144,10 @@ pub fn netprobe_napi_btf(ctx: BtfTracePointContext) -> i32 {
 
 fn try_napi_poll_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let napi = btf_arg::<0>(ctx, setting!(cpu.napi_arg))?;
+    // Tested as it is: some kernels type tracepoint arguments as possibly NULL.
+    if napi == 0 {
+        return Ok(());
+    }
     let work = btf_arg::<1>(ctx, setting!(cpu.napi_work_arg))? as i32;
     let budget = btf_arg::<2>(ctx, setting!(cpu.napi_budget_arg))? as i32;
     let dev: u64 = load(napi, setting!(cpu.napi_dev));

@@ -222,12 +222,12 @@ pub fn udp_socket_with_rcvbuf(ns: &Netns, at: SocketAddr, bytes: libc::c_int) ->
     })
 }
 
-/// Sends `count` datagrams of `payload` from a thread in `ns` to `to`; returns how many the
-/// kernel accepted (a test that expects every one asserts it).
+/// Sends `count` datagrams of `payload` from a thread in `ns` to `to` (IPv4 or IPv6); returns
+/// how many the kernel accepted (a test that expects every one asserts it).
 pub fn send_udp(ns: &Netns, to: SocketAddr, payload: &[u8], count: usize) -> usize {
     let payload = payload.to_vec();
     ns.run(move || {
-        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let udp = UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }).unwrap();
         (0..count)
             .filter(|_| udp.send_to(&payload, to).is_ok())
             .count()

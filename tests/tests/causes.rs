@@ -202,7 +202,7 @@ fn a_firewall_blackout_is_linked_to_the_flows_retransmits() {
             n(&drops[0]["count"])
         ),
         (&Value::from("sent"), b, dropped),
-        "{row}"
+        "nft dropped {dropped}; {row}; causes {causes:?}"
     );
     let kinds = &row["retransmits"];
     assert!(

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// Real drops at both ends of a link, each of one kind: a's own OUTPUT filter drops TCP to
 /// 6001, b's INPUT filter TCP to 6002, a tiny tbf on a's veth UDP to b, nothing listens on
-/// b's UDP port 7 nor on a's loopback one.
+/// b's UDP port 7 nor on a's loopback ones (7 over IPv4, 8 over IPv6).
 fn drop_at_both_ends(link: &Link, args: &[&str]) -> TraceOutput {
     NftTable::output(&link.a, "np_out", "tcp dport 6001 drop");
     NftTable::input(&link.b, "np_in", "tcp dport 6002 drop");
@@ -34,6 +34,8 @@ fn drop_at_both_ends(link: &Link, args: &[&str]) -> TraceOutput {
     });
     send_udp(&link.a, SocketAddr::new(peer, 7), &[0u8; 1000], 300);
     send_udp(&link.a, "127.0.0.1:7".parse().unwrap(), b"lo", 5);
+    // IPv6 too, whose ports sit after a 40-byte header.
+    send_udp(&link.a, "[::1]:8".parse().unwrap(), b"lo6", 5);
     std::thread::sleep(Duration::from_millis(200));
     let out = tracer.stop();
     assert!(out.success, "{}", out.stderr);
@@ -116,6 +118,18 @@ fn drops_are_placed(link: &Link, out: &TraceOutput) {
                 && d["ifname"] == "veth0"
         }),
         "ingress",
+        "socket",
+    );
+    all_are(
+        find("IPv6 to a closed port on a's loopback", &|d| {
+            in_ns(d, a_ns)
+                && d["family"] == "ipv6"
+                && d["reason"] == "NO_SOCKET"
+                && d["dport"] == 8
+                && d["daddr"] == "::1"
+                && d["ifname"] == "lo"
+        }),
+        "local",
         "socket",
     );
     all_are(

@@ -43,41 +43,73 @@ pub(super) fn attach_planned(
     let loaded = load_all(ebpf, btf, &wanted);
     let mut links = Vec::new();
     for ((spec, detail), load) in wanted.into_iter().zip(loaded) {
+        let started = std::time::Instant::now();
+        let attached = load.and_then(|load_ms| {
+            attach(ebpf, spec).map(|link| (link, load_ms + started.elapsed().as_secs_f64() * 1e3))
+        });
         // A better hook refused (tp_btf where BTF-typed programs are not allowed): its
         // fallback is loaded now, the only program ever verified after another.
-        let (spec, detail, load) = match (load, fallback_of(spec)) {
+        let (spec, detail, attached) = match (attached, fallback_of(spec)) {
             (Err(why), Some(fallback)) => {
+                unload(ebpf, spec);
                 let started = std::time::Instant::now();
-                let load = load_program(ebpf, btf, fallback)
-                    .map(|()| started.elapsed().as_secs_f64() * 1e3);
-                let detail = refused_detail(&detail, spec, &why);
-                (fallback, detail, load)
+                let attached = load_program(ebpf, btf, fallback)
+                    .and_then(|()| attach(ebpf, fallback))
+                    .map(|link| (link, started.elapsed().as_secs_f64() * 1e3))
+                    .map_err(|e| {
+                        let refused = short_refusal(&why);
+                        format!("{e} ({} refused first: {refused})", spec.attach.name())
+                    });
+                (fallback, refused_detail(&detail, spec, &why), attached)
             }
-            (load, _) => (spec, detail, load),
+            (attached, _) => (spec, detail, attached),
         };
-        let started = std::time::Instant::now();
-        match load.and_then(|load_ms| attach(ebpf, spec).map(|link| (link, load_ms))) {
+        match attached {
             Ok((link, load_ms)) => {
-                let load_ms = load_ms + started.elapsed().as_secs_f64() * 1e3;
                 links.push((spec.program, link));
-                let verified_insns = ebpf
-                    .program(spec.program)
-                    .and_then(|p| p.info().ok())
-                    .and_then(|info| info.verified_instruction_count());
-                hooks.push(HookStatus {
-                    hook: spec.id.to_string(),
-                    attach: spec.attach.name(),
-                    program: spec.program,
-                    active: true,
-                    detail,
-                    verified_insns,
-                    load_ms: Some((load_ms * 10.0).round() / 10.0),
-                });
+                hooks.push(active_status(ebpf, spec, detail, load_ms));
             }
             Err(e) => hooks.push(spec.inactive(e)),
         }
     }
     links
+}
+
+/// An attached hook's status, with what the kernel verified.
+fn active_status(ebpf: &Ebpf, spec: &'static HookSpec, detail: String, load_ms: f64) -> HookStatus {
+    let verified_insns = ebpf
+        .program(spec.program)
+        .and_then(|p| p.info().ok())
+        .and_then(|info| info.verified_instruction_count());
+    HookStatus {
+        hook: spec.id.to_string(),
+        attach: spec.attach.name(),
+        program: spec.program,
+        active: true,
+        detail,
+        verified_insns,
+        load_ms: Some((load_ms * 10.0).round() / 10.0),
+    }
+}
+
+/// Unloads `spec`'s program if it was loaded (it was refused at attach): nothing of a hook
+/// that is not attached stays in the kernel.
+fn unload(ebpf: &mut Ebpf, spec: &HookSpec) {
+    let Some(program) = ebpf.program_mut(spec.program) else {
+        return;
+    };
+    match spec.attach {
+        AttachKind::RawTracepoint => {
+            if let Ok(program) = <&mut RawTracePoint>::try_from(program) {
+                let _ = program.unload();
+            }
+        }
+        AttachKind::BtfTracepoint => {
+            if let Ok(program) = <&mut BtfTracePoint>::try_from(program) {
+                let _ = program.unload();
+            }
+        }
+    }
 }
 
 /// The fallback's detail: `detail` (the refused hook's) with its first part, how the refused

@@ -328,6 +328,21 @@ mod tests {
             ]
         );
         assert_eq!(DROP_PROGRAM, "netprobe_drop");
+        let twins: Vec<(&str, &str, &str)> = BTF_TWINS
+            .iter()
+            .map(|(btf, raw)| (btf.id, btf.program, raw.program))
+            .collect();
+        assert_eq!(
+            twins,
+            [
+                ("skb:kfree_skb", "netprobe_drop_btf", "netprobe_drop"),
+                ("napi:napi_poll", "netprobe_napi_btf", "netprobe_napi"),
+                ("tcp:tcp_probe", "netprobe_rcv_btf", "netprobe_rcv"),
+            ]
+        );
+        assert!(BTF_TWINS
+            .iter()
+            .all(|(btf, raw)| btf.id == raw.id && btf.attach == AttachKind::BtfTracepoint));
     }
 
     /// Rows fed by a function hook match `kernel_skipped` entries by prefix: every program of

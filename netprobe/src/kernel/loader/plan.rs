@@ -284,20 +284,30 @@ fn plan_drop_hook(
     } else {
         ""
     };
+    let what = if config.aggregate.mode == MODE_COUNT {
+        format!("{arguments}; counted per site (reason, function, device, namespace) in the kernel, the packet headers read only for a port or address filter; {non_network}{no_reasons}")
+    } else {
+        format!("{arguments}; flow parsed from the packet headers via BTF offsets; {non_network}, not streamed{no_reasons}")
+    };
     if hooks == TracepointHooks::Raw {
-        let detail = format!("raw tracepoint (--tracepoint-hooks raw), {arguments}; flow parsed from the packet headers via BTF offsets; {non_network}, not streamed{no_reasons}");
-        return plan.want(&DROP_HOOK, detail);
+        return plan.want(
+            &DROP_HOOK,
+            format!("raw tracepoint (--tracepoint-hooks raw); {what}"),
+        );
     }
     // The skb, device and namespace (and in count mode the socket) read by direct loads on a
     // BTF-typed tracepoint instead of helper calls: in count mode a storm's drop then costs
     // no helper call but the count's. The raw tracepoint is loaded instead where tp_btf is
-    // refused (see `attach_planned`).
-    let detail = if config.aggregate.mode == MODE_COUNT {
-        format!("BTF-typed tracepoint (tp_btf): skb, device, namespace and socket read by direct loads the verifier checks against BTF, no helper call; {arguments}; counted per site (reason, function, device, namespace) in the kernel, the packet headers read only for a port or address filter; {non_network}{no_reasons}")
+    // refused (see `attach_planned`), with this detail's first part replaced.
+    let how = if config.aggregate.mode == MODE_COUNT {
+        "skb, device, namespace and socket read by direct loads the verifier checks against BTF, no helper call"
     } else {
-        format!("BTF-typed tracepoint (tp_btf): skb, device and namespace read by direct loads the verifier checks against BTF, the socket and packet headers by helper reads; {arguments}; flow parsed from the packet headers via BTF offsets; {non_network}, not streamed{no_reasons}")
+        "skb, device and namespace read by direct loads the verifier checks against BTF, the socket and packet headers by helper reads"
     };
-    plan.want(&DROP_BTF_HOOK, detail);
+    plan.want(
+        &DROP_BTF_HOOK,
+        format!("BTF-typed tracepoint (tp_btf): {how}; {what}"),
+    );
 }
 
 /// Where one drop reason holds both the stale segments `tcp_send_dupack` counts in
