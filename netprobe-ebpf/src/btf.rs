@@ -12,6 +12,9 @@ use aya_ebpf::programs::BtfTracePointContext;
 use core::ptr::{read_volatile, write_volatile};
 use netprobe_common::OFFSET_ABSENT;
 
+use crate::kernel::Reader;
+use crate::maps::setting;
+
 /// Whether a loaded pointer is set, as a value the compiler cannot fold back into pointer
 /// arithmetic (see the module's documentation).
 #[inline(always)]
@@ -57,4 +60,24 @@ pub fn launder(slot: &mut u64, value: u64) -> u64 {
         write_volatile(slot, value);
         read_volatile(slot)
     }
+}
+
+/// Direct loads ([`load`]) as a [`Reader`]: the base must be a BTF-typed pointer.
+pub struct Loads;
+
+impl Reader for Loads {
+    #[inline(always)]
+    fn get<T: Copy + Default>(&self, base: u64, offset: u32) -> Result<T, i32> {
+        if offset == OFFSET_ABSENT {
+            return Err(-1);
+        }
+        Ok(load(base, offset))
+    }
+}
+
+/// Inode of the network namespace `net` (a `struct net *` loaded from BTF-typed memory; the
+/// helper-read twin is `kernel::net_inum`).
+#[inline(always)]
+pub fn net_inum(net: u64) -> u32 {
+    load(net, setting!(kernel.net_inum))
 }

@@ -12,7 +12,7 @@ use netprobe_common::{
     AF_INET, AF_INET6, DROP_HAS_DEV, DROP_HAS_SOCK, FILTER_ADDR, FILTER_PORT, FILTER_REASON,
 };
 
-use crate::btf::{btf_arg, is_set, launder, load};
+use crate::btf::{btf_arg, is_set, launder, load, net_inum};
 use crate::drop::{count_non_network, finish, pending, place, SkbFields, DROP_DEPTH};
 use crate::drop_count::{count_placed, Placement};
 use crate::headers::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADER_UNSET};
@@ -107,7 +107,7 @@ fn try_drop_btf(ctx: &BtfTracePointContext, level: u32) -> Result<(), i32> {
 fn device(dev: u64) -> (u32, u32) {
     (
         load(dev, setting!(kernel.dev_ifindex)),
-        btf_net_inum(load(dev, setting!(kernel.dev_nd_net))),
+        net_inum(load(dev, setting!(kernel.dev_nd_net))),
     )
 }
 
@@ -135,7 +135,7 @@ fn try_tally_btf(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let (ifindex, netns) = if has_dev {
         device(dev)
     } else if has_sk {
-        (0, btf_net_inum(load(sk, setting!(kernel.sk_net))))
+        (0, net_inum(load(sk, setting!(kernel.sk_net))))
     } else {
         (0, 0)
     };
@@ -186,11 +186,4 @@ fn is_network(protocol: u16, sk: u64, has_sk: bool) -> bool {
     }
     let family: u16 = load(sk, setting!(drop.sk_family));
     family == AF_INET || family == AF_INET6
-}
-
-/// Inode of the network namespace `net` (a `struct net *` loaded from BTF-typed memory; the
-/// helper-read twin is `kernel::net_inum`).
-#[inline(always)]
-fn btf_net_inum(net: u64) -> u32 {
-    load(net, setting!(kernel.net_inum))
 }

@@ -18,6 +18,23 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 
+/// How a kernel object's members are read: helper reads ([`Probe`]), or direct loads in
+/// BTF-typed programs (`btf::Loads`), so that one reader of a structure serves both.
+pub trait Reader {
+    /// A `T` at `base + offset`; `Err` where this kernel lacks the member.
+    fn get<T: Copy + Default>(&self, base: u64, offset: u32) -> Result<T, i32>;
+}
+
+/// Helper reads ([`read`]).
+pub struct Probe;
+
+impl Reader for Probe {
+    #[inline(always)]
+    fn get<T: Copy + Default>(&self, base: u64, offset: u32) -> Result<T, i32> {
+        read(base, offset)
+    }
+}
+
 /// Argument `N` of a raw tracepoint, when the agent found it there in this kernel's BTF
 /// prototype (`position == N`; `OFFSET_ABSENT` when this kernel's tracepoint lacks it). The
 /// index is a literal so that the load has a fixed offset from the context, as the verifier
@@ -66,21 +83,27 @@ pub fn sock_family(sk: u64) -> u16 {
 /// IPv4 peer (v4-mapped addresses) is reported as the IPv4 flow it carries.
 #[inline(always)]
 pub fn sock_flow(sk: u64, family: u16, flow: &mut Flow) -> Result<(), i32> {
-    let dport: u16 = read(sk, setting!(sock.dport))?;
+    sock_flow_by(&Probe, sk, family, flow)
+}
+
+/// [`sock_flow`] with the reader `r`.
+#[inline(always)]
+pub fn sock_flow_by<R: Reader>(r: &R, sk: u64, family: u16, flow: &mut Flow) -> Result<(), i32> {
+    let dport: u16 = r.get(sk, setting!(sock.dport))?;
     *flow = Flow {
         family,
-        sport: read(sk, setting!(sock.num))?,
+        sport: r.get(sk, setting!(sock.num))?,
         dport: u16::from_be(dport),
         ..Flow::default()
     };
     if family == AF_INET {
-        let saddr: [u8; 4] = read(sk, setting!(sock.rcv_saddr))?;
-        let daddr: [u8; 4] = read(sk, setting!(sock.daddr))?;
+        let saddr: [u8; 4] = r.get(sk, setting!(sock.rcv_saddr))?;
+        let daddr: [u8; 4] = r.get(sk, setting!(sock.daddr))?;
         flow.saddr[..4].copy_from_slice(&saddr);
         flow.daddr[..4].copy_from_slice(&daddr);
     } else if family == AF_INET6 {
-        let saddr: [u8; 16] = read(sk, setting!(sock.v6_rcv_saddr)).unwrap_or([0; 16]);
-        let daddr: [u8; 16] = read(sk, setting!(sock.v6_daddr)).unwrap_or([0; 16]);
+        let saddr: [u8; 16] = r.get(sk, setting!(sock.v6_rcv_saddr)).unwrap_or([0; 16]);
+        let daddr: [u8; 16] = r.get(sk, setting!(sock.v6_daddr)).unwrap_or([0; 16]);
         if is_v4_mapped(&saddr) && is_v4_mapped(&daddr) {
             flow.family = AF_INET;
             flow.saddr[..4].copy_from_slice(&saddr[12..]);

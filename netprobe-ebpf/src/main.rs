@@ -18,6 +18,7 @@ mod softirq;
 mod span;
 mod state_process;
 mod tcp;
+mod tcp_btf;
 mod timers;
 
 #[cfg(not(test))]

@@ -41,13 +41,13 @@ const TCP_ESTABLISHED: i32 = TcpState::Established.raw() as i32;
 const TCP_SYN_SENT: i32 = TcpState::SynSent.raw() as i32;
 const TCP_CLOSE: i32 = TcpState::Close.raw() as i32;
 
-/// The `OUTCOME_*` of the attempt the tracepoint reports for `sk`, `err` and `segs`, keeping
-/// the socket's count for its next attempt.
+/// The `OUTCOME_*` of the attempt the tracepoint reports for `sk`, `err` and `segs`, with the
+/// socket's `total_retrans` read `now`, kept for its next attempt.
 #[inline(always)]
-pub fn outcome(sk: u64, err: i32, segs: u16) -> u8 {
-    // `read` fails for an absent offset: before 6.17 (only successful retransmits fire the
-    // tracepoint) nothing is kept, and an unreadable count leaves a failure unclassified.
-    let Ok(now) = read::<u32>(sk, setting!(retransmit.total_retrans)) else {
+pub fn outcome(sk: u64, err: i32, segs: u16, now: Option<u32>) -> u8 {
+    // Absent before 6.17 (only successful retransmits fire the tracepoint): nothing is kept,
+    // and an unreadable count leaves a failure unclassified.
+    let Some(now) = now else {
         return if err == 0 {
             OUTCOME_SENT
         } else {

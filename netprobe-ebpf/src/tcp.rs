@@ -47,28 +47,44 @@ pub fn netprobe_rtx(ctx: RawTracePointContext) -> i32 {
 /// global function once, on its own, instead of once for every path that reaches it. Without
 /// this the Linux 6.1 verifier walked ~1M instructions (its limit) through the combinations of
 /// family, kind, trigger, flow-table hit and ring-buffer outcome.
+///
+/// The two twins of the retransmit program (this raw tracepoint's, and the BTF-typed one in
+/// `tcp_btf.rs`) differ only in how they read the kernel's objects into it: from
+/// [`netprobe_rtx_classify`] on, one code path.
 #[repr(C)]
 pub struct Pending {
-    flow: Flow,
-    sk: u64,
-    skb: u64,
-    sock_ino: u64,
-    netns: u32,
-    err: i32,
-    seq: u32,
-    bytes: u32,
-    segs: u16,
-    state: u8,
+    pub(crate) flow: Flow,
+    pub(crate) sk: u64,
+    pub(crate) skb: u64,
+    pub(crate) sock_ino: u64,
+    pub(crate) netns: u32,
+    pub(crate) err: i32,
+    pub(crate) seq: u32,
+    pub(crate) bytes: u32,
+    pub(crate) segs: u16,
+    pub(crate) state: u8,
     kind: u8,
     trigger: u8,
     outcome: u8,
-    _pad0: [u8; 2],
+    /// Which of `ca_state` and `total_retrans` were read (`HAS_*`).
+    pub(crate) has: u8,
+    _pad0: u8,
+    /// The two bytes holding the socket's `icsk_ca_state` bitfield.
+    pub(crate) ca_state: u16,
+    _pad1: u16,
+    /// The socket's `total_retrans` now (`outcome.rs`).
+    pub(crate) total_retrans: u32,
     /// The socket's `dsack_dups` and `reord_seen` now (0 where unreadable, e.g. SYN-ACKs).
-    dsack_dups: u32,
-    reord_seen: u32,
+    pub(crate) dsack_dups: u32,
+    pub(crate) reord_seen: u32,
     delta: RetransmitTotals,
     key: FlowKey,
 }
+
+/// `Pending::has`: the congestion state was read.
+pub const HAS_CA_STATE: u8 = 1;
+/// `Pending::has`: the socket's `total_retrans` was read.
+pub const HAS_TOTAL_RETRANS: u8 = 2;
 
 #[map]
 static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(MAX_NESTING, 0);
@@ -84,17 +100,13 @@ fn pending(level: u32) -> Option<&'static mut Pending> {
     PENDING.get_ptr_mut(level).map(|p| unsafe { &mut *p })
 }
 
-/// Fills this CPU's next `PENDING` slot with `fill`, completes it with `describe` (nonzero:
-/// filtered out), then counts and streams it.
+/// Fills this CPU's next `PENDING` slot with `describe` (given the slot and its level;
+/// nonzero: filtered out), then counts and streams it.
 #[inline(always)]
-fn with_pending(
-    fill: impl FnOnce(&mut Pending),
-    describe: impl FnOnce(u32) -> i32,
-) -> Result<(), i32> {
+pub(crate) fn with_pending(describe: impl FnOnce(&mut Pending, u32) -> i32) -> Result<(), i32> {
     let level = nest_in(&RETRANSMIT_DEPTH).ok_or(-1)?;
     if let Some(p) = pending(level) {
-        fill(p);
-        if describe(level) == 0 {
+        if describe(p, level) == 0 {
             netprobe_rtx_record(level);
         }
     }
@@ -107,18 +119,20 @@ fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let skb = arg::<1>(ctx, setting!(retransmit.skb))?;
     // An int argument: the low 32 bits of its u64 slot.
     let err = arg::<2>(ctx, setting!(retransmit.err)).map_or(0, |e| e as i32);
-    with_pending(
-        |p| {
-            p.sk = sk;
-            p.skb = skb;
-            p.err = err;
-        },
-        |level| netprobe_rtx_describe(level),
-    )
+    with_pending(|p, level| {
+        p.sk = sk;
+        p.skb = skb;
+        p.err = err;
+        if netprobe_rtx_describe(level) != 0 {
+            return 1;
+        }
+        netprobe_rtx_classify(level)
+    })
 }
 
 /// Stage two of a retransmit: its namespace (and the netns filter), segments, sequence,
-/// length, kind and owner, read from the kernel. Returns nonzero when filtered out.
+/// length, congestion state, counts and owner, read from the kernel by helper calls (the
+/// BTF-typed twin's direct loads: `tcp_btf.rs`). Returns nonzero when filtered out.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
@@ -138,10 +152,15 @@ pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
     p.segs = read(cb, setting!(kernel.tcb_gso_segs)).unwrap_or(0);
     p.seq = read(cb, setting!(kernel.tcb_seq)).unwrap_or(0);
     p.bytes = read(p.skb, setting!(kernel.skb_len)).unwrap_or(0);
-    let (kind, trigger) = retransmit_kind(p.sk, p.state);
-    p.kind = kind;
-    p.trigger = trigger;
-    p.outcome = outcome::outcome(p.sk, p.err, p.segs);
+    p.has = 0;
+    if let Ok(raw) = read::<u16>(p.sk, setting!(kind.ca_state)) {
+        p.ca_state = raw;
+        p.has |= HAS_CA_STATE;
+    }
+    if let Ok(now) = read::<u32>(p.sk, setting!(retransmit.total_retrans)) {
+        p.total_retrans = now;
+        p.has |= HAS_TOTAL_RETRANS;
+    }
     // tcp_retransmit_skb always has a full socket.
     p.sock_ino = sock_inode(p.sk);
     // What the peer has reported so far as received twice, and the reordering the socket
@@ -151,7 +170,23 @@ pub extern "C" fn netprobe_rtx_describe(level: u32) -> i32 {
     0
 }
 
-/// Stage three, shared with SYN-ACKs: the exact per-flow totals, then the event.
+/// Stage three, shared by both twins: the kind and the outcome, from what stage two read.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netprobe_rtx_classify(level: u32) -> i32 {
+    let Some(p) = pending(level) else {
+        return 1;
+    };
+    let ca_state = (p.has & HAS_CA_STATE != 0).then_some(p.ca_state);
+    let (kind, trigger) = retransmit_kind(p.sk, p.state, ca_state);
+    p.kind = kind;
+    p.trigger = trigger;
+    let now = (p.has & HAS_TOTAL_RETRANS != 0).then_some(p.total_retrans);
+    p.outcome = outcome::outcome(p.sk, p.err, p.segs, now);
+    0
+}
+
+/// Stage four, shared with SYN-ACKs: the exact per-flow totals, then the event.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn netprobe_rtx_record(level: u32) -> i32 {
@@ -233,9 +268,10 @@ const TCP_CA_LOSS: u8 = 4;
 ///   unless the probe is hooked, which then says exactly which ones are probes.
 ///
 /// The timer armed *now* (icsk_pending) is deliberately not used: it is the next timer, not
-/// the one that fired. Returns (KIND_*, TRIGGER_*).
+/// the one that fired. `ca_state`: the bytes holding the congestion state, where read.
+/// Returns (KIND_*, TRIGGER_*).
 #[inline(always)]
-fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
+fn retransmit_kind(sk: u64, state: u8, ca_state: Option<u16>) -> (u8, u8) {
     let trigger = current_trigger();
     if state == TCP_SYN_SENT {
         return (KIND_SYN, trigger);
@@ -244,7 +280,7 @@ fn retransmit_kind(sk: u64, state: u8) -> (u8, u8) {
         return (kind, TRIGGER_TIMER);
     }
     // Without the congestion state (not in this kernel's BTF) nothing more can be said.
-    let Ok(raw) = read::<u16>(sk, setting!(kind.ca_state)) else {
+    let Some(raw) = ca_state else {
         return (KIND_OTHER, trigger);
     };
     let bits = setting!(kind.ca_state_bits);
@@ -383,13 +419,11 @@ fn try_synack(ctx: &RawTracePointContext) -> Result<(), i32> {
     // The listener: its namespace, and its owner (the process that will accept()).
     let sk = arg::<0>(ctx, setting!(synack.sk))?;
     let req = arg::<1>(ctx, setting!(synack.req))?;
-    with_pending(
-        |p| {
-            p.sk = sk;
-            p.skb = req;
-        },
-        |level| netprobe_synack_describe(level),
-    )
+    with_pending(|p, level| {
+        p.sk = sk;
+        p.skb = req;
+        netprobe_synack_describe(level)
+    })
 }
 
 /// Stage two of a SYN-ACK retransmit: the listener's namespace and owner.

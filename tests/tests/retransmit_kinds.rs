@@ -172,7 +172,7 @@ fn retransmit_kinds_match_tcpext() {
     assert!(out.success, "{}", out.stderr);
     let withheld = Withheld::from_lines(witness.map(Ftrace::stop).unwrap_or_default());
     let withheld_on = |event: &str, port: &str| withheld.count(event, port);
-    let rtx_skipped = out.kernel_skipped("netprobe_rtx");
+    let rtx_skipped = out.kernel_skipped_of_hook("tcp:tcp_retransmit_skb");
     let synack_skipped = out.kernel_skipped("netprobe_synack");
 
     let syn = out.on_port("retransmit", a_ns, 6101);

@@ -68,7 +68,7 @@ impl LossyRun {
 
     /// Exact unless the kernel skipped some of our invocations (reported per program).
     fn agrees(&self, ours: u64, kernel: u64, what: &str) {
-        if self.out.kernel_skipped("netprobe_rtx") == 0 {
+        if self.out.kernel_skipped_of_hook("tcp:tcp_retransmit_skb") == 0 {
             assert_eq!(ours, kernel, "{what}");
         } else {
             assert!(ours <= kernel, "{what}: {ours} > {kernel}");

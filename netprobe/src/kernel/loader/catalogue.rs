@@ -97,8 +97,17 @@ pub const RECEIVE_BTF_HOOK: HookSpec = HookSpec {
     attach: AttachKind::BtfTracepoint,
 };
 
+/// The retransmit hook on a BTF-typed tracepoint (`tcp_btf.rs`): the socket, its `tcp_sock`
+/// and the skb by direct loads. [`RETRANSMIT_HOOK`] where it is refused.
+pub const RETRANSMIT_BTF_HOOK: HookSpec = HookSpec {
+    id: "tcp:tcp_retransmit_skb",
+    program: "netprobe_rtx_btf",
+    attach: AttachKind::BtfTracepoint,
+};
+
 /// Each BTF-typed hook and the raw one it falls back to: the same work, the same maps.
-pub const BTF_TWINS: [(&HookSpec, &HookSpec); 3] = [
+pub const BTF_TWINS: [(&HookSpec, &HookSpec); 4] = [
+    (&RETRANSMIT_BTF_HOOK, &RETRANSMIT_HOOK),
     (&DROP_BTF_HOOK, &DROP_HOOK),
     (&NAPI_BTF_HOOK, &NAPI_HOOK),
     (&RECEIVE_BTF_HOOK, &RECEIVE_HOOK),
@@ -335,6 +344,7 @@ mod tests {
         assert_eq!(
             twins,
             [
+                ("tcp:tcp_retransmit_skb", "netprobe_rtx_btf", "netprobe_rtx"),
                 ("skb:kfree_skb", "netprobe_drop_btf", "netprobe_drop"),
                 ("napi:napi_poll", "netprobe_napi_btf", "netprobe_napi"),
                 ("tcp:tcp_probe", "netprobe_rcv_btf", "netprobe_rcv"),
@@ -361,10 +371,10 @@ mod tests {
     #[test]
     fn every_program_is_named_once() {
         let mut names: Vec<&str> = program_names().collect();
-        assert_eq!(names.len(), 11 + 3 * 4);
+        assert_eq!(names.len(), 12 + 3 * 4);
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 11 + 3 * 4, "a program name is used twice");
+        assert_eq!(names.len(), 12 + 3 * 4, "a program name is used twice");
         assert!(names.iter().all(|n| n.starts_with("netprobe_")));
     }
 

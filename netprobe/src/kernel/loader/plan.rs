@@ -54,7 +54,12 @@ pub(super) fn plan(options: &LoadOptions) -> Result<Planned, BtfError> {
         wanted: Vec::new(),
         hooks: Vec::new(),
     };
-    super::retransmits::plan_retransmit_hooks(btf, &mut config, &mut plan);
+    super::retransmits::plan_retransmit_hooks(
+        btf,
+        &mut config,
+        options.tracepoint_hooks,
+        &mut plan,
+    );
     plan_raw_hooks(btf, options, &mut config, &mut plan);
     let kind_method = plan_kinds(btf, &mut config);
     let spurious_method = plan_spurious(btf, &mut config);

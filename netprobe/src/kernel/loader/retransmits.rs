@@ -5,10 +5,10 @@
 use netprobe_common::{RetransmitArgs, SynackArgs, TraceConfig, OFFSET_ABSENT};
 
 use super::{
-    catalogue::{RETRANSMIT_HOOK, SYNACK_HOOK},
+    catalogue::{RETRANSMIT_BTF_HOOK, RETRANSMIT_HOOK, SYNACK_HOOK},
     plan::{expect_args, raw_args, HookPlan},
 };
-use crate::kernel::btf::KernelBtf;
+use crate::{cli::TracepointHooks, kernel::btf::KernelBtf};
 
 /// Where `tcp_retransmit_skb`'s arguments are: (sk, skb) on every kernel, then (Linux ≥ 6.17,
 /// which also fires it for failed attempts) the attempt's `err`.
@@ -37,18 +37,31 @@ pub fn retransmit_args(args: &[String]) -> Result<RetransmitArgs, String> {
 pub(super) fn plan_retransmit_hooks(
     btf: &KernelBtf,
     config: &mut TraceConfig,
+    hooks: TracepointHooks,
     plan: &mut HookPlan,
 ) {
     match raw_args(btf, RETRANSMIT_HOOK.tracepoint()).and_then(|a| retransmit_args(&a)) {
         Ok(args) => {
             config.retransmit = args;
-            let mut detail = "raw tracepoint (arguments sk, skb, err checked against BTF btf_trace_tcp_retransmit_skb; skipped runs counted by the kernel, never silent); flow from the socket, segments and sequence from skb->cb via BTF offsets".to_string();
+            let what = "arguments sk, skb, err checked against BTF btf_trace_tcp_retransmit_skb; skipped runs counted by the kernel, never silent); flow from the socket, segments and sequence from skb->cb via BTF offsets";
+            // Some twenty helper reads per retransmit become direct loads and one cast.
+            let (spec, mut detail) = if hooks == TracepointHooks::Raw {
+                (
+                    &RETRANSMIT_HOOK,
+                    format!("raw tracepoint (--tracepoint-hooks raw; {what}"),
+                )
+            } else {
+                (
+                    &RETRANSMIT_BTF_HOOK,
+                    format!("BTF-typed tracepoint (tp_btf: the socket, through bpf_skc_to_tcp_sock its tcp_sock, and the skb by direct loads; {what}"),
+                )
+            };
             if args.err == OFFSET_ABSENT {
                 detail.push_str(
                     " (no err argument: only successful retransmits are traced by this kernel)",
                 );
             }
-            plan.want(&RETRANSMIT_HOOK, detail);
+            plan.want(spec, detail);
         }
         Err(why) => plan.unavailable(&RETRANSMIT_HOOK, why),
     }
