@@ -159,7 +159,7 @@ pub enum FunctionHooks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TracepointHooks {
     /// BTF-typed (tp_btf: direct loads) where the kernel allows it and a hook has that form
-    /// (the drop hook), raw tracepoints elsewhere.
+    /// (retransmits, drops, NAPI polls, received segments), raw tracepoints elsewhere.
     Auto,
     /// Raw tracepoints only (helper reads): the fallback, for comparison or where a kernel's
     /// BTF-typed tracepoints misbehave.
@@ -214,8 +214,9 @@ pub struct TraceArgs {
     /// (kinds inferred from the congestion state and the softirq, as without either).
     #[arg(long, value_enum, default_value_t = FunctionHooks::Auto)]
     pub function_hooks: FunctionHooks,
-    /// How to attach the drop hook: BTF-typed (tp_btf, direct loads, the cheapest) where the
-    /// kernel allows it, else a raw tracepoint (auto); or the raw tracepoint only.
+    /// How to attach the tracepoint hooks that have a BTF-typed form (retransmits, drops, NAPI
+    /// polls, received segments): tp_btf (direct loads, the cheapest) where the kernel allows
+    /// it, else a raw tracepoint (auto); or raw tracepoints only.
     #[arg(long, value_enum, default_value_t = TracepointHooks::Auto)]
     pub tracepoint_hooks: TracepointHooks,
     /// Also print the findings bundle every SECS seconds (each covers the trace so far);

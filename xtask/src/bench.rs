@@ -245,7 +245,7 @@ fn measure_netprobe(link: &Link, tool: &'static str, extra: &[&str]) -> Result<M
     ] {
         let (runs, ns) = run_stats(&programs, program);
         println!(
-            "netprobe {hook:<34} {:>6} ns/event over {runs} runs",
+            "{tool:<22} {hook:<34} {:>6} ns/event over {runs} runs",
             per_event(runs, ns)
         );
     }
@@ -502,6 +502,12 @@ pub fn kernel_cost() -> Result<()> {
     let link = lossy_link("bench", 201, 5);
     let before = workload(&link);
     let netprobe = measure_netprobe(&link, "trace", &[])?;
+    // The raw tracepoints (helper reads) where tp_btf twins exist, in the same run.
+    let raw = measure_netprobe(
+        &link,
+        "trace, raw tracepoints",
+        &["--tracepoint-hooks", "raw"],
+    )?;
     let sampled = measure_netprobe(&link, "trace --max-rate 100", &["--max-rate", "100"])?;
     let monitor = measure_monitor(&link)?;
     let bpftrace = measure_bpftrace(&link)?;
@@ -516,7 +522,7 @@ pub fn kernel_cost() -> Result<()> {
         STORM.as_secs_f64(),
         TCP_BYTES >> 20
     );
-    let tools = [&netprobe, &sampled, &monitor, &bpftrace];
+    let tools = [&netprobe, &raw, &sampled, &monitor, &bpftrace];
     print!("{:<24}", "hook: ns/event (runs)");
     for t in tools {
         print!(" {:>26}", t.tool);
