@@ -211,7 +211,16 @@ impl Lossy {
                 "tcp dport {LOSSY_PORT} meta length > 200 numgen random mod 100 < 3 counter drop"
             ),
         );
-        bulk_transfer(&link.a, &link.b, link.b_port(LOSSY_PORT), 8 << 20);
+        // A transfer whose few losses all fall at the end of a burst opens no hole (seen once
+        // on 6.1 under qemu: TCPOFOQueue 0, and netprobe 0). The checks need holes, so the
+        // transfer is repeated on the same link, whose counters add up, until one opened (at
+        // most three times).
+        for _ in 0..3 {
+            bulk_transfer(&link.a, &link.b, link.b_port(LOSSY_PORT), 8 << 20);
+            if link.b.netstat("TcpExt", "TCPOFOQueue") > 0 {
+                break;
+            }
+        }
         Lossy { link, rule }
     }
 
